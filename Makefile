@@ -1,0 +1,26 @@
+# Two commands from a clean clone, no venv needed:  make run  (the main job)  and  make test.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+# Every distribution in the repo, installed editable exactly as a user would install it.
+DISTS  := . $(sort $(dir $(wildcard plugins/*/pyproject.toml contrib/*/pyproject.toml)))
+EXTRAS := $(foreach d,$(DISTS),$(if $(wildcard $(d)extras),-e $(d)[$(shell cat $(d)extras)],-e $(d)))
+
+.PHONY: run test setup clean
+run: $(STAMP)
+	$(VENV)/bin/diffusion-schemes list
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+setup: $(STAMP)
+
+$(STAMP): requirements-dev.txt pyproject.toml $(wildcard plugins/*/pyproject.toml contrib/*/pyproject.toml)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	$(PY) -m pip install -q --disable-pip-version-check --no-build-isolation $(EXTRAS)
+	touch $(STAMP)
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,93 @@
+"""Conditions (a Tensor, a TensorDict or None) and the channel-concatenation wrapper.
+
+A condition travels untouched from the caller to the backbone: it is never scaled by
+``c_in``. Its batch size must match the latent's.
+
+>>> import torch
+>>> from tensordict import TensorDict
+>>> import diffusion_schemes as ds
+>>> class Backbone(torch.nn.Module):
+...     def __init__(self):
+...         super().__init__()
+...         self.net = torch.nn.Conv2d(3 + 1, 3, 1)
+...         self.vec = torch.nn.Linear(4, 3)
+...     def forward(self, x, t, condition=None):
+...         return self.net(x) + self.vec(condition)[:, :, None, None]
+>>> model = ds.ConcatConditionWrapper(Backbone())
+>>> condition = TensorDict(
+...     {"cond_concat": torch.rand(2, 1, 8, 8), "cond_vec": torch.rand(2, 4)}, batch_size=[2]
+... )
+>>> model(torch.rand(2, 3, 8, 8), torch.rand(2), condition).shape
+torch.Size([2, 3, 8, 8])
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ._errors import ConditionError
+
+__all__ = ["ConcatConditionWrapper", "check_condition"]
+
+
+def check_condition(condition: Any, batch_size: int) -> None:
+    """Raise :class:`ConditionError` unless ``condition`` is None or a Tensor/TensorDict of ``batch_size``."""
+    if condition is None:
+        return
+    if isinstance(condition, torch.Tensor):
+        got = condition.shape[0] if condition.ndim else None
+    elif hasattr(condition, "batch_size") and hasattr(condition, "keys"):  # a TensorDict, without importing it
+        dims = tuple(condition.batch_size)
+        got = dims[0] if dims else None
+    else:
+        hint = " Wrap a dict in TensorDict(d, batch_size=[B])." if isinstance(condition, dict) else ""
+        raise ConditionError(
+            f"a condition must be a Tensor, a TensorDict or None, got {type(condition).__name__}.{hint}"
+        )
+    if got != batch_size:
+        raise ConditionError(
+            f"the condition's batch size is {got} but the latent's is {batch_size}; "
+            "give one condition per sample (leading dimension equal to the latent's)"
+        )
+
+
+class ConcatConditionWrapper(torch.nn.Module):
+    """Adapt a backbone to conditions: an image condition is concatenated, a vector one passed on.
+
+    Called as ``wrapper(x, t, condition)`` with ``condition`` a TensorDict (or None). The entry
+    ``image_cond_key`` (shape ``(B, C_cond, *spatial)``) is concatenated to ``x`` along the
+    channel dimension; the entry ``vector_cond_key`` is given to the backbone as its
+    ``condition``. Inside a preconditioner ``x`` is already ``c_in``-scaled, and the condition
+    is not. The backbone's input channels must be ``C_x + C_cond``.
+    """
+
+    def __init__(self, model: torch.nn.Module, image_cond_key: str = "cond_concat", vector_cond_key: str = "cond_vec"):
+        super().__init__()
+        self.model = model
+        self.image_cond_key = image_cond_key
+        self.vector_cond_key = vector_cond_key
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, condition: Any = None, **model_kwargs: Any) -> torch.Tensor:
+        check_condition(condition, x.shape[0])
+        vector = None
+        if condition is not None:
+            if isinstance(condition, torch.Tensor):
+                raise ConditionError(
+                    "ConcatConditionWrapper needs a TensorDict condition with the keys "
+                    f"{self.image_cond_key!r} and/or {self.vector_cond_key!r}, got a plain Tensor"
+                )
+            keys = set(condition.keys())
+            unknown = keys - {self.image_cond_key, self.vector_cond_key}
+            if unknown:
+                raise ConditionError(
+                    f"unexpected condition keys {sorted(unknown)}; ConcatConditionWrapper reads "
+                    f"{self.image_cond_key!r} (concatenated) and {self.vector_cond_key!r} (passed on)"
+                )
+            if self.image_cond_key in keys:
+                image = condition[self.image_cond_key]
+                x = torch.cat([x, image.to(x.dtype)], dim=1)
+            if self.vector_cond_key in keys:
+                vector = condition[self.vector_cond_key]
+        return self.model(x, t, vector, **model_kwargs)

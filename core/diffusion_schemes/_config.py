@@ -1,0 +1,75 @@
+"""Config-by-name for downstream frameworks: spec types to embed in their own pydantic models.
+
+>>> from pydantic import BaseModel
+>>> import diffusion_schemes as ds
+>>> class SamplerConfig(BaseModel):
+...     solver: ds.spec_type("solver") = "heun"
+...     num_steps: int = 18
+>>> SamplerConfig().solver.name
+'heun'
+>>> SamplerConfig(solver={"name": "euler"}).solver.name
+'euler'
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Union
+
+from pydantic import BeforeValidator, Field, TypeAdapter
+
+from ._registry import check_kind, registry
+from ._specs import SchemeSpec
+
+__all__ = ["WeightingRef", "json_schema", "spec_type"]
+
+
+def _name_checker(kind: str, names: list[str]):
+    def check(value: Any) -> Any:
+        if isinstance(value, str):
+            value = {"name": value}
+        if isinstance(value, dict) and "name" in value and value["name"] not in names:
+            raise ValueError(str(registry._unknown(kind, value["name"])))
+        return value
+
+    return check
+
+
+def spec_type(kind: str) -> Any:
+    """A pydantic type accepting any installed scheme of ``kind``, discriminated by ``name``.
+
+    Use it as the annotation of a field in your own config model. A bare name is accepted
+    for a scheme with no required field; an unknown name is rejected with the installed ones
+    and the closest match. Defaults given as a name are validated too.
+    """
+    check_kind(kind)
+    specs = [info.spec for info in registry.infos(kind)]
+    names = sorted({s.scheme_name() for s in specs})
+    if not specs:
+        raise LookupError(f"no {kind} schemes are installed; `diffusion-schemes doctor` shows what was found")
+    inner: Any = specs[0] if len(specs) == 1 else Annotated[Union[tuple(specs)], Field(discriminator="name")]
+    return Annotated[inner, BeforeValidator(_name_checker(kind, names)), Field(validate_default=True)]
+
+
+def json_schema(kind: str) -> dict[str, Any]:
+    """The JSON Schema of every installed scheme of ``kind`` (a ``oneOf`` keyed by ``name``).
+
+    >>> import diffusion_schemes as ds
+    >>> "heun" in ds.json_schema("solver")["discriminator"]["mapping"]
+    True
+    """
+    return TypeAdapter(spec_type(kind)).json_schema()
+
+
+def _check_weighting(value: Any) -> Any:
+    if value is None or value == "default" or hasattr(value, "__call__") and not isinstance(value, (str, dict)):
+        return value
+    if isinstance(value, SchemeSpec) or isinstance(value, (str, dict)):
+        spec = registry.parse_spec("weighting", value)
+        return spec.model_dump(mode="json") if not isinstance(value, str) else value
+    raise ValueError(f"a weighting is a registered name, a config mapping, 'default' or None; got {value!r}")
+
+
+#: Field type for a weighting inside a spec: ``"default"`` (the scheme's own), ``None``
+#: (uniform), a registered name (``"sigmoid"``) or a config (``{"name": "sigmoid", "bias": 1}``).
+#: Names and configs are validated against the installed weightings.
+WeightingRef = Annotated[Union[str, dict, None], BeforeValidator(_check_weighting)]

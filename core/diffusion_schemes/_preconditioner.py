@@ -1,0 +1,162 @@
+"""The affine preconditioner ``D(x, t) = c_skip x + c_out F(c_in x, c_noise, condition)``.
+
+A subclass states its coefficients as functions of the noise level (and, when its time is
+not the noise level, the map ``sigma(t)``); the base class does the rest and its
+``forward`` is final.
+
+>>> import torch
+>>> import diffusion_schemes as ds
+>>> class Backbone(torch.nn.Module):
+...     def __init__(self, channels):
+...         super().__init__()
+...         self.net = torch.nn.Conv2d(channels, channels, 1)
+...     def forward(self, x, t, condition=None):
+...         return self.net(x)
+>>> class MyPreconditioner(ds.BaseAffinePreconditioner):
+...     def compute_coefficients(self, sigma):
+...         c_skip = 1 / (sigma**2 + 1)
+...         c_out = sigma / (sigma**2 + 1).sqrt()
+...         c_in = 1 / (sigma**2 + 1).sqrt()
+...         c_noise = sigma.log() / 4
+...         return c_in, c_noise, c_out, c_skip
+>>> precond = MyPreconditioner(Backbone(3))
+>>> precond(torch.randn(2, 3, 16, 16), torch.rand(2) + 0.1).shape
+torch.Size([2, 3, 16, 16])
+
+Overriding ``sigma`` maps a diffusion time to the noise level first (here ``sigma = sqrt(t)``):
+
+>>> class SqrtTimeVE(ds.BaseAffinePreconditioner):
+...     def sigma(self, t):
+...         return t.sqrt()
+...     def compute_coefficients(self, sigma):
+...         one = torch.ones_like(sigma)
+...         return one, (0.5 * sigma).log(), sigma, one
+>>> SqrtTimeVE(Backbone(3))(torch.randn(2, 3, 16, 16), torch.rand(2) + 0.1).shape
+torch.Size([2, 3, 16, 16])
+
+``forward`` cannot be overridden:
+
+>>> class Broken(ds.BaseAffinePreconditioner):
+...     def forward(self, x, t):
+...         return x
+Traceback (most recent call last):
+  ...
+TypeError: Broken defines forward(), but BaseAffinePreconditioner.forward is final: ...
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any
+
+import torch
+
+from ._conditioning import check_condition
+from ._errors import DomainError
+from ._specs import SpecBacked
+
+__all__ = ["BaseAffinePreconditioner", "compute_dtype"]
+
+_FINAL = ("forward", "forward_sigma")
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype coefficients are computed in for a latent of ``dtype``: float32 or wider."""
+    return torch.promote_types(dtype, torch.float32) if dtype.is_floating_point else torch.float32
+
+
+def _as_batch(value: Any, batch: int, device: torch.device, what: str) -> torch.Tensor:
+    if not isinstance(value, torch.Tensor):
+        value = torch.as_tensor(value, device=device)
+    if value.ndim == 0:
+        return value.expand(batch)
+    if value.ndim == 1 and value.shape[0] == batch:
+        return value
+    raise ValueError(
+        f"{what} must have shape ({batch},) (one value per sample of the batch) or be a scalar; "
+        f"got shape {tuple(value.shape)}. Flatten it with .reshape(-1) if it carries singleton dims."
+    )
+
+
+class BaseAffinePreconditioner(SpecBacked, torch.nn.Module, abc.ABC):
+    """Abstract affine preconditioner around a backbone ``F`` satisfying :class:`DiffusionModel`.
+
+    ``forward(x, t, condition=None, **model_kwargs)`` computes the noise level
+    ``sigma = self.sigma(t)``, the coefficients ``compute_coefficients(sigma)`` (with sigma
+    shaped ``(B, 1, ..., 1)`` to broadcast against ``x``), then returns
+    ``c_skip * x + c_out * F(c_in * x, c_noise, condition, **model_kwargs)``. The backbone
+    receives ``c_noise`` shaped ``(B,)`` in float32 or wider, and the condition untouched.
+
+    ``forward_sigma(x, sigma, ...)`` is the same computation from the noise level directly;
+    the loss and the samplers use it so any preconditioner can run with any schedule.
+
+    ``t`` (or ``sigma``) is ``(B,)`` or a scalar broadcast to the batch. Coefficients are
+    computed in float32 or wider and cast once to the latent's dtype, so float16, bfloat16,
+    float32 and float64 latents all work. On the CPU (outside ``torch.compile``) a noise
+    level that is not positive raises :class:`DomainError`; on accelerators the check is
+    skipped to keep the forward free of host synchronisation.
+
+    Args:
+        model: the backbone ``F``.
+        meta: optional metadata kept as ``self.meta``.
+    """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in _FINAL:
+            if name in cls.__dict__:
+                raise TypeError(
+                    f"{cls.__name__} defines {name}(), but BaseAffinePreconditioner.{name} is final: "
+                    "implement compute_coefficients(sigma) (and sigma(t) if the time is not the noise "
+                    "level) instead, or write a plain torch.nn.Module satisfying DiffusionModel"
+                )
+
+    def __init__(self, model: torch.nn.Module, meta: Any = None) -> None:
+        super().__init__()
+        self.model = model
+        self.meta = meta
+
+    def sigma(self, t: torch.Tensor) -> torch.Tensor:
+        """Map diffusion time to noise level; the identity unless a scheme overrides it."""
+        return t
+
+    @abc.abstractmethod
+    def compute_coefficients(
+        self, sigma: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Return ``(c_in, c_noise, c_out, c_skip)`` for noise levels shaped ``(B, 1, ..., 1)``."""
+
+    def forward(self, x: torch.Tensor, t: Any, condition: Any = None, **model_kwargs: Any) -> torch.Tensor:
+        """The preconditioned output at diffusion time ``t``."""
+        t = _as_batch(t, x.shape[0], x.device, "t")
+        return self.forward_sigma(x, self.sigma(t.to(compute_dtype(x.dtype))), condition, **model_kwargs)
+
+    def forward_sigma(self, x: torch.Tensor, sigma: Any, condition: Any = None, **model_kwargs: Any) -> torch.Tensor:
+        """The preconditioned output at noise level ``sigma`` (skips the time-to-noise map)."""
+        batch = x.shape[0]
+        sigma = _as_batch(sigma, batch, x.device, "sigma").to(compute_dtype(x.dtype))
+        check_condition(condition, batch)
+        if sigma.device.type == "cpu" and not torch.compiler.is_compiling() and not bool((sigma > 0).all()):
+            raise DomainError(
+                f"a preconditioner needs noise levels > 0, got {sigma.tolist()}; noise level 0 is "
+                "the end of sampling, where the clean sample is returned without calling the model"
+            )
+        c_in, c_noise, c_out, c_skip = self.coefficients(sigma, x.ndim)
+        dtype = x.dtype
+        out = self.model((c_in.to(dtype) * x), c_noise, condition, **model_kwargs)
+        return c_skip.to(dtype) * x + c_out.to(dtype) * out.to(dtype)
+
+    def coefficients(
+        self, sigma: torch.Tensor, ndim: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(c_in, c_noise, c_out, c_skip)`` for noise levels ``(B,)`` and latents of ``ndim`` dims.
+
+        ``c_in``, ``c_out``, ``c_skip`` are shaped ``(B, 1, ..., 1)``; ``c_noise`` is ``(B,)``.
+        All stay in the dtype of ``sigma`` (the caller casts).
+        """
+        batch = sigma.shape[0]
+        sigma_b = sigma.reshape(batch, *([1] * (ndim - 1)))
+        c_in, c_noise, c_out, c_skip = self.compute_coefficients(sigma_b)
+        c_noise = torch.as_tensor(c_noise, dtype=sigma.dtype, device=sigma.device)
+        c_noise = torch.broadcast_to(c_noise, sigma_b.shape).reshape(batch)
+        return c_in, c_noise, c_out, c_skip

@@ -1,0 +1,367 @@
+"""Noise schedules in log-SNR terms (Kingma & Gao 2023 notation).
+
+The forward process is ``z_t = alpha(t) x0 + sigma(t) eps`` with log-SNR
+``lambda(t) = log alpha(t)^2 - log sigma(t)^2``, decreasing in t. A schedule states
+``lambda(t)``, its inverse, its time domains, its training distribution of t and its
+sampling time steps; everything else is derived here once:
+
+- ``noise_level(t) = sigma / alpha = exp(-lambda / 2)``, what a preconditioner's
+  ``sigma(t)`` must equal and what every sampler steps in;
+- ``alpha, sigma`` from lambda by variance type: preserving ``alpha^2 = sigmoid(lambda)``,
+  exploding ``alpha = 1, sigma^2 = exp(-lambda)``;
+- drift and diffusion of the forward SDE ``dz = f(t) z dt + g(t) dW``:
+  ``f = d log alpha / dt`` and ``g^2 = d sigma^2/dt - 2 f sigma^2 = -lambda'(t) sigma^2``
+  (for variance exploding this is ``beta (1 + exp(-lambda))``, not ``beta``);
+- ``beta(t) = d/dt log(1 + exp(-lambda)) = -lambda'(t) sigmoid(-lambda)`` (``derivative_log_snr``).
+
+A minimal schedule (variance exploding, ``t`` = noise level, log-uniform training):
+
+>>> import torch
+>>> import diffusion_schemes as ds
+>>> class LogUniformVE(ds.BaseNoiseSchedule):
+...     def __init__(self):
+...         super().__init__("log-uniform-ve", "exploding")
+...     def get_log_snr(self, t, training=False):
+...         return -2 * self._t(t, training).log()
+...     def get_t_from_log_snr(self, log_snr, training=False):
+...         return torch.exp(-self._log_snr(log_snr) / 2)
+...     def domain(self, training=False):
+...         return (0.01, 50.0)
+...     def sample_time(self, n, generator=None, device=None):
+...         u = torch.rand(n, generator=generator, device=device)
+...         return 0.01 * 5000.0 ** u
+...     def timesteps(self, num_steps, device=None):
+...         i = torch.arange(num_steps, dtype=torch.float64, device=device) / max(num_steps - 1, 1)
+...         return self._with_zero(50.0 * (0.01 / 50.0) ** i)
+>>> schedule = LogUniformVE()
+>>> schedule.validate()
+>>> round(float(schedule.noise_level(torch.tensor(2.0))), 6)
+2.0
+>>> float(schedule.get_drift_diffusion(schedule.get_log_snr(torch.tensor(2.0)))) # g^2 = d sigma^2/dt = 2t
+4.0
+>>> schedule.timesteps(3)
+tensor([5.0000e+01, 7.0711e-01, 1.0000e-02, 0.0000e+00], dtype=torch.float64)
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from typing import Any
+
+import torch
+
+from ._errors import DomainError
+from ._specs import SpecBacked
+
+__all__ = ["VARIANCE_TYPES", "BaseNoiseSchedule"]
+
+#: ``preserving``: ``alpha^2 + sigma^2 = 1``; ``exploding``: ``alpha = 1``; ``custom``: the
+#: schedule overrides :meth:`BaseNoiseSchedule.get_alpha_sigma` (e.g. flow matching).
+VARIANCE_TYPES = ("preserving", "exploding", "custom")
+
+
+class BaseNoiseSchedule(SpecBacked, abc.ABC):
+    """Abstract noise schedule described by its log-SNR ``lambda(t)``.
+
+    Subclasses implement :meth:`get_log_snr`, :meth:`get_t_from_log_snr`, :meth:`domain`,
+    :meth:`sample_time` and :meth:`timesteps`; they may override :meth:`dlog_snr_dt` (the
+    default differentiates :meth:`get_log_snr` with autograd) and :meth:`noise_level`
+    with closed forms.
+
+    Args:
+        name: the schedule's name.
+        variance_type: ``"preserving"``, ``"exploding"`` or ``"custom"``.
+        weighting: the loss weighting: ``"default"`` (the scheme's own, see
+            :meth:`default_weighting`), ``None`` (uniform in the loss's prediction type), a
+            registered name (``"sigmoid"``), a config mapping or an object called as
+            ``w(log_snr, schedule=None)`` with a ``loss_type``.
+    """
+
+    #: The open interval of times where lambda(t) is finite; times outside it are an error.
+    t_limits: tuple[float, float] = (0.0, math.inf)
+
+    def __init__(self, name: str, variance_type: str, weighting: Any = None) -> None:
+        if variance_type not in VARIANCE_TYPES:
+            raise ValueError(f"variance_type must be one of {VARIANCE_TYPES}, got {variance_type!r}")
+        if variance_type == "custom" and type(self).get_alpha_sigma is BaseNoiseSchedule.get_alpha_sigma:
+            raise TypeError(f"{type(self).__name__} has variance_type 'custom' and must override get_alpha_sigma")
+        self.name = name
+        self.variance_type = variance_type
+        self.weighting_config = weighting
+        self.weighting = self._resolve_weighting(weighting)
+
+    # ------------------------------------------------------------------ to implement
+    @abc.abstractmethod
+    def get_log_snr(self, t: Any, training: bool = False) -> torch.Tensor:
+        """``lambda(t)``, the log signal-to-noise ratio at diffusion time ``t``."""
+
+    @abc.abstractmethod
+    def get_t_from_log_snr(self, log_snr: Any, training: bool = False) -> torch.Tensor:
+        """The diffusion time whose log-SNR is ``log_snr`` (inverse of :meth:`get_log_snr`)."""
+
+    @abc.abstractmethod
+    def domain(self, training: bool = False) -> tuple[float, float]:
+        """``(t_min, t_max)``: the finite interval where the schedule samples, or where its training
+        times fall (for an unbounded training distribution, an interval holding nearly all draws)."""
+
+    @abc.abstractmethod
+    def sample_time(self, n: int, generator: torch.Generator | None = None, device: Any = None) -> torch.Tensor:
+        """``n`` diffusion times drawn from the training distribution."""
+
+    @abc.abstractmethod
+    def timesteps(self, num_steps: int, device: Any = None) -> torch.Tensor:
+        """``num_steps + 1`` decreasing sampling times: ``num_steps`` in the domain, then 0.
+
+        The final 0 stands for noise level 0 (the clean sample); no solver evaluates a
+        model there. Use :meth:`_with_zero` to append it.
+        """
+
+    # ------------------------------------------------------------------ derived from lambda
+    def dlog_snr_dt(self, t: Any, training: bool = False) -> torch.Tensor:
+        """``d lambda / dt`` at time ``t`` (autograd of :meth:`get_log_snr` unless overridden)."""
+        t = self._t(t, training)
+        with torch.enable_grad():
+            tt = t.detach().clone().requires_grad_(True)
+            lam = self.get_log_snr(tt, training)
+            (grad,) = torch.autograd.grad(lam.sum(), tt)
+        return grad
+
+    def derivative_log_snr(self, log_snr: Any, training: bool = False) -> torch.Tensor:
+        """``beta(t) = d/dt log(1 + exp(-lambda(t)))`` at the time whose log-SNR is ``log_snr``."""
+        log_snr = self._log_snr(log_snr)
+        t = self.get_t_from_log_snr(log_snr, training)
+        return -self.dlog_snr_dt(t, training) * torch.sigmoid(-log_snr)
+
+    def noise_level(self, t: Any) -> torch.Tensor:
+        """``sigma(t) / alpha(t) = exp(-lambda(t) / 2)``: the noise level of the unscaled latent."""
+        return torch.exp(-self.get_log_snr(t) / 2)
+
+    def noise_level_derivative(self, t: Any) -> torch.Tensor:
+        """``d noise_level / dt = -lambda'(t) / 2 * noise_level(t)``."""
+        return -0.5 * self.dlog_snr_dt(t) * self.noise_level(t)
+
+    def get_alpha_sigma(self, log_snr: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(alpha, sigma)`` of the forward process for this log-SNR, by variance type."""
+        log_snr = self._log_snr(log_snr)
+        if self.variance_type == "exploding":
+            return torch.ones_like(log_snr), torch.exp(-log_snr / 2)
+        return torch.sigmoid(log_snr).sqrt(), torch.sigmoid(-log_snr).sqrt()
+
+    def dlog_alpha_dlog_snr(self, log_snr: Any) -> torch.Tensor:
+        """``d log alpha / d lambda``: 0 when exploding, ``sigmoid(-lambda) / 2`` when preserving."""
+        log_snr = self._log_snr(log_snr)
+        if self.variance_type == "exploding":
+            return torch.zeros_like(log_snr)
+        if self.variance_type == "preserving":
+            return 0.5 * torch.sigmoid(-log_snr)
+        with torch.enable_grad():
+            lam = log_snr.detach().clone().requires_grad_(True)
+            alpha, _ = self.get_alpha_sigma(lam)
+            (grad,) = torch.autograd.grad(alpha.log().sum(), lam)
+        return grad
+
+    def get_drift_diffusion(
+        self, log_snr: Any, x: torch.Tensor | None = None, training: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Forward SDE ``dz = f(z, t) dt + g(t) dW``: ``(f(z, t), g^2)`` if ``x`` is given, else ``g^2``.
+
+        Derived from the forward process: ``f = (d log alpha / dt) z`` and
+        ``g^2 = -lambda'(t) sigma(t)^2``. The probability-flow ODE is
+        ``dz = [f - g^2 / 2 * score] dt`` and the reverse SDE
+        ``dz = [f - g^2 * score] dt + g dW``. Shapes follow ``log_snr``; pass it
+        shaped ``(B, 1, ..., 1)`` to broadcast against ``x``.
+        """
+        log_snr = self._log_snr(log_snr)
+        t = self.get_t_from_log_snr(log_snr, training)
+        dlam = self.dlog_snr_dt(t, training)
+        _, sigma = self.get_alpha_sigma(log_snr)
+        g2 = -dlam * sigma**2
+        if x is None:
+            return g2
+        f = dlam * self.dlog_alpha_dlog_snr(log_snr)
+        return f * x, g2
+
+    # ------------------------------------------------------------------ weighting
+    def default_weighting(self) -> Any:
+        """The scheme's own weighting (Karras et al. 2022, Table 1): ``1/sigma^2`` on the x0-loss."""
+        from ._registry import registry
+
+        return registry.create("weighting", "snr")
+
+    def _resolve_weighting(self, weighting: Any) -> Any:
+        if weighting is None:
+            return None
+        if isinstance(weighting, str) and weighting == "default":
+            return self.default_weighting()
+        if isinstance(weighting, (str, dict)) or hasattr(weighting, "model_dump"):
+            from ._registry import registry
+
+            return registry.create("weighting", weighting)
+        if callable(weighting):
+            return weighting
+        raise TypeError(
+            f"weighting must be 'default', None, a registered name, a config mapping or a callable "
+            f"w(log_snr, schedule=None); got {weighting!r}"
+        )
+
+    def get_weights_for_snr(self, log_snr: Any) -> torch.Tensor:
+        """The weighting at ``log_snr`` in its own loss type (ones when there is none)."""
+        log_snr = self._log_snr(log_snr)
+        if self.weighting is None:
+            return torch.ones_like(log_snr)
+        return self.weighting(log_snr, schedule=self)
+
+    def loss_weight(self, t: Any, prediction_type: str = "x0") -> torch.Tensor:
+        """The loss weight at times ``t`` for a loss on ``prediction_type`` (converted from the weighting's own)."""
+        from ._weighting import convert_weight
+
+        log_snr = self.get_log_snr(t, training=True)
+        if self.weighting is None:
+            return torch.ones_like(log_snr)
+        source = getattr(self.weighting, "loss_type", "epsilon")
+        return convert_weight(self.get_weights_for_snr(log_snr), log_snr, source, prediction_type)
+
+    # ------------------------------------------------------------------ training and sampling helpers
+    def add_noise(
+        self, x0: torch.Tensor, t: Any, noise: torch.Tensor | None = None, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """``z_t = alpha(t) x0 + sigma(t) noise`` (the scaled latent of the forward process)."""
+        if noise is None:
+            noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        lam = self._broadcast(self.get_log_snr(t, training=True), x0)
+        alpha, sigma = self.get_alpha_sigma(lam)
+        return (alpha * x0 + sigma * noise).to(x0.dtype)
+
+    def sigmas(self, num_steps: int, device: Any = None) -> torch.Tensor:
+        """The noise levels of :meth:`timesteps`: ``num_steps`` decreasing values, then 0."""
+        t = self.timesteps(num_steps, device=device)
+        return torch.cat([self.noise_level(t[:-1]), torch.zeros_like(t[-1:])])
+
+    def init_latents(
+        self,
+        shape: Any,
+        generator: torch.Generator | None = None,
+        device: Any = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> torch.Tensor:
+        """Unscaled latents at the first sampling time: ``noise_level(t_0) * N(0, I)``."""
+        sigma_max = self.sigmas(2)[0]
+        noise = torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype)
+        return noise * sigma_max.to(device=noise.device, dtype=dtype)
+
+    def get_denoiser(self, **kwargs: Any) -> Any:
+        """The right-hand side of the probability-flow ODE or reverse SDE for a predictor.
+
+        See :func:`diffusion_schemes.make_denoiser` for the arguments.
+        """
+        from ._denoiser import make_denoiser
+
+        return make_denoiser(self, **kwargs)
+
+    # ------------------------------------------------------------------ config
+    def get_config(self) -> dict[str, Any]:
+        """The constructor arguments (JSON-serialisable); ``from_config`` rebuilds an equal schedule."""
+        return {}
+
+    def _weighting_config(self) -> Any:
+        """The weighting as given, in a JSON-serialisable form for :meth:`get_config`."""
+        w = self.weighting_config
+        if w is None or isinstance(w, (str, dict)):
+            return w
+        if hasattr(w, "model_dump"):
+            return w.model_dump(mode="json")
+        try:
+            return w.spec.model_dump(mode="json")
+        except (AttributeError, NotImplementedError) as exc:
+            raise TypeError(
+                f"the weighting {w!r} cannot be described by name, so this schedule's config cannot be "
+                "serialised; pass the weighting by name or config instead"
+            ) from exc
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], custom_objects: Any = None) -> BaseNoiseSchedule:
+        """Rebuild a schedule from :meth:`get_config`."""
+        return cls(**{k: v for k, v in config.items() if k != "name"})
+
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other) and self.get_config() == other.get_config()  # type: ignore[union-attr]
+
+    __hash__ = object.__hash__
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+    # ------------------------------------------------------------------ validation
+    def validate(self, num: int = 257) -> None:
+        """Check the schedule: finite at both ends of its domains, lambda decreasing, inverse consistent.
+
+        Raises ``ValueError`` listing every failed check with the values seen.
+        """
+        problems = []
+        for training in (False, True):
+            lo, hi = self.domain(training)
+            where = "training" if training else "sampling"
+            if not (lo < hi):
+                problems.append(f"{where} domain ({lo}, {hi}) is empty")
+                continue
+            t = torch.linspace(lo, hi, num, dtype=torch.float64)
+            lam = self.get_log_snr(t, training)
+            if not bool(torch.isfinite(lam).all()):
+                problems.append(f"{where}: lambda(t) not finite at t={t[~torch.isfinite(lam)].tolist()[:4]}")
+                continue
+            if not bool((lam[1:] < lam[:-1]).all()):
+                bad = int((lam[1:] >= lam[:-1]).nonzero()[0])
+                problems.append(f"{where}: lambda(t) is not decreasing near t={float(t[bad]):.6g}")
+            back = self.get_t_from_log_snr(lam, training)
+            err = ((back - t).abs() / t.abs().clamp_min(1e-12)).max()
+            if not float(err) < 1e-6:
+                problems.append(f"{where}: get_t_from_log_snr(get_log_snr(t)) differs from t by {float(err):.2e} (relative)")
+            level = self.noise_level(t) if not training else None
+            if level is not None and not torch.allclose(level, torch.exp(-lam / 2), rtol=1e-6, atol=0):
+                problems.append("noise_level(t) differs from exp(-lambda(t)/2)")
+            dlam = self.dlog_snr_dt(t, training)
+            if not bool(torch.isfinite(dlam).all()):
+                problems.append(f"{where}: d lambda/dt not finite")
+        if problems:
+            raise ValueError(f"noise schedule {self.name!r} is invalid:\n  - " + "\n  - ".join(problems))
+
+    # ------------------------------------------------------------------ helpers for subclasses
+    def _t(self, t: Any, training: bool = False) -> torch.Tensor:
+        """``t`` as a float tensor (float32 or wider); on the CPU, a clear error outside ``t_limits``."""
+        t = torch.as_tensor(t)
+        t = t.to(torch.promote_types(t.dtype, torch.float32) if t.is_floating_point() else torch.float32)
+        if t.device.type == "cpu" and not torch.compiler.is_compiling():
+            lo, hi = self.t_limits
+            ok = (t > lo) & (t < hi)
+            if not bool(ok.all()):
+                bad = t[~ok].flatten()[:4].tolist()
+                d_lo, d_hi = self.domain(training)
+                raise DomainError(
+                    f"{self.name}: diffusion time t={bad} is outside ({lo:g}, {hi:g}), where lambda(t) is "
+                    f"defined; this schedule {'trains' if training else 'samples'} on [{d_lo:g}, {d_hi:g}]"
+                )
+        return t
+
+    @staticmethod
+    def _log_snr(log_snr: Any) -> torch.Tensor:
+        """``log_snr`` as a float tensor, rejecting NaN on the CPU."""
+        log_snr = torch.as_tensor(log_snr)
+        if not log_snr.is_floating_point():
+            log_snr = log_snr.to(torch.float32)
+        if log_snr.device.type == "cpu" and not torch.compiler.is_compiling() and bool(log_snr.isnan().any()):
+            raise DomainError("log_snr contains NaN")
+        return log_snr
+
+    @staticmethod
+    def _with_zero(t: torch.Tensor) -> torch.Tensor:
+        """Append the final 0 to ``num_steps`` sampling times."""
+        return torch.cat([t, torch.zeros_like(t[:1])])
+
+    @staticmethod
+    def _broadcast(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """``(B,)`` (or scalar) values shaped ``(B, 1, ..., 1)`` to broadcast against ``like``."""
+        if values.ndim == 0:
+            return values
+        return values.reshape(values.shape[0], *([1] * (like.ndim - 1)))

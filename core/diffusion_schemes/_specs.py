@@ -1,0 +1,141 @@
+"""Pydantic specs: the validated, serialisable configuration of one scheme.
+
+A spec names its scheme with a ``Literal`` ``name``, forbids unknown fields, is frozen,
+and knows how to ``build`` the object it describes. The kind of a spec (what it builds)
+comes from the base class it derives from.
+
+>>> from typing import Literal
+>>> import diffusion_schemes as ds
+>>> class ConstantWeightingSpec(ds.WeightingSpec):
+...     '''A constant loss weight.'''
+...     name: Literal["constant"] = "constant"
+...     value: float = 1.0
+>>> spec = ConstantWeightingSpec(value=2.0)
+>>> spec.kind, spec.scheme_name(), spec.summary()
+('weighting', 'constant', 'A constant loss weight.')
+>>> ConstantWeightingSpec(valu=2.0)
+Traceback (most recent call last):
+  ...
+pydantic_core._pydantic_core.ValidationError: 1 validation error for ConstantWeightingSpec
+valu
+  Extra inputs are not permitted [type=extra_forbidden, input_value=2.0, input_type=float]
+...
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+__all__ = [
+    "KINDS",
+    "NoiseScheduleSpec",
+    "PreconditionerSpec",
+    "SchemeSpec",
+    "SolverSpec",
+    "SpecBacked",
+    "WeightingSpec",
+]
+
+#: The kinds of scheme, in the order they are listed.
+KINDS: tuple[str, ...] = ("preconditioner", "noise_schedule", "weighting", "solver")
+
+
+class SchemeSpec(BaseModel):
+    """Base of every scheme spec: frozen, no unknown fields, a ``Literal`` ``name``.
+
+    Subclass one of the per-kind bases (:class:`PreconditionerSpec`,
+    :class:`NoiseScheduleSpec`, :class:`WeightingSpec`, :class:`SolverSpec`), declare
+    ``name: Literal["my-name"] = "my-name"`` and the scheme's fields with their
+    constraints and descriptions, and implement :meth:`build`. The first line of the
+    class docstring is the summary that ``diffusion-schemes list`` shows.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+
+    kind: ClassVar[str] = ""
+    name: str
+
+    @classmethod
+    def scheme_name(cls) -> str:
+        """The name fixed by the ``Literal`` annotation of ``name``."""
+        field = cls.model_fields.get("name")
+        args = typing.get_args(field.annotation) if field is not None else ()
+        if typing.get_origin(field.annotation) is not typing.Literal or len(args) != 1:
+            raise TypeError(
+                f"{cls.__qualname__}.name must be annotated as Literal['<scheme-name>'] with exactly "
+                f"one value, got {field.annotation if field else None!r}"
+            )
+        return str(args[0])
+
+    @classmethod
+    def summary(cls) -> str:
+        """The first line of the class docstring (empty when there is none)."""
+        doc = inspect.getdoc(cls) or ""
+        if cls.__doc__ is None or doc == inspect.getdoc(SchemeSpec):
+            return ""
+        return doc.strip().splitlines()[0] if doc.strip() else ""
+
+    def params(self) -> dict[str, Any]:
+        """The fields other than ``name``, as keyword arguments for the built object."""
+        return {k: getattr(self, k) for k in type(self).model_fields if k != "name"}
+
+    def build(self, **kwargs: Any) -> Any:
+        """Build the object this spec describes (implemented by each scheme)."""
+        raise NotImplementedError(f"{type(self).__qualname__} does not implement build()")
+
+
+class PreconditionerSpec(SchemeSpec):
+    """Spec of a preconditioner; ``build(model=...)`` wraps a backbone."""
+
+    kind: ClassVar[str] = "preconditioner"
+
+    def build(self, model: Any) -> Any:  # pragma: no cover - abstract
+        """Wrap ``model`` in the preconditioner this spec describes."""
+        raise NotImplementedError(f"{type(self).__qualname__} does not implement build(model)")
+
+
+class NoiseScheduleSpec(SchemeSpec):
+    """Spec of a noise schedule; ``build()`` takes no argument."""
+
+    kind: ClassVar[str] = "noise_schedule"
+
+
+class WeightingSpec(SchemeSpec):
+    """Spec of a loss weighting ``w(log_snr, schedule=None)``."""
+
+    kind: ClassVar[str] = "weighting"
+
+
+class SolverSpec(SchemeSpec):
+    """Spec of a sampler; ``build()`` returns an object called by :func:`diffusion_schemes.sample`."""
+
+    kind: ClassVar[str] = "solver"
+
+
+class SpecBacked:
+    """Mixin for objects that can give back the spec they are (re)built from.
+
+    Set ``spec_class`` to the spec type and implement :meth:`get_config` to return its
+    fields (without ``name``); ``obj.spec`` is then the validated spec, so a checkpoint
+    can store ``obj.spec.model_dump()`` and rebuild the object by name.
+    """
+
+    spec_class: ClassVar[type[SchemeSpec] | None] = None
+
+    def get_config(self) -> dict[str, Any]:
+        """The spec's fields other than ``name`` (JSON-serialisable)."""
+        return {}
+
+    @property
+    def spec(self) -> SchemeSpec:
+        """The spec that rebuilds this object by name."""
+        if self.spec_class is None:
+            raise NotImplementedError(
+                f"{type(self).__qualname__} has no spec_class, so it cannot be described by name; "
+                "set spec_class to the spec type that builds it"
+            )
+        return self.spec_class.model_validate(self.get_config())

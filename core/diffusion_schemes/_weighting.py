@@ -1,0 +1,113 @@
+"""Loss weightings: functions of the log-SNR, each written for one loss type.
+
+A weighting ``w(log_snr, schedule=None)`` states which loss it is written for
+(``loss_type``: ``"epsilon"``, ``"x0"``, ``"v"`` or ``"score"``). Since
+``||x0 - x0_hat||^2 = exp(-lambda) ||eps - eps_hat||^2``,
+``||eps - eps_hat||^2 = sigmoid(lambda) ||v - v_hat||^2`` and
+``||eps - eps_hat||^2 = exp(-lambda) ||s - s_hat||^2`` (score of the unscaled latent),
+the same objective has the weights ``w_x0 = w_eps exp(lambda)``,
+``w_v = w_eps sigmoid(lambda)`` and ``w_score = w_eps exp(-lambda)``;
+:func:`convert_weight` applies that, so a weighting keeps its meaning when the prediction
+type changes.
+
+>>> import torch
+>>> import diffusion_schemes as ds
+>>> snr = ds.create("weighting", "snr")       # 1/sigma^2 on the x0-loss = uniform on epsilon
+>>> lam = torch.tensor([-2.0, 0.0, 3.0])
+>>> snr.convert(lam, "epsilon")
+tensor([1., 1., 1.])
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+
+from ._builtins import LikelihoodWeightingSpec, SNRWeightingSpec
+from ._specs import SpecBacked
+
+__all__ = ["LOSS_TYPES", "BaseWeighting", "LikelihoodWeighting", "SNRWeighting", "convert_weight"]
+
+#: The loss types (prediction targets) a weighting can be written for.
+LOSS_TYPES = ("epsilon", "x0", "v", "score")
+
+
+def _log_factor(log_snr: torch.Tensor, loss_type: str) -> torch.Tensor:
+    """``log(w_type / w_eps)`` for the same objective."""
+    if loss_type == "epsilon":
+        return torch.zeros_like(log_snr)
+    if loss_type == "x0":
+        return log_snr
+    if loss_type == "v":
+        return F.logsigmoid(log_snr)
+    if loss_type == "score":
+        return -log_snr
+    raise ValueError(f"unknown loss type {loss_type!r}; expected one of {LOSS_TYPES}")
+
+
+def convert_weight(weight: torch.Tensor, log_snr: torch.Tensor, source: str, target: str) -> torch.Tensor:
+    """Convert a weight written for the ``source`` loss into the ``target`` loss's weight."""
+    if source == target:
+        _log_factor(log_snr, source)  # validates the name
+        return weight
+    return weight * torch.exp(_log_factor(log_snr, target) - _log_factor(log_snr, source))
+
+
+class BaseWeighting(SpecBacked, abc.ABC):
+    """A loss weighting written for ``loss_type``; called as ``w(log_snr, schedule=None)``."""
+
+    loss_type: ClassVar[str] = "epsilon"
+
+    @abc.abstractmethod
+    def weight(self, log_snr: torch.Tensor, schedule: Any = None) -> torch.Tensor:
+        """The weight for the loss type this weighting is written for."""
+
+    def __call__(self, log_snr: Any, schedule: Any = None) -> torch.Tensor:
+        log_snr = torch.as_tensor(log_snr)
+        if not log_snr.is_floating_point():
+            log_snr = log_snr.float()
+        return self.weight(log_snr, schedule)
+
+    def convert(self, log_snr: Any, to: str, schedule: Any = None) -> torch.Tensor:
+        """The weight for a loss on ``to`` that expresses the same objective."""
+        log_snr = torch.as_tensor(log_snr)
+        return convert_weight(self(log_snr, schedule), log_snr, self.loss_type, to)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+class SNRWeighting(BaseWeighting):
+    """``w = exp(lambda) = 1 / sigma^2`` on the x0-loss (uniform on the epsilon-loss).
+
+    The weighting of the VE, VP and iDDPM rows of Karras et al. 2022, Table 1.
+    """
+
+    loss_type = "x0"
+    spec_class = SNRWeightingSpec
+
+    def weight(self, log_snr: torch.Tensor, schedule: Any = None) -> torch.Tensor:
+        return torch.exp(log_snr)
+
+
+class LikelihoodWeighting(BaseWeighting):
+    """``w = -d lambda / dt`` on the epsilon-loss: the likelihood weighting of Song et al. 2021.
+
+    With ``g^2 = -lambda'(t) sigma^2`` (see :class:`BaseNoiseSchedule`), Song et al.'s
+    ``g(t)^2 ||score - score_hat||^2`` on the scaled latent equals
+    ``-lambda'(t) ||eps - eps_hat||^2``, the continuous-time ELBO weighting of Kingma et
+    al. 2021 (eq. 17) for t drawn uniformly. It needs the schedule.
+    """
+
+    loss_type = "epsilon"
+    spec_class = LikelihoodWeightingSpec
+
+    def weight(self, log_snr: torch.Tensor, schedule: Any = None) -> torch.Tensor:
+        if schedule is None:
+            raise ValueError("likelihood_weighting needs the noise schedule: call it as w(log_snr, schedule=...)")
+        t = schedule.get_t_from_log_snr(log_snr, training=True)
+        return -schedule.dlog_snr_dt(t, training=True)

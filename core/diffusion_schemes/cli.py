@@ -1,0 +1,147 @@
+"""The ``diffusion-schemes`` command line: ``list``, ``show``, ``schema``, ``doctor``, plus plugin commands.
+
+Exit codes: 0 success; 1 ``doctor`` found a broken plugin or a conflict; 2 bad usage or
+bad input (unknown kind or name, invalid config); plugin commands document their own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+from ._errors import DiffusionSchemesError, PluginWarning
+from ._registry import ENV_ALLOW, ENV_BLOCK, ENV_STRICT, registry
+from ._specs import KINDS
+
+EXIT_OK = 0
+EXIT_PROBLEMS = 1
+EXIT_USAGE = 2
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
+    return "\n".join([line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)])
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    infos = registry.infos(args.kind)
+    if args.json:
+        print(json.dumps([
+            {"kind": i.kind, "name": i.name, "distribution": i.distribution, "version": i.version, "summary": i.summary}
+            for i in infos
+        ], indent=2))
+        return EXIT_OK
+    rows = [[i.kind, i.name, i.distribution, i.version, i.summary] for i in infos]
+    print(_table(rows, ["kind", "name", "distribution", "version", "summary"]))
+    return EXIT_OK
+
+
+def _constraints(field: Any) -> str:
+    parts = []
+    for m in field.metadata:
+        for attr, sym in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<="), ("min_length", "len>="), ("max_length", "len<=")):
+            value = getattr(m, attr, None)
+            if value is not None:
+                parts.append(f"{sym} {value}")
+    return ", ".join(parts)
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    spec = registry.lookup(args.kind, args.name)
+    info = next(i for i in registry.infos(args.kind) if i.name == args.name)
+    print(f"{args.kind} {args.name!r} from {info.distribution} {info.version}".rstrip())
+    if info.summary:
+        print(f"  {info.summary}")
+    rows = []
+    for fname, field in spec.model_fields.items():
+        if fname == "name":
+            continue
+        typ = getattr(field.annotation, "__name__", None) or str(field.annotation).replace("typing.", "")
+        default = "(required)" if field.is_required() else repr(field.get_default(call_default_factory=True))
+        rows.append([fname, typ, default, _constraints(field), field.description or ""])
+    print()
+    print(_table(rows, ["field", "type", "default", "constraints", "description"]) if rows else "  (no fields)")
+    return EXIT_OK
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from ._config import json_schema
+
+    print(json.dumps(json_schema(args.kind), indent=2))
+    return EXIT_OK
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    import os
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PluginWarning)
+        plugins = registry.plugins()
+        conflicts = registry.conflicts()
+    print("plugin distributions:")
+    rows = []
+    for p in plugins:
+        detail = p.error or ", ".join(f"{k}:{n}" for k, n in p.schemes)
+        rows.append([p.distribution, p.version, p.status, detail])
+    print(_table(rows, ["distribution", "version", "status", "detail"]) if rows else "  (none)")
+    for var in (ENV_ALLOW, ENV_BLOCK, ENV_STRICT):
+        if var in os.environ:
+            print(f"{var}={os.environ[var]!r}")
+    if conflicts:
+        print("\nconflicts (these names raise when looked up):")
+        for (kind, name), dists in conflicts.items():
+            print(f"  {kind} {name!r}: registered by {', '.join(dists)}")
+    failed = [p for p in plugins if p.status == "failed"]
+    print(f"\n{len(plugins) - len(failed)} plugin distribution(s) ok, {len(failed)} failed, {len(conflicts)} conflict(s)")
+    return EXIT_PROBLEMS if failed or conflicts else EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser, with the commands of every loaded plugin added."""
+    parser = argparse.ArgumentParser(
+        prog="diffusion-schemes", description="Pluggable diffusion-model schemes: list, inspect and use them by name."
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    p = sub.add_parser("list", help="list the installed schemes")
+    p.add_argument("--kind", choices=KINDS, help="only this kind")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_list)
+    p = sub.add_parser("show", help="show a scheme's fields, types, defaults and constraints")
+    p.add_argument("kind", choices=KINDS)
+    p.add_argument("name")
+    p.set_defaults(func=cmd_show)
+    p = sub.add_parser("schema", help="print the JSON Schema of every scheme of a kind")
+    p.add_argument("kind", choices=KINDS)
+    p.set_defaults(func=cmd_schema)
+    p = sub.add_parser("doctor", help="report every plugin distribution and every conflict")
+    p.set_defaults(func=cmd_doctor)
+    pm = registry.plugin_manager()
+    for impl in pm.hook.register_commands.get_hookimpls():
+        try:
+            impl.function(cli=sub)
+        except Exception as exc:  # noqa: BLE001 - one plugin's commands never break the CLI
+            warnings.warn(f"plugin {impl.plugin_name!r} failed to add its commands: {exc}", PluginWarning, stacklevel=2)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return int(args.func(args) or 0)
+    except DiffusionSchemesError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

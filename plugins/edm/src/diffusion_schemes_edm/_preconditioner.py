@@ -1,0 +1,53 @@
+"""EDM preconditioner: Karras et al. 2022, Table 1 (and eq. 7)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+import diffusion_schemes as ds
+
+from . import EDMPreconditionerSpec
+
+
+class EDMPreconditioner(ds.BaseAffinePreconditioner):
+    """EDM preconditioner; the time is the noise level (``sigma(t) = t``).
+
+    ``c_skip = sigma_data^2 / (sigma^2 + sigma_data^2)``,
+    ``c_out = sigma sigma_data / sqrt(sigma^2 + sigma_data^2)``,
+    ``c_in = 1 / sqrt(sigma^2 + sigma_data^2)``, ``c_noise = ln(sigma) / 4``.
+    The output is an x0-prediction; for data of standard deviation ``sigma_data`` the network's
+    input and training target both have unit variance at every noise level.
+
+    >>> import torch
+    >>> from diffusion_schemes_edm import EDMPreconditioner
+    >>> class Backbone(torch.nn.Module):
+    ...     def __init__(self, channels):
+    ...         super().__init__()
+    ...         self.net = torch.nn.Conv2d(channels, channels, 1)
+    ...     def forward(self, x, t, condition=None):
+    ...         return self.net(x)
+    >>> precond = EDMPreconditioner(Backbone(3), sigma_data=0.5)
+    >>> precond(torch.randn(2, 3, 16, 16), torch.rand(2) + 0.01, condition=None).shape
+    torch.Size([2, 3, 16, 16])
+    """
+
+    spec_class = EDMPreconditionerSpec
+
+    def __init__(self, model: Any, sigma_data: float = 0.5, meta: Any = None) -> None:
+        super().__init__(model, meta)
+        if not sigma_data > 0:
+            raise ValueError(f"sigma_data must be > 0, got {sigma_data}")
+        self.sigma_data = float(sigma_data)
+
+    def compute_coefficients(self, sigma: torch.Tensor):
+        sd2 = self.sigma_data**2
+        c_skip = sd2 / (sigma**2 + sd2)
+        c_out = sigma * self.sigma_data / (sigma**2 + sd2).sqrt()
+        c_in = 1 / (sigma**2 + sd2).sqrt()
+        c_noise = sigma.log() / 4
+        return c_in, c_noise, c_out, c_skip
+
+    def get_config(self) -> dict[str, Any]:
+        return {"sigma_data": self.sigma_data}

@@ -1,0 +1,39 @@
+"""EDM loss weighting: Karras et al. 2022, Table 1 (lambda(sigma) of eq. 8)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+import diffusion_schemes as ds
+
+from . import EDMWeightingSpec
+
+
+class EDMWeighting(ds.BaseWeighting):
+    """``(sigma^2 + sigma_data^2) / (sigma sigma_data)^2 = exp(lambda) + 1/sigma_data^2`` on the x0-loss.
+
+    With the EDM preconditioner this makes the effective weight on the network's own
+    output ``c_out^2 * weight = 1`` at every noise level.
+
+    >>> import torch
+    >>> from diffusion_schemes_edm import EDMWeighting
+    >>> sigma = torch.tensor(0.5)
+    >>> float(EDMWeighting(0.5)(-2 * sigma.log()))    # (0.25 + 0.25) / 0.0625
+    8.0
+    """
+
+    loss_type = "x0"
+    spec_class = EDMWeightingSpec
+
+    def __init__(self, sigma_data: float = 0.5) -> None:
+        if not sigma_data > 0:
+            raise ValueError(f"sigma_data must be > 0, got {sigma_data}")
+        self.sigma_data = float(sigma_data)
+
+    def weight(self, log_snr: torch.Tensor, schedule: Any = None) -> torch.Tensor:
+        return torch.exp(log_snr) + 1 / self.sigma_data**2
+
+    def get_config(self) -> dict[str, Any]:
+        return {"sigma_data": self.sigma_data}
