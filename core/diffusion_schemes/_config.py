@@ -17,6 +17,7 @@ from typing import Annotated, Any, Union
 
 from pydantic import BeforeValidator, Field, TypeAdapter
 
+from ._errors import DiffusionSchemesError
 from ._registry import check_kind, registry
 from ._specs import SchemeSpec
 
@@ -41,13 +42,17 @@ def spec_type(kind: str) -> Any:
     for a scheme with no required field; an unknown name is rejected with the installed ones
     and the closest match. Defaults given as a name are validated too.
     """
+    return Annotated[_spec_union(kind), Field(validate_default=True)]
+
+
+def _spec_union(kind: str) -> Any:
     check_kind(kind)
     specs = [info.spec for info in registry.infos(kind)]
     names = sorted({s.scheme_name() for s in specs})
     if not specs:
         raise LookupError(f"no {kind} schemes are installed; `diffusion-schemes doctor` shows what was found")
     inner: Any = specs[0] if len(specs) == 1 else Annotated[Union[tuple(specs)], Field(discriminator="name")]
-    return Annotated[inner, BeforeValidator(_name_checker(kind, names)), Field(validate_default=True)]
+    return Annotated[inner, BeforeValidator(_name_checker(kind, names))]
 
 
 def json_schema(kind: str) -> dict[str, Any]:
@@ -57,14 +62,17 @@ def json_schema(kind: str) -> dict[str, Any]:
     >>> "heun" in ds.json_schema("solver")["discriminator"]["mapping"]
     True
     """
-    return TypeAdapter(spec_type(kind)).json_schema()
+    return TypeAdapter(_spec_union(kind)).json_schema()
 
 
 def _check_weighting(value: Any) -> Any:
     if value is None or value == "default" or hasattr(value, "__call__") and not isinstance(value, (str, dict)):
         return value
     if isinstance(value, SchemeSpec) or isinstance(value, (str, dict)):
-        spec = registry.parse_spec("weighting", value)
+        try:
+            spec = registry.parse_spec("weighting", value)
+        except DiffusionSchemesError as exc:  # pydantic reports ValueErrors with the field's location
+            raise ValueError(str(exc)) from None
         return spec.model_dump(mode="json") if not isinstance(value, str) else value
     raise ValueError(f"a weighting is a registered name, a config mapping, 'default' or None; got {value!r}")
 

@@ -63,13 +63,18 @@ class SchemeSpec(BaseModel):
     def scheme_name(cls) -> str:
         """The name fixed by the ``Literal`` annotation of ``name``."""
         field = cls.model_fields.get("name")
-        args = typing.get_args(field.annotation) if field is not None else ()
-        if typing.get_origin(field.annotation) is not typing.Literal or len(args) != 1:
-            raise TypeError(
-                f"{cls.__qualname__}.name must be annotated as Literal['<scheme-name>'] with exactly "
-                f"one value, got {field.annotation if field else None!r}"
-            )
-        return str(args[0])
+        annotation = field.annotation if field is not None else None
+        args = typing.get_args(annotation)
+        if typing.get_origin(annotation) is typing.Literal and len(args) == 1:
+            return str(args[0])
+        # under `from __future__ import annotations` an unresolved Literal stays a forward reference
+        ref = getattr(annotation, "__forward_arg__", "")
+        if ref.replace(" ", "") in (f"Literal[{field.default!r}]", f'Literal["{field.default}"]'):
+            return str(field.default)
+        raise TypeError(
+            f"{cls.__qualname__}.name must be annotated as Literal['<scheme-name>'] with exactly "
+            f"one value, got {annotation!r}"
+        )
 
     @classmethod
     def summary(cls) -> str:

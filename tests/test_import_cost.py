@@ -1,0 +1,24 @@
+"""Importing the core and listing schemes stays light: no tensordict, no plugin implementation module."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+PROBE = """
+import json, sys
+import diffusion_schemes as ds
+names = [(i.kind, i.name) for i in ds.list_schemes()]
+heavy = sorted(m for m in sys.modules if m == "tensordict" or m.startswith("tensordict.")
+               or (m.startswith("diffusion_schemes_") and m.split(".")[-1].startswith("_"))
+               or m in ("diffusion_schemes._loss", "diffusion_schemes._solvers", "diffusion_schemes._sampling"))
+print(json.dumps({"heavy": heavy, "n": len(names)}))
+"""
+
+
+def test_import_and_list_import_no_tensordict_and_no_implementation_module():
+    out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, check=True, timeout=120)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["n"] > 0
+    assert result["heavy"] == []

@@ -1,0 +1,150 @@
+"""BaseAffinePreconditioner: the affine formula, final forward, shapes, dtypes, conditions, errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import diffusion_schemes as ds
+
+
+class Probe(torch.nn.Module):
+    """Records what the preconditioner hands to the backbone; returns a fixed tensor."""
+
+    def __init__(self, output: torch.Tensor | None = None):
+        super().__init__()
+        self.output = output
+        self.calls: list[tuple] = []
+
+    def forward(self, x, t, condition=None, **kwargs):
+        self.calls.append((x, t, condition, kwargs))
+        return self.output.to(x.dtype) if self.output is not None else torch.full_like(x, 3.0)
+
+
+class Affine(ds.BaseAffinePreconditioner):
+    """Coefficients that are easy to write by hand: c_in = 1/(1+s), c_noise = 10 s, c_out = 2 s, c_skip = 1/(1+s^2)."""
+
+    def compute_coefficients(self, sigma):
+        return 1 / (1 + sigma), 10 * sigma, 2 * sigma, 1 / (1 + sigma**2)
+
+
+class SquaredTime(Affine):
+    def sigma(self, t):
+        return t**2
+
+
+def test_forward_is_the_affine_formula_with_the_documented_shapes():
+    x = torch.randn(3, 2, 4, 4, dtype=torch.float64)
+    s = torch.tensor([0.1, 1.0, 7.0], dtype=torch.float64)
+    f = torch.randn_like(x)
+    probe = Probe(f)
+    out = Affine(probe)(x, s, condition=None, extra="kw")
+    sb = s[:, None, None, None]
+    expected = x / (1 + sb**2) + 2 * sb * f
+    torch.testing.assert_close(out, expected, rtol=1e-12, atol=0)
+    (x_in, c_noise, condition, kwargs) = probe.calls[0]
+    torch.testing.assert_close(x_in, x / (1 + sb), rtol=1e-12, atol=0)
+    assert c_noise.shape == (3,)
+    torch.testing.assert_close(c_noise, 10 * s, rtol=1e-12, atol=0)
+    assert condition is None and kwargs == {"extra": "kw"}
+
+
+def test_sigma_override_maps_time_before_the_coefficients_and_forward_sigma_skips_it():
+    x, t = torch.randn(2, 5), torch.tensor([0.5, 2.0])
+    precond = SquaredTime(Probe())
+    torch.testing.assert_close(precond(x, t), precond.forward_sigma(x, t**2))
+    torch.testing.assert_close(precond.model.calls[0][1], 10 * t**2)
+
+
+def test_scalar_time_broadcasts_to_the_batch_and_other_shapes_are_refused():
+    x = torch.randn(4, 3)
+    precond = Affine(Probe())
+    torch.testing.assert_close(precond(x, 0.7), precond(x, torch.full((4,), 0.7)))
+    torch.testing.assert_close(precond(x, torch.tensor(0.7)), precond(x, torch.full((4,), 0.7)))
+    for bad in (torch.rand(4, 1), torch.rand(3), torch.rand(2, 2)):
+        with pytest.raises(ValueError, match=r"t must have shape \(4,\) .* or be a scalar; got shape"):
+            precond(x, bad)
+
+
+@pytest.mark.parametrize("sigma", [0.0, -1.0, float("nan")])
+def test_noise_level_zero_or_negative_is_a_clear_error(sigma):
+    with pytest.raises(ds.DomainError, match="needs noise levels > 0"):
+        Affine(Probe()).forward_sigma(torch.randn(2, 3), torch.tensor([1.0, sigma]))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_latent_dtypes_keep_their_dtype_and_coefficients_are_computed_wide(dtype):
+    x = torch.randn(2, 3).to(dtype)
+    probe = Probe()
+    out = Affine(probe)(x, torch.tensor([0.3, 60.0]))
+    assert out.dtype == dtype and torch.isfinite(out.float()).all()
+    x_in, c_noise, _, _ = probe.calls[0]
+    assert x_in.dtype == dtype
+    assert c_noise.dtype == torch.promote_types(dtype, torch.float32)
+    # coefficients computed in float32+ then cast once, the affine arithmetic in the latent's dtype:
+    # equal to a float64 evaluation within that dtype's own resolution (torch's per-dtype tolerances)
+    s = torch.tensor([0.3, 60.0], dtype=torch.float64)[:, None]
+    expected = x.double() / (1 + s**2) + 2 * s * 3.0
+    torch.testing.assert_close(out, expected.to(dtype))
+
+
+def test_c_noise_keeps_float32_precision_for_half_latents():
+    labels = torch.tensor([257.0, 258.0, 999.0])  # distinct in float32, collide in bfloat16
+
+    class Labels(ds.BaseAffinePreconditioner):
+        def compute_coefficients(self, sigma):
+            one = torch.ones_like(sigma)
+            return one, sigma, one, one
+
+    probe = Probe()
+    Labels(probe)(torch.randn(3, 2, dtype=torch.bfloat16), labels)
+    assert probe.calls[0][1].dtype == torch.float32
+    assert probe.calls[0][1].unique().numel() == 3
+
+
+def test_forward_is_final():
+    with pytest.raises(TypeError, match="Broken defines forward\\(\\), but BaseAffinePreconditioner.forward is final"):
+        class Broken(Affine):  # noqa: F841
+            def forward(self, x, t):
+                return x
+    with pytest.raises(TypeError, match="forward_sigma\\(\\).*is final"):
+        class AlsoBroken(Affine):  # noqa: F841
+            def forward_sigma(self, x, sigma):
+                return x
+
+
+def test_compute_coefficients_is_required():
+    class Incomplete(ds.BaseAffinePreconditioner):
+        pass
+
+    with pytest.raises(TypeError, match="compute_coefficients"):
+        Incomplete(Probe())
+
+
+def test_condition_passes_untouched_and_batch_size_is_checked():
+    cond = torch.randn(2, 5)
+    probe = Probe()
+    Affine(probe)(torch.randn(2, 3), torch.tensor([1.0, 2.0]), cond)
+    assert probe.calls[0][2] is cond
+    with pytest.raises(ds.ConditionError, match="condition's batch size is 3 but the latent's is 2"):
+        Affine(Probe())(torch.randn(2, 3), torch.tensor([1.0, 2.0]), torch.randn(3, 5))
+    with pytest.raises(ds.ConditionError, match="Wrap a dict in TensorDict"):
+        Affine(Probe())(torch.randn(2, 3), torch.tensor([1.0, 2.0]), {"y": torch.randn(2, 1)})
+
+
+def test_tensordict_condition_batch_is_checked():
+    tensordict = pytest.importorskip("tensordict")
+    cond = tensordict.TensorDict({"y": torch.randn(3, 1)}, batch_size=[3])
+    with pytest.raises(ds.ConditionError, match="batch size is 3"):
+        Affine(Probe())(torch.randn(2, 3), 1.0, cond)
+
+
+def test_protocols_are_satisfied_structurally():
+    precond = Affine(Probe())
+    assert isinstance(precond, ds.Preconditioner) and isinstance(precond, ds.DiffusionModel)
+    assert isinstance(Probe(), ds.DiffusionModel) and not isinstance(Probe(), ds.Preconditioner)
+
+
+def test_an_object_without_spec_class_says_how_to_get_one():
+    with pytest.raises(NotImplementedError, match="set spec_class"):
+        Affine(Probe()).spec
