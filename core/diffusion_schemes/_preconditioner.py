@@ -23,6 +23,24 @@ not the noise level, the map ``sigma(t)``); the base class does the rest and its
 >>> precond(torch.randn(2, 3, 16, 16), torch.rand(2) + 0.1).shape
 torch.Size([2, 3, 16, 16])
 
+The EDM coefficients (Karras et al. 2022, Table 1) written as a subclass; for EDM the time is
+the noise level, so ``sigma`` is not overridden. An empty TensorDict is a valid condition:
+
+>>> from tensordict import TensorDict
+>>> class SmallEDM(ds.BaseAffinePreconditioner):
+...     def __init__(self, model, sigma_data=0.5):
+...         super().__init__(model)
+...         self.sigma_data = sigma_data
+...     def compute_coefficients(self, sigma):
+...         sd = self.sigma_data
+...         c_skip = sd**2 / (sigma**2 + sd**2)
+...         c_out = sigma * sd / (sigma**2 + sd**2).sqrt()
+...         c_in = 1 / (sd**2 + sigma**2).sqrt()
+...         return c_in, sigma.log() / 4, c_out, c_skip
+>>> out = SmallEDM(Backbone(3))(torch.randn(2, 3, 16, 16), torch.rand(2) + 0.1, TensorDict({}, batch_size=[2]))
+>>> out.shape
+torch.Size([2, 3, 16, 16])
+
 Overriding ``sigma`` maps a diffusion time to the noise level first (here ``sigma = sqrt(t)``):
 
 >>> class SqrtTimeVE(ds.BaseAffinePreconditioner):

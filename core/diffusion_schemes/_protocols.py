@@ -10,6 +10,22 @@ methods satisfies them, no inheritance needed.
 ...         return x
 >>> isinstance(Backbone(), ds.DiffusionModel)
 True
+
+When the affine form does not fit, a plain module that satisfies the protocol can do its
+own preconditioning; it is used anywhere a model is expected:
+
+>>> class OwnPreconditioning(torch.nn.Module):
+...     def __init__(self, backbone):
+...         super().__init__()
+...         self.backbone = backbone
+...     def forward(self, x, t, condition=None):
+...         t = t.view(-1, *([1] * (x.ndim - 1)))
+...         return x + t * self.backbone(x / (1 + t**2).sqrt(), t.flatten(), condition)
+>>> model = OwnPreconditioning(Backbone())
+>>> isinstance(model, ds.DiffusionModel)
+True
+>>> model(torch.randn(2, 3, 8, 8), torch.rand(2)).shape
+torch.Size([2, 3, 8, 8])
 """
 
 from __future__ import annotations
