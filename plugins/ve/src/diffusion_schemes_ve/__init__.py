@@ -1,0 +1,73 @@
+"""VE: the variance-exploding scheme of Song et al. 2021, in the form of Karras et al. 2022, Table 1.
+
+The preconditioner and the noise schedule, by name; the diffusion time is the noise level:
+
+>>> import torch
+>>> import diffusion_schemes as ds
+>>> backbone = lambda x, c_noise, condition=None: torch.zeros_like(x)
+>>> precond = ds.create("preconditioner", "ve", model=backbone)
+>>> schedule = ds.create("noise_schedule", {"name": "ve", "sigma_max": 50.0})
+>>> schedule.spec
+VENoiseScheduleSpec(name='ve', sigma_min=0.02, sigma_max=50.0, weighting='default')
+
+This module only declares the specs; building one imports its implementation.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+import diffusion_schemes as ds
+
+__all__ = ["VENoiseSchedule", "VENoiseScheduleSpec", "VEPreconditioner", "VEPreconditionerSpec"]
+
+
+class VEPreconditionerSpec(ds.PreconditionerSpec):
+    """VE preconditioner (Karras et al. 2022, Table 1): c_skip 1, c_out sigma, c_noise ln(sigma/2)."""
+
+    name: Literal["ve"] = "ve"
+
+    def build(self, model: Any) -> Any:
+        from ._preconditioner import VEPreconditioner
+
+        return VEPreconditioner(model)
+
+
+class VENoiseScheduleSpec(ds.NoiseScheduleSpec):
+    """VE schedule: t = sigma, geometric sampling steps, log-uniform training (Karras et al. 2022)."""
+
+    name: Literal["ve"] = "ve"
+    sigma_min: float = Field(0.02, gt=0, description="Lowest noise level (sampling and training).")
+    sigma_max: float = Field(100.0, gt=0, description="Highest noise level (sampling and training).")
+    weighting: ds.WeightingRef = Field(
+        "default", description="Loss weighting: 'default' (1/sigma^2 on x0), None, a name or a config."
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> VENoiseScheduleSpec:
+        if not self.sigma_min < self.sigma_max:
+            raise ValueError(f"sigma_min ({self.sigma_min}) must be below sigma_max ({self.sigma_max})")
+        return self
+
+    def build(self) -> Any:
+        from ._schedule import VENoiseSchedule
+
+        return VENoiseSchedule(**self.params())
+
+
+@ds.hookimpl
+def register_schemes() -> list[type[ds.SchemeSpec]]:
+    return [VEPreconditionerSpec, VENoiseScheduleSpec]
+
+
+_LAZY = {"VEPreconditioner": "._preconditioner", "VENoiseSchedule": "._schedule"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

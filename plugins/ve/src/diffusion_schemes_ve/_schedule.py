@@ -1,0 +1,73 @@
+"""VE noise schedule: Karras et al. 2022, Table 1, column "VE", with t = sigma (DESIGN.md)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+import diffusion_schemes as ds
+
+from . import VENoiseScheduleSpec
+
+
+class VENoiseSchedule(ds.BaseNoiseSchedule):
+    """Variance exploding with ``t = sigma``, so ``lambda(t) = -2 ln t``.
+
+    Song et al. 2021 write the VE time as ``sigma(t) = sigma_min (sigma_max/sigma_min)^t``; here
+    the time is the noise level itself (as in EDM), which leaves the sampling noise levels and
+    the training distribution unchanged. Sampling times (Karras et al. 2022, Table 1):
+    ``t_i = sigma_max (sigma_min / sigma_max)^(i / (N - 1))``, then 0; training draws
+    ``ln sigma ~ U(ln sigma_min, ln sigma_max)``. The default weighting is ``1/sigma^2`` on the
+    x0-loss (``"snr"``).
+
+    >>> import torch
+    >>> from diffusion_schemes_ve import VENoiseSchedule
+    >>> schedule = VENoiseSchedule()
+    >>> schedule.timesteps(3)
+    tensor([1.0000e+02, 1.4142e+00, 2.0000e-02, 0.0000e+00], dtype=torch.float64)
+    >>> float(schedule.noise_level(torch.tensor(3.0)))
+    3.0
+    >>> t = schedule.sample_time(4, generator=torch.Generator().manual_seed(0))
+    >>> bool(((t >= 0.02) & (t <= 100.0)).all())
+    True
+    >>> schedule.weighting
+    SNRWeighting()
+    """
+
+    spec_class = VENoiseScheduleSpec
+
+    def __init__(self, sigma_min: float = 0.02, sigma_max: float = 100.0, weighting: Any = "default") -> None:
+        if not 0 < sigma_min < sigma_max:
+            raise ValueError(f"need 0 < sigma_min < sigma_max, got sigma_min={sigma_min}, sigma_max={sigma_max}")
+        self.sigma_min, self.sigma_max = float(sigma_min), float(sigma_max)
+        super().__init__("ve", "exploding", weighting)
+
+    def get_log_snr(self, t: Any, training: bool = False) -> torch.Tensor:
+        return -2 * self._t(t, training).log()
+
+    def get_t_from_log_snr(self, log_snr: Any, training: bool = False) -> torch.Tensor:
+        return torch.exp(-self._log_snr(log_snr) / 2)
+
+    def dlog_snr_dt(self, t: Any, training: bool = False) -> torch.Tensor:
+        return -2 / self._t(t, training)
+
+    def noise_level(self, t: Any) -> torch.Tensor:
+        return self._t(t)
+
+    def domain(self, training: bool = False) -> tuple[float, float]:
+        return self.sigma_min, self.sigma_max
+
+    def sample_time(self, n: int, generator: torch.Generator | None = None, device: Any = None) -> torch.Tensor:
+        u = torch.rand(n, generator=generator, device=device)
+        return torch.exp(math.log(self.sigma_min) + u * math.log(self.sigma_max / self.sigma_min))
+
+    def timesteps(self, num_steps: int, device: Any = None) -> torch.Tensor:
+        if num_steps < 1:
+            raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+        i = torch.arange(num_steps, dtype=torch.float64, device=device) / max(num_steps - 1, 1)
+        return self._with_zero(self.sigma_max * (self.sigma_min / self.sigma_max) ** i)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"sigma_min": self.sigma_min, "sigma_max": self.sigma_max, "weighting": self._weighting_config()}
