@@ -1,0 +1,64 @@
+"""VP preconditioner: Karras et al. 2022, Table 1, column "VP" (Song et al. 2021)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+import diffusion_schemes as ds
+
+from . import VPPreconditionerSpec
+from ._time import VPTime
+
+
+class VPPreconditioner(ds.BaseAffinePreconditioner):
+    """Variance-preserving preconditioner with ``sigma(t) = sqrt(exp(beta_d t^2/2 + beta_min t) - 1)``.
+
+    ``c_skip = 1``, ``c_out = -sigma``, ``c_in = 1 / sqrt(sigma^2 + 1)``,
+    ``c_noise = (M - 1) sigma^{-1}(sigma)`` (Karras et al. 2022, Table 1). The latent it
+    receives is unscaled (``x = x0 + sigma eps``), so ``c_in x`` is exactly the scaled VP latent
+    ``alpha x0 + sqrt(1 - alpha^2) eps`` a DDPM network expects; the network predicts ``eps``
+    and the output is an x0-prediction. Input and target have unit variance for
+    unit-variance data.
+
+    >>> import torch
+    >>> from diffusion_schemes_vp import VPPreconditioner
+    >>> class Backbone(torch.nn.Module):
+    ...     def __init__(self, channels):
+    ...         super().__init__()
+    ...         self.net = torch.nn.Conv2d(channels, channels, 1)
+    ...     def forward(self, x, t, condition=None):
+    ...         return self.net(x)
+    >>> precond = VPPreconditioner(Backbone(3), beta_d=19.9, beta_min=0.1, M=1000)
+    >>> precond(torch.randn(2, 3, 16, 16), torch.tensor([0.25, 0.75])).shape
+    torch.Size([2, 3, 16, 16])
+    >>> sigma = precond.sigma(torch.tensor([0.5], dtype=torch.float64))
+    >>> c_in, c_noise, c_out, c_skip = precond.coefficients(sigma, ndim=2)
+    >>> round(float(c_noise), 9)       # (M - 1) t recovered from sigma
+    499.5
+    """
+
+    spec_class = VPPreconditionerSpec
+
+    def __init__(self, model: Any, beta_d: float = 19.9, beta_min: float = 0.1, M: int = 1000, meta: Any = None) -> None:
+        super().__init__(model, meta)
+        if not (beta_d > 0 and beta_min >= 0):
+            raise ValueError(f"need beta_d > 0 and beta_min >= 0, got beta_d={beta_d}, beta_min={beta_min}")
+        if int(M) != M or M < 1:
+            raise ValueError(f"M must be a positive integer, got {M!r}")
+        self.beta_d, self.beta_min, self.M = float(beta_d), float(beta_min), int(M)
+        self.time = VPTime(self.beta_d, self.beta_min)
+
+    def sigma(self, t: torch.Tensor) -> torch.Tensor:
+        return self.time.noise_level(t)
+
+    def compute_coefficients(self, sigma: torch.Tensor):
+        c_skip = torch.ones_like(sigma)
+        c_out = -sigma
+        c_in = 1 / (sigma**2 + 1).sqrt()
+        c_noise = (self.M - 1) * self.time.time_from_noise_level(sigma)
+        return c_in, c_noise, c_out, c_skip
+
+    def get_config(self) -> dict[str, Any]:
+        return {"beta_d": self.beta_d, "beta_min": self.beta_min, "M": self.M}

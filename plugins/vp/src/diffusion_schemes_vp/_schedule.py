@@ -1,0 +1,87 @@
+"""VP noise schedule: Karras et al. 2022, Table 1, column "VP" (Song et al. 2021, eq. 33)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+import diffusion_schemes as ds
+
+from . import VPNoiseScheduleSpec
+from ._time import VPTime
+
+
+class VPNoiseSchedule(ds.BaseNoiseSchedule):
+    """Variance preserving, ``lambda(t) = -log(expm1(beta_d t^2 / 2 + beta_min t))``.
+
+    The forward process is scaled: ``alpha(t) = 1 / sqrt(1 + sigma(t)^2)`` with the noise level
+    ``sigma(t) = sqrt(exp(beta_d t^2/2 + beta_min t) - 1)``, both following from lambda and the
+    variance-preserving ``alpha^2 = sigmoid(lambda)``. ``d lambda / dt`` is in closed form.
+    Training draws ``t ~ U(epsilon_t, 1)``; sampling times are
+    ``t_i = 1 + i / (N - 1) (epsilon_s - 1)``, then 0 (Karras et al. 2022, Table 1). The default
+    weighting is ``1/sigma^2`` on the x0-loss (``"snr"``).
+
+    >>> import torch
+    >>> from diffusion_schemes_vp import VPNoiseSchedule
+    >>> schedule = VPNoiseSchedule()
+    >>> schedule.timesteps(3)
+    tensor([1.0000, 0.5005, 0.0010, 0.0000], dtype=torch.float64)
+    >>> alpha, sigma = schedule.get_alpha_sigma(schedule.get_log_snr(torch.tensor(0.5)))
+    >>> level = schedule.noise_level(torch.tensor(0.5))
+    >>> bool(torch.isclose(alpha, 1 / (1 + level**2).sqrt())), bool(torch.isclose(sigma / alpha, level))
+    (True, True)
+    """
+
+    spec_class = VPNoiseScheduleSpec
+
+    def __init__(
+        self,
+        beta_d: float = 19.9,
+        beta_min: float = 0.1,
+        epsilon_t: float = 1e-5,
+        epsilon_s: float = 1e-3,
+        weighting: Any = "default",
+    ) -> None:
+        if not (beta_d > 0 and beta_min >= 0):
+            raise ValueError(f"need beta_d > 0 and beta_min >= 0, got beta_d={beta_d}, beta_min={beta_min}")
+        if not (0 < epsilon_t < 1 and 0 < epsilon_s < 1):
+            raise ValueError(f"epsilon_t and epsilon_s must lie in (0, 1), got {epsilon_t}, {epsilon_s}")
+        self.beta_d, self.beta_min = float(beta_d), float(beta_min)
+        self.epsilon_t, self.epsilon_s = float(epsilon_t), float(epsilon_s)
+        self.time = VPTime(self.beta_d, self.beta_min)
+        super().__init__("vp", "preserving", weighting)
+
+    def get_log_snr(self, t: Any, training: bool = False) -> torch.Tensor:
+        return -self.time.log_noise_level_sq(self._t(t, training))
+
+    def get_t_from_log_snr(self, log_snr: Any, training: bool = False) -> torch.Tensor:
+        return self.time.time_from_log_noise_level_sq(-self._log_snr(log_snr))
+
+    def dlog_snr_dt(self, t: Any, training: bool = False) -> torch.Tensor:
+        return -self.time.dlog_noise_level_sq_dt(self._t(t, training))
+
+    def noise_level(self, t: Any) -> torch.Tensor:
+        return self.time.noise_level(self._t(t))
+
+    def domain(self, training: bool = False) -> tuple[float, float]:
+        return (self.epsilon_t if training else self.epsilon_s), 1.0
+
+    def sample_time(self, n: int, generator: torch.Generator | None = None, device: Any = None) -> torch.Tensor:
+        u = torch.rand(n, generator=generator, device=device)
+        return self.epsilon_t + (1 - self.epsilon_t) * u
+
+    def timesteps(self, num_steps: int, device: Any = None) -> torch.Tensor:
+        if num_steps < 1:
+            raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+        i = torch.arange(num_steps, dtype=torch.float64, device=device) / max(num_steps - 1, 1)
+        return self._with_zero(1 + i * (self.epsilon_s - 1))
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "beta_d": self.beta_d,
+            "beta_min": self.beta_min,
+            "epsilon_t": self.epsilon_t,
+            "epsilon_s": self.epsilon_s,
+            "weighting": self._weighting_config(),
+        }
