@@ -22,7 +22,7 @@ class EDMNoiseSchedule(ds.BaseNoiseSchedule):
     >>> from diffusion_schemes_edm import EDMNoiseSchedule
     >>> schedule = EDMNoiseSchedule()
     >>> schedule.timesteps(3)
-    tensor([8.0000e+01, 3.0780e+00, 2.0000e-03, 0.0000e+00], dtype=torch.float64)
+    tensor([8.0000e+01, 2.5152e+00, 2.0000e-03, 0.0000e+00], dtype=torch.float64)
     >>> schedule.weighting
     EDMWeighting(sigma_data=0.5)
     """
