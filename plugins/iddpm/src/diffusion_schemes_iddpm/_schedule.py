@@ -1,0 +1,77 @@
+"""iDDPM noise schedule: Karras et al. 2022, Table 1, column "iDDPM", with t = sigma (DESIGN.md)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+import diffusion_schemes as ds
+
+from . import IDDPMNoiseScheduleSpec
+from ._table import noise_level_table
+
+
+class IDDPMNoiseSchedule(ds.BaseNoiseSchedule):
+    """Variance exploding on the iDDPM noise levels, ``t = sigma`` and ``lambda(t) = -2 ln t``.
+
+    Karras et al. 2022 (Table 1) run iDDPM with ``s(t) = 1``, ``sigma(t) = t`` on the table
+    ``u_0 > ... > u_M = 0`` (:func:`~diffusion_schemes_iddpm.noise_level_table`). Training draws
+    ``sigma = u_j`` with ``j`` uniform in ``{0, ..., M - 1}``; sampling times are
+    ``t_i = u[floor(j0 + (M - 1 - j0) i / (N - 1) + 1/2)]``, then 0. Both domains are
+    ``[u_{M-1}, u_0]``. The default weighting is ``1/sigma^2`` on the x0-loss (``"snr"``).
+
+    >>> import torch
+    >>> from diffusion_schemes_iddpm import IDDPMNoiseSchedule, noise_level_table
+    >>> schedule = IDDPMNoiseSchedule()
+    >>> u = noise_level_table()
+    >>> bool((schedule.timesteps(3) == torch.cat([u[[8, 504, 999]], torch.zeros(1, dtype=torch.float64)])).all())
+    True
+    >>> lo, hi = schedule.domain()
+    >>> round(lo, 5), round(hi)
+    (0.00643, 20291)
+    """
+
+    spec_class = IDDPMNoiseScheduleSpec
+
+    def __init__(
+        self, C_1: float = 0.001, C_2: float = 0.008, M: int = 1000, j0: int = 8, weighting: Any = "default"
+    ) -> None:
+        if not (0 < C_1 <= 1 and C_2 >= 0):
+            raise ValueError(f"need 0 < C_1 <= 1 and C_2 >= 0, got C_1={C_1}, C_2={C_2}")
+        if int(M) != M or M < 2:
+            raise ValueError(f"M must be an integer >= 2, got {M!r}")
+        if int(j0) != j0 or not 0 <= j0 < M - 1:
+            raise ValueError(f"j0 must be an integer in [0, M - 1) = [0, {M - 1}), got {j0!r}")
+        self.C_1, self.C_2, self.M, self.j0 = float(C_1), float(C_2), int(M), int(j0)
+        self.u = noise_level_table(self.C_1, self.C_2, self.M)
+        super().__init__("iddpm", "exploding", weighting)
+
+    def get_log_snr(self, t: Any, training: bool = False) -> torch.Tensor:
+        return -2 * self._t(t, training).log()
+
+    def get_t_from_log_snr(self, log_snr: Any, training: bool = False) -> torch.Tensor:
+        return torch.exp(-self._log_snr(log_snr) / 2)
+
+    def dlog_snr_dt(self, t: Any, training: bool = False) -> torch.Tensor:
+        return -2 / self._t(t, training)
+
+    def noise_level(self, t: Any) -> torch.Tensor:
+        return self._t(t)
+
+    def domain(self, training: bool = False) -> tuple[float, float]:
+        return float(self.u[self.M - 1]), float(self.u[0])
+
+    def sample_time(self, n: int, generator: torch.Generator | None = None, device: Any = None) -> torch.Tensor:
+        j = torch.randint(0, self.M, (n,), generator=generator, device=device)
+        return self.u.to(torch.get_default_dtype()).to(j.device)[j]
+
+    def timesteps(self, num_steps: int, device: Any = None) -> torch.Tensor:
+        if num_steps < 1:
+            raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+        i = torch.arange(num_steps, dtype=torch.float64) / max(num_steps - 1, 1)
+        j = torch.floor(self.j0 + (self.M - 1 - self.j0) * i + 0.5).long()
+        return self._with_zero(self.u[j]).to(device)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"C_1": self.C_1, "C_2": self.C_2, "M": self.M, "j0": self.j0, "weighting": self._weighting_config()}
