@@ -1,0 +1,49 @@
+"""The sigmoid loss weighting of Kingma & Gao 2023, by name:
+
+>>> import diffusion_schemes as ds
+>>> w = ds.create("weighting", {"name": "sigmoid", "bias": 1})
+>>> w.spec
+SigmoidWeightingSpec(name='sigmoid', bias=1.0)
+
+A schedule config may name it as its weighting:
+
+>>> ds.create("noise_schedule", {"name": "edm", "weighting": "sigmoid"}).weighting
+SigmoidWeighting(bias=2.0)
+
+This module only declares the spec; building one imports its implementation.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+import diffusion_schemes as ds
+
+__all__ = ["SigmoidWeighting", "SigmoidWeightingSpec"]
+
+
+class SigmoidWeightingSpec(ds.WeightingSpec):
+    """sigmoid(bias - lambda) on the epsilon-loss (Kingma & Gao 2023)."""
+
+    name: Literal["sigmoid"] = "sigmoid"
+    bias: float = Field(2.0, allow_inf_nan=False, description="Shift b of w = sigmoid(b - lambda); larger b weights lower noise more.")
+
+    def build(self) -> Any:
+        from ._weighting import SigmoidWeighting
+
+        return SigmoidWeighting(**self.params())
+
+
+@ds.hookimpl
+def register_schemes() -> list[type[ds.SchemeSpec]]:
+    return [SigmoidWeightingSpec]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "SigmoidWeighting":
+        from ._weighting import SigmoidWeighting
+
+        return SigmoidWeighting
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
