@@ -1,0 +1,196 @@
+"""The denoiser: a predictor turned into ``D(x; sigma)`` and the sampling ODE/SDE right-hand side.
+
+Every solver integrates in the noise level ``sigma`` with the unscaled latent
+``x_hat = z / alpha`` (Karras et al. 2022, eq. 4 with ``s(t) = 1``, ``sigma(t) = t``):
+
+    dx/dsigma = (x - D(x; sigma)) / sigma,
+
+where ``D`` is the x0-prediction. A predictor of another kind is converted: an
+epsilon-prediction gives ``D = x - sigma eps_hat``, a score of the unscaled latent gives
+``D = x + sigma^2 score_hat`` (Tweedie). A :class:`BaseAffinePreconditioner` (also inside a
+``functools.partial``) is called through ``forward_sigma`` with the noise level, so any
+preconditioner runs with any schedule; any other callable gets the unscaled latent and the
+schedule's own time ``t = schedule.get_t_from_log_snr(-2 log sigma)``.
+
+>>> import torch
+>>> import diffusion_schemes as ds
+>>> schedule = ds.create("noise_schedule", "edm")
+>>> denoiser = schedule.get_denoiser(epsilon_predictor=lambda x, t: torch.ones_like(x))
+>>> denoiser.x0_sigma(torch.zeros(2, 3), torch.tensor(0.5))
+tensor([[-0.5000, -0.5000, -0.5000],
+        [-0.5000, -0.5000, -0.5000]])
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import torch
+
+from ._preconditioner import BaseAffinePreconditioner, compute_dtype
+
+__all__ = ["DENOISING_TYPES", "Denoiser", "make_denoiser"]
+
+#: ``"ode"``: the probability-flow ODE; ``"sde"``: the drift of the reverse-time SDE.
+DENOISING_TYPES = ("ode", "sde")
+_PREDICTORS = ("x0_predictor", "epsilon_predictor", "score_predictor")
+
+
+def _preconditioner_of(model: Any) -> tuple[BaseAffinePreconditioner | None, tuple, dict]:
+    """``(preconditioner, args, keywords)`` when ``model`` is one (or a ``partial`` of one)."""
+    if isinstance(model, BaseAffinePreconditioner):
+        return model, (), {}
+    if isinstance(model, functools.partial) and isinstance(model.func, BaseAffinePreconditioner):
+        return model.func, model.args, dict(model.keywords)
+    return None, (), {}
+
+
+def first_parameter(model: Any) -> torch.Tensor | None:
+    """The first parameter of ``model`` (or of the module inside a ``partial``), or None."""
+    while isinstance(model, functools.partial):
+        model = model.func
+    parameters = getattr(model, "parameters", None)
+    if not callable(parameters):
+        return None
+    try:
+        return next(iter(parameters()), None)
+    except TypeError:
+        return None
+
+
+def predict(
+    model: Any,
+    schedule: Any,
+    x: torch.Tensor,
+    sigma: torch.Tensor,
+    t: torch.Tensor | None = None,
+    condition: Any = None,
+    **model_kwargs: Any,
+) -> torch.Tensor:
+    """Call ``model`` on the unscaled latent ``x`` at noise level ``sigma`` (shape ``(B,)``).
+
+    A preconditioner (or a partial of one) gets ``forward_sigma(x, sigma, ...)``; any other
+    callable gets ``model(x, t, ...)`` with the schedule's time ``t`` (computed from
+    ``sigma`` when not given). ``condition`` is passed only when it is not None, so a
+    condition bound in a ``partial`` is kept.
+    """
+    if condition is not None:
+        model_kwargs["condition"] = condition
+    precond, args, keywords = _preconditioner_of(model)
+    if precond is not None:
+        return precond.forward_sigma(x, sigma, *args, **{**keywords, **model_kwargs})
+    if t is None:
+        t = schedule.get_t_from_log_snr(-2 * sigma.log())
+    return model(x, t, **model_kwargs)
+
+
+class Denoiser:
+    """A predictor bound to a schedule: ``D(x; sigma)``, ``D`` at time ``t``, and the ODE/SDE right-hand side.
+
+    Build it with :func:`make_denoiser` (or ``schedule.get_denoiser(...)``).
+
+    - ``x0_sigma(x, sigma)``: the x0-prediction ``D(x; sigma)`` at noise level ``sigma`` (a
+      scalar tensor or one value per sample); this is what the solvers call.
+    - ``x0(x, t)``: the same at the schedule's time ``t``.
+    - ``denoiser(x, t)``: ``d x_hat / dt`` in the schedule's time for the unscaled latent.
+      With ``sigma = noise_level(t)`` and ``sigma'`` its derivative:
+
+      * ``"ode"`` (probability flow, Karras et al. 2022 eq. 4 with ``s = 1``):
+        ``sigma'(t) / sigma (x - D)``;
+      * ``"sde"`` (drift of the reverse-time SDE, Song et al. 2021 eq. 6, with
+        ``g^2 = d sigma^2 / dt = 2 sigma sigma'`` and score ``(D - x) / sigma^2``):
+        ``2 sigma'(t) / sigma (x - D)``; the noise term is ``g dW`` with ``g^2`` from
+        :meth:`diffusion`.
+
+    >>> import torch
+    >>> import diffusion_schemes as ds
+    >>> schedule = ds.create("noise_schedule", "edm")          # t = sigma
+    >>> denoiser = schedule.get_denoiser(x0_predictor=lambda x, t: torch.zeros_like(x))
+    >>> denoiser(torch.ones(1, 2), torch.tensor(2.0))           # (x - 0) / sigma
+    tensor([[0.5000, 0.5000]])
+    """
+
+    def __init__(self, schedule: Any, predictor: Any, prediction_type: str, denoising_type: str = "ode") -> None:
+        self.schedule = schedule
+        self.predictor = predictor
+        self.prediction_type = prediction_type
+        self.denoising_type = denoising_type
+
+    def parameter(self) -> torch.Tensor | None:
+        """The predictor's first parameter (where its weights live), or None."""
+        return first_parameter(self.predictor)
+
+    def x0_sigma(self, x: torch.Tensor, sigma: Any) -> torch.Tensor:
+        """``D(x; sigma)``: the x0-prediction at noise level ``sigma`` (never call it at 0)."""
+        sigma = torch.as_tensor(sigma, device=x.device).to(compute_dtype(x.dtype))
+        sigma = sigma.expand(x.shape[0]) if sigma.ndim == 0 else sigma
+        out = predict(self.predictor, self.schedule, x, sigma)
+        if self.prediction_type == "x0":
+            return out
+        sigma_b = sigma.reshape(-1, *([1] * (x.ndim - 1))).to(x.dtype)
+        if self.prediction_type == "epsilon":
+            return x - sigma_b * out
+        return x + sigma_b**2 * out  # score of the unscaled latent
+
+    def x0(self, x: torch.Tensor, t: Any) -> torch.Tensor:
+        """``D`` at the schedule's time ``t``."""
+        return self.x0_sigma(x, self.schedule.noise_level(torch.as_tensor(t, device=x.device)))
+
+    def diffusion(self, t: Any) -> torch.Tensor:
+        """``g(t)^2 = d sigma^2 / dt`` of the unscaled latent's SDE at the schedule's time ``t``."""
+        return 2 * self.schedule.noise_level(t) * self.schedule.noise_level_derivative(t)
+
+    def __call__(self, x: torch.Tensor, t: Any) -> torch.Tensor:
+        """``d x_hat / dt`` at the schedule's time ``t`` (ODE, or reverse-SDE drift)."""
+        t = torch.as_tensor(t, device=x.device)
+        sigma = self.schedule.noise_level(t)
+        rate = self.schedule.noise_level_derivative(t) / sigma
+        if self.denoising_type == "sde":
+            rate = 2 * rate
+        rate = rate.reshape(-1, *([1] * (x.ndim - 1))) if rate.ndim else rate
+        return rate.to(x.dtype) * (x - self.x0_sigma(x, sigma))
+
+    def __repr__(self) -> str:
+        return (
+            f"Denoiser(prediction_type={self.prediction_type!r}, denoising_type={self.denoising_type!r}, "
+            f"schedule={self.schedule!r})"
+        )
+
+
+def make_denoiser(
+    schedule: Any,
+    *,
+    x0_predictor: Any = None,
+    epsilon_predictor: Any = None,
+    score_predictor: Any = None,
+    denoising_type: str = "ode",
+) -> Denoiser:
+    """Bind exactly one predictor to ``schedule`` as a :class:`Denoiser`.
+
+    Each predictor is called as ``f(x, t, ...)`` on the unscaled latent (a preconditioner,
+    or a ``functools.partial`` of one binding e.g. ``condition``, is called with the noise
+    level instead). ``denoising_type`` is ``"ode"`` or ``"sde"``.
+
+    >>> import torch
+    >>> import diffusion_schemes as ds
+    >>> schedule = ds.create("noise_schedule", "edm")
+    >>> schedule.get_denoiser(x0_predictor=lambda x, t: x, score_predictor=lambda x, t: x)
+    Traceback (most recent call last):
+      ...
+    ValueError: give exactly one predictor, got 2 (x0_predictor, score_predictor); ...
+    """
+    given = {k: v for k, v in zip(_PREDICTORS, (x0_predictor, epsilon_predictor, score_predictor)) if v is not None}
+    if len(given) != 1:
+        raise ValueError(
+            f"give exactly one predictor, got {len(given)}"
+            + (f" ({', '.join(given)})" if given else "")
+            + "; pass one of x0_predictor=, epsilon_predictor=, score_predictor= (a preconditioner's output is "
+            "an x0-prediction)"
+        )
+    if denoising_type not in DENOISING_TYPES:
+        raise ValueError(f"denoising_type must be one of {DENOISING_TYPES}, got {denoising_type!r}")
+    (name, predictor), = given.items()
+    if not callable(predictor):
+        raise TypeError(f"{name} must be callable as f(x, t, ...), got {type(predictor).__name__}")
+    return Denoiser(schedule, predictor, name.removesuffix("_predictor"), denoising_type)
