@@ -1,0 +1,52 @@
+"""The kit's own reference schedule, used where a check needs a schedule and none is paired.
+
+Variance exploding with the time equal to the noise level, ``lambda(t) = -2 log t``
+(Karras et al. 2022, Table 1, ``sigma(t) = t``, ``s(t) = 1``), geometric sampling steps and
+log-uniform training times. It is deliberately plain so a weighting or solver is checked
+against a schedule whose every quantity has a closed form; it is not registered.
+
+>>> from diffusion_schemes.conformance._reference import ReferenceSchedule
+>>> s = ReferenceSchedule(0.01, 100.0)
+>>> s.validate()
+>>> s.timesteps(3).tolist()
+[100.0, 1.0, 0.01, 0.0]
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from .._schedule import BaseNoiseSchedule
+
+__all__ = ["ReferenceSchedule"]
+
+
+class ReferenceSchedule(BaseNoiseSchedule):
+    """``t`` = noise level on ``[sigma_min, sigma_max]``, geometric steps, log-uniform training, no weighting."""
+
+    def __init__(self, sigma_min: float = 1e-3, sigma_max: float = 1e3) -> None:
+        self.sigma_min, self.sigma_max = float(sigma_min), float(sigma_max)
+        super().__init__("conformance-reference", "exploding", None)
+
+    def get_log_snr(self, t: Any, training: bool = False) -> torch.Tensor:
+        return -2 * self._t(t, training).log()
+
+    def get_t_from_log_snr(self, log_snr: Any, training: bool = False) -> torch.Tensor:
+        return torch.exp(-self._log_snr(log_snr) / 2)
+
+    def domain(self, training: bool = False) -> tuple[float, float]:
+        return self.sigma_min, self.sigma_max
+
+    def sample_time(self, n: int, generator: torch.Generator | None = None, device: Any = None) -> torch.Tensor:
+        u = torch.rand(n, generator=generator, device=device, dtype=torch.float64)
+        return self.sigma_min * (self.sigma_max / self.sigma_min) ** u
+
+    def timesteps(self, num_steps: int, device: Any = None) -> torch.Tensor:
+        i = torch.arange(num_steps, dtype=torch.float64, device=device) / max(num_steps - 1, 1)
+        return self._with_zero(math.exp(1) ** (math.log(self.sigma_max) + i * math.log(self.sigma_min / self.sigma_max)))
+
+    def get_config(self) -> dict[str, Any]:
+        return {"sigma_min": self.sigma_min, "sigma_max": self.sigma_max}

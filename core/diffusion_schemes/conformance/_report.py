@@ -1,0 +1,96 @@
+"""The vocabulary of the kit: one named invariant, its failure, the report and the error.
+
+An invariant is a small function ``fn(ctx) -> str | None`` registered for one kind with
+:func:`invariant`; it returns ``None`` when it holds and a sentence with the values seen when
+it does not (raising is also a failure: the exception text becomes the message). Keeping one
+function per invariant is what lets a message name the defect.
+
+>>> from diffusion_schemes.conformance import ConformanceError, ConformanceReport, Failure
+>>> report = ConformanceReport("weighting", "snr", passed=["finite"], failures=[Failure("non_negative", "w=-1 at 0")])
+>>> print(ConformanceError(report))  # doctest: +NORMALIZE_WHITESPACE
+weighting 'snr' fails 1 of 2 conformance invariants:
+  - non_negative: w=-1 at 0
+>>> issubclass(ConformanceError, AssertionError)
+True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+from .._errors import DiffusionSchemesError
+
+__all__ = ["CHECKS", "ConformanceError", "ConformanceReport", "Failure", "Invariant", "invariant"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Invariant:
+    """One named property every scheme of ``kind`` must have; ``doc`` says what it means."""
+
+    kind: str
+    name: str
+    fn: Callable[[Any], str | None]
+    doc: str
+
+
+#: The invariants of each kind, in the order they run: ``CHECKS[kind][name]``.
+CHECKS: dict[str, dict[str, Invariant]] = {"noise_schedule": {}, "preconditioner": {}, "weighting": {}, "solver": {}}
+
+
+def invariant(kind: str, name: str | None = None) -> Callable[[Callable[[Any], str | None]], Callable[[Any], str | None]]:
+    """Register ``fn(ctx) -> str | None`` as the invariant ``name`` (default: the function's name) of ``kind``."""
+
+    def register(fn: Callable[[Any], str | None]) -> Callable[[Any], str | None]:
+        key = name or fn.__name__.lstrip("_")
+        doc = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
+        CHECKS[kind][key] = Invariant(kind, key, fn, doc)
+        return fn
+
+    return register
+
+
+@dataclasses.dataclass(frozen=True)
+class Failure:
+    """A failed invariant: its name and what was seen."""
+
+    invariant: str
+    message: str
+
+
+@dataclasses.dataclass
+class ConformanceReport:
+    """What :func:`~diffusion_schemes.conformance.check` found: the invariants that held, failed or were skipped."""
+
+    kind: str
+    name: str
+    passed: list[str] = dataclasses.field(default_factory=list)
+    failures: list[Failure] = dataclasses.field(default_factory=list)
+    skipped: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """True when no invariant failed."""
+        return not self.failures
+
+    def failed(self) -> list[str]:
+        """The names of the failed invariants."""
+        return [f.invariant for f in self.failures]
+
+    def __str__(self) -> str:
+        lines = [f"{self.kind} {self.name!r}: {len(self.passed)} invariants hold"]
+        lines += [f"  - FAILED {f.invariant}: {f.message}" for f in self.failures]
+        lines += [f"  - skipped {k}: {why}" for k, why in self.skipped.items()]
+        return "\n".join(lines)
+
+
+class ConformanceError(DiffusionSchemesError, AssertionError):
+    """A scheme breaks the contract of its kind; ``report.failures`` names every broken invariant."""
+
+    def __init__(self, report: ConformanceReport) -> None:
+        self.report = report
+        total = len(report.passed) + len(report.failures)
+        head = f"{report.kind} {report.name!r} fails {len(report.failures)} of {total} conformance invariants:"
+        body = "\n".join(f"  - {f.invariant}: {f.message}" for f in report.failures)
+        super().__init__(f"{head}\n{body}")
