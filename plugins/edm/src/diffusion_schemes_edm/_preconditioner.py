@@ -34,6 +34,7 @@ class EDMPreconditioner(ds.BaseAffinePreconditioner):
     """
 
     spec_class = EDMPreconditionerSpec
+    unit_variance = ("input", "target")  # for data of std sigma_data: Karras et al. 2022, eqs. 114-118
 
     def __init__(self, model: Any, sigma_data: float = 0.5, meta: Any = None) -> None:
         super().__init__(model, meta)

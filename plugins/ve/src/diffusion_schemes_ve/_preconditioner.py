@@ -36,6 +36,7 @@ class VEPreconditioner(ds.BaseAffinePreconditioner):
     """
 
     spec_class = VEPreconditionerSpec
+    unit_variance = ("target",)  # the target is -eps whatever the data (Karras et al. 2022, Table 1)
 
     def compute_coefficients(self, sigma: torch.Tensor):
         one = torch.ones_like(sigma)
