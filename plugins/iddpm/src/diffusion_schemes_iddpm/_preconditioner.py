@@ -39,6 +39,7 @@ class IDDPMPreconditioner(ds.BaseAffinePreconditioner):
     """
 
     spec_class = IDDPMPreconditionerSpec
+    unit_variance = ("input", "target")  # for unit-variance data (Karras et al. 2022, Table 1)
 
     def __init__(
         self, model: Any, C_1: float = 0.001, C_2: float = 0.008, M: int = 1000, meta: Any = None
