@@ -171,7 +171,7 @@ class EDMStochastic(BaseSolver):
         """One step of Algorithm 2; ``noise`` is standard normal (None when ``churn`` is 0)."""
         if noise is not None:
             inside = (sigma >= self.S_min) & (sigma <= self.S_max)
-            gamma = torch.where(inside, churn, 0.0).to(sigma.dtype)
+            gamma = churn * inside.to(sigma.dtype)
             sigma_hat = sigma * (1 + gamma)
             x = x + (sigma_hat**2 - sigma**2).sqrt().to(x.dtype) * (self.S_noise * noise)
             sigma = sigma_hat
