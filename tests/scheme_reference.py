@@ -42,7 +42,7 @@ def _phi(x: np.ndarray) -> np.ndarray:
 
 
 def vp_sigma(t: torch.Tensor) -> torch.Tensor:
-    return torch.sqrt(torch.exp(VP["beta_d"] * t**2 / 2 + VP["beta_min"] * t) - 1)
+    return torch.sqrt(torch.expm1(VP["beta_d"] * t**2 / 2 + VP["beta_min"] * t))  # exp(.) - 1, without cancellation
 
 
 def vp_time(sigma: torch.Tensor) -> torch.Tensor:
