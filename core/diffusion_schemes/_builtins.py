@@ -121,3 +121,11 @@ def register_schemes():
         EulerMaruyamaSpec,
         DPMpp2MSpec,
     ]
+
+
+@hookimpl
+def register_commands(cli):
+    """The core's own plugin command: ``plot`` (its module imports matplotlib only when drawing)."""
+    from ._plot import add_parser
+
+    add_parser(cli)
