@@ -1,0 +1,79 @@
+"""The shifted, clipped cosine schedule (Kingma & Gao 2023, appendix D.1; Nichol & Dhariwal 2021)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+import diffusion_schemes as ds
+
+from . import CosineNoiseScheduleSpec
+
+
+class CosineNoiseSchedule(ds.BaseNoiseSchedule):
+    """Variance preserving, ``lambda(t) = -2 log tan(pi t / 2) + 2 shift`` for ``t`` in ``[t_min, t_max]``.
+
+    The cosine schedule ``alpha^2 = cos^2(pi t / 2)`` has ``lambda = -2 log tan(pi t / 2)``
+    (Kingma & Gao 2023, eq. 41); the shift moves it by ``2 shift``. Its inverse is
+    ``t(lambda) = (2 / pi) atan(exp(shift - lambda / 2))``; lambda is clipped to
+    ``[log_snr_min, log_snr_max]`` by restricting t to ``[t(log_snr_max), t(log_snr_min)]``,
+    where both sampling (N even steps from ``t_max`` to ``t_min``, then 0) and training
+    (uniform t) happen. ``d lambda / dt = -2 pi / sin(pi t)``.
+
+    >>> from diffusion_schemes_cosine import CosineNoiseSchedule
+    >>> s = CosineNoiseSchedule()
+    >>> round(float(s.get_log_snr(0.5)), 12)              # tan(pi/4) = 1
+    0.0
+    >>> [round(v, 6) for v in s.get_log_snr(torch.tensor(s.domain())).tolist()]
+    [15.0, -15.0]
+    """
+
+    spec_class = CosineNoiseScheduleSpec
+    t_limits = (0.0, 1.0)
+
+    def __init__(
+        self, shift: float = 0.0, log_snr_min: float = -15.0, log_snr_max: float = 15.0, weighting: Any = "default"
+    ) -> None:
+        if not log_snr_min < log_snr_max:
+            raise ValueError(f"log_snr_min ({log_snr_min}) must be below log_snr_max ({log_snr_max})")
+        self.shift, self.log_snr_min, self.log_snr_max = float(shift), float(log_snr_min), float(log_snr_max)
+        self.t_min = self._time(self.log_snr_max)
+        self.t_max = self._time(self.log_snr_min)
+        super().__init__("cosine", "preserving", weighting)
+
+    def _time(self, log_snr: float) -> float:
+        return 2 / math.pi * math.atan(math.exp(self.shift - log_snr / 2))
+
+    def get_log_snr(self, t: Any, training: bool = False) -> torch.Tensor:
+        t = self._t(t, training)
+        return -2 * torch.tan(math.pi * t / 2).log() + 2 * self.shift
+
+    def get_t_from_log_snr(self, log_snr: Any, training: bool = False) -> torch.Tensor:
+        log_snr = self._log_snr(log_snr)
+        return 2 / math.pi * torch.atan(torch.exp(self.shift - log_snr / 2))
+
+    def dlog_snr_dt(self, t: Any, training: bool = False) -> torch.Tensor:
+        return -2 * math.pi / torch.sin(math.pi * self._t(t, training))
+
+    def domain(self, training: bool = False) -> tuple[float, float]:
+        return self.t_min, self.t_max
+
+    def sample_time(self, n: int, generator: torch.Generator | None = None, device: Any = None) -> torch.Tensor:
+        u = torch.rand(n, generator=generator, device=device, dtype=torch.float64)
+        return (self.t_min + (self.t_max - self.t_min) * u).to(torch.float32)
+
+    def timesteps(self, num_steps: int, device: Any = None) -> torch.Tensor:
+        if num_steps < 1:
+            raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+        i = torch.arange(num_steps, dtype=torch.float64, device=device) / max(num_steps - 1, 1)
+        return self._with_zero(self.t_max + i * (self.t_min - self.t_max))
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "shift": self.shift,
+            "log_snr_min": self.log_snr_min,
+            "log_snr_max": self.log_snr_max,
+            "weighting": self._weighting_config(),
+        }
