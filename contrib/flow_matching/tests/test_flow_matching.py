@@ -1,0 +1,59 @@
+"""The flow-matching distribution's own tests: the conformance kit and the rectified-flow identities."""
+
+import pytest
+import torch
+
+import diffusion_schemes as ds
+
+
+@pytest.mark.diffusion_schemes_conformance("noise_schedule", "flow_matching")
+@pytest.mark.diffusion_schemes_conformance("preconditioner", "flow_matching")
+@pytest.mark.diffusion_schemes_conformance("weighting", "flow_matching_velocity", schedule="flow_matching")
+def test_flow_matching_conforms():
+    pass
+
+
+def test_forward_process_is_the_straight_line():
+    """alpha = 1 - t and sigma = t, written here from the definition of rectified flow."""
+    s = ds.create("noise_schedule", "flow_matching")
+    t = torch.linspace(*s.domain(), 33, dtype=torch.float64)
+    alpha, sigma = s.get_alpha_sigma(s.get_log_snr(t))
+    torch.testing.assert_close(alpha, 1 - t, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(sigma, t, rtol=1e-12, atol=1e-12)
+    x0, eps = torch.randn(33, 2, dtype=torch.float64), torch.randn(33, 2, dtype=torch.float64)
+    z = s.add_noise(x0, t, noise=eps)
+    torch.testing.assert_close(z, (1 - t[:, None]) * x0 + t[:, None] * eps)
+
+
+def test_preconditioner_turns_the_true_velocity_into_x0():
+    """With F = eps - x0 (the velocity of the straight path) the output is x0 at every time."""
+    s = ds.create("noise_schedule", "flow_matching")
+    x0, eps = torch.randn(9, 3, dtype=torch.float64), torch.randn(9, 3, dtype=torch.float64)
+    t = torch.linspace(0.01, 0.99, 9, dtype=torch.float64)
+    seen = {}
+
+    def velocity(z, c_noise, condition=None):
+        seen["z"], seen["t"] = z, c_noise
+        return eps - x0
+
+    precond = ds.create("preconditioner", "flow_matching", model=velocity)
+    x_hat = x0 + s.noise_level(t)[:, None] * eps
+    torch.testing.assert_close(precond(x_hat, t), x0)
+    torch.testing.assert_close(seen["z"], (1 - t[:, None]) * x0 + t[:, None] * eps)  # the network sees z_t
+    torch.testing.assert_close(seen["t"], t)
+
+
+def test_velocity_weighting_is_uniform_on_the_velocity_loss():
+    """||x0 - x0_hat||^2 = t^2 ||v - v_hat||^2, so the x0 weight must be 1 / t^2."""
+    s = ds.create("noise_schedule", "flow_matching")
+    t = torch.linspace(*s.domain(), 17, dtype=torch.float64)
+    torch.testing.assert_close(s.loss_weight(t, "x0"), 1 / t**2, rtol=1e-10, atol=0)
+
+
+def test_listed_from_its_own_distribution():
+    got = {(i.kind, i.name): i.distribution for i in ds.list_schemes() if i.distribution.endswith("flow-matching")}
+    assert got == {
+        ("preconditioner", "flow_matching"): "diffusion-schemes-flow-matching",
+        ("noise_schedule", "flow_matching"): "diffusion-schemes-flow-matching",
+        ("weighting", "flow_matching_velocity"): "diffusion-schemes-flow-matching",
+    }
