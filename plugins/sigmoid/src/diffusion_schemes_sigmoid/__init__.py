@@ -28,7 +28,9 @@ class SigmoidWeightingSpec(ds.WeightingSpec):
     """sigmoid(bias - lambda) on the epsilon-loss (Kingma & Gao 2023)."""
 
     name: Literal["sigmoid"] = "sigmoid"
-    bias: float = Field(2.0, allow_inf_nan=False, description="Shift b of w = sigmoid(b - lambda); larger b weights lower noise more.")
+    bias: float = Field(
+        2.0, allow_inf_nan=False, description="Shift b of w = sigmoid(b - lambda); a larger b weighs low noise more."
+    )
 
     def build(self) -> Any:
         from ._weighting import SigmoidWeighting

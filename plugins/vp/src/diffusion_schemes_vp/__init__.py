@@ -8,8 +8,8 @@ The preconditioner and the noise schedule, by name; both use the time ``t`` in `
 >>> backbone = lambda x, c_noise, condition=None: torch.zeros_like(x)
 >>> precond = ds.create("preconditioner", "vp", model=backbone)
 >>> schedule = ds.create("noise_schedule", {"name": "vp", "weighting": "likelihood_weighting"})
->>> schedule.spec
-VPNoiseScheduleSpec(name='vp', beta_d=19.9, beta_min=0.1, epsilon_t=1e-05, epsilon_s=0.001, weighting='likelihood_weighting')
+>>> schedule.spec.weighting, schedule.spec.epsilon_t, schedule.spec.epsilon_s
+('likelihood_weighting', 1e-05, 0.001)
 
 This module only declares the specs; building one imports its implementation.
 """

@@ -42,7 +42,9 @@ class VPPreconditioner(ds.BaseAffinePreconditioner):
     spec_class = VPPreconditionerSpec
     unit_variance = ("input", "target")  # for unit-variance data (Karras et al. 2022, Table 1)
 
-    def __init__(self, model: Any, beta_d: float = 19.9, beta_min: float = 0.1, M: int = 1000, meta: Any = None) -> None:
+    def __init__(
+        self, model: Any, beta_d: float = 19.9, beta_min: float = 0.1, M: int = 1000, meta: Any = None
+    ) -> None:
         super().__init__(model, meta)
         if not (beta_d > 0 and beta_min >= 0):
             raise ValueError(f"need beta_d > 0 and beta_min >= 0, got beta_d={beta_d}, beta_min={beta_min}")
