@@ -1,0 +1,205 @@
+"""MSEDSMLoss against the DSM formula written out by hand, per prediction type, weighting and reduction."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import diffusion_schemes as ds
+from diffusion_schemes_vp import VPNoiseSchedule
+
+BETA_D, BETA_MIN, SIGMA_DATA = 19.9, 0.1, 0.5
+
+
+def vp_log_snr(t):
+    """lambda(t) = -log(exp(beta_d t^2 / 2 + beta_min t) - 1) (Karras et al. 2022, Table 1, VP)."""
+    return -torch.log(torch.expm1(0.5 * BETA_D * t**2 + BETA_MIN * t))
+
+
+class Backbone(torch.nn.Module):
+    """A tiny backbone that uses its noise input, so a wrong noise level changes the output."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(3, 3).double()
+        self.noise = torch.nn.Linear(1, 3).double()
+        self.calls = []
+
+    def forward(self, x, c, condition=None):
+        self.calls.append((c, condition))
+        out = self.lin(x) + self.noise(c[:, None].to(x.dtype))
+        return out if condition is None else out + condition
+
+
+def edm_preconditioned(backbone, x, sigma, condition=None):
+    """Karras et al. 2022, Table 1 (EDM column): c_skip x + c_out F(c_in x, ln(sigma) / 4)."""
+    s = sigma[:, None]
+    c_skip = SIGMA_DATA**2 / (s**2 + SIGMA_DATA**2)
+    c_out = s * SIGMA_DATA / (s**2 + SIGMA_DATA**2).sqrt()
+    c_in = 1 / (s**2 + SIGMA_DATA**2).sqrt()
+    return c_skip * x + c_out * backbone(c_in * x, sigma.log() / 4, condition)
+
+
+def targets(x0, noise, lam):
+    s = torch.exp(-lam / 2)[:, None]
+    alpha, sigma = torch.sigmoid(lam).sqrt()[:, None], torch.sigmoid(-lam).sqrt()[:, None]
+    return {"x0": x0, "epsilon": noise, "v": alpha * noise - sigma * x0, "score": -noise / s}
+
+
+def snr_weights(lam):
+    """1/sigma^2 on x0 (VP's default weighting) = 1 on epsilon, written for each loss (w_eps = 1)."""
+    return {"x0": torch.exp(lam), "epsilon": torch.ones_like(lam), "v": torch.sigmoid(lam), "score": torch.exp(-lam)}
+
+
+@pytest.fixture
+def batch():
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randn(5, 3, generator=g, dtype=torch.float64)
+    noise = torch.randn(5, 3, generator=g, dtype=torch.float64)
+    t = torch.tensor([0.05, 0.2, 0.4, 0.7, 1.0], dtype=torch.float64)
+    return x0, noise, t
+
+
+@pytest.mark.parametrize("prediction_type", ds.PREDICTION_TYPES)
+def test_edm_preconditioner_on_vp_schedule(batch, prediction_type):
+    """A mixed pair: the EDM preconditioner reached with the VP schedule's noise level."""
+    x0, noise, t = batch
+    backbone = Backbone()
+    precond = ds.create("preconditioner", {"name": "edm", "sigma_data": SIGMA_DATA}, model=backbone)
+    loss_fn = ds.MSEDSMLoss(precond, ds.create("noise_schedule", "vp"), prediction_type=prediction_type)
+    loss = loss_fn(x0, t=t, noise=noise)
+    lam = vp_log_snr(t)
+    sigma = torch.exp(-lam / 2)
+    out = edm_preconditioned(backbone, x0 + sigma[:, None] * noise, sigma)
+    expected = (snr_weights(lam)[prediction_type][:, None] * (out - targets(x0, noise, lam)[prediction_type]) ** 2).mean()
+    assert torch.allclose(loss, expected, rtol=1e-10, atol=0)
+    loss.backward()
+    assert all(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in backbone.parameters())
+
+
+@pytest.mark.parametrize("prediction_type", ds.PREDICTION_TYPES)
+def test_plain_model_gets_the_schedules_time(batch, prediction_type):
+    x0, noise, t = batch
+    backbone = Backbone()
+    condition = torch.randn(5, 3, dtype=torch.float64)
+    loss_fn = ds.MSEDSMLoss(backbone, ds.create("noise_schedule", "vp"), prediction_type=prediction_type,
+                            reduction="none")
+    loss = loss_fn(x0, t=t, noise=noise, condition=condition)
+    (c, cond), = backbone.calls
+    assert c is t or torch.equal(c, t)
+    assert cond is condition  # passed through untouched
+    lam = vp_log_snr(t)
+    x_hat = x0 + torch.exp(-lam / 2)[:, None] * noise
+    out = backbone.lin(x_hat) + backbone.noise(t[:, None]) + condition
+    expected = snr_weights(lam)[prediction_type][:, None] * (out - targets(x0, noise, lam)[prediction_type]) ** 2
+    assert loss.shape == x0.shape
+    assert torch.allclose(loss, expected, rtol=1e-10, atol=0)
+
+
+def test_edm_weighting_on_the_edm_schedule(batch):
+    x0, noise, _ = batch
+    sigma = torch.tensor([0.01, 0.3, 1.0, 5.0, 60.0], dtype=torch.float64)
+    backbone = Backbone()
+    precond = ds.create("preconditioner", "edm", model=backbone)
+    loss = ds.MSEDSMLoss(precond, ds.create("noise_schedule", "edm"))(x0, t=sigma, noise=noise)
+    weight = (sigma**2 + SIGMA_DATA**2) / (sigma * SIGMA_DATA) ** 2  # Karras et al. 2022, eq. 8 / Table 1
+    out = edm_preconditioned(backbone, x0 + sigma[:, None] * noise, sigma)
+    assert torch.allclose(loss, (weight[:, None] * (out - x0) ** 2).mean(), rtol=1e-10, atol=0)
+
+
+@pytest.mark.parametrize("prediction_type", ["x0", "epsilon", "v"])
+def test_weighting_choices(batch, prediction_type):
+    x0, noise, t = batch
+    backbone = Backbone()
+    lam = vp_log_snr(t)
+
+    def loss_with(weighting, schedule=None):
+        schedule = schedule or ds.create("noise_schedule", "vp")
+        return ds.MSEDSMLoss(backbone, schedule, prediction_type, weighting=weighting, reduction="none")(
+            x0, t=t, noise=noise
+        )
+
+    unweighted = loss_with(1.0)
+    assert torch.allclose(loss_with(None, ds.create("noise_schedule", {"name": "vp", "weighting": None})), unweighted)
+    assert torch.allclose(loss_with(2.5), 2.5 * unweighted)
+    # likelihood weighting: -lambda'(t) on the epsilon-loss, converted (autograd for lambda')
+    tt = t.clone().requires_grad_(True)
+    (dlam,) = torch.autograd.grad(vp_log_snr(tt).sum(), tt)
+    to_type = {"x0": torch.exp(lam), "epsilon": torch.ones_like(lam), "v": torch.sigmoid(lam)}[prediction_type]
+    expected = (-dlam * to_type)[:, None] * unweighted
+    for given in ("likelihood_weighting", {"name": "likelihood_weighting"}, ds.create("weighting", "likelihood_weighting")):
+        assert torch.allclose(loss_with(given), expected, rtol=1e-8)
+
+
+def test_reductions(batch):
+    x0, noise, t = batch
+    backbone = Backbone()
+    schedule = ds.create("noise_schedule", "vp")
+    per_element = ds.MSEDSMLoss(backbone, schedule, reduction="none")(x0, t=t, noise=noise)
+    assert per_element.shape == x0.shape
+    assert torch.allclose(ds.MSEDSMLoss(backbone, schedule, reduction="sum")(x0, t=t, noise=noise), per_element.sum())
+    assert torch.allclose(ds.MSEDSMLoss(backbone, schedule)(x0, t=t, noise=noise), per_element.mean())
+
+
+def test_time_and_noise_drawn_from_the_schedule(batch):
+    x0, _, _ = batch
+    schedule = ds.create("noise_schedule", "vp")
+    loss_fn = ds.MSEDSMLoss(Backbone(), schedule, reduction="none")
+    drawn = loss_fn(x0, generator=torch.Generator().manual_seed(3))
+    g = torch.Generator().manual_seed(3)
+    t = schedule.sample_time(5, generator=g)
+    noise = torch.randn(x0.shape, generator=g, dtype=x0.dtype)
+    assert torch.allclose(drawn, loss_fn(x0, t=t, noise=noise))
+
+
+class StratifiedVP(VPNoiseSchedule):
+    def time_from_uniform(self, u):
+        """Inverse CDF of the training times, U(epsilon_t, 1)."""
+        return self.epsilon_t + (1 - self.epsilon_t) * u
+
+
+def test_low_discrepancy_draws_one_time_per_stratum():
+    loss_fn = ds.MSEDSMLoss(Backbone(), StratifiedVP(), low_discrepancy=True)
+    t = loss_fn.sample_time(8, generator=torch.Generator().manual_seed(0))
+    u = (t - 1e-5) / (1 - 1e-5)
+    strata = torch.arange(8)
+    assert bool(((u >= strata / 8) & (u < (strata + 1) / 8)).all())
+    gaps = torch.diff(u)
+    assert torch.allclose(gaps, torch.full_like(gaps, 1 / 8))  # one common offset
+
+
+def test_low_discrepancy_needs_an_inverse_cdf():
+    with pytest.raises(ValueError, match="time_from_uniform"):
+        ds.MSEDSMLoss(Backbone(), ds.create("noise_schedule", "vp"), low_discrepancy=True)
+
+
+def test_bad_arguments(batch):
+    x0, noise, t = batch
+    schedule = ds.create("noise_schedule", "vp")
+    with pytest.raises(ValueError, match="unknown prediction_type 'eps'"):
+        ds.MSEDSMLoss(Backbone(), schedule, prediction_type="eps")
+    with pytest.raises(ValueError, match="unknown reduction 'avg'"):
+        ds.MSEDSMLoss(Backbone(), schedule, reduction="avg")
+    with pytest.raises(ds.UnknownSchemeError, match="no weighting named 'uniform'"):
+        ds.MSEDSMLoss(Backbone(), schedule, weighting="uniform")
+    loss_fn = ds.MSEDSMLoss(Backbone(), schedule)
+    with pytest.raises(ds.ConditionError, match="batch size is 4 but the latent's is 5"):
+        loss_fn(x0, t=t, noise=noise, condition=torch.zeros(4, 3))
+    with pytest.raises(ValueError, match=r"t must have shape \(5,\)"):
+        loss_fn(x0, t=t[:3], noise=noise)
+    with pytest.raises(ValueError, match="noise must be shaped like x0"):
+        loss_fn(x0, t=t, noise=noise[:, :2])
+
+
+def test_float32_loss_matches_float64(batch):
+    x0, noise, t = batch
+    backbone = Backbone()
+    precond = ds.create("preconditioner", "edm", model=backbone)
+    schedule = ds.create("noise_schedule", "vp")
+    loss64 = ds.MSEDSMLoss(precond, schedule)(x0, t=t, noise=noise)
+    backbone.float()
+    loss32 = ds.MSEDSMLoss(precond, schedule)(x0.float(), t=t.float(), noise=noise.float())
+    assert loss32.dtype == torch.float32
+    assert math.isclose(loss32.item(), loss64.item(), rel_tol=1e-5)
