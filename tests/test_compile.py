@@ -1,0 +1,96 @@
+"""The preconditioned forward, the loss and one step of every solver compile without a graph break.
+
+``torch.compile(fullgraph=True)`` raises on any graph break, so tracing succeeding is the check.
+The tests use ``backend="aot_eager"``: Dynamo traces the full graph and AOTAutograd builds the
+forward (and backward) graphs, but no code is generated, which keeps them fast on the CPU;
+inductor compiles the same graphs (see benchmarks/ for timings with it).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import diffusion_schemes as ds
+
+BACKEND = "aot_eager"
+
+
+class Backbone(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = torch.nn.Conv2d(3, 3, 1)
+        self.emb = torch.nn.Linear(1, 3)
+
+    def forward(self, x, c_noise, condition=None):
+        return self.net(x) + self.emb(c_noise[:, None])[:, :, None, None]
+
+
+@pytest.fixture(autouse=True)
+def _reset_dynamo():
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+def compiled(fn):
+    return torch.compile(fn, fullgraph=True, backend=BACKEND)
+
+
+@pytest.mark.parametrize("name", ["edm", "vp"])
+def test_preconditioned_forward(name):
+    precond = ds.create("preconditioner", name, model=Backbone())
+    x = torch.randn(2, 3, 4, 4)
+    sigma = torch.tensor([0.5, 3.0])
+    assert torch.allclose(compiled(precond.forward_sigma)(x, sigma), precond.forward_sigma(x, sigma), atol=1e-6)
+    t = torch.tensor([0.3, 0.9])
+    assert torch.allclose(compiled(precond)(x, t), precond(x, t), atol=1e-6)
+
+
+@pytest.mark.parametrize("prediction_type", ds.PREDICTION_TYPES)
+def test_loss_forward_and_backward(prediction_type):
+    backbone = Backbone()
+    precond = ds.create("preconditioner", "edm", model=backbone)
+    loss_fn = ds.MSEDSMLoss(precond, ds.create("noise_schedule", "vp"), prediction_type=prediction_type)
+    x0, noise = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
+    t = torch.tensor([0.2, 0.8])
+    loss = compiled(loss_fn)(x0, t=t, noise=noise)
+    assert torch.allclose(loss, loss_fn(x0, t=t, noise=noise), rtol=1e-5)
+    loss.backward()
+    assert backbone.net.weight.grad is not None
+    compiled(loss_fn)(x0)  # t and noise drawn inside the graph
+
+
+def _step_args(name, denoiser, x, sigma, sigma_next):
+    noise = torch.randn_like(x)
+    prev = (torch.randn_like(x), torch.tensor(0.3))
+    return {
+        "euler": (denoiser, x, sigma, sigma_next),
+        "heun": (denoiser, x, sigma, sigma_next),
+        "edm_stochastic_euler": (denoiser, x, sigma, sigma_next, noise, 0.2),
+        "edm_stochastic_heun": (denoiser, x, sigma, sigma_next, noise, 0.2),
+        "euler_maruyama": (denoiser, x, sigma, sigma_next, noise),
+        "dpmpp_2m": (denoiser, x, sigma, sigma_next, prev),
+    }[name]
+
+
+@pytest.mark.parametrize(
+    "name", ["euler", "heun", "edm_stochastic_euler", "edm_stochastic_heun", "euler_maruyama", "dpmpp_2m"]
+)
+def test_one_solver_step(name):
+    schedule = ds.create("noise_schedule", "vp")
+    precond = ds.create("preconditioner", "edm", model=Backbone())
+    denoiser = schedule.get_denoiser(x0_predictor=precond)
+    solver = ds.create("solver", name)
+    x = torch.randn(2, 3, 4, 4)
+    sigmas = schedule.sigmas(4).float()
+    args = _step_args(name, denoiser, x, sigmas[1], sigmas[2])
+    step = compiled(solver.step)
+    with torch.no_grad():
+        got = step(*args)
+        expected = solver.step(*args)
+        got, expected = (got[0], expected[0]) if isinstance(got, tuple) else (got, expected)
+        assert torch.allclose(got, expected, atol=1e-5)
+        # the next step's tensors reuse the same graph (no recompilation for another noise level)
+        with torch._dynamo.config.patch(error_on_recompile=True):
+            step(*_step_args(name, denoiser, x, sigmas[2], sigmas[3]))
