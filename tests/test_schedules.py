@@ -247,3 +247,14 @@ def test_nan_log_snr_is_a_clear_error(name):
 def test_invalid_schedule_configs(config, match):
     with pytest.raises(ds.SchemeConfigError, match=match):
         ds.create("noise_schedule", config)
+
+
+def test_validate_reports_a_wrong_closed_form_derivative():
+    from diffusion_schemes_vp import VPNoiseSchedule
+
+    class WrongSlope(VPNoiseSchedule):
+        def dlog_snr_dt(self, t, training=False):
+            return 1.5 * super().dlog_snr_dt(t, training)
+
+    with pytest.raises(ValueError, match=r"dlog_snr_dt differs from autograd of get_log_snr"):
+        WrongSlope().validate()

@@ -76,6 +76,13 @@ class BaseNoiseSchedule(SpecBacked, abc.ABC):
             :meth:`default_weighting`), ``None`` (uniform in the loss's prediction type), a
             registered name (``"sigmoid"``), a config mapping or an object called as
             ``w(log_snr, schedule=None)`` with a ``loss_type``.
+
+    The built-in schemes are subclasses, built by name:
+
+    >>> import diffusion_schemes as ds
+    >>> schedule = ds.create("noise_schedule", "vp")
+    >>> isinstance(schedule, ds.BaseNoiseSchedule), schedule.variance_type, schedule.weighting
+    (True, 'preserving', SNRWeighting())
     """
 
     #: The open interval of times where lambda(t) is finite; times outside it are an error.
@@ -94,20 +101,51 @@ class BaseNoiseSchedule(SpecBacked, abc.ABC):
     # ------------------------------------------------------------------ to implement
     @abc.abstractmethod
     def get_log_snr(self, t: Any, training: bool = False) -> torch.Tensor:
-        """``lambda(t)``, the log signal-to-noise ratio at diffusion time ``t``."""
+        """``lambda(t)``, the log signal-to-noise ratio at diffusion time ``t``.
+
+        ``training`` selects the training-time schedule where a scheme defines one apart.
+
+        >>> import torch
+        >>> import diffusion_schemes as ds
+        >>> ve = ds.create("noise_schedule", "ve")        # t = sigma: lambda = -2 ln t
+        >>> ve.get_log_snr(torch.tensor([0.5, 2.0]))
+        tensor([ 1.3863, -1.3863])
+        """
 
     @abc.abstractmethod
     def get_t_from_log_snr(self, log_snr: Any, training: bool = False) -> torch.Tensor:
-        """The diffusion time whose log-SNR is ``log_snr`` (inverse of :meth:`get_log_snr`)."""
+        """The diffusion time whose log-SNR is ``log_snr`` (inverse of :meth:`get_log_snr`).
+
+        >>> import torch
+        >>> import diffusion_schemes as ds
+        >>> vp = ds.create("noise_schedule", "vp")
+        >>> t = torch.tensor([0.001, 0.5, 1.0], dtype=torch.float64)
+        >>> vp.get_t_from_log_snr(vp.get_log_snr(t))
+        tensor([0.0010, 0.5000, 1.0000], dtype=torch.float64)
+        """
 
     @abc.abstractmethod
     def domain(self, training: bool = False) -> tuple[float, float]:
         """``(t_min, t_max)``: the finite interval where the schedule samples, or where its training
-        times fall (for an unbounded training distribution, an interval holding nearly all draws)."""
+        times fall (for an unbounded training distribution, an interval holding nearly all draws).
+
+        >>> import diffusion_schemes as ds
+        >>> vp = ds.create("noise_schedule", "vp")
+        >>> vp.domain(), vp.domain(training=True)
+        ((0.001, 1.0), (1e-05, 1.0))
+        """
 
     @abc.abstractmethod
     def sample_time(self, n: int, generator: torch.Generator | None = None, device: Any = None) -> torch.Tensor:
-        """``n`` diffusion times drawn from the training distribution."""
+        """``n`` diffusion times drawn from the training distribution.
+
+        >>> import torch
+        >>> import diffusion_schemes as ds
+        >>> vp = ds.create("noise_schedule", "vp")           # t ~ U(1e-5, 1)
+        >>> t = vp.sample_time(1000, generator=torch.Generator().manual_seed(0))
+        >>> t.shape, bool(((t >= 1e-5) & (t <= 1)).all())
+        (torch.Size([1000]), True)
+        """
 
     @abc.abstractmethod
     def timesteps(self, num_steps: int, device: Any = None) -> torch.Tensor:
@@ -115,11 +153,24 @@ class BaseNoiseSchedule(SpecBacked, abc.ABC):
 
         The final 0 stands for noise level 0 (the clean sample); no solver evaluates a
         model there. Use :meth:`_with_zero` to append it.
+
+        >>> import diffusion_schemes as ds
+        >>> ds.create("noise_schedule", "vp").timesteps(4)    # 1 + i/(N-1) (eps_s - 1), then 0
+        tensor([1.0000, 0.6670, 0.3340, 0.0010, 0.0000], dtype=torch.float64)
         """
 
     # ------------------------------------------------------------------ derived from lambda
     def dlog_snr_dt(self, t: Any, training: bool = False) -> torch.Tensor:
-        """``d lambda / dt`` at time ``t`` (autograd of :meth:`get_log_snr` unless overridden)."""
+        """``d lambda / dt`` at time ``t`` (autograd of :meth:`get_log_snr` unless overridden).
+
+        >>> import torch
+        >>> import diffusion_schemes as ds
+        >>> vp = ds.create("noise_schedule", "vp")           # VP states a closed form
+        >>> t = torch.tensor([0.1, 0.5], dtype=torch.float64)
+        >>> by_autograd = ds.BaseNoiseSchedule.dlog_snr_dt(vp, t)
+        >>> torch.allclose(vp.dlog_snr_dt(t), by_autograd, rtol=1e-12, atol=0)
+        True
+        """
         t = self._t(t, training)
         with torch.enable_grad():
             tt = t.detach().clone().requires_grad_(True)
@@ -128,28 +179,68 @@ class BaseNoiseSchedule(SpecBacked, abc.ABC):
         return grad
 
     def derivative_log_snr(self, log_snr: Any, training: bool = False) -> torch.Tensor:
-        """``beta(t) = d/dt log(1 + exp(-lambda(t)))`` at the time whose log-SNR is ``log_snr``."""
+        """``beta(t) = d/dt log(1 + exp(-lambda(t)))`` at the time whose log-SNR is ``log_snr``.
+
+        Equal to ``-lambda'(t) sigmoid(-lambda)``; for variance preserving it is the forward SDE's
+        ``g^2`` (see :meth:`get_drift_diffusion` for the general case).
+
+        >>> import torch
+        >>> import diffusion_schemes as ds
+        >>> ve = ds.create("noise_schedule", "ve")     # at t = 1: lambda = 0, -lambda' = 2, sigmoid(0) = 1/2
+        >>> ve.derivative_log_snr(ve.get_log_snr(torch.tensor(1.0)))
+        tensor(1.)
+        """
         log_snr = self._log_snr(log_snr)
         t = self.get_t_from_log_snr(log_snr, training)
         return -self.dlog_snr_dt(t, training) * torch.sigmoid(-log_snr)
 
     def noise_level(self, t: Any) -> torch.Tensor:
-        """``sigma(t) / alpha(t) = exp(-lambda(t) / 2)``: the noise level of the unscaled latent."""
+        """``sigma(t) / alpha(t) = exp(-lambda(t) / 2)``: the noise level of the unscaled latent.
+
+        What the matching preconditioner's ``sigma(t)`` returns, and what samplers step in.
+
+        >>> import torch
+        >>> import diffusion_schemes as ds
+        >>> vp = ds.create("noise_schedule", "vp")
+        >>> t = torch.tensor(0.5, dtype=torch.float64)    # sqrt(exp(19.9 t^2/2 + 0.1 t) - 1)
+        >>> bool(torch.isclose(vp.noise_level(t), torch.expm1(19.9 / 2 * t**2 + 0.1 * t).sqrt()))
+        True
+        """
         return torch.exp(-self.get_log_snr(t) / 2)
 
     def noise_level_derivative(self, t: Any) -> torch.Tensor:
-        """``d noise_level / dt = -lambda'(t) / 2 * noise_level(t)``."""
+        """``d noise_level / dt = -lambda'(t) / 2 * noise_level(t)``.
+
+        >>> import torch
+        >>> import diffusion_schemes as ds
+        >>> ds.create("noise_schedule", "ve").noise_level_derivative(torch.tensor([0.5, 3.0]))   # t = sigma
+        tensor([1., 1.])
+        """
         return -0.5 * self.dlog_snr_dt(t) * self.noise_level(t)
 
     def get_alpha_sigma(self, log_snr: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(alpha, sigma)`` of the forward process for this log-SNR, by variance type."""
+        """``(alpha, sigma)`` of the forward process for this log-SNR, by variance type.
+
+        >>> import torch
+        >>> import diffusion_schemes as ds
+        >>> ds.create("noise_schedule", "vp").get_alpha_sigma(torch.tensor([0.0]))   # alpha^2 = sigmoid(lambda)
+        (tensor([0.7071]), tensor([0.7071]))
+        >>> ds.create("noise_schedule", "ve").get_alpha_sigma(torch.tensor([0.0]))   # alpha = 1
+        (tensor([1.]), tensor([1.]))
+        """
         log_snr = self._log_snr(log_snr)
         if self.variance_type == "exploding":
             return torch.ones_like(log_snr), torch.exp(-log_snr / 2)
         return torch.sigmoid(log_snr).sqrt(), torch.sigmoid(-log_snr).sqrt()
 
     def dlog_alpha_dlog_snr(self, log_snr: Any) -> torch.Tensor:
-        """``d log alpha / d lambda``: 0 when exploding, ``sigmoid(-lambda) / 2`` when preserving."""
+        """``d log alpha / d lambda``: 0 when exploding, ``sigmoid(-lambda) / 2`` when preserving.
+
+        >>> import torch
+        >>> import diffusion_schemes as ds
+        >>> ds.create("noise_schedule", "vp").dlog_alpha_dlog_snr(torch.tensor([0.0]))
+        tensor([0.2500])
+        """
         log_snr = self._log_snr(log_snr)
         if self.variance_type == "exploding":
             return torch.zeros_like(log_snr)
@@ -171,6 +262,19 @@ class BaseNoiseSchedule(SpecBacked, abc.ABC):
         ``dz = [f - g^2 / 2 * score] dt`` and the reverse SDE
         ``dz = [f - g^2 * score] dt + g dW``. Shapes follow ``log_snr``; pass it
         shaped ``(B, 1, ..., 1)`` to broadcast against ``x``.
+
+        For VP this is Song et al. 2021 (eq. 11), ``f = -beta(t)/2 z``, ``g^2 = beta(t)`` with
+        ``beta(t) = beta_min + beta_d t``; for VE, ``f = 0`` and ``g^2 = d sigma^2/dt``:
+
+        >>> import torch
+        >>> import diffusion_schemes as ds
+        >>> vp = ds.create("noise_schedule", "vp")
+        >>> lam = vp.get_log_snr(torch.tensor([[0.5]], dtype=torch.float64))       # beta(0.5) = 10.05
+        >>> vp.get_drift_diffusion(lam, x=torch.ones(1, 2, dtype=torch.float64))
+        (tensor([[-5.0250, -5.0250]], dtype=torch.float64), tensor([[10.0500]], dtype=torch.float64))
+        >>> ve = ds.create("noise_schedule", "ve")
+        >>> ve.get_drift_diffusion(ve.get_log_snr(torch.tensor([2.0])))   # d t^2/dt = 2t
+        tensor([4.])
         """
         log_snr = self._log_snr(log_snr)
         t = self.get_t_from_log_snr(log_snr, training)
@@ -184,7 +288,12 @@ class BaseNoiseSchedule(SpecBacked, abc.ABC):
 
     # ------------------------------------------------------------------ weighting
     def default_weighting(self) -> Any:
-        """The scheme's own weighting (Karras et al. 2022, Table 1): ``1/sigma^2`` on the x0-loss."""
+        """The scheme's own weighting (Karras et al. 2022, Table 1): ``1/sigma^2`` on the x0-loss.
+
+        >>> import diffusion_schemes as ds
+        >>> ds.create("noise_schedule", "vp").default_weighting()
+        SNRWeighting()
+        """
         from ._registry import registry
 
         return registry.create("weighting", "snr")
@@ -206,14 +315,32 @@ class BaseNoiseSchedule(SpecBacked, abc.ABC):
         )
 
     def get_weights_for_snr(self, log_snr: Any) -> torch.Tensor:
-        """The weighting at ``log_snr`` in its own loss type (ones when there is none)."""
+        """The weighting at ``log_snr`` in its own loss type (ones when there is none).
+
+        >>> import torch
+        >>> import diffusion_schemes as ds
+        >>> vp = ds.create("noise_schedule", {"name": "vp", "weighting": "sigmoid"})
+        >>> vp.get_weights_for_snr(torch.tensor([2.0]))          # sigmoid(2 - lambda), epsilon-loss
+        tensor([0.5000])
+        >>> ds.create("noise_schedule", {"name": "vp", "weighting": None}).get_weights_for_snr(torch.tensor([2.0]))
+        tensor([1.])
+        """
         log_snr = self._log_snr(log_snr)
         if self.weighting is None:
             return torch.ones_like(log_snr)
         return self.weighting(log_snr, schedule=self)
 
     def loss_weight(self, t: Any, prediction_type: str = "x0") -> torch.Tensor:
-        """The loss weight at times ``t`` for a loss on ``prediction_type`` (converted from the weighting's own)."""
+        """The loss weight at times ``t`` for a loss on ``prediction_type`` (converted from the weighting's own).
+
+        >>> import torch
+        >>> import diffusion_schemes as ds
+        >>> ve = ds.create("noise_schedule", "ve")              # default: 1/sigma^2 on the x0-loss
+        >>> ve.loss_weight(torch.tensor([0.5, 2.0]))
+        tensor([4.0000, 0.2500])
+        >>> ve.loss_weight(torch.tensor([0.5, 2.0]), "epsilon")  # the same objective on epsilon
+        tensor([1., 1.])
+        """
         from ._weighting import convert_weight
 
         log_snr = self.get_log_snr(t, training=True)
@@ -226,7 +353,17 @@ class BaseNoiseSchedule(SpecBacked, abc.ABC):
     def add_noise(
         self, x0: torch.Tensor, t: Any, noise: torch.Tensor | None = None, generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        """``z_t = alpha(t) x0 + sigma(t) noise`` (the scaled latent of the forward process)."""
+        """``z_t = alpha(t) x0 + sigma(t) noise`` (the scaled latent of the forward process).
+
+        ``z_t / alpha(t)`` is the unscaled latent that predictors see.
+
+        >>> import torch
+        >>> import diffusion_schemes as ds
+        >>> vp = ds.create("noise_schedule", "vp")
+        >>> z = vp.add_noise(torch.ones(2, 3), torch.tensor([0.001, 1.0]), noise=torch.zeros(2, 3))
+        >>> z[:, 0]                                              # alpha(t) = exp(-(19.9 t^2/2 + 0.1 t)/2)
+        tensor([0.9999, 0.0066])
+        """
         if noise is None:
             noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         lam = self._broadcast(self.get_log_snr(t, training=True), x0)
@@ -234,7 +371,12 @@ class BaseNoiseSchedule(SpecBacked, abc.ABC):
         return (alpha * x0 + sigma * noise).to(x0.dtype)
 
     def sigmas(self, num_steps: int, device: Any = None) -> torch.Tensor:
-        """The noise levels of :meth:`timesteps`: ``num_steps`` decreasing values, then 0."""
+        """The noise levels of :meth:`timesteps`: ``num_steps`` decreasing values, then 0.
+
+        >>> import diffusion_schemes as ds
+        >>> ds.create("noise_schedule", "vp").sigmas(2)         # sigma(1), sigma(1e-3), 0
+        tensor([1.5217e+02, 1.0486e-02, 0.0000e+00], dtype=torch.float64)
+        """
         t = self.timesteps(num_steps, device=device)
         return torch.cat([self.noise_level(t[:-1]), torch.zeros_like(t[-1:])])
 
@@ -245,7 +387,15 @@ class BaseNoiseSchedule(SpecBacked, abc.ABC):
         device: Any = None,
         dtype: torch.dtype = torch.float32,
     ) -> torch.Tensor:
-        """Unscaled latents at the first sampling time: ``noise_level(t_0) * N(0, I)``."""
+        """Unscaled latents at the first sampling time: ``noise_level(t_0) * N(0, I)``.
+
+        >>> import torch
+        >>> import diffusion_schemes as ds
+        >>> edm = ds.create("noise_schedule", "edm")                 # sigma_max = 80
+        >>> x = edm.init_latents((2, 3, 8, 8), generator=torch.Generator().manual_seed(0))
+        >>> x.shape, round(float(x.std() / 80), 1)
+        (torch.Size([2, 3, 8, 8]), 1.0)
+        """
         sigma_max = self.sigmas(2)[0]
         noise = torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype)
         return noise * sigma_max.to(device=noise.device, dtype=dtype)
@@ -254,6 +404,13 @@ class BaseNoiseSchedule(SpecBacked, abc.ABC):
         """The right-hand side of the probability-flow ODE or reverse SDE for a predictor.
 
         See :func:`diffusion_schemes.make_denoiser` for the arguments.
+
+        >>> import torch
+        >>> import diffusion_schemes as ds
+        >>> edm = ds.create("noise_schedule", "edm")
+        >>> denoiser = edm.get_denoiser(x0_predictor=lambda x, t: torch.zeros_like(x))
+        >>> type(denoiser).__name__, denoiser.denoising_type
+        ('Denoiser', 'ode')
         """
         from ._denoiser import make_denoiser
 
@@ -261,7 +418,14 @@ class BaseNoiseSchedule(SpecBacked, abc.ABC):
 
     # ------------------------------------------------------------------ config
     def get_config(self) -> dict[str, Any]:
-        """The constructor arguments (JSON-serialisable); ``from_config`` rebuilds an equal schedule."""
+        """The constructor arguments (JSON-serialisable); ``from_config`` rebuilds an equal schedule.
+
+        >>> import diffusion_schemes as ds
+        >>> vp = ds.create("noise_schedule", {"name": "vp", "weighting": {"name": "sigmoid", "bias": 1}})
+        >>> config = vp.get_config()
+        >>> config["beta_d"], config["weighting"]
+        (19.9, {'name': 'sigmoid', 'bias': 1.0})
+        """
         return {}
 
     def _weighting_config(self) -> Any:
@@ -281,7 +445,13 @@ class BaseNoiseSchedule(SpecBacked, abc.ABC):
 
     @classmethod
     def from_config(cls, config: dict[str, Any], custom_objects: Any = None) -> BaseNoiseSchedule:
-        """Rebuild a schedule from :meth:`get_config`."""
+        """Rebuild a schedule from :meth:`get_config`.
+
+        >>> import diffusion_schemes as ds
+        >>> vp = ds.create("noise_schedule", {"name": "vp", "epsilon_s": 0.002, "weighting": "sigmoid"})
+        >>> type(vp).from_config(vp.get_config()) == vp
+        True
+        """
         return cls(**{k: v for k, v in config.items() if k != "name"})
 
     def __eq__(self, other: object) -> bool:
@@ -297,7 +467,24 @@ class BaseNoiseSchedule(SpecBacked, abc.ABC):
     def validate(self, num: int = 257) -> None:
         """Check the schedule: finite at both ends of its domains, lambda decreasing, inverse consistent.
 
+        Also that :meth:`noise_level` is ``exp(-lambda/2)`` and that a closed-form
+        :meth:`dlog_snr_dt` agrees with autograd of :meth:`get_log_snr`, on ``num`` points of
+        each domain (sampling and training).
+
         Raises ``ValueError`` listing every failed check with the values seen.
+
+        >>> import diffusion_schemes as ds
+        >>> ve = ds.create("noise_schedule", "ve")
+        >>> ve.validate()                                     # passes silently
+        >>> class Rising(type(ve)):
+        ...     def get_log_snr(self, t, training=False):
+        ...         return 2 * self._t(t, training).log()    # wrong sign: increasing in t
+        >>> Rising().validate()
+        Traceback (most recent call last):
+          ...
+        ValueError: noise schedule 've' is invalid:
+          - sampling: lambda(t) is not decreasing near t=0.02
+        ...
         """
         problems = []
         for training in (False, True):
@@ -317,13 +504,21 @@ class BaseNoiseSchedule(SpecBacked, abc.ABC):
             back = self.get_t_from_log_snr(lam, training)
             err = ((back - t).abs() / t.abs().clamp_min(1e-12)).max()
             if not float(err) < 1e-6:
-                problems.append(f"{where}: get_t_from_log_snr(get_log_snr(t)) differs from t by {float(err):.2e} (relative)")
-            level = self.noise_level(t) if not training else None
-            if level is not None and not torch.allclose(level, torch.exp(-lam / 2), rtol=1e-6, atol=0):
-                problems.append("noise_level(t) differs from exp(-lambda(t)/2)")
+                problems.append(
+                    f"{where}: get_t_from_log_snr(get_log_snr(t)) differs from t by {float(err):.2e} (relative)"
+                )
+            if not training:
+                level_err = (self.noise_level(t) / torch.exp(-lam / 2) - 1).abs().max()
+                if not float(level_err) < 1e-6:
+                    problems.append(f"{where}: noise_level(t) differs from exp(-lambda(t)/2) by {float(level_err):.2e}")
             dlam = self.dlog_snr_dt(t, training)
             if not bool(torch.isfinite(dlam).all()):
                 problems.append(f"{where}: d lambda/dt not finite")
+            elif type(self).dlog_snr_dt is not BaseNoiseSchedule.dlog_snr_dt:  # a closed form: check it
+                auto = BaseNoiseSchedule.dlog_snr_dt(self, t, training)
+                d_err = ((dlam - auto).abs() / auto.abs().clamp_min(1e-12)).max()
+                if not float(d_err) < 1e-6:
+                    problems.append(f"{where}: dlog_snr_dt differs from autograd of get_log_snr by {float(d_err):.2e}")
         if problems:
             raise ValueError(f"noise schedule {self.name!r} is invalid:\n  - " + "\n  - ".join(problems))
 
