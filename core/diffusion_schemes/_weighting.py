@@ -49,7 +49,20 @@ def _log_factor(log_snr: torch.Tensor, loss_type: str) -> torch.Tensor:
 
 
 def convert_weight(weight: torch.Tensor, log_snr: torch.Tensor, source: str, target: str) -> torch.Tensor:
-    """Convert a weight written for the ``source`` loss into the ``target`` loss's weight."""
+    """Convert a weight written for the ``source`` loss into the ``target`` loss's weight.
+
+    ``w_x0 = w_eps exp(lambda)``, ``w_v = w_eps sigmoid(lambda)``, ``w_score = w_eps exp(-lambda)``.
+
+    >>> import torch
+    >>> import diffusion_schemes as ds
+    >>> lam = torch.tensor([0.0, 2.0], dtype=torch.float64)
+    >>> w_x0 = ds.convert_weight(torch.ones(2, dtype=torch.float64), lam, "epsilon", "x0")
+    >>> w_x0
+    tensor([1.0000, 7.3891], dtype=torch.float64)
+    >>> w_v = ds.convert_weight(w_x0, lam, "x0", "v")
+    >>> ds.convert_weight(w_v, lam, "v", "epsilon")
+    tensor([1., 1.], dtype=torch.float64)
+    """
     if source == target:
         _log_factor(log_snr, source)  # validates the name
         return weight
@@ -57,13 +70,32 @@ def convert_weight(weight: torch.Tensor, log_snr: torch.Tensor, source: str, tar
 
 
 class BaseWeighting(SpecBacked, abc.ABC):
-    """A loss weighting written for ``loss_type``; called as ``w(log_snr, schedule=None)``."""
+    """A loss weighting written for ``loss_type``; called as ``w(log_snr, schedule=None)``.
+
+    Subclasses set ``loss_type`` and implement :meth:`weight`; give them a ``spec_class``
+    and ``get_config`` to make them buildable by name.
+
+    >>> import torch
+    >>> import diffusion_schemes as ds
+    >>> class Truncated(ds.BaseWeighting):
+    ...     loss_type = "epsilon"
+    ...     def weight(self, log_snr, schedule=None):
+    ...         return (log_snr < 4).to(log_snr.dtype)
+    >>> Truncated()(torch.tensor([0.0, 5.0]))
+    tensor([1., 0.])
+    """
 
     loss_type: ClassVar[str] = "epsilon"
 
     @abc.abstractmethod
     def weight(self, log_snr: torch.Tensor, schedule: Any = None) -> torch.Tensor:
-        """The weight for the loss type this weighting is written for."""
+        """The weight for the loss type this weighting is written for.
+
+        >>> import torch
+        >>> import diffusion_schemes as ds
+        >>> ds.create("weighting", "snr").weight(torch.tensor([0.0, 2.0]))
+        tensor([1.0000, 7.3891])
+        """
 
     def __call__(self, log_snr: Any, schedule: Any = None) -> torch.Tensor:
         log_snr = torch.as_tensor(log_snr)
@@ -72,7 +104,13 @@ class BaseWeighting(SpecBacked, abc.ABC):
         return self.weight(log_snr, schedule)
 
     def convert(self, log_snr: Any, to: str, schedule: Any = None) -> torch.Tensor:
-        """The weight for a loss on ``to`` that expresses the same objective."""
+        """The weight for a loss on ``to`` that expresses the same objective.
+
+        >>> import torch
+        >>> import diffusion_schemes as ds
+        >>> ds.create("weighting", "snr").convert(torch.tensor([0.0, 2.0], dtype=torch.float64), "v")
+        tensor([0.5000, 0.8808], dtype=torch.float64)
+        """
         log_snr = torch.as_tensor(log_snr)
         return convert_weight(self(log_snr, schedule), log_snr, self.loss_type, to)
 
@@ -85,6 +123,12 @@ class SNRWeighting(BaseWeighting):
     """``w = exp(lambda) = 1 / sigma^2`` on the x0-loss (uniform on the epsilon-loss).
 
     The weighting of the VE, VP and iDDPM rows of Karras et al. 2022, Table 1.
+
+    >>> import torch
+    >>> import diffusion_schemes as ds
+    >>> sigma = torch.tensor([0.5, 2.0])
+    >>> ds.create("weighting", "snr")(-2 * sigma.log())
+    tensor([4.0000, 0.2500])
     """
 
     loss_type = "x0"
@@ -101,6 +145,13 @@ class LikelihoodWeighting(BaseWeighting):
     ``g(t)^2 ||score - score_hat||^2`` on the scaled latent equals
     ``-lambda'(t) ||eps - eps_hat||^2``, the continuous-time ELBO weighting of Kingma et
     al. 2021 (eq. 17) for t drawn uniformly. It needs the schedule.
+
+    >>> import torch
+    >>> import diffusion_schemes as ds
+    >>> ve = ds.create("noise_schedule", "ve")                  # lambda = -2 ln t: -lambda' = 2/t
+    >>> w = ds.create("weighting", "likelihood_weighting")
+    >>> w(ve.get_log_snr(torch.tensor([0.5, 4.0])), schedule=ve)
+    tensor([4.0000, 0.5000])
     """
 
     loss_type = "epsilon"
