@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 DISTS  := . $(sort $(dir $(wildcard plugins/*/pyproject.toml contrib/*/pyproject.toml)))
 EXTRAS := $(foreach d,$(DISTS),$(if $(wildcard $(d)extras),-e $(d)[$(shell cat $(d)extras)],-e $(d)))
 
-.PHONY: run test setup clean
+.PHONY: run test setup clean docs docs-serve docs-plots
 run: $(STAMP)
 	$(VENV)/bin/diffusion-schemes list
 
@@ -16,11 +16,22 @@ test: $(STAMP)
 
 setup: $(STAMP)
 
-$(STAMP): requirements-dev.txt pyproject.toml $(wildcard plugins/*/pyproject.toml contrib/*/pyproject.toml)
+$(STAMP): requirements-dev.txt requirements-docs.txt pyproject.toml $(wildcard plugins/*/pyproject.toml contrib/*/pyproject.toml)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
 	$(PY) -m pip install -q --disable-pip-version-check --no-build-isolation $(EXTRAS)
 	touch $(STAMP)
+
+# The documentation site: built with warnings as errors (also a test), served on http://127.0.0.1:8000.
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs build --strict
+
+docs-serve: $(STAMP)
+	$(VENV)/bin/mkdocs serve
+
+# The figures of the site, drawn by our own plot command; docs/plots.txt lists one command per line.
+docs-plots: $(STAMP)
+	grep -v '^#' docs/plots.txt | while read -r args; do $(VENV)/bin/diffusion-schemes plot $$args --out docs/img || exit 1; done
 
 clean:
 	rm -rf $(VENV)

@@ -1,0 +1,134 @@
+"""The documentation site: it builds with warnings as errors, and every example on it runs.
+
+- every fenced ```python block of a page runs, in order, in one namespace per page (a block right
+  after ``<!-- no-test -->`` is skipped; only for output shown as an illustration);
+- every ```pycon block runs as a doctest in the same namespace;
+- every ``diffusion-schemes ...`` line of a ```bash block parses with the real command line;
+- every image a page shows exists and is drawn by a line of ``docs/plots.txt`` (``make docs-plots``);
+- the API reference names every public name of ``diffusion_schemes``;
+- ``mkdocs build --strict`` succeeds.
+
+``docs/tutorial-plugin.md`` is left to ``tests/test_tutorial.py``, which runs it the way a reader
+would (it installs a package), so it is not executed twice here.
+"""
+
+from __future__ import annotations
+
+import doctest
+import os
+import re
+import shlex
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+import diffusion_schemes as ds
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+TESTED_ELSEWHERE = {"tutorial-plugin.md"}
+PAGES = sorted(p for p in DOCS.rglob("*.md") if p.name not in TESTED_ELSEWHERE)
+FENCE = re.compile(r"(?P<skip><!-- no-test -->\s*\n)?^```(?P<lang>[\w-]*)[^\n]*\n(?P<body>.*?)^```\s*$", re.M | re.S)
+
+
+def blocks(page: Path, langs: tuple[str, ...]) -> list[tuple[int, str]]:
+    """``(line number, code)`` of the fenced blocks of ``page`` in ``langs``, without the skipped ones."""
+    text = page.read_text()
+    out = []
+    for m in FENCE.finditer(text):
+        if m.group("lang") in langs and not m.group("skip"):
+            out.append((text.count("\n", 0, m.start("body")) + 1, m.group("body")))
+    return out
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(DOCS)))
+def test_page_examples_run(page, tmp_path, monkeypatch, fresh_registry):
+    monkeypatch.chdir(tmp_path)  # examples that write files write them here
+    module = types.ModuleType(f"docs_page_{page.stem.replace('-', '_')}")  # a real module: pydantic resolves
+    monkeypatch.setitem(sys.modules, module.__name__, module)              # annotations through sys.modules
+    namespace = module.__dict__
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    parser = doctest.DocTestParser()
+    for line, code in blocks(page, ("python", "pycon")):
+        if code.lstrip().startswith(">>>"):
+            test = parser.get_doctest(code, namespace, f"{page.name}:{line}", str(page), line)
+            result = runner.run(test, clear_globs=False)
+            assert result.failed == 0, f"{page.name}, pycon block at line {line} failed (see the output above)"
+        else:
+            try:
+                exec(compile(code, f"{page}:{line}", "exec"), namespace)
+            except Exception as exc:  # noqa: BLE001 - name the page and line
+                raise AssertionError(f"{page.name}: the python block at line {line} raised {exc!r}") from exc
+
+
+def test_pages_have_examples_where_they_promise_them():
+    """The extractor finds the blocks (a broken fence regex would make every page pass vacuously)."""
+    assert len(blocks(DOCS / "concepts.md", ("python",))) >= 5
+
+
+COMMAND = re.compile(r"^(?:\.venv/bin/)?diffusion-schemes (?P<args>[^#\n]*)", re.M)
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(DOCS)))
+def test_cli_lines_parse(page, fresh_registry):
+    from diffusion_schemes import cli
+
+    parser = cli.build_parser()
+    known = set(parser._subparsers._group_actions[0].choices)  # noqa: SLF001 - the real sub-commands
+    for _, code in blocks(page, ("bash", "console", "shell")):
+        for m in COMMAND.finditer(code):
+            args = shlex.split(m.group("args"))
+            if not args or args[0] not in known:
+                # plugin commands (train, sample, ...) are checked only when their plugin is installed
+                assert not args or args[0] in {"train", "sample", "compare", "conformance"}, (page.name, m.group(0))
+                continue
+            try:
+                parser.parse_args([a for a in args if a not in ("-h", "--help")])
+            except SystemExit as exc:
+                raise AssertionError(f"{page.name}: `{m.group(0).strip()}` does not parse") from exc
+
+
+def test_images_exist_and_are_drawn_by_the_plot_command():
+    plotted = set()
+    for line in (DOCS / "plots.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            kind, *rest = line.split()
+            names = [a for a in rest if not a.startswith("--")]
+            if "--schedule" in rest:
+                names.remove(rest[rest.index("--schedule") + 1])
+            plotted.add(f"img/{kind}-{'+'.join(names)}.png")
+    for page in DOCS.rglob("*.md"):
+        for ref in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", page.read_text()):
+            path = (page.parent / ref).resolve()
+            assert path.is_file(), f"{page.name} shows {ref}, which does not exist; run `make docs-plots`"
+            rel = path.relative_to(DOCS).as_posix()
+            assert rel in plotted, f"{page.name} shows {ref}, which no line of docs/plots.txt draws"
+
+
+def test_api_reference_names_every_public_name():
+    text = (DOCS / "api.md").read_text()
+    documented = set(re.findall(r"^::: diffusion_schemes(?:\.\w+)*\.(\w+)", text, re.M))
+    missing = sorted(set(ds.__all__) - documented)
+    assert not missing, f"docs/api.md has no `::: ...` entry for {missing}"
+
+
+def test_plot_command_draws_a_file(tmp_path, fresh_registry):
+    from diffusion_schemes import cli
+
+    assert cli.main(["plot", "weighting", "snr", "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "weighting-snr.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_site_builds_strict(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert (tmp_path / "site" / "index.html").is_file()
