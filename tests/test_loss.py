@@ -73,7 +73,8 @@ def test_edm_preconditioner_on_vp_schedule(batch, prediction_type):
     lam = vp_log_snr(t)
     sigma = torch.exp(-lam / 2)
     out = edm_preconditioned(backbone, x0 + sigma[:, None] * noise, sigma)
-    expected = (snr_weights(lam)[prediction_type][:, None] * (out - targets(x0, noise, lam)[prediction_type]) ** 2).mean()
+    weight, target = snr_weights(lam)[prediction_type][:, None], targets(x0, noise, lam)[prediction_type]
+    expected = (weight * (out - target) ** 2).mean()
     assert torch.allclose(loss, expected, rtol=1e-10, atol=0)
     loss.backward()
     assert all(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in backbone.parameters())
@@ -129,7 +130,8 @@ def test_weighting_choices(batch, prediction_type):
     (dlam,) = torch.autograd.grad(vp_log_snr(tt).sum(), tt)
     to_type = {"x0": torch.exp(lam), "epsilon": torch.ones_like(lam), "v": torch.sigmoid(lam)}[prediction_type]
     expected = (-dlam * to_type)[:, None] * unweighted
-    for given in ("likelihood_weighting", {"name": "likelihood_weighting"}, ds.create("weighting", "likelihood_weighting")):
+    as_object = ds.create("weighting", "likelihood_weighting")
+    for given in ("likelihood_weighting", {"name": "likelihood_weighting"}, as_object):
         assert torch.allclose(loss_with(given), expected, rtol=1e-8)
 
 

@@ -29,7 +29,9 @@ def edm_oracle():
 def vp_oracle():
     """VP preconditioner whose output is the exact denoiser (its c_noise = (M - 1) t)."""
     return oracle_preconditioner(
-        lambda backbone: ds.create("preconditioner", {"name": "vp", "beta_d": BETA_D, "beta_min": BETA_MIN}, model=backbone),
+        lambda backbone: ds.create(
+            "preconditioner", {"name": "vp", "beta_d": BETA_D, "beta_min": BETA_MIN, "M": M}, model=backbone
+        ),
         MIX,
         lambda c: vp_noise_level(c / (M - 1)),
     )

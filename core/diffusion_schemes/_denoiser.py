@@ -50,6 +50,7 @@ def first_parameter(model: Any) -> torch.Tensor | None:
     """The first parameter of ``model`` (or of the module inside a ``partial``), or None."""
     while isinstance(model, functools.partial):
         model = model.func
+    model = getattr(model, "__self__", model)  # a bound method such as module.forward
     parameters = getattr(model, "parameters", None)
     if not callable(parameters):
         return None

@@ -102,6 +102,11 @@ def sample(
             validated by the registry.
         generator: for the stochastic solvers' noise.
 
+    The solvers call only ``denoiser.x0_sigma``; whether the path is deterministic or
+    stochastic is the solver's choice (``euler_maruyama`` and the ``edm_stochastic_*`` solvers
+    add noise), not the denoiser's ``denoising_type``. A denoiser built on another schedule
+    than ``noise_schedule`` works: both meet at the noise level.
+
     Runs without gradient tracking. Returns ``SampleResult(samples, nfe)``.
     """
     if isinstance(num_steps, bool) or not isinstance(num_steps, int):

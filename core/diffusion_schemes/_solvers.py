@@ -23,14 +23,23 @@ from typing import Any, ClassVar
 
 import torch
 
-from ._builtins import DPMpp2MSpec, EDMStochasticEulerSpec, EDMStochasticHeunSpec, EulerMaruyamaSpec, EulerSpec, HeunSpec
+from ._builtins import (
+    DPMpp2MSpec,
+    EDMStochasticEulerSpec,
+    EDMStochasticHeunSpec,
+    EulerMaruyamaSpec,
+    EulerSpec,
+    HeunSpec,
+)
 from ._preconditioner import compute_dtype
 from ._specs import SpecBacked
 
 __all__ = ["BaseSolver", "DPMpp2M", "EDMStochastic", "Euler", "EulerMaruyama", "Heun"]
 
 
-def _euler(denoiser: Any, x: torch.Tensor, sigma: torch.Tensor, sigma_next: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _euler(
+    denoiser: Any, x: torch.Tensor, sigma: torch.Tensor, sigma_next: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One Euler step of ``dx/dsigma = (x - D) / sigma``; returns ``(x_next, slope)``."""
     d = (x - denoiser.x0_sigma(x, sigma)) / sigma
     return x + (sigma_next - sigma) * d, d
@@ -60,7 +69,8 @@ class BaseSolver(SpecBacked):
         if sigmas.ndim != 1 or sigmas.shape[0] < 2:
             raise ValueError(f"sigmas must be 1-D with N >= 1 noise levels then 0, got shape {tuple(sigmas.shape)}")
         if sigmas.device.type == "cpu":
-            if float(sigmas[-1]) != 0 or not bool((sigmas[:-1] > 0).all()) or not bool((sigmas[1:] < sigmas[:-1]).all()):
+            decreasing = bool((sigmas[:-1] > 0).all()) and bool((sigmas[1:] < sigmas[:-1]).all())
+            if float(sigmas[-1]) != 0 or not decreasing:
                 raise ValueError(
                     f"sigmas must decrease strictly from positive noise levels to a final 0, got {sigmas.tolist()}; "
                     "use schedule.sigmas(num_steps)"
