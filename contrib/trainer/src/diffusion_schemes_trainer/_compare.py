@@ -1,0 +1,122 @@
+"""``compare``: train several schemes by name under the same budget and seed; a table and a plot.
+
+Each scheme is a name (its preconditioner and noise schedule of that name, e.g. ``vp``) or a
+``PRECONDITIONER:SCHEDULE`` pair (``edm:vp``). Every run uses the same config otherwise (data,
+backbone, optimiser, steps, seed, solver), is measured ``--evals`` times along the way, and
+lands in its own folder; the comparison is written as ``compare.md``, ``compare.json`` and
+``compare.png`` (sliced Wasserstein distance against training step).
+
+>>> from diffusion_schemes_trainer._compare import parse_schemes
+>>> parse_schemes("edm, vp,edm:vp")
+[('edm', 'edm', 'edm'), ('vp', 'vp', 'vp'), ('edm:vp', 'edm', 'vp')]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ._errors import TrainerError
+
+__all__ = ["compare", "markdown_table", "parse_schemes"]
+
+
+def parse_schemes(text: str) -> list[tuple[str, str, str]]:
+    """``(label, preconditioner, schedule)`` for each comma-separated item."""
+    out = []
+    for item in (s.strip() for s in text.split(",")):
+        if not item:
+            continue
+        precond, _, schedule = item.partition(":")
+        out.append((item, precond.strip(), (schedule or precond).strip()))
+    if not out:
+        raise TrainerError("--schemes is empty; give names such as edm,vp,ve,iddpm")
+    if len({label for label, _, _ in out}) != len(out):
+        raise TrainerError(f"--schemes lists a scheme twice: {text!r}")
+    return out
+
+
+def markdown_table(rows: list[dict[str, Any]], floor: float) -> str:
+    """The comparison as a markdown table (one row per scheme, one column per measured step)."""
+    steps = sorted({e["step"] for r in rows for e in r["curve"]})
+    head = ["scheme", "preconditioner", "schedule", *(f"SW @ {s}" for s in steps), "x floor", "exact denoiser", "train s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        at = {e["step"]: e["sw"] for e in r["curve"]}
+        exact = f"{r['sw_exact']:.4f}" if r["sw_exact"] is not None else "-"
+        cells = [r["scheme"], r["preconditioner"], r["noise_schedule"],
+                 *(f"{at[s]:.4f}" if s in at else "-" for s in steps),
+                 f"{r['sw_model'] / floor:.2f}", exact, f"{r['train_time_s']:.1f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append(f"Sliced Wasserstein distance (SW) of generated samples to held-out data; floor (held-out vs "
+                 f"held-out) {floor:.4f}. 'exact denoiser': the perfect model through the same solver and schedule.")
+    return "\n".join(lines) + "\n"
+
+
+def compare(args: argparse.Namespace) -> int:
+    """Run the comparison; returns the exit code."""
+    from . import _plots
+    from ._config import load_config
+    from ._handlers import config_changes
+    from ._train import train
+
+    if args.scheme or args.preconditioner or args.noise_schedule:
+        raise TrainerError("compare takes its schemes from --schemes (e.g. --schemes edm,vp or edm:vp)")
+    schemes = parse_schemes(args.schemes)
+    changes = config_changes(args)
+    root = Path(args.run_dir) if args.run_dir else Path("runs") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
+    configs = []
+    for label, precond, schedule in schemes:  # validate every scheme before training any
+        run_changes = {**changes, "preconditioner": precond, "noise_schedule": schedule,
+                       "run_dir": str(root / label.replace(":", "-"))}
+        configs.append((label, load_config(args.config, overrides=args.set, changes=run_changes)))
+    if args.evals < 1:
+        raise TrainerError(f"--evals must be >= 1, got {args.evals}")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TrainerError(f"cannot create the run directory {str(root)!r}: {exc.strerror or exc}") from None
+    rows, floor = [], None
+    for label, cfg in configs:
+        if changes.get("eval_every") is None:
+            cfg = cfg.model_copy(update={"eval_every": max(1, cfg.steps // args.evals)})
+        if not args.quiet:
+            print(f"\n=== {label} ===", file=sys.stderr, flush=True)
+        metrics = train(cfg, quiet=args.quiet)
+        if not metrics:  # a rank other than 0
+            continue
+        final = metrics["final"]
+        floor = final["sw_floor"]
+        curve = [{"step": e["step"], "sw": e["sw"]} for e in metrics["eval"]]
+        rows.append({
+            "scheme": label,
+            "preconditioner": cfg.preconditioner.name,
+            "noise_schedule": cfg.noise_schedule.name,
+            "sw_model": final["sw_model"],
+            "sw_exact": final["sw_exact"],
+            "ratio_to_floor": final["ratio_to_floor"],
+            "train_time_s": metrics["train_time_s"],
+            "run_dir": metrics["run_dir"],
+            "curve": curve,
+        })
+        if not args.quiet:
+            print(f"{label}: SW {final['sw_model']:.4f} ({final['sw_model'] / floor:.2f}x the floor {floor:.4f})",
+                  file=sys.stderr, flush=True)
+    if not rows:
+        return 0
+    table = markdown_table(rows, floor)
+    (root / "compare.md").write_text(table)
+    report = {"floor": floor, "schemes": rows, "config": configs[0][1].model_dump(mode="json", exclude={"run_dir"})}
+    tmp = root / ".compare.json.tmp"
+    tmp.write_text(json.dumps(report, indent=2) + "\n")
+    os.replace(tmp, root / "compare.json")
+    picture = _plots.compare_curves(str(root / "compare.png"), {r["scheme"]: r["curve"] for r in rows}, floor)
+    print(table)
+    print(f"written: {root / 'compare.md'}, {root / 'compare.json'}" + (f", {picture}" if picture else f" ({_plots.MISSING})"))
+    return 0

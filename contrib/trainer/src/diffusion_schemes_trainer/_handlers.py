@@ -1,0 +1,139 @@
+"""What ``train`` and ``sample`` do with their parsed arguments (``compare`` is in ``_compare``).
+
+>>> import argparse
+>>> from diffusion_schemes_trainer._handlers import config_changes
+>>> config_changes(argparse.Namespace(scheme="vp", data="digits", model=None, steps=50, weighting="1.0"))
+{'preconditioner': 'vp', 'noise_schedule': 'vp', 'weighting': 1.0, 'data': 'digits', 'model': 'conv', 'steps': 50}
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from ._errors import TrainerError
+
+__all__ = ["config_changes", "sample", "train"]
+
+_PLAIN = ("solver", "sampling_steps", "steps", "batch_size", "seed", "device", "eval_every")
+
+
+def config_changes(args: argparse.Namespace) -> dict[str, Any]:
+    """The config fields set by command-line flags (those given), in the order they apply."""
+    from ._config import DATA_CLASSES, _parse_value
+
+    get = lambda name: getattr(args, name, None)  # noqa: E731
+    changes: dict[str, Any] = {}
+    if get("scheme"):
+        changes["preconditioner"] = changes["noise_schedule"] = args.scheme
+    for key in ("preconditioner", "noise_schedule"):
+        if get(key):
+            changes[key] = get(key)
+    if get("weighting") is not None:
+        changes["weighting"] = _parse_value(args.weighting)
+    if get("data"):
+        changes["data"] = args.data
+        if not get("model") and args.data in DATA_CLASSES:
+            changes["model"] = DATA_CLASSES[args.data].default_model
+    if get("model"):
+        changes["model"] = args.model
+    for key in _PLAIN:
+        if get(key) is not None:
+            changes[key] = get(key)
+    return changes
+
+
+def train(args: argparse.Namespace) -> int:
+    """``diffusion-schemes train``."""
+    from ._checkpoint import load_checkpoint
+    from ._config import default_text, load_config
+    from ._toml import dumps
+
+    changes = config_changes(args)
+    payload = None
+    if args.resume:
+        if args.config or args.run_dir:
+            raise TrainerError("--resume continues a run with its own config and folder; drop --config and --run-dir")
+        payload = load_checkpoint(args.resume)
+        folder = Path(args.resume)
+        changes["run_dir"] = str(folder if folder.is_dir() else folder.parent)
+        config = load_config(base=payload["config"], changes=changes, overrides=args.set)
+    else:
+        if args.run_dir:
+            changes["run_dir"] = args.run_dir
+        config = load_config(args.config, overrides=args.set, changes=changes)
+    if args.print_config:
+        if not (args.config or changes or args.set or args.resume):
+            sys.stdout.write(default_text())
+        else:
+            sys.stdout.write(dumps(config.model_dump(mode="json")))
+        return 0
+    from ._summary import summary
+    from ._train import train as run
+
+    metrics = run(config, checkpoint=payload, overwrite=args.overwrite, quiet=args.quiet)
+    if metrics:
+        print(summary(metrics), flush=True)
+    return 0
+
+
+def sample(args: argparse.Namespace) -> int:
+    """``diffusion-schemes sample``."""
+    import torch
+
+    import diffusion_schemes as ds
+
+    from . import _plots
+    from ._checkpoint import load_checkpoint, rebuild
+    from ._config import parse_overrides
+    from ._evaluate import evaluate, generate
+
+    path = Path(args.checkpoint)
+    payload = load_checkpoint(path)
+    config, precond, schedule = rebuild(payload, ema=not args.no_ema)
+    solver: dict[str, Any] = {"name": args.solver} if args.solver else config.solver.model_dump(mode="json")
+    for keys, value in parse_overrides(args.solver_option):
+        solver[".".join(keys)] = value
+    solver_spec = ds.parse_spec("solver", solver)
+    steps = args.steps or config.sampling_steps
+    seed = config.seed if args.seed is None else args.seed
+    data = config.data.build()
+    n = args.num_samples or config.data.eval_size
+    out = Path(args.out) if args.out else (path if path.is_dir() else path.parent)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TrainerError(f"cannot create the output folder {str(out)!r}: {exc.strerror or exc}") from None
+    stem = f"samples-{solver_spec.name}-{steps}"
+    weights = "trained" if args.no_ema or payload.get("ema") is None else "ema"
+    print(f"sampling {n} samples at step {payload['step']} ({weights} weights) with {solver_spec.name}, {steps} steps",
+          file=sys.stderr)
+    if n == config.data.eval_size:
+        splits = data.splits(config.data.train_size, config.data.eval_size, config.seed)
+        result = evaluate(precond, schedule, splits, data, solver_spec, steps, config.projections, seed)
+        samples, nfe = result["samples"], result["nfe"]
+        lines = [f"sliced Wasserstein distance to held-out data: {result['sw_model']:.4f} "
+                 f"(floor {result['sw_floor']:.4f}, {result['sw_model'] / result['sw_floor']:.2f}x)"]
+        if result["sw_exact"] is not None:
+            lines.append(f"exact denoiser with the same solver and steps: {result['sw_exact']:.4f}")
+    else:
+        samples, nfe = generate(precond, schedule, (n, *data.shape), solver_spec, steps, seed + 1)
+        lines = [f"(no distance measured: it needs --num-samples {config.data.eval_size}, the held-out set's size)"]
+    try:
+        torch.save(samples, out / f"{stem}.pt")
+    except OSError as exc:
+        raise TrainerError(f"cannot write to {str(out)!r}: {exc.strerror or exc}; pick a folder with --out") from None
+    picture = _plots.samples_picture(str(out / f"{stem}.png"), [(f"{solver_spec.name}, {steps} steps", samples)], data.kind)
+    print(f"{n} samples, {nfe} model evaluations")
+    print("\n".join(lines))
+    print(f"written: {out / (stem + '.pt')}" + (f", {picture}" if picture else f" ({_plots.MISSING})"))
+    return 0
+
+
+def compare(args: argparse.Namespace) -> int:
+    """``diffusion-schemes compare``."""
+    from ._compare import compare as run
+
+    return run(args)

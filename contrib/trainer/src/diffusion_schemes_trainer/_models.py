@@ -1,0 +1,146 @@
+"""Small backbones ``F(x, c_noise, condition=None)`` that satisfy :class:`diffusion_schemes.DiffusionModel`.
+
+A preconditioner calls its backbone with the scaled input ``c_in x`` and the noise label
+``c_noise``, whose range depends on the scheme (``ln(sigma)/4`` in about ``[-1.6, 1.1]`` for
+EDM, ``999 t`` for VP, an integer up to 999 for iDDPM). :class:`NoiseEmbedding` therefore
+uses Fourier features whose periods span that whole range.
+
+>>> import torch
+>>> import diffusion_schemes as ds
+>>> from diffusion_schemes_trainer import MLP
+>>> net = MLP(dim=2)
+>>> isinstance(net, ds.DiffusionModel)
+True
+>>> net(torch.randn(5, 2), torch.rand(5)).shape
+torch.Size([5, 2])
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["MLP", "ConvNet", "NoiseEmbedding"]
+
+
+def _unconditional(condition: Any, name: str) -> None:
+    if condition is not None:
+        raise ValueError(f"the {name} backbone is unconditional; got a condition of type {type(condition).__name__}")
+
+
+class NoiseEmbedding(nn.Module):
+    """Fourier features ``[cos(2 pi c / p_i), sin(2 pi c / p_i)]`` of the noise label ``c``.
+
+    The periods ``p_i`` are geometric from ``max_period`` down to ``min_period`` (the
+    continuous form of the sinusoidal position embedding of Vaswani et al. 2017, sec. 3.5),
+    so labels from about ``min_period / 10`` apart up to ``max_period`` apart are told apart.
+
+    >>> import torch
+    >>> from diffusion_schemes_trainer import NoiseEmbedding
+    >>> NoiseEmbedding(frequencies=8)(torch.tensor([0.0, 1.0])).shape
+    torch.Size([2, 16])
+    """
+
+    def __init__(self, frequencies: int = 32, min_period: float = 0.5, max_period: float = 4000.0) -> None:
+        super().__init__()
+        exponent = torch.linspace(0, 1, frequencies, dtype=torch.float64)
+        periods = max_period * (min_period / max_period) ** exponent
+        self.register_buffer("omega", (2 * math.pi / periods).float(), persistent=False)
+        self.dim = 2 * frequencies
+
+    def forward(self, c_noise: torch.Tensor) -> torch.Tensor:
+        """``(B,)`` labels to ``(B, 2 * frequencies)`` features (computed in float32 or wider)."""
+        angle = c_noise.reshape(-1, 1).to(torch.promote_types(c_noise.dtype, torch.float32)) * self.omega
+        return torch.cat([angle.cos(), angle.sin()], dim=1)
+
+
+class _ResidualMLPBlock(nn.Module):
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(hidden)
+        self.fc1 = nn.Linear(hidden, hidden)
+        self.fc2 = nn.Linear(hidden, hidden)
+        self.act = nn.SiLU()
+
+    def forward(self, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        return h + self.fc2(self.act(self.fc1(self.act(self.norm(h))) + emb))
+
+
+class MLP(nn.Module):
+    """Residual MLP for vectors ``(B, dim)``: input layer, ``depth`` blocks taking the noise embedding, output layer.
+
+    The output layer starts at zero, so an untrained model predicts ``F = 0`` (for an affine
+    preconditioner, ``D = c_skip x``).
+
+    Args:
+        dim: data dimension.
+        hidden: width of the hidden layers.
+        depth: number of residual blocks.
+        frequencies: Fourier frequencies of the noise embedding.
+    """
+
+    def __init__(self, dim: int = 2, hidden: int = 128, depth: int = 3, frequencies: int = 32) -> None:
+        super().__init__()
+        self.embed = NoiseEmbedding(frequencies)
+        self.emb_mlp = nn.Sequential(nn.Linear(self.embed.dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
+        self.inp = nn.Linear(dim, hidden)
+        self.blocks = nn.ModuleList(_ResidualMLPBlock(hidden) for _ in range(depth))
+        self.out = nn.Sequential(nn.LayerNorm(hidden), nn.SiLU(), nn.Linear(hidden, dim))
+        nn.init.zeros_(self.out[-1].weight)
+        nn.init.zeros_(self.out[-1].bias)
+
+    def forward(self, x: torch.Tensor, c_noise: torch.Tensor, condition: Any = None) -> torch.Tensor:
+        _unconditional(condition, "MLP")
+        emb = self.emb_mlp(self.embed(c_noise).to(x.dtype))
+        h = self.inp(x)
+        for block in self.blocks:
+            h = block(h, emb)
+        return self.out(h)
+
+
+class _ResidualConvBlock(nn.Module):
+    def __init__(self, channels: int, groups: int) -> None:
+        super().__init__()
+        self.norm1 = nn.GroupNorm(groups, channels)
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.norm2 = nn.GroupNorm(groups, channels)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.act = nn.SiLU()
+
+    def forward(self, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        r = self.conv1(self.act(self.norm1(h))) + emb[:, :, None, None]
+        return h + self.conv2(self.act(self.norm2(r)))
+
+
+class ConvNet(nn.Module):
+    """Small residual convolutional backbone for images ``(B, C, H, W)`` (all at full resolution).
+
+    Each block adds the noise embedding per channel. The output convolution starts at zero.
+
+    >>> import torch
+    >>> from diffusion_schemes_trainer import ConvNet
+    >>> ConvNet(in_channels=1, channels=16, blocks=1)(torch.randn(3, 1, 8, 8), torch.rand(3)).shape
+    torch.Size([3, 1, 8, 8])
+    """
+
+    def __init__(self, in_channels: int = 1, channels: int = 64, blocks: int = 4, frequencies: int = 32) -> None:
+        super().__init__()
+        groups = math.gcd(8, channels)
+        self.embed = NoiseEmbedding(frequencies)
+        self.emb_mlp = nn.Sequential(nn.Linear(self.embed.dim, channels), nn.SiLU(), nn.Linear(channels, channels))
+        self.inp = nn.Conv2d(in_channels, channels, 3, padding=1)
+        self.blocks = nn.ModuleList(_ResidualConvBlock(channels, groups) for _ in range(blocks))
+        self.out = nn.Sequential(nn.GroupNorm(groups, channels), nn.SiLU(), nn.Conv2d(channels, in_channels, 3, padding=1))
+        nn.init.zeros_(self.out[-1].weight)
+        nn.init.zeros_(self.out[-1].bias)
+
+    def forward(self, x: torch.Tensor, c_noise: torch.Tensor, condition: Any = None) -> torch.Tensor:
+        _unconditional(condition, "ConvNet")
+        emb = self.emb_mlp(self.embed(c_noise).to(x.dtype))
+        h = self.inp(x)
+        for block in self.blocks:
+            h = block(h, emb)
+        return self.out(h)

@@ -1,0 +1,111 @@
+"""Pictures of a run: samples (scatter for points, a grid for images), the loss curve, a comparison.
+
+matplotlib comes with the ``plot`` extra. Without it the functions draw nothing and return
+``None``, and the run says how to get the pictures.
+
+>>> import os, tempfile, torch
+>>> from diffusion_schemes_trainer._plots import loss_curve
+>>> path = os.path.join(tempfile.mkdtemp(), "loss.png")
+>>> loss_curve(path, [[10, 1.0], [20, 0.5]]) in (path, None)
+True
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+__all__ = ["MISSING", "compare_curves", "loss_curve", "samples_picture"]
+
+#: What to tell a user whose environment has no matplotlib.
+MISSING = "pictures need matplotlib: pip install 'diffusion-schemes-trainer[plot]'"
+
+
+def _pyplot() -> Any:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    return plt
+
+
+def samples_picture(path: str, panels: Sequence[tuple[str, torch.Tensor]], kind: str = "points") -> str | None:
+    """Side-by-side panels ``(title, samples)``: scatter plots of 2-D points, or grids of images."""
+    plt = _pyplot()
+    if plt is None:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4), squeeze=False)
+    lim = None
+    if kind == "points":
+        lim = max(float(p.abs().quantile(0.995)) for _, p in panels) * 1.1
+    for ax, (title, x) in zip(axes[0], panels):
+        x = x.detach().float().cpu()
+        if kind == "points":
+            ax.scatter(x[:, 0], x[:, 1], s=1, alpha=0.4, linewidths=0)
+            ax.set_xlim(-lim, lim)
+            ax.set_ylim(-lim, lim)
+            ax.set_aspect("equal")
+        else:
+            ax.imshow(_grid(x[:64]), cmap="gray", vmin=-1, vmax=1)
+            ax.axis("off")
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _grid(images: torch.Tensor) -> torch.Tensor:
+    """``(N, C, H, W)`` images tiled in a square grid (first channel), with a 1-pixel gap."""
+    n, _, h, w = images.shape
+    side = math.ceil(math.sqrt(n))
+    grid = torch.full((side * (h + 1) - 1, side * (w + 1) - 1), -1.0)
+    for i in range(n):
+        r, c = divmod(i, side)
+        grid[r * (h + 1) : r * (h + 1) + h, c * (w + 1) : c * (w + 1) + w] = images[i, 0].clamp(-1, 1)
+    return grid
+
+
+def loss_curve(path: str, loss: Sequence[Sequence[float]]) -> str | None:
+    """The training loss (``[step, mean loss]`` pairs) on a log scale."""
+    plt = _pyplot()
+    if plt is None or not loss:
+        return None
+    steps, values = zip(*loss)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(steps, values, lw=1)
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def compare_curves(path: str, runs: dict[str, Sequence[dict[str, float]]], floor: float | None = None) -> str | None:
+    """Sliced Wasserstein distance against training step, one line per scheme, with the floor dashed."""
+    plt = _pyplot()
+    if plt is None:
+        return None
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for name, curve in runs.items():
+        ax.plot([p["step"] for p in curve], [p["sw"] for p in curve], marker="o", ms=3, label=name)
+    if floor is not None:
+        ax.axhline(floor, color="k", ls="--", lw=1, label="floor (held-out vs held-out)")
+    ax.set_yscale("log")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("sliced Wasserstein distance")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
