@@ -164,6 +164,17 @@ def test_unit_variance_of_network_input_and_target(name):
         torch.testing.assert_close(net_input.std(dim=1) / want, torch.ones(levels, dtype=F64), rtol=0, atol=band)
 
 
+def test_vp_network_sees_the_scaled_latent_once():
+    """The VP preconditioner gets the unscaled latent; its c_in turns it into exactly the schedule's scaled z."""
+    precond, probe, schedule = build("vp")
+    g = torch.Generator().manual_seed(2)
+    t = time_grid("vp", 9)
+    x0, noise = torch.randn(9, 4, generator=g, dtype=F64), torch.randn(9, 4, generator=g, dtype=F64)
+    z = schedule.add_noise(x0, t, noise=noise)
+    precond.forward_sigma(x0 + REFS["vp"].sigma(t)[:, None] * noise, schedule.noise_level(t))
+    torch.testing.assert_close(probe.x_in, z, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("name", SCHEMES)
 def test_spec_round_trip(name):
     precond, _, _ = build(name)

@@ -36,7 +36,13 @@ _M = Field(1000, ge=2, description="Number of DDPM steps; the table holds u_0 ..
 
 
 class IDDPMPreconditionerSpec(ds.PreconditionerSpec):
-    """iDDPM preconditioner (Karras et al. 2022, Table 1): c_noise = M - 1 - argmin_j |sigma - u_j|."""
+    """iDDPM preconditioner (Karras et al. 2022, Table 1): c_noise = M - 1 - argmin_j |sigma - u_j|.
+
+    >>> import torch
+    >>> from diffusion_schemes_iddpm import IDDPMPreconditionerSpec
+    >>> IDDPMPreconditionerSpec(M=100).build(model=torch.nn.Identity()).u.shape
+    torch.Size([101])
+    """
 
     name: Literal["iddpm"] = "iddpm"
     C_1: float = _C_1
@@ -50,7 +56,12 @@ class IDDPMPreconditionerSpec(ds.PreconditionerSpec):
 
 
 class IDDPMNoiseScheduleSpec(ds.NoiseScheduleSpec):
-    """iDDPM schedule: t = sigma on the u_j table, uniform j in training (Karras et al. 2022)."""
+    """iDDPM schedule: t = sigma on the u_j table, uniform j in training (Karras et al. 2022).
+
+    >>> from diffusion_schemes_iddpm import IDDPMNoiseScheduleSpec
+    >>> IDDPMNoiseScheduleSpec(j0=0).build().timesteps(2)[0] == IDDPMNoiseScheduleSpec().build().u[0]
+    tensor(True)
+    """
 
     name: Literal["iddpm"] = "iddpm"
     C_1: float = _C_1

@@ -25,7 +25,12 @@ __all__ = ["SigmoidWeighting", "SigmoidWeightingSpec"]
 
 
 class SigmoidWeightingSpec(ds.WeightingSpec):
-    """sigmoid(bias - lambda) on the epsilon-loss (Kingma & Gao 2023)."""
+    """sigmoid(bias - lambda) on the epsilon-loss (Kingma & Gao 2023).
+
+    >>> from diffusion_schemes_sigmoid import SigmoidWeightingSpec
+    >>> SigmoidWeightingSpec(bias=-1).build()
+    SigmoidWeighting(bias=-1.0)
+    """
 
     name: Literal["sigmoid"] = "sigmoid"
     bias: float = Field(

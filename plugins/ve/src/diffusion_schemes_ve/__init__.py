@@ -25,7 +25,13 @@ __all__ = ["VENoiseSchedule", "VENoiseScheduleSpec", "VEPreconditioner", "VEPrec
 
 
 class VEPreconditionerSpec(ds.PreconditionerSpec):
-    """VE preconditioner (Karras et al. 2022, Table 1): c_skip 1, c_out sigma, c_noise ln(sigma/2)."""
+    """VE preconditioner (Karras et al. 2022, Table 1): c_skip 1, c_out sigma, c_noise ln(sigma/2).
+
+    >>> import torch
+    >>> from diffusion_schemes_ve import VEPreconditionerSpec
+    >>> type(VEPreconditionerSpec().build(model=torch.nn.Identity())).__name__
+    'VEPreconditioner'
+    """
 
     name: Literal["ve"] = "ve"
 
@@ -36,7 +42,12 @@ class VEPreconditionerSpec(ds.PreconditionerSpec):
 
 
 class VENoiseScheduleSpec(ds.NoiseScheduleSpec):
-    """VE schedule: t = sigma, geometric sampling steps, log-uniform training (Karras et al. 2022)."""
+    """VE schedule: t = sigma, geometric sampling steps, log-uniform training (Karras et al. 2022).
+
+    >>> from diffusion_schemes_ve import VENoiseScheduleSpec
+    >>> VENoiseScheduleSpec(sigma_max=50).build().domain()
+    (0.02, 50.0)
+    """
 
     name: Literal["ve"] = "ve"
     sigma_min: float = Field(0.02, gt=0, description="Lowest noise level (sampling and training).")

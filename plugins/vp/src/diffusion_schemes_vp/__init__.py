@@ -29,7 +29,13 @@ _BETA_MIN = Field(0.1, ge=0, description="Initial slope of the noise schedule, b
 
 
 class VPPreconditionerSpec(ds.PreconditionerSpec):
-    """VP preconditioner (Karras et al. 2022, Table 1): c_in = 1/sqrt(sigma^2+1), c_noise = (M-1) t."""
+    """VP preconditioner (Karras et al. 2022, Table 1): c_in = 1/sqrt(sigma^2+1), c_noise = (M-1) t.
+
+    >>> import torch
+    >>> from diffusion_schemes_vp import VPPreconditionerSpec
+    >>> VPPreconditionerSpec(M=500).build(model=torch.nn.Identity()).M
+    500
+    """
 
     name: Literal["vp"] = "vp"
     beta_d: float = _BETA_D
@@ -43,7 +49,12 @@ class VPPreconditionerSpec(ds.PreconditionerSpec):
 
 
 class VPNoiseScheduleSpec(ds.NoiseScheduleSpec):
-    """VP schedule: t in [eps, 1], uniform steps and uniform training (Karras et al. 2022)."""
+    """VP schedule: t in [eps, 1], uniform steps and uniform training (Karras et al. 2022).
+
+    >>> from diffusion_schemes_vp import VPNoiseScheduleSpec
+    >>> VPNoiseScheduleSpec(epsilon_s=0.01).build().domain()
+    (0.01, 1.0)
+    """
 
     name: Literal["vp"] = "vp"
     beta_d: float = _BETA_D
