@@ -96,6 +96,11 @@ def _as_batch(value: Any, batch: int, device: torch.device, what: str) -> torch.
     )
 
 
+def _cast(value: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    # Tensor.to is a no-op when the dtype matches, but its call costs as much as a small kernel.
+    return value if value.dtype == dtype else value.to(dtype)
+
+
 class BaseAffinePreconditioner(SpecBacked, torch.nn.Module, abc.ABC):
     """Abstract affine preconditioner around a backbone ``F`` satisfying :class:`DiffusionModel`.
 
@@ -151,18 +156,18 @@ class BaseAffinePreconditioner(SpecBacked, torch.nn.Module, abc.ABC):
 
     def forward_sigma(self, x: torch.Tensor, sigma: Any, condition: Any = None, **model_kwargs: Any) -> torch.Tensor:
         """The preconditioned output at noise level ``sigma`` (skips the time-to-noise map)."""
-        batch = x.shape[0]
-        sigma = _as_batch(sigma, batch, x.device, "sigma").to(compute_dtype(x.dtype))
+        batch, dtype = x.shape[0], x.dtype
+        sigma = _cast(_as_batch(sigma, batch, x.device, "sigma"), compute_dtype(dtype))
         check_condition(condition, batch)
-        if sigma.device.type == "cpu" and not torch.compiler.is_compiling() and not bool((sigma > 0).all()):
+        # One reduction and one read instead of (sigma > 0).all(): the min is NaN when any value is.
+        if sigma.device.type == "cpu" and batch and not torch.compiler.is_compiling() and not sigma.min().item() > 0:
             raise DomainError(
                 f"a preconditioner needs noise levels > 0, got {sigma.tolist()}; noise level 0 is "
                 "the end of sampling, where the clean sample is returned without calling the model"
             )
         c_in, c_noise, c_out, c_skip = self.coefficients(sigma, x.ndim)
-        dtype = x.dtype
-        out = self.model((c_in.to(dtype) * x), c_noise, condition, **model_kwargs)
-        return c_skip.to(dtype) * x + c_out.to(dtype) * out.to(dtype)
+        out = self.model(_cast(c_in, dtype) * x, c_noise, condition, **model_kwargs)
+        return _cast(c_skip, dtype) * x + _cast(c_out, dtype) * _cast(out, dtype)
 
     def coefficients(
         self, sigma: torch.Tensor, ndim: int
@@ -175,6 +180,9 @@ class BaseAffinePreconditioner(SpecBacked, torch.nn.Module, abc.ABC):
         batch = sigma.shape[0]
         sigma_b = sigma.reshape(batch, *([1] * (ndim - 1)))
         c_in, c_noise, c_out, c_skip = self.compute_coefficients(sigma_b)
-        c_noise = torch.as_tensor(c_noise, dtype=sigma.dtype, device=sigma.device)
-        c_noise = torch.broadcast_to(c_noise, sigma_b.shape).reshape(batch)
+        if not (isinstance(c_noise, torch.Tensor) and c_noise.shape == sigma_b.shape
+                and c_noise.dtype == sigma.dtype and c_noise.device == sigma.device):
+            c_noise = torch.as_tensor(c_noise, dtype=sigma.dtype, device=sigma.device)
+            c_noise = torch.broadcast_to(c_noise, sigma_b.shape)
+        c_noise = c_noise.reshape(batch)
         return c_in, c_noise, c_out, c_skip
