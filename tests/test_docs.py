@@ -80,15 +80,21 @@ def test_cli_lines_parse(page, fresh_registry):
     known = set(parser._subparsers._group_actions[0].choices)  # noqa: SLF001 - the real sub-commands
     for _, code in blocks(page, ("bash", "console", "shell")):
         for m in COMMAND.finditer(code):
-            args = shlex.split(m.group("args"))
+            args = shlex.split(re.split(r"\s[>|&;]", m.group("args"))[0])  # the command, without redirections
+            if args and args[0] in known and ("--help" in args or "-h" in args):
+                continue  # a help line: the sub-command exists, that is all it claims
             if not args or args[0] not in known:
                 # plugin commands (train, sample, ...) are checked only when their plugin is installed
                 assert not args or args[0] in {"train", "sample", "compare", "conformance"}, (page.name, m.group(0))
                 continue
             try:
-                parser.parse_args([a for a in args if a not in ("-h", "--help")])
+                parser.parse_args(args)
             except SystemExit as exc:
                 raise AssertionError(f"{page.name}: `{m.group(0).strip()}` does not parse") from exc
+            if args[0] == "train" and not {"--config", "-c", "--resume"} & set(args):
+                # the config the line describes must validate (the trainer checks it without training)
+                code = cli.main([*args, "--print-config"]) if "--print-config" not in args else 0
+                assert code == 0, f"{page.name}: `{m.group(0).strip()}` is not a valid trainer config"
 
 
 def test_images_exist_and_are_drawn_by_the_plot_command():
@@ -132,3 +138,41 @@ def test_site_builds_strict(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert (tmp_path / "site" / "index.html").is_file()
+
+
+def test_api_doctest_fences_wrap_doctest_blocks_only():
+    """The griffe extension of the API reference fences ``>>>`` blocks and leaves fenced code alone."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("doctest_fences", DOCS / "_ext" / "doctest_fences.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    text = "Intro.\n\n    >>> f([1][0])\n    1\n\nAfter.\n\n```python\n>>> kept\n```"
+    assert module.fence_doctests(text).splitlines() == [
+        "Intro.", "", "    ```pycon", "    >>> f([1][0])", "    1", "    ```", "", "After.", "",
+        "```python", ">>> kept", "```",
+    ]
+
+
+def test_plot_curves_come_from_the_public_api(fresh_registry):
+    """The numbers behind the figures: noise level, lambda and weights match closed forms; an inverse CDF
+    of training times gives the exact density of ln(noise level) (log-uniform for VE: 1 / ln(max/min))."""
+    import math
+
+    import torch
+    from diffusion_schemes_ve import VENoiseSchedule
+
+    from diffusion_schemes._plot import schedule_curves
+
+    class WithInverseCDF(VENoiseSchedule):
+        def time_from_uniform(self, u):
+            return self.sigma_min * (self.sigma_max / self.sigma_min) ** u
+
+    c = schedule_curves(WithInverseCDF(), num=50, num_draws=2000)
+    assert torch.allclose(c["noise_level"], c["t"]) and torch.allclose(c["lambda"], -2 * c["t"].log())
+    assert torch.allclose(c["weights"]["epsilon"], torch.ones(50, dtype=torch.float64))
+    assert torch.allclose(c["weights"]["x0"], c["t_train"] ** -2)
+    points, density = c["log_noise_level_density"]
+    assert torch.allclose(density, torch.full_like(density, 1 / math.log(100.0 / 0.02)))
+    assert float(points.min()) > math.log(0.02) and float(points.max()) < math.log(100.0)
+    assert "log_noise_level_density" not in schedule_curves(VENoiseSchedule(), num=10, num_draws=10)

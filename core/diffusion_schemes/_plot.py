@@ -61,6 +61,9 @@ def schedule_curves(schedule: Any, num: int = 400, num_draws: int = 100_000, ste
     ``t``/``noise_level``/``lambda`` on the sampling domain, ``t_train``/``lambda_train`` on the
     training domain with ``weights[prediction_type]`` (the loss weight there), ``t_draws`` and
     ``log_noise_level_draws`` from ``sample_time``, and the sampling steps ``step_t``/``steps_noise_level``.
+    When the schedule offers the inverse CDF of its training times, ``time_from_uniform(u)`` (what
+    ``MSEDSMLoss(low_discrepancy=True)`` uses), ``log_noise_level_density`` holds the exact density
+    of ``ln(noise level)`` as ``(points, density)``.
     """
     lo, hi = schedule.domain(training=False)
     t = _grid(lo, hi, num)
@@ -73,7 +76,7 @@ def schedule_curves(schedule: Any, num: int = 400, num_draws: int = 100_000, ste
     draws = schedule.sample_time(num_draws, generator=generator).double()
     log_level = -schedule.get_log_snr(draws, training=True).double() / 2
     step_t = schedule.timesteps(steps)[:-1].double()
-    return {
+    curves = {
         "t": t,
         "noise_level": schedule.noise_level(t).double(),
         "lambda": lam,
@@ -85,6 +88,14 @@ def schedule_curves(schedule: Any, num: int = 400, num_draws: int = 100_000, ste
         "step_t": step_t,
         "steps_noise_level": schedule.noise_level(step_t).double(),
     }
+    inverse_cdf = getattr(schedule, "time_from_uniform", None)  # optional: the training times' inverse CDF
+    if callable(inverse_cdf):
+        u = torch.linspace(0.0005, 0.9995, num, dtype=torch.float64)
+        level = -schedule.get_log_snr(torch.as_tensor(inverse_cdf(u)), training=True).double() / 2
+        step = torch.diff(level).abs()
+        if bool((step > 0).all()):  # a continuous distribution: density of ln(noise level) = du / d ln s
+            curves["log_noise_level_density"] = ((level[1:] + level[:-1]) / 2, torch.diff(u) / step)
+    return curves
 
 
 class _ZeroBackbone(torch.nn.Module):
@@ -155,6 +166,9 @@ def _draw_schedules(items: list[tuple[str, Any]], steps: int) -> Any:
         t_wide = wide
         ax[1, 0].hist(c["log_noise_level_draws"].numpy(), bins=80, density=True, histtype="step", color=color,
                       label=label)
+        if "log_noise_level_density" in c:
+            ax[1, 0].plot(*c["log_noise_level_density"], "--", color=color, label=f"{label} (inverse CDF)")
+            ax[1, 0].legend(fontsize=7)
         lam = c["lambda_train"]
         styles = dict(zip(c["weights"], ["-", "--", ":", "-."]))
         for ptype, w in c["weights"].items():
@@ -189,15 +203,24 @@ def _draw_schedules(items: list[tuple[str, Any]], steps: int) -> Any:
 def _draw_preconditioners(items: list[tuple[str, Any]], sigma_range: tuple[float, float]) -> Any:
     fig = _figure(1, 4)
     ax = fig.subplots(1, 4)
+    negative = set()
     for label, precond in items:
         c = preconditioner_curves(precond, *sigma_range)
+        color = None
         for a, key in zip(ax, ("c_in", "c_out", "c_skip", "c_noise")):
-            a.plot(c["sigma"], c[key], label=label)
+            y = c[key]
+            style = "-"
+            if key in ("c_in", "c_out") and bool((y < 0).any()):  # log axes show the magnitude, dashed
+                y, style = y.abs(), "--"
+                negative.add(key)
+            color = a.plot(c["sigma"], y, style, color=color, label=label + (" (negative)" if style == "--" else ""))[0].get_color()
     for a, key in zip(ax, ("c_in", "c_out", "c_skip", "c_noise")):
-        a.set(xlabel="noise level sigma", title=key, xscale="log")
+        title = f"|{key}| (dashed: negative)" if key in negative else key
+        a.set(xlabel="noise level sigma", title=title, xscale="log")
         if key in ("c_in", "c_out"):
             a.set_yscale("log")
         a.grid(alpha=0.3)
+    ax[1].legend(fontsize=7)
     ax[0].legend(fontsize=7)
     return fig
 
