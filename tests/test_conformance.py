@@ -86,6 +86,14 @@ class NotPreserving(LogUniformVE):
         return torch.ones_like(log_snr), torch.exp(-log_snr / 2)
 
 
+class PreservingDriftOnVE(LogUniformVE):
+    """Uses the variance-preserving f = -beta/2, g^2 = beta on an exploding schedule."""
+
+    def get_drift_diffusion(self, log_snr, x=None, training=False):
+        beta = self.derivative_log_snr(log_snr, training)
+        return beta if x is None else (-0.5 * beta * x, beta)
+
+
 class TimestepsMissZero(LogUniformVE):
     def timesteps(self, num_steps, device=None):
         return super().timesteps(num_steps, device)[:-1]
@@ -115,6 +123,25 @@ class GraphBreak(Skip):
         if float(sigma.max()) > 1e9:  # data-dependent Python control flow
             raise RuntimeError("unreachable")
         return super().compute_coefficients(sigma)
+
+
+class ForgetsCIn(ds.SpecBacked, torch.nn.Module):
+    """A hand-written preconditioner module (no base class) that feeds x to the network unscaled."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def sigma(self, t):
+        return t
+
+    def compute_coefficients(self, sigma):
+        return 1 / (sigma**2 + 1).sqrt(), sigma.log() / 4, sigma, torch.ones_like(sigma)
+
+    def forward(self, x, t, condition=None):
+        t = torch.as_tensor(t, dtype=torch.float64 if x.dtype == torch.float64 else torch.float32).expand(x.shape[0])
+        c_in, c_noise, c_out, c_skip = self.compute_coefficients(self.sigma(t).reshape(-1, *[1] * (x.ndim - 1)))
+        return (c_skip * x + c_out * self.model(x, c_noise.reshape(-1), condition)).to(x.dtype)
 
 
 class Negative(ds.BaseWeighting):
@@ -184,10 +211,12 @@ PLANTED = [
     ("noise_schedule", ds.NoiseScheduleSpec, WrongDerivative, {}, "dlog_snr_dt_matches_autograd", "d lambda/dt"),
     ("noise_schedule", ds.NoiseScheduleSpec, NonMonotone, {}, "log_snr_decreasing", "not decreasing"),
     ("noise_schedule", ds.NoiseScheduleSpec, NotPreserving, {}, "alpha_sigma_match_variance_type", "alpha^2 + sigma^2"),
+    ("noise_schedule", ds.NoiseScheduleSpec, PreservingDriftOnVE, {}, "drift_diffusion_match_forward_process", "drift f"),
     ("noise_schedule", ds.NoiseScheduleSpec, TimestepsMissZero, {}, "timesteps_decreasing_to_zero", "timesteps(1)"),
     ("preconditioner", ds.PreconditionerSpec, SqrtTime, {"schedule": "planted_ve"}, "sigma_matches_schedule", "sigma(t) disagrees"),
     ("preconditioner", ds.PreconditionerSpec, ClaimsUnitInput, {"schedule": "planted_ve"}, "unit_variance", "unit-variance input"),
     ("preconditioner", ds.PreconditionerSpec, GraphBreak, {"schedule": "planted_ve"}, "compiles_fullgraph", "torch.compile"),
+    ("preconditioner", ds.PreconditionerSpec, ForgetsCIn, {"schedule": "planted_ve"}, "affine_output", "not c_in * x"),
     ("weighting", ds.WeightingSpec, Negative, {}, "finite_non_negative", ">= 0"),
     ("weighting", ds.WeightingSpec, BadConversion, {}, "conversions_consistent", "w_epsilon/w_eps"),
     ("solver", ds.SolverSpec, DropsAnOrder, {}, "order_of_convergence", "declares order 2 but converges with order 1"),
