@@ -42,6 +42,7 @@ from ._preconditioner import BaseAffinePreconditioner, compute_dtype
 from ._protocols import DiffusionModel, NoiseSchedule, Preconditioner
 from ._registry import PluginStatus, SchemeInfo, create, list_schemes, parse_spec, registry
 from ._schedule import VARIANCE_TYPES, BaseNoiseSchedule
+from ._sigma_time import SigmaTimeSchedule
 from ._specs import KINDS, NoiseScheduleSpec, PreconditionerSpec, SchemeSpec, SolverSpec, SpecBacked, WeightingSpec
 from ._weighting import LOSS_TYPES, BaseWeighting, LikelihoodWeighting, SNRWeighting, convert_weight
 
@@ -109,6 +110,7 @@ __all__ = sorted(
         "SchemeConflictError",
         "SchemeInfo",
         "SchemeSpec",
+        "SigmaTimeSchedule",
         "SolverSpec",
         "SpecBacked",
         "UnknownKindError",

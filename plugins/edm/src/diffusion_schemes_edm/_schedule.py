@@ -12,7 +12,7 @@ import diffusion_schemes as ds
 from . import EDMNoiseScheduleSpec
 
 
-class EDMNoiseSchedule(ds.BaseNoiseSchedule):
+class EDMNoiseSchedule(ds.SigmaTimeSchedule):
     """EDM: variance exploding with ``t = sigma``, so ``lambda(t) = -2 ln t``.
 
     Sampling times follow eq. 5,
@@ -45,19 +45,7 @@ class EDMNoiseSchedule(ds.BaseNoiseSchedule):
             raise ValueError("rho, sigma_data and P_std must be > 0")
         self.sigma_min, self.sigma_max, self.rho = float(sigma_min), float(sigma_max), float(rho)
         self.sigma_data, self.P_mean, self.P_std = float(sigma_data), float(P_mean), float(P_std)
-        super().__init__("edm", "exploding", weighting)
-
-    def get_log_snr(self, t: Any, training: bool = False) -> torch.Tensor:
-        return -2 * self._t(t, training).log()
-
-    def get_t_from_log_snr(self, log_snr: Any, training: bool = False) -> torch.Tensor:
-        return torch.exp(-self._log_snr(log_snr) / 2)
-
-    def dlog_snr_dt(self, t: Any, training: bool = False) -> torch.Tensor:
-        return -2 / self._t(t, training)
-
-    def noise_level(self, t: Any) -> torch.Tensor:
-        return self._t(t)
+        super().__init__("edm", weighting)
 
     def domain(self, training: bool = False) -> tuple[float, float]:
         if training:  # ln sigma within 4.5 standard deviations: all but ~7e-6 of the draws

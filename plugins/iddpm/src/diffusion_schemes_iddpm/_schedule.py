@@ -12,7 +12,7 @@ from . import IDDPMNoiseScheduleSpec
 from ._table import noise_level_table
 
 
-class IDDPMNoiseSchedule(ds.BaseNoiseSchedule):
+class IDDPMNoiseSchedule(ds.SigmaTimeSchedule):
     """Variance exploding on the iDDPM noise levels, ``t = sigma`` and ``lambda(t) = -2 ln t``.
 
     Karras et al. 2022 (Table 1) run iDDPM with ``s(t) = 1``, ``sigma(t) = t`` on the table
@@ -45,19 +45,7 @@ class IDDPMNoiseSchedule(ds.BaseNoiseSchedule):
             raise ValueError(f"j0 must be an integer in [0, M - 1) = [0, {M - 1}), got {j0!r}")
         self.C_1, self.C_2, self.M, self.j0 = float(C_1), float(C_2), int(M), int(j0)
         self.u = noise_level_table(self.C_1, self.C_2, self.M)
-        super().__init__("iddpm", "exploding", weighting)
-
-    def get_log_snr(self, t: Any, training: bool = False) -> torch.Tensor:
-        return -2 * self._t(t, training).log()
-
-    def get_t_from_log_snr(self, log_snr: Any, training: bool = False) -> torch.Tensor:
-        return torch.exp(-self._log_snr(log_snr) / 2)
-
-    def dlog_snr_dt(self, t: Any, training: bool = False) -> torch.Tensor:
-        return -2 / self._t(t, training)
-
-    def noise_level(self, t: Any) -> torch.Tensor:
-        return self._t(t)
+        super().__init__("iddpm", weighting)
 
     def domain(self, training: bool = False) -> tuple[float, float]:
         return float(self.u[self.M - 1]), float(self.u[0])

@@ -12,7 +12,7 @@ import diffusion_schemes as ds
 from . import VENoiseScheduleSpec
 
 
-class VENoiseSchedule(ds.BaseNoiseSchedule):
+class VENoiseSchedule(ds.SigmaTimeSchedule):
     """Variance exploding with ``t = sigma``, so ``lambda(t) = -2 ln t``.
 
     Song et al. 2021 write the VE time as ``sigma(t) = sigma_min (sigma_max/sigma_min)^t``; here
@@ -42,19 +42,7 @@ class VENoiseSchedule(ds.BaseNoiseSchedule):
         if not 0 < sigma_min < sigma_max:
             raise ValueError(f"need 0 < sigma_min < sigma_max, got sigma_min={sigma_min}, sigma_max={sigma_max}")
         self.sigma_min, self.sigma_max = float(sigma_min), float(sigma_max)
-        super().__init__("ve", "exploding", weighting)
-
-    def get_log_snr(self, t: Any, training: bool = False) -> torch.Tensor:
-        return -2 * self._t(t, training).log()
-
-    def get_t_from_log_snr(self, log_snr: Any, training: bool = False) -> torch.Tensor:
-        return torch.exp(-self._log_snr(log_snr) / 2)
-
-    def dlog_snr_dt(self, t: Any, training: bool = False) -> torch.Tensor:
-        return -2 / self._t(t, training)
-
-    def noise_level(self, t: Any) -> torch.Tensor:
-        return self._t(t)
+        super().__init__("ve", weighting)
 
     def domain(self, training: bool = False) -> tuple[float, float]:
         return self.sigma_min, self.sigma_max
