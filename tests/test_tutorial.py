@@ -94,6 +94,18 @@ def test_the_packages_own_tests_pass(installed):
     assert "2 passed" in proc.stdout
 
 
+def test_the_failure_shown_on_the_page_is_what_the_kit_prints(installed, monkeypatch):
+    """The page shows the kit's message for a weighting that returns log_snr; plant exactly that."""
+    from diffusion_schemes_min_snr._weighting import MinSNRWeighting
+
+    monkeypatch.setattr(MinSNRWeighting, "weight", lambda self, log_snr, schedule=None: log_snr)
+    with pytest.raises(conformance.ConformanceError) as info:
+        conformance.check("weighting", "min_snr")
+    shown = re.search(r"```text\n(weighting 'min_snr' fails.*?)\n```", PAGE.read_text(), re.S).group(1)
+    assert str(info.value) == shown
+
+
+
 def test_nothing_is_left_installed():
     assert "min_snr" not in [i.name for i in ds.list_schemes("weighting")]
     assert MODULE not in sys.modules
