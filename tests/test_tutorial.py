@@ -105,7 +105,6 @@ def test_the_failure_shown_on_the_page_is_what_the_kit_prints(installed, monkeyp
     assert str(info.value) == shown
 
 
-
 def test_nothing_is_left_installed():
     assert "min_snr" not in [i.name for i in ds.list_schemes("weighting")]
     assert MODULE not in sys.modules
