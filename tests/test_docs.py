@@ -176,3 +176,13 @@ def test_plot_curves_come_from_the_public_api(fresh_registry):
     assert torch.allclose(density, torch.full_like(density, 1 / math.log(100.0 / 0.02)))
     assert float(points.min()) > math.log(0.02) and float(points.max()) < math.log(100.0)
     assert "log_noise_level_density" not in schedule_curves(VENoiseSchedule(), num=10, num_draws=10)
+
+
+def test_quickstart_shows_what_make_run_runs():
+    """The quickstart describes the main job the Makefile actually runs."""
+    makefile = (ROOT / "Makefile").read_text()
+    recipe = re.search(r"^run:[^\n]*\n((?:\t[^\n]*\n)+)", makefile, re.M).group(1)
+    commands = [line.strip().replace("$(VENV)/bin/", "") for line in recipe.splitlines()]
+    quickstart = (DOCS / "quickstart.md").read_text()
+    for command in commands:
+        assert command in quickstart, f"`make run` runs `{command}`, which docs/quickstart.md does not show"
