@@ -74,18 +74,21 @@ def test_noise_level_zero_or_negative_is_a_clear_error(sigma):
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
 def test_latent_dtypes_keep_their_dtype_and_coefficients_are_computed_wide(dtype):
-    x = torch.randn(2, 3).to(dtype)
+    x = torch.randn(2, 3, generator=torch.Generator().manual_seed(0)).to(dtype)
     probe = Probe()
     out = Affine(probe)(x, torch.tensor([0.3, 60.0]))
     assert out.dtype == dtype and torch.isfinite(out.float()).all()
     x_in, c_noise, _, _ = probe.calls[0]
     assert x_in.dtype == dtype
     assert c_noise.dtype == torch.promote_types(dtype, torch.float32)
-    # coefficients computed in float32+ then cast once, the affine arithmetic in the latent's dtype:
-    # equal to a float64 evaluation within that dtype's own resolution (torch's per-dtype tolerances)
-    s = torch.tensor([0.3, 60.0], dtype=torch.float64)[:, None]
-    expected = x.double() / (1 + s**2) + 2 * s * 3.0
-    torch.testing.assert_close(out, expected.to(dtype))
+    # the specified arithmetic: coefficients from float64 closed forms, cast once to the latent's
+    # dtype, then c_skip * x + c_out * F in that dtype (the float32 times the call received, widened)
+    s = torch.tensor([0.3, 60.0]).double()[:, None]
+    c_skip, c_out = (1 / (1 + s**2)).to(dtype), (2 * s).to(dtype)
+    expected = c_skip * x + c_out * torch.full_like(x, 3.0)
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    # and within the dtype's resolution of the exact float64 value
+    torch.testing.assert_close(out, (x.double() / (1 + s**2) + 2 * s * 3.0).to(dtype), atol=0, rtol=4 * torch.finfo(dtype).eps)
 
 
 def test_c_noise_keeps_float32_precision_for_half_latents():
