@@ -26,6 +26,7 @@ from ._builtins import (
 )
 from ._conditioning import ConcatConditionWrapper, check_condition
 from ._config import WeightingRef, json_schema, spec_type
+from ._epsilon_preconditioner import EpsilonPreconditioner
 from ._errors import (
     ConditionError,
     DiffusionSchemesError,
@@ -87,6 +88,7 @@ __all__ = sorted(
         "DomainError",
         "EDMStochasticEulerSpec",
         "EDMStochasticHeunSpec",
+        "EpsilonPreconditioner",
         "EulerMaruyamaSpec",
         "EulerSpec",
         "HeunSpec",

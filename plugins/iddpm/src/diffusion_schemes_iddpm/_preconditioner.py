@@ -12,7 +12,7 @@ from . import IDDPMPreconditionerSpec
 from ._table import noise_level_table
 
 
-class IDDPMPreconditioner(ds.BaseAffinePreconditioner):
+class IDDPMPreconditioner(ds.EpsilonPreconditioner):
     """iDDPM preconditioner; the time is the noise level (``sigma(t) = t``).
 
     ``c_skip = 1``, ``c_out = -sigma``, ``c_in = 1 / sqrt(sigma^2 + 1)``,
@@ -52,14 +52,10 @@ class IDDPMPreconditioner(ds.BaseAffinePreconditioner):
         self.C_1, self.C_2, self.M = float(C_1), float(C_2), int(M)
         self.u = noise_level_table(self.C_1, self.C_2, self.M)
 
-    def compute_coefficients(self, sigma: torch.Tensor):
-        c_skip = torch.ones_like(sigma)
-        c_out = -sigma
-        c_in = 1 / (sigma**2 + 1).sqrt()
+    def c_noise(self, sigma: torch.Tensor) -> torch.Tensor:
         u = self.u.to(device=sigma.device, dtype=sigma.dtype)
         j = (sigma.unsqueeze(-1) - u).abs().argmin(-1)
-        c_noise = (self.M - 1 - j).to(sigma.dtype)
-        return c_in, c_noise, c_out, c_skip
+        return (self.M - 1 - j).to(sigma.dtype)
 
     def get_config(self) -> dict[str, Any]:
         return {"C_1": self.C_1, "C_2": self.C_2, "M": self.M}

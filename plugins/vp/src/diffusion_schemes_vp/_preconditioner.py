@@ -12,7 +12,7 @@ from . import VPPreconditionerSpec
 from ._time import VPTime
 
 
-class VPPreconditioner(ds.BaseAffinePreconditioner):
+class VPPreconditioner(ds.EpsilonPreconditioner):
     """Variance-preserving preconditioner with ``sigma(t) = sqrt(exp(beta_d t^2/2 + beta_min t) - 1)``.
 
     ``c_skip = 1``, ``c_out = -sigma``, ``c_in = 1 / sqrt(sigma^2 + 1)``,
@@ -56,12 +56,8 @@ class VPPreconditioner(ds.BaseAffinePreconditioner):
     def sigma(self, t: torch.Tensor) -> torch.Tensor:
         return self.time.noise_level(t)
 
-    def compute_coefficients(self, sigma: torch.Tensor):
-        c_skip = torch.ones_like(sigma)
-        c_out = -sigma
-        c_in = 1 / (sigma**2 + 1).sqrt()
-        c_noise = (self.M - 1) * self.time.time_from_noise_level(sigma)
-        return c_in, c_noise, c_out, c_skip
+    def c_noise(self, sigma: torch.Tensor) -> torch.Tensor:
+        return (self.M - 1) * self.time.time_from_noise_level(sigma)
 
     def get_config(self) -> dict[str, Any]:
         return {"beta_d": self.beta_d, "beta_min": self.beta_min, "M": self.M}
