@@ -206,17 +206,19 @@ class EvaluatesAtZero(ds.BaseSolver):
         return x, sigmas.shape[0]
 
 
+PAIRED = {"schedule": "planted_ve"}
 PLANTED = [
     # (kind, base spec, implementation, options, invariant that must fail, words the message must hold)
     ("noise_schedule", ds.NoiseScheduleSpec, WrongDerivative, {}, "dlog_snr_dt_matches_autograd", "d lambda/dt"),
     ("noise_schedule", ds.NoiseScheduleSpec, NonMonotone, {}, "log_snr_decreasing", "not decreasing"),
     ("noise_schedule", ds.NoiseScheduleSpec, NotPreserving, {}, "alpha_sigma_match_variance_type", "alpha^2 + sigma^2"),
-    ("noise_schedule", ds.NoiseScheduleSpec, PreservingDriftOnVE, {}, "drift_diffusion_match_forward_process", "drift f"),
+    ("noise_schedule", ds.NoiseScheduleSpec, PreservingDriftOnVE, {}, "drift_diffusion_match_forward_process",
+     "drift f"),
     ("noise_schedule", ds.NoiseScheduleSpec, TimestepsMissZero, {}, "timesteps_decreasing_to_zero", "timesteps(1)"),
-    ("preconditioner", ds.PreconditionerSpec, SqrtTime, {"schedule": "planted_ve"}, "sigma_matches_schedule", "sigma(t) disagrees"),
-    ("preconditioner", ds.PreconditionerSpec, ClaimsUnitInput, {"schedule": "planted_ve"}, "unit_variance", "unit-variance input"),
-    ("preconditioner", ds.PreconditionerSpec, GraphBreak, {"schedule": "planted_ve"}, "compiles_fullgraph", "torch.compile"),
-    ("preconditioner", ds.PreconditionerSpec, ForgetsCIn, {"schedule": "planted_ve"}, "affine_output", "not c_in * x"),
+    ("preconditioner", ds.PreconditionerSpec, SqrtTime, PAIRED, "sigma_matches_schedule", "sigma(t) disagrees"),
+    ("preconditioner", ds.PreconditionerSpec, ClaimsUnitInput, PAIRED, "unit_variance", "unit-variance input"),
+    ("preconditioner", ds.PreconditionerSpec, GraphBreak, PAIRED, "compiles_fullgraph", "torch.compile"),
+    ("preconditioner", ds.PreconditionerSpec, ForgetsCIn, PAIRED, "affine_output", "not c_in * x"),
     ("weighting", ds.WeightingSpec, Negative, {}, "finite_non_negative", ">= 0"),
     ("weighting", ds.WeightingSpec, BadConversion, {}, "conversions_consistent", "w_epsilon/w_eps"),
     ("solver", ds.SolverSpec, DropsAnOrder, {}, "order_of_convergence", "declares order 2 but converges with order 1"),

@@ -49,8 +49,9 @@ def _implementations_imported():
     """
     import diffusion_schemes as ds
 
+    backbone = {"model": lambda x, c, condition=None: x}
     for info in ds.list_schemes():
-        ds.create(info.kind, info.name, **({"model": lambda x, c, condition=None: x} if info.kind == "preconditioner" else {}))
+        ds.create(info.kind, info.name, **(backbone if info.kind == "preconditioner" else {}))
 
 
 def run(pytester, *args):
@@ -59,7 +60,8 @@ def run(pytester, *args):
 
 
 def test_registered_under_pytest11():
-    eps = [e for e in metadata.entry_points(group="pytest11") if e.value == "diffusion_schemes.conformance.pytest_plugin"]
+    module = "diffusion_schemes.conformance.pytest_plugin"
+    eps = [e for e in metadata.entry_points(group="pytest11") if e.value == module]
     assert [e.name for e in eps] == ["diffusion_schemes_conformance"]
 
 
@@ -80,7 +82,9 @@ def test_marker_passes_a_conforming_scheme_and_fails_a_broken_one(pytester):
     )
     result = run(pytester, "--strict-markers")
     result.assert_outcomes(passed=1, failed=1)
-    result.stdout.fnmatch_lines(["*weighting 'negative' fails 1 of * conformance invariants*", "*- finite_non_negative: *"])
+    result.stdout.fnmatch_lines(
+        ["*weighting 'negative' fails 1 of * conformance invariants*", "*- finite_non_negative: *"]
+    )
 
 
 def test_marker_runs_before_the_body_and_takes_options(pytester):
@@ -137,7 +141,7 @@ def test_option_checks_every_scheme_of_a_distribution(pytester):
 
 
 def test_option_reports_a_broken_scheme_by_invariant(pytester):
-    conftest = PLANTED.replace("@pytest.fixture(autouse=True)\ndef _negative_registered():\n    with ds.registry.registered(NegativeSpec):\n        yield", "")
+    conftest = PLANTED[: PLANTED.index("@pytest.fixture")]  # registered at configure time instead
     pytester.makeconftest(conftest + """
 def pytest_configure(config):
     ds.registry.register(NegativeSpec, distribution="my-weightings")

@@ -89,7 +89,8 @@ def compare(
     bad_finite = torch.isfinite(want) & ~torch.isfinite(got)
     if bool(bad_finite.any()):
         i = int(bad_finite.flatten().nonzero()[0])
-        return f"not finite at {label}={fmt(where.flatten()[i])}: got {fmt(got.flatten()[i])}, expected {fmt(want.flatten()[i])}"
+        at, g, w = where.flatten()[i], got.flatten()[i], want.flatten()[i]
+        return f"not finite at {label}={fmt(at)}: got {fmt(g)}, expected {fmt(w)}"
     err = (got - want).abs()
     excess = err - (atol + rtol * want.abs())
     if not bool((excess > 0).any()):

@@ -114,7 +114,10 @@ def derivative_log_snr_matches_autograd(ctx: Any) -> str | None:
 
 @invariant("noise_schedule")
 def alpha_sigma_match_variance_type(ctx: Any) -> str | None:
-    """``alpha, sigma`` are positive and follow the variance type (preserving: alpha^2+sigma^2=1; exploding: alpha=1)."""
+    """``alpha, sigma`` are positive and follow the variance type.
+
+    Preserving: ``alpha^2 + sigma^2 = 1``; exploding: ``alpha = 1``; custom: positivity only.
+    """
     s = ctx.obj
     for where, training, t in _grids(ctx):
         lam = s.get_log_snr(t, training)

@@ -122,7 +122,8 @@ def finite_over_schedule_domain(ctx: Any) -> str | None:
         out = ctx.obj(x, t.to(dtype))
         bad = ~torch.isfinite(out).all(dim=1)
         if bool(bad.any()):
-            return f"{dtype}: non-finite output at t={fmt(t[bad])} (noise level {fmt(ctx.schedule.noise_level(t[bad]))})"
+            level = ctx.schedule.noise_level(t[bad])
+            return f"{dtype}: non-finite output at t={fmt(t[bad])} (noise level {fmt(level)})"
     return None
 
 
@@ -210,7 +211,9 @@ def unit_variance(ctx: Any) -> str | None:
         var = ((1 - c_skip) ** 2 * sd**2 + c_skip**2 * sigma**2) / c_out**2
         msg = compare(var, one, "noise level", sigma, rtol=1e-5)
         if msg:
-            return f"declares a unit-variance target, but Var((x0 - c_skip x)/c_out) for data std {sd:g} is not 1: {msg}"
+            return (
+                f"declares a unit-variance target, but Var((x0 - c_skip x)/c_out) for data std {sd:g} is not 1: {msg}"
+            )
     return None
 
 

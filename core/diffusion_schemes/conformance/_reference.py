@@ -14,7 +14,6 @@ against a schedule whose every quantity has a closed form; it is not registered.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -46,7 +45,7 @@ class ReferenceSchedule(BaseNoiseSchedule):
 
     def timesteps(self, num_steps: int, device: Any = None) -> torch.Tensor:
         i = torch.arange(num_steps, dtype=torch.float64, device=device) / max(num_steps - 1, 1)
-        return self._with_zero(math.exp(1) ** (math.log(self.sigma_max) + i * math.log(self.sigma_min / self.sigma_max)))
+        return self._with_zero(self.sigma_max * (self.sigma_min / self.sigma_max) ** i)
 
     def get_config(self) -> dict[str, Any]:
         return {"sigma_min": self.sigma_min, "sigma_max": self.sigma_max}

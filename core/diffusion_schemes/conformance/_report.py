@@ -39,10 +39,13 @@ class Invariant:
 CHECKS: dict[str, dict[str, Invariant]] = {"noise_schedule": {}, "preconditioner": {}, "weighting": {}, "solver": {}}
 
 
-def invariant(kind: str, name: str | None = None) -> Callable[[Callable[[Any], str | None]], Callable[[Any], str | None]]:
+CheckFn = Callable[[Any], "str | None"]
+
+
+def invariant(kind: str, name: str | None = None) -> Callable[[CheckFn], CheckFn]:
     """Register ``fn(ctx) -> str | None`` as the invariant ``name`` (default: the function's name) of ``kind``."""
 
-    def register(fn: Callable[[Any], str | None]) -> Callable[[Any], str | None]:
+    def register(fn: CheckFn) -> CheckFn:
         key = name or fn.__name__.lstrip("_")
         doc = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
         CHECKS[kind][key] = Invariant(kind, key, fn, doc)

@@ -23,7 +23,10 @@ __all__: list[str] = []
 
 def _log_snrs(ctx: Any) -> torch.Tensor:
     """The lambda grid: over the paired schedule's domains, plus [-20, 20] with the kit's reference schedule."""
-    grids = [ctx.schedule.get_log_snr(time_grid(*map(float, ctx.schedule.domain(tr)), num=33), tr) for tr in (False, True)]
+    grids = []
+    for training in (False, True):
+        t = time_grid(*map(float, ctx.schedule.domain(training)), num=33)
+        grids.append(ctx.schedule.get_log_snr(t, training))
     if ctx.options.get("_reference_schedule"):
         grids.append(torch.linspace(-20, 20, 81, dtype=torch.float64))
     return torch.unique(torch.cat(grids).to(torch.float64))
@@ -64,7 +67,8 @@ def shape_and_dtype(ctx: Any) -> str | None:
     for x in (lam[0], lam, lam.reshape(-1, 1, 1)):
         w = ctx.obj(x, schedule=ctx.schedule)
         if not isinstance(w, torch.Tensor) or tuple(w.shape) != tuple(x.shape):
-            return f"w(log_snr of shape {tuple(x.shape)}) returned {type(w).__name__} of shape {tuple(getattr(w, 'shape', ()))}"
+            shape = tuple(getattr(w, "shape", ()))
+            return f"w(log_snr of shape {tuple(x.shape)}) returned {type(w).__name__} of shape {shape}"
         if w.dtype != torch.float32:
             return f"a float32 log_snr gave a {w.dtype} weight"
     return None

@@ -28,7 +28,9 @@ class CosineNoiseScheduleSpec(ds.NoiseScheduleSpec):
     """Shifted cosine schedule: lambda = -2 log tan(pi t/2) + 2 shift, clipped (Kingma & Gao 2023)."""
 
     name: Literal["cosine"] = "cosine"
-    shift: float = Field(0.0, description="Shift of lambda (2*shift is added); log(64/d) for resolution d in simple diffusion.")
+    shift: float = Field(
+        0.0, description="Shift of lambda (2*shift is added); log(64/d) for resolution d in simple diffusion."
+    )
     log_snr_min: float = Field(-15.0, description="Lowest log-SNR (at the largest time).")
     log_snr_max: float = Field(15.0, description="Highest log-SNR (at the smallest time).")
     weighting: ds.WeightingRef = Field("default", description="Loss weighting: 'default', None, a name or a config.")
