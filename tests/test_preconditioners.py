@@ -213,3 +213,21 @@ def test_every_scheme_is_listed_from_its_own_distribution():
     assert listed[("weighting", "sigmoid")] == "diffusion-schemes-sigmoid"
     assert listed[("weighting", "edm")] == "diffusion-schemes-edm"
     assert listed[("weighting", "snr")] == listed[("weighting", "likelihood_weighting")] == "diffusion-schemes"
+
+
+@pytest.mark.parametrize(
+    "cls_path, kwargs, match",
+    [
+        ("diffusion_schemes_vp:VPPreconditioner", {"beta_d": 0.0}, "beta_d > 0"),
+        ("diffusion_schemes_vp:VPPreconditioner", {"M": 2.5}, "M must be a positive integer"),
+        ("diffusion_schemes_iddpm:IDDPMPreconditioner", {"C_1": 2.0}, "0 < C_1 <= 1"),
+        ("diffusion_schemes_iddpm:IDDPMPreconditioner", {"M": 2.5}, "M >= 2"),
+        ("diffusion_schemes_edm:EDMPreconditioner", {"sigma_data": 0.0}, "sigma_data must be > 0"),
+    ],
+)
+def test_direct_construction_rejects_bad_parameters(cls_path, kwargs, match):
+    import importlib
+
+    module, name = cls_path.split(":")
+    with pytest.raises(ValueError, match=match):
+        getattr(importlib.import_module(module), name)(Probe(), **kwargs)

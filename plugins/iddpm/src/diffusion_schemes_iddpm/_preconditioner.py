@@ -45,12 +45,8 @@ class IDDPMPreconditioner(ds.EpsilonPreconditioner):
         self, model: Any, C_1: float = 0.001, C_2: float = 0.008, M: int = 1000, meta: Any = None
     ) -> None:
         super().__init__(model, meta)
-        if not (0 < C_1 <= 1 and C_2 >= 0):
-            raise ValueError(f"need 0 < C_1 <= 1 and C_2 >= 0, got C_1={C_1}, C_2={C_2}")
-        if int(M) != M or M < 2:
-            raise ValueError(f"M must be an integer >= 2, got {M!r}")
+        self.u = noise_level_table(C_1, C_2, M)  # checks the parameters
         self.C_1, self.C_2, self.M = float(C_1), float(C_2), int(M)
-        self.u = noise_level_table(self.C_1, self.C_2, self.M)
 
     def c_noise(self, sigma: torch.Tensor) -> torch.Tensor:
         u = self.u.to(device=sigma.device, dtype=sigma.dtype)

@@ -37,14 +37,10 @@ class IDDPMNoiseSchedule(ds.SigmaTimeSchedule):
     def __init__(
         self, C_1: float = 0.001, C_2: float = 0.008, M: int = 1000, j0: int = 8, weighting: Any = "default"
     ) -> None:
-        if not (0 < C_1 <= 1 and C_2 >= 0):
-            raise ValueError(f"need 0 < C_1 <= 1 and C_2 >= 0, got C_1={C_1}, C_2={C_2}")
-        if int(M) != M or M < 2:
-            raise ValueError(f"M must be an integer >= 2, got {M!r}")
+        self.u = noise_level_table(C_1, C_2, M)  # checks the parameters
         if int(j0) != j0 or not 0 <= j0 < M - 1:
             raise ValueError(f"j0 must be an integer in [0, M - 1) = [0, {M - 1}), got {j0!r}")
         self.C_1, self.C_2, self.M, self.j0 = float(C_1), float(C_2), int(M), int(j0)
-        self.u = noise_level_table(self.C_1, self.C_2, self.M)
         super().__init__("iddpm", weighting)
 
     def domain(self, training: bool = False) -> tuple[float, float]:

@@ -34,4 +34,8 @@ def noise_level_table(C_1: float = 0.001, C_2: float = 0.008, M: int = 1000) -> 
     >>> round(float(u[999]), 5), round(float(u[0])), float(u[1000])
     (0.00643, 20291, 0.0)
     """
+    if not (0 < C_1 <= 1 and C_2 >= 0):
+        raise ValueError(f"iDDPM needs 0 < C_1 <= 1 and C_2 >= 0, got C_1={C_1}, C_2={C_2}")
+    if int(M) != M or M < 2:
+        raise ValueError(f"iDDPM needs an integer number of steps M >= 2, got M={M!r}")
     return torch.tensor(_table(float(C_1), float(C_2), int(M)), dtype=torch.float64)

@@ -46,8 +46,6 @@ class VPPreconditioner(ds.EpsilonPreconditioner):
         self, model: Any, beta_d: float = 19.9, beta_min: float = 0.1, M: int = 1000, meta: Any = None
     ) -> None:
         super().__init__(model, meta)
-        if not (beta_d > 0 and beta_min >= 0):
-            raise ValueError(f"need beta_d > 0 and beta_min >= 0, got beta_d={beta_d}, beta_min={beta_min}")
         if int(M) != M or M < 1:
             raise ValueError(f"M must be a positive integer, got {M!r}")
         self.beta_d, self.beta_min, self.M = float(beta_d), float(beta_min), int(M)

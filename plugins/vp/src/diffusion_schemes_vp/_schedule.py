@@ -43,8 +43,6 @@ class VPNoiseSchedule(ds.BaseNoiseSchedule):
         epsilon_s: float = 1e-3,
         weighting: Any = "default",
     ) -> None:
-        if not (beta_d > 0 and beta_min >= 0):
-            raise ValueError(f"need beta_d > 0 and beta_min >= 0, got beta_d={beta_d}, beta_min={beta_min}")
         if not (0 < epsilon_t < 1 and 0 < epsilon_s < 1):
             raise ValueError(f"epsilon_t and epsilon_s must lie in (0, 1), got {epsilon_t}, {epsilon_s}")
         self.beta_d, self.beta_min = float(beta_d), float(beta_min)

@@ -36,6 +36,13 @@ class VPTime:
     beta_d: float
     beta_min: float
 
+    def __post_init__(self) -> None:
+        if not (self.beta_d > 0 and self.beta_min >= 0):
+            raise ValueError(
+                f"VP needs beta_d > 0 and beta_min >= 0 (beta(t) = beta_min + beta_d t), "
+                f"got beta_d={self.beta_d}, beta_min={self.beta_min}"
+            )
+
     def exponent(self, t: torch.Tensor) -> torch.Tensor:
         """``E(t) = beta_d t^2 / 2 + beta_min t = log(1 + sigma(t)^2)``."""
         return 0.5 * self.beta_d * t**2 + self.beta_min * t
