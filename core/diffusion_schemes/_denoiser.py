@@ -24,10 +24,12 @@ tensor([[-0.5000, -0.5000, -0.5000],
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any
 
 import torch
 
+from ._errors import PairingError
 from ._preconditioner import BaseAffinePreconditioner, compute_dtype
 
 __all__ = ["DENOISING_TYPES", "Denoiser", "make_denoiser"]
@@ -44,6 +46,40 @@ def _preconditioner_of(model: Any) -> tuple[BaseAffinePreconditioner | None, tup
     if isinstance(model, functools.partial) and isinstance(model.func, BaseAffinePreconditioner):
         return model.func, model.args, dict(model.keywords)
     return None, (), {}
+
+
+def check_pair(model: Any, schedule: Any, num: int = 65) -> None:
+    """Reject a preconditioner whose own ``sigma(t)`` disagrees with a schedule of the same scheme.
+
+    A preconditioner and a schedule with the same scheme name (their specs' ``name``) share a
+    diffusion time (DESIGN.md), so ``precond.sigma(t)`` must equal ``schedule.noise_level(t)``
+    over the schedule's domains; otherwise (e.g. the VP pair built with two different
+    ``beta_d``) calling the preconditioner with the schedule's times would train on the wrong
+    noise level. Raises :class:`PairingError`. Preconditioners of another scheme are reached
+    through the noise level and are not compared.
+    """
+    precond, _, _ = _preconditioner_of(model)
+    if precond is None:
+        return
+    try:
+        names = precond.spec.name, schedule.spec.name
+    except (AttributeError, NotImplementedError):
+        return
+    if names[0] != names[1]:
+        return
+    for training in (False, True):
+        lo, hi = schedule.domain(training)
+        t = torch.logspace(math.log10(lo), math.log10(hi), num, dtype=torch.float64) if lo > 0 else torch.linspace(lo, hi, num + 1, dtype=torch.float64)[1:]
+        with torch.no_grad():
+            mine, theirs = precond.sigma(t), schedule.noise_level(t)
+        if not torch.allclose(mine, theirs, rtol=1e-4, atol=0):
+            worst = int(((mine - theirs).abs() / theirs.abs()).argmax())
+            raise PairingError(
+                f"the {names[0]!r} preconditioner and the {names[1]!r} schedule disagree on the noise level: at "
+                f"t={float(t[worst]):.6g} the preconditioner's sigma(t) is {float(mine[worst]):.6g} but the schedule's "
+                f"noise_level(t) is {float(theirs[worst]):.6g}. Build both from the same parameters "
+                f"(preconditioner {precond.spec.model_dump()}, schedule {schedule.spec.model_dump()})."
+            )
 
 
 def first_parameter(model: Any) -> torch.Tensor | None:
@@ -194,4 +230,5 @@ def make_denoiser(
     (name, predictor), = given.items()
     if not callable(predictor):
         raise TypeError(f"{name} must be callable as f(x, t, ...), got {type(predictor).__name__}")
+    check_pair(predictor, schedule)
     return Denoiser(schedule, predictor, name.removesuffix("_predictor"), denoising_type)

@@ -15,6 +15,7 @@ __all__ = [
     "ConditionError",
     "DiffusionSchemesError",
     "DomainError",
+    "PairingError",
     "PluginError",
     "PluginWarning",
     "SchemeConfigError",
@@ -73,6 +74,10 @@ class PluginError(DiffusionSchemesError, RuntimeError):
 
 class DomainError(DiffusionSchemesError, ValueError):
     """A time, noise level or log-SNR outside the domain where a formula is defined."""
+
+
+class PairingError(DiffusionSchemesError, ValueError):
+    """A preconditioner and a schedule of the same scheme whose ``sigma(t)`` and noise level disagree."""
 
 
 class ConditionError(DiffusionSchemesError, ValueError):

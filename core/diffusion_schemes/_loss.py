@@ -60,7 +60,7 @@ from typing import Any
 import torch
 
 from ._conditioning import check_condition
-from ._denoiser import predict
+from ._denoiser import check_pair, predict
 from ._preconditioner import compute_dtype
 from ._registry import registry
 from ._specs import SchemeSpec
@@ -131,6 +131,7 @@ class MSEDSMLoss(torch.nn.Module):
                 f"time_from_uniform(u), which {type(noise_schedule).__name__} does not offer; "
                 "use low_discrepancy=False or pass t yourself"
             )
+        check_pair(model, noise_schedule)
         self.model = model
         self.noise_schedule = noise_schedule
         self.prediction_type = prediction_type
