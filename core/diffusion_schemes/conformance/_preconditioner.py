@@ -28,7 +28,8 @@ from ._report import invariant
 
 __all__ = ["UNIT_VARIANCE_PROPERTIES"]
 
-#: What a preconditioner class may list in its ``unit_variance`` attribute.
+#: What a preconditioner class may list in its ``unit_variance`` attribute, e.g.
+#: ``unit_variance = ("input", "target")`` on the EDM preconditioner.
 UNIT_VARIANCE_PROPERTIES = ("input", "target")
 
 DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)

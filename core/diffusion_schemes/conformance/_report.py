@@ -27,7 +27,12 @@ __all__ = ["CHECKS", "ConformanceError", "ConformanceReport", "Failure", "Invari
 
 @dataclasses.dataclass(frozen=True)
 class Invariant:
-    """One named property every scheme of ``kind`` must have; ``doc`` says what it means."""
+    """One named property every scheme of ``kind`` must have; ``doc`` says what it means.
+
+    >>> from diffusion_schemes.conformance import CHECKS
+    >>> CHECKS["noise_schedule"]["inverse_roundtrip"].doc
+    '``get_t_from_log_snr`` inverts ``get_log_snr`` (t -> lambda -> t and lambda -> t -> lambda).'
+    """
 
     kind: str
     name: str
@@ -43,7 +48,22 @@ CheckFn = Callable[[Any], "str | None"]
 
 
 def invariant(kind: str, name: str | None = None) -> Callable[[CheckFn], CheckFn]:
-    """Register ``fn(ctx) -> str | None`` as the invariant ``name`` (default: the function's name) of ``kind``."""
+    """Register ``fn(ctx) -> str | None`` as the invariant ``name`` (default: the function's name) of ``kind``.
+
+    The kit's own invariants are registered this way; a project can add its own (they run for
+    every scheme of the kind, so keep them to properties the whole kind must have). ``ctx.obj``
+    is the built scheme, ``ctx.spec`` its spec, ``ctx.schedule`` the paired schedule.
+
+    >>> import torch
+    >>> from diffusion_schemes.conformance import CHECKS, check, invariant
+    >>> @invariant("weighting", "at_most_a_million")
+    ... def _at_most_a_million(ctx):
+    ...     w = ctx.obj(torch.linspace(-5, 5, 11), schedule=ctx.schedule)
+    ...     return None if bool((w <= 1e6).all()) else f"w reaches {float(w.max()):g}"
+    >>> "at_most_a_million" in check("weighting", "snr").passed
+    True
+    >>> del CHECKS["weighting"]["at_most_a_million"]
+    """
 
     def register(fn: CheckFn) -> CheckFn:
         key = name or fn.__name__.lstrip("_")
@@ -56,7 +76,11 @@ def invariant(kind: str, name: str | None = None) -> Callable[[CheckFn], CheckFn
 
 @dataclasses.dataclass(frozen=True)
 class Failure:
-    """A failed invariant: its name and what was seen."""
+    """A failed invariant: its name and what was seen.
+
+    >>> Failure("log_snr_decreasing", "lambda(0.5) = 1 but lambda(0.6) = 2").invariant
+    'log_snr_decreasing'
+    """
 
     invariant: str
     message: str
@@ -64,7 +88,13 @@ class Failure:
 
 @dataclasses.dataclass
 class ConformanceReport:
-    """What :func:`~diffusion_schemes.conformance.check` found: the invariants that held, failed or were skipped."""
+    """What :func:`~diffusion_schemes.conformance.check` found: the invariants that held, failed or were skipped.
+
+    >>> from diffusion_schemes.conformance import check
+    >>> report = check("preconditioner", "ve", compile=False)
+    >>> report.ok, report.skipped
+    (True, {'compiles_fullgraph': 'compile=False'})
+    """
 
     kind: str
     name: str
@@ -89,7 +119,32 @@ class ConformanceReport:
 
 
 class ConformanceError(DiffusionSchemesError, AssertionError):
-    """A scheme breaks the contract of its kind; ``report.failures`` names every broken invariant."""
+    """A scheme breaks the contract of its kind; ``report.failures`` names every broken invariant.
+
+    It is an ``AssertionError`` (a test calling ``check`` fails, not errors) and a
+    :class:`~diffusion_schemes.DiffusionSchemesError`.
+
+    >>> from typing import Literal
+    >>> import torch
+    >>> import diffusion_schemes as ds
+    >>> from diffusion_schemes.conformance import ConformanceError, check
+    >>> class Flipped(ds.BaseWeighting):
+    ...     loss_type = "epsilon"
+    ...     def weight(self, log_snr, schedule=None):
+    ...         return -torch.ones_like(log_snr)
+    >>> class FlippedSpec(ds.WeightingSpec):
+    ...     '''Minus one everywhere.'''
+    ...     name: Literal["flipped"] = "flipped"
+    ...     def build(self):
+    ...         return Flipped()
+    >>> Flipped.spec_class = FlippedSpec
+    >>> with ds.registry.registered(FlippedSpec):
+    ...     try:
+    ...         check("weighting", "flipped")
+    ...     except ConformanceError as exc:
+    ...         print(exc.report.failed())
+    ['finite_non_negative']
+    """
 
     def __init__(self, report: ConformanceReport) -> None:
         self.report = report
