@@ -14,8 +14,8 @@ weighting 'snr' fails 1 of 2 conformance invariants:
 True
 """
 
-from __future__ import annotations
-
+# no `from __future__ import annotations`: the examples below define pydantic specs, which
+# resolve their annotations in this module's namespace
 import dataclasses
 from collections.abc import Callable
 from typing import Any
