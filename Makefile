@@ -7,12 +7,16 @@ STAMP  := $(VENV)/.installed
 DISTS  := . $(sort $(dir $(wildcard plugins/*/pyproject.toml contrib/*/pyproject.toml)))
 EXTRAS := $(foreach d,$(DISTS),$(if $(wildcard $(d)extras),-e $(d)[$(shell cat $(d)extras)],-e $(d)))
 
-.PHONY: run test setup clean docs docs-serve docs-plots
+.PHONY: run test setup clean docs docs-serve docs-plots bench
 run: $(STAMP)
 	$(VENV)/bin/diffusion-schemes list
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# Benchmarks: writes docs/performance.md and docs/performance.json (about 10 minutes on 2 CPUs).
+bench: $(STAMP)
+	$(PY) -m benchmarks
 
 setup: $(STAMP)
 

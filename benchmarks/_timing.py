@@ -1,0 +1,84 @@
+"""Interleaved timing: the ratio of two callables measured block by block, with its spread."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+
+def _block(fn: Callable[[], object], number: int) -> float:
+    start = time.perf_counter()
+    for _ in range(number):
+        fn()
+    return (time.perf_counter() - start) / number
+
+
+def calibrate(fn: Callable[[], object], block_s: float) -> int:
+    """How many calls of ``fn`` make a block of about ``block_s`` seconds (at least 1)."""
+    fn()
+    number = 1
+    while True:
+        took = _block(fn, number) * number
+        if took >= block_s / 4 or number >= 1 << 16:
+            return max(1, int(number * block_s / max(took, 1e-9)))
+        number *= 4
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    """Median, quartiles, min and max of ``values``."""
+    values = sorted(values)
+    if len(values) >= 4:
+        q1, _, q3 = statistics.quantiles(values, n=4)
+    else:
+        q1, q3 = values[0], values[-1]
+    return {"median": statistics.median(values), "q1": q1, "q3": q3, "min": values[0], "max": values[-1]}
+
+
+def compare(
+    ours: Callable[[], object],
+    reference: Callable[[], object],
+    repeats: int,
+    block_s: float,
+) -> dict[str, object]:
+    """Time ``ours`` against ``reference`` in alternating blocks; return the ratio ours / reference.
+
+    Each repeat times one block of each (their order alternates from repeat to repeat), so
+    a change in the machine's load between repeats affects both sides of a ratio alike.
+    Returns the spread of the per-repeat ratios and the median time per call of each side.
+    """
+    ours(), reference()  # warm up
+    number = max(calibrate(ours, block_s), calibrate(reference, block_s))
+    ratios, t_ours, t_ref = [], [], []
+    for i in range(repeats):
+        if i % 2:
+            b = _block(reference, number)
+            a = _block(ours, number)
+        else:
+            a = _block(ours, number)
+            b = _block(reference, number)
+        t_ours.append(a)
+        t_ref.append(b)
+        ratios.append(a / b)
+    return {
+        "ratio": spread(ratios),
+        "ours_s": statistics.median(t_ours),
+        "reference_s": statistics.median(t_ref),
+        "calls_per_block": number,
+        "repeats": repeats,
+    }
+
+
+def fmt_ratio(result: dict[str, object]) -> str:
+    """``1.03 [1.01, 1.05]``: the median ratio and its interquartile range."""
+    r = result["ratio"]
+    return f"{r['median']:.3f} [{r['q1']:.3f}, {r['q3']:.3f}]"
+
+
+def fmt_time(seconds: float) -> str:
+    """A duration with a unit that keeps three significant digits."""
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.1f} us"
+    if seconds < 1:
+        return f"{seconds * 1e3:.2f} ms"
+    return f"{seconds:.2f} s"

@@ -1,0 +1,192 @@
+"""Figure 4: start-up cost, each script in a fresh interpreter, against ``import torch`` alone.
+
+Scripts run as subprocesses in interleaved rounds (the order rotates every round), so load
+changes hit every script alike; the figure is the median over rounds of each script's wall
+time divided by that round's ``import torch`` time. The 50-plugin case puts 50 generated
+plugin distributions (a package with one weighting spec and an ``.dist-info`` folder with
+``METADATA`` and ``entry_points.txt``, the layout ``pip install --target`` writes) on
+``PYTHONPATH``; its cost is the median per-round difference to the same script without them.
+"""
+
+from __future__ import annotations
+
+import compileall
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from ._settings import Settings
+from ._timing import spread
+
+AIM_RATIO = 1.10
+AIM_PLUGINS_S = 0.050
+N_PLUGINS = 50
+
+SCRIPTS = {
+    "import torch": "import torch",
+    "import diffusion_schemes + list_schemes()": (
+        "import diffusion_schemes as ds; n = len(ds.list_schemes()); assert n > 0"
+    ),
+    "... + create('preconditioner', 'edm')": (
+        "import diffusion_schemes as ds, torch; "
+        "ds.create('preconditioner', {'name': 'edm', 'sigma_data': 0.5}, model=torch.nn.Identity())"
+    ),
+    "... + create('noise_schedule', 'edm')": (
+        "import diffusion_schemes as ds; ds.create('noise_schedule', 'edm')"
+    ),
+}
+LIST = "import diffusion_schemes + list_schemes()"
+WITH_PLUGINS = f"list_schemes() with {N_PLUGINS} extra plugins"
+
+PLUGIN = '''"""Generated benchmark plugin {i}: one weighting spec, as a small third-party plugin writes it."""
+from typing import Literal
+
+from pydantic import Field
+
+import diffusion_schemes as ds
+
+
+class BenchWeighting{i}Spec(ds.WeightingSpec):
+    """Constant weight (benchmark plugin {i})."""
+
+    name: Literal["bench_weighting_{i}"] = "bench_weighting_{i}"
+    value: float = Field(1.0, gt=0, description="The constant weight.")
+
+    def build(self):
+        from .impl import make
+        return make(self.value)
+
+
+@ds.hookimpl
+def register_schemes():
+    return [BenchWeighting{i}Spec]
+'''
+
+
+def write_plugins(root: Path, n: int = N_PLUGINS) -> None:
+    """Write ``n`` installed plugin distributions (package + ``.dist-info``) under ``root``."""
+    for i in range(n):
+        module = f"bench_plugin_{i:02d}"
+        (root / module).mkdir(parents=True)
+        (root / module / "__init__.py").write_text(PLUGIN.format(i=i))
+        info = root / f"{module}-1.0.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(
+            f"Metadata-Version: 2.1\nName: bench-plugin-{i:02d}\nVersion: 1.0\n"
+            "Summary: generated benchmark plugin\nRequires-Dist: diffusion-schemes\n"
+        )
+        (info / "entry_points.txt").write_text(f"[diffusion_schemes]\n{module} = {module}\n")
+        (info / "INSTALLER").write_text("benchmarks\n")
+        (info / "RECORD").write_text("")
+
+
+def _env(extra_path: str | None) -> dict[str, str]:
+    # Bytecode is written and reused, as for an installed package (pip compiles what it installs):
+    # a PYTHONDONTWRITEBYTECODE inherited from a CI or sandbox would recompile our sources every run.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONWARNINGS"] = "ignore"
+    if extra_path:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (extra_path, env.get("PYTHONPATH")) if p)
+    return env
+
+
+def _run(code: str, env: dict[str, str]) -> tuple[float, float]:
+    """Wall time and CPU time (user + system, from the child's own resource usage) of one run."""
+    start = time.perf_counter()
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode:
+            err.seek(0)
+            raise RuntimeError(f"start-up script failed ({proc.returncode}): {code}\n{err.read().decode()}")
+    return wall, usage.ru_utime + usage.ru_stime
+
+
+def _count(code_env: dict[str, str]) -> int:
+    code = "import diffusion_schemes as ds; print(sum(i.name.startswith('bench_weighting_') for i in ds.list_schemes()))"
+    out = subprocess.run([sys.executable, "-c", code], env=code_env, check=True, capture_output=True, text=True)
+    return int(out.stdout.strip())
+
+
+def run(settings: Settings) -> dict[str, object]:
+    with tempfile.TemporaryDirectory(prefix="ds-bench-plugins-") as tmp:
+        write_plugins(Path(tmp))
+        plain, plugged = _env(None), _env(tmp)
+        found = _count(plugged)
+        if found != N_PLUGINS:
+            raise RuntimeError(f"expected {N_PLUGINS} generated plugins in list_schemes(), found {found}")
+        cases = [(name, code, plain) for name, code in SCRIPTS.items()]
+        cases.append((WITH_PLUGINS, SCRIPTS[LIST], plugged))
+        compileall.compile_dir(tmp, quiet=1)  # as pip does on install
+        for _, code, env in cases[1:] if not settings.quick else ():  # write bytecode, warm the cache (not timed)
+            _run(code, env)
+        wall: dict[str, list[float]] = {name: [] for name, _, _ in cases}
+        cpu: dict[str, list[float]] = {name: [] for name, _, _ in cases}
+        for r in range(settings.startup_repeats):
+            k = r % len(cases)
+            for name, code, env in cases[k:] + cases[:k]:
+                w, c = _run(code, env)
+                wall[name].append(w)
+                cpu[name].append(c)
+    results = {}
+    for name in wall:
+        results[name] = {
+            "cpu_s": spread(cpu[name]), "wall_s": spread(wall[name]),
+            "cpu_ratio": spread([a / b for a, b in zip(cpu[name], cpu["import torch"])]),
+            "wall_ratio": spread([a / b for a, b in zip(wall[name], wall["import torch"])]),
+        }
+    for clock, times in (("cpu", cpu), ("wall", wall)):
+        extra = [a - b for a, b in zip(times[WITH_PLUGINS], times[LIST])]
+        results[WITH_PLUGINS][f"extra_{clock}_s"] = spread(extra)
+    rows = []
+    for name, res in results.items():
+        r, w = res["cpu_ratio"], res["wall_ratio"]
+        rows.append({
+            "script (fresh interpreter)": name,
+            "CPU time": f"{res['cpu_s']['median'] * 1e3:.0f} ms",
+            "CPU / import torch [IQR]": f"{r['median']:.3f} [{r['q1']:.3f}, {r['q3']:.3f}]",
+            "wall time": f"{res['wall_s']['median'] * 1e3:.0f} ms",
+            "wall / import torch [IQR]": f"{w['median']:.3f} [{w['q1']:.3f}, {w['q3']:.3f}]",
+        })
+    list_ratio = results[LIST]["cpu_ratio"]["median"]
+    create_name = max((n for n in SCRIPTS if n.startswith("...")), key=lambda n: results[n]["cpu_ratio"]["median"])
+    create_ratio = results[create_name]["cpu_ratio"]["median"]
+    e = results[WITH_PLUGINS]["extra_cpu_s"]
+    ew = results[WITH_PLUGINS]["extra_wall_s"]
+
+    def by(ratio: float) -> str:
+        return "" if ratio < AIM_RATIO else f"; missed by {(ratio - AIM_RATIO) * 100:.1f} points"
+
+    aims = [
+        {"aim": f"import + list_schemes() under {AIM_RATIO:.2f}x import torch (CPU time)",
+         "met": list_ratio < AIM_RATIO, "detail": f"{list_ratio:.3f}x{by(list_ratio)}"},
+        {"aim": f"creating a scheme by name under {AIM_RATIO:.2f}x import torch (CPU time)",
+         "met": create_ratio < AIM_RATIO, "detail": f"{create_ratio:.3f}x for `{create_name}` (the worst){by(create_ratio)}"},
+        {"aim": f"{N_PLUGINS} extra plugin distributions cost under {AIM_PLUGINS_S * 1e3:.0f} ms together (CPU time)",
+         "met": e["median"] < AIM_PLUGINS_S,
+         "detail": f"{e['median'] * 1e3:.0f} ms CPU [IQR {e['q1'] * 1e3:.0f}, {e['q3'] * 1e3:.0f}], "
+                   f"{ew['median'] * 1e3:.0f} ms wall"},
+    ]
+    return {
+        "id": "startup",
+        "title": "4. Start-up",
+        "description": (
+            f"Each script in a fresh `{Path(sys.executable).name}` process, {settings.startup_repeats} interleaved "
+            "rounds; ratio = script / `import torch` in the same round, median [interquartile range]. CPU time "
+            "(user + system of the child process) is the figure: it is robust to other load on the machine; "
+            "wall time is shown beside it. "
+            f"The last row adds {N_PLUGINS} generated plugin distributions (one weighting spec each) on PYTHONPATH; "
+            f"they cost {e['median'] * 1e3:.0f} ms of CPU time together (median per-round difference to the row "
+            "without them)."
+        ),
+        "columns": list(rows[0]),
+        "rows": rows,
+        "aims": aims,
+        "data": {"import_torch_cpu_s": statistics.median(cpu["import torch"]), "cases": results},
+    }

@@ -1,0 +1,66 @@
+"""The benchmarks' quick mode runs and writes a well-formed report (timings are not checked here)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SECTIONS = ["overhead", "training", "compilation", "startup", "sampling", "gpu"]
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--out", str(out)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return out
+
+
+@pytest.mark.slow
+def test_quick_run_writes_markdown_and_json_beside_it(report):
+    assert sorted(p.name for p in report.iterdir()) == ["performance.json", "performance.md"]
+
+
+@pytest.mark.slow
+def test_json_has_every_section_with_rows_aims_and_machine(report):
+    data = json.loads((report / "performance.json").read_text())
+    assert data["quick"] is True
+    for key in ("date", "cpu_count", "torch", "torch_threads"):
+        assert data["machine"][key] not in (None, "")
+    assert [s["id"] for s in data["sections"]] == SECTIONS
+    for section in data["sections"]:
+        assert "error" not in section, section.get("error")
+        for aim in section["aims"]:
+            assert isinstance(aim["met"], bool) and aim["aim"] and aim["detail"]
+        if section["id"] == "gpu" and data["machine"]["cuda"] == "not available":
+            assert section["rows"] == [] and section["description"].startswith("not run: no GPU")
+            continue
+        assert section["rows"], section["id"]
+        for row in section["rows"]:
+            assert list(row) == section["columns"]
+    ratios = [r["vs_precomputed"]["ratio"] for r in data["sections"][0]["data"]]
+    assert all(r["q1"] <= r["median"] <= r["q3"] and r["min"] <= r["q1"] for r in ratios)
+
+
+@pytest.mark.slow
+def test_markdown_has_a_table_per_section_and_no_doctest_prompts(report):
+    text = (report / "performance.md").read_text()
+    data = json.loads((report / "performance.json").read_text())
+    assert text.startswith("# Performance")
+    assert ">>>" not in text  # docs/*.md are collected as doctests
+    for section in data["sections"]:
+        assert f"## {section['title']}" in text
+        if section["rows"]:
+            header = "| " + " | ".join(section["columns"]) + " |"
+            assert header in text
+    for line in text.splitlines():
+        if line.startswith("|"):
+            assert line.endswith("|")
