@@ -20,7 +20,9 @@ class CosineNoiseSchedule(ds.BaseNoiseSchedule):
     ``t(lambda) = (2 / pi) atan(exp(shift - lambda / 2))``; lambda is clipped to
     ``[log_snr_min, log_snr_max]`` by restricting t to ``[t(log_snr_max), t(log_snr_min)]``,
     where both sampling (N even steps from ``t_max`` to ``t_min``, then 0) and training
-    (uniform t) happen. ``d lambda / dt = -2 pi / sin(pi t)``.
+    (uniform t) happen. ``d lambda / dt = -2 pi / sin(pi t)``. The default weighting is the
+    core's ``snr`` (uniform on the epsilon-loss); Kingma & Gao 2023 pair this schedule with
+    ``weighting="sigmoid"`` (the ``diffusion-schemes-sigmoid`` distribution).
 
     >>> from diffusion_schemes_cosine import CosineNoiseSchedule
     >>> s = CosineNoiseSchedule()
