@@ -61,6 +61,15 @@ class Context:
         torch.distributed.all_reduce(t)
         return float(t) / self.world_size
 
+    def identical(self, module: torch.nn.Module) -> bool:
+        """Whether ``module``'s parameters are bit-for-bit the same on every rank (a DDP sanity check)."""
+        if not self.distributed:
+            return True
+        flat = torch.cat([p.detach().reshape(-1).double() for p in module.parameters()])
+        gathered = [torch.empty_like(flat) for _ in range(self.world_size)]
+        torch.distributed.all_gather(gathered, flat)
+        return all(torch.equal(gathered[0], g) for g in gathered[1:])
+
     def barrier(self) -> None:
         """Wait for every rank."""
         if self.distributed:

@@ -47,12 +47,12 @@ def samples_picture(path: str, panels: Sequence[tuple[str, torch.Tensor]], kind:
     for ax, (title, x) in zip(axes[0], panels):
         x = x.detach().float().cpu()
         if kind == "points":
-            ax.scatter(x[:, 0], x[:, 1], s=1, alpha=0.4, linewidths=0)
+            ax.scatter(x[:, 0].numpy(), x[:, 1].numpy(), s=1, alpha=0.4, linewidths=0)
             ax.set_xlim(-lim, lim)
             ax.set_ylim(-lim, lim)
             ax.set_aspect("equal")
         else:
-            ax.imshow(_grid(x[:64]), cmap="gray", vmin=-1, vmax=1)
+            ax.imshow(_grid(x[:64]).numpy(), cmap="gray", vmin=-1, vmax=1)
             ax.axis("off")
         ax.set_title(title, fontsize=10)
     fig.tight_layout()

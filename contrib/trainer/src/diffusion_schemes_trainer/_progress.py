@@ -75,6 +75,10 @@ class Progress:
             self.stream.flush()
             self.next_tenth = step * 10 // max(self.total, 1) + 1
 
+    def exclude(self, seconds: float) -> None:
+        """Leave ``seconds`` spent on something else (a measurement) out of the speed and time left."""
+        self.t0 += seconds
+
     def close(self) -> None:
         """End the bar's line."""
         if self.tty and self.line:

@@ -219,10 +219,13 @@ class _Trainer:
                 self.history["loss"].append([self.step, last])
                 acc, count = torch.zeros((), device=self.ctx.device), 0
             self.train_time += time.perf_counter() - t0
+            t_other = time.perf_counter()
             if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.steps:
                 self._record_eval()
             if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
                 self.save()
+            if progress is not None:
+                progress.exclude(time.perf_counter() - t_other)
             if progress is not None:
                 progress.update(self.step, last)
             if callback is not None:
@@ -237,7 +240,7 @@ class _Trainer:
         return result
 
 
-def _write_outputs(trainer: _Trainer, result: dict[str, Any], wall: float) -> dict[str, Any]:
+def _write_outputs(trainer: _Trainer, result: dict[str, Any], wall: float, in_sync: bool) -> dict[str, Any]:
     from . import _plots
 
     cfg, run_dir = trainer.config, trainer.run_dir
@@ -269,6 +272,7 @@ def _write_outputs(trainer: _Trainer, result: dict[str, Any], wall: float) -> di
         },
         "data": cfg.data.name,
         "world_size": trainer.ctx.world_size,
+        "replicas_identical": in_sync,
         "device": str(trainer.ctx.device),
         "train_time_s": trainer.train_time,
         "wall_time_s": wall,
@@ -326,13 +330,14 @@ def train(
             trainer.run(progress, callback)
             if progress is not None:
                 progress.close()
+        in_sync = ctx.identical(trainer.backbone)
         if ctx.is_main:
             if show:
                 print(f"sampling {config.data.eval_size} samples with {config.solver.name}, "
                       f"{config.sampling_steps} steps ...", file=out, flush=True)
             result = trainer._record_eval()
             trainer.save()
-            return _write_outputs(trainer, result, time.perf_counter() - wall0)
+            return _write_outputs(trainer, result, time.perf_counter() - wall0, in_sync)
         trainer._record_eval()
         trainer.save()
         return {}
