@@ -9,7 +9,7 @@ EXTRAS := $(foreach d,$(DISTS),$(if $(wildcard $(d)extras),-e $(d)[$(shell cat $
 
 .PHONY: run test setup clean docs docs-serve docs-plots bench
 run: $(STAMP)
-	$(VENV)/bin/diffusion-schemes list
+	$(VENV)/bin/diffusion-schemes train
 
 test: $(STAMP)
 	$(PY) -m pytest -q
