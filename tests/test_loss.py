@@ -156,25 +156,43 @@ def test_time_and_noise_drawn_from_the_schedule(batch):
     assert torch.allclose(drawn, loss_fn(x0, t=t, noise=noise))
 
 
-class StratifiedVP(VPNoiseSchedule):
-    def time_from_uniform(self, u):
-        """Inverse CDF of the training times, U(epsilon_t, 1)."""
-        return self.epsilon_t + (1 - self.epsilon_t) * u
-
-
 def test_low_discrepancy_draws_one_time_per_stratum():
-    loss_fn = ds.MSEDSMLoss(Backbone(), StratifiedVP(), low_discrepancy=True)
-    t = loss_fn.sample_time(8, generator=torch.Generator().manual_seed(0))
-    u = (t - 1e-5) / (1 - 1e-5)
+    loss_fn = ds.MSEDSMLoss(Backbone(), VPNoiseSchedule(), low_discrepancy=True)
+    t = loss_fn.sample_time(8, generator=torch.Generator().manual_seed(0)).double()
+    u = (t - 1e-5) / (1 - 1e-5)  # the VP training distribution is U(epsilon_t, 1)
     strata = torch.arange(8)
     assert bool(((u >= strata / 8) & (u < (strata + 1) / 8)).all())
     gaps = torch.diff(u)
     assert torch.allclose(gaps, torch.full_like(gaps, 1 / 8))  # one common offset
 
 
+@pytest.mark.parametrize("scheme", ["edm", "ve", "vp", "iddpm"])
+def test_stratified_times_follow_each_training_distribution(scheme):
+    """time_from_uniform is the training distribution's inverse CDF: the empirical CDF of the
+    stratified draws at each draw is within one stratum of the CDF the plain draws give."""
+    schedule = ds.create("noise_schedule", scheme)
+    loss_fn = ds.MSEDSMLoss(Backbone(), schedule, low_discrepancy=True)
+    n = 4096
+    stratified = loss_fn.sample_time(n, generator=torch.Generator().manual_seed(1)).double().sort().values
+    plain = schedule.sample_time(200_000, generator=torch.Generator().manual_seed(2)).double().sort().values
+    cdf = torch.searchsorted(plain, stratified, right=True).double() / plain.numel()
+    expected = (torch.arange(n, dtype=torch.float64) + 0.5) / n
+    # one stratum (1/n) plus the DKW bound of the 200k plain draws at 1e-6 false alarm
+    assert float((cdf - expected).abs().max()) < 1 / n + (math.log(2 / 1e-6) / (2 * plain.numel())) ** 0.5
+
+
+class NoInverse(VPNoiseSchedule):
+    """A schedule that draws its training times without stating their inverse CDF."""
+
+    time_from_uniform = ds.BaseNoiseSchedule.time_from_uniform
+
+    def sample_time(self, n, generator=None, device=None):
+        return self.epsilon_t + (1 - self.epsilon_t) * torch.rand(n, generator=generator, device=device)
+
+
 def test_low_discrepancy_needs_an_inverse_cdf():
     with pytest.raises(ValueError, match="time_from_uniform"):
-        ds.MSEDSMLoss(Backbone(), ds.create("noise_schedule", "vp"), low_discrepancy=True)
+        ds.MSEDSMLoss(Backbone(), NoInverse(), low_discrepancy=True)
 
 
 def test_bad_arguments(batch):

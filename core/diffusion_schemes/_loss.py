@@ -125,7 +125,7 @@ class MSEDSMLoss(torch.nn.Module):
             raise ValueError(f"unknown prediction_type {prediction_type!r}; expected one of {PREDICTION_TYPES}")
         if reduction not in REDUCTIONS:
             raise ValueError(f"unknown reduction {reduction!r}; expected one of {REDUCTIONS}")
-        if low_discrepancy and not callable(getattr(noise_schedule, "time_from_uniform", None)):
+        if low_discrepancy and not getattr(noise_schedule, "has_inverse_cdf", lambda: False)():
             raise ValueError(
                 f"low_discrepancy=True needs the schedule's inverse CDF of training times, "
                 f"time_from_uniform(u), which {type(noise_schedule).__name__} does not offer; "

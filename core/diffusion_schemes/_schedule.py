@@ -135,9 +135,11 @@ class BaseNoiseSchedule(SpecBacked, abc.ABC):
         ((0.001, 1.0), (1e-05, 1.0))
         """
 
-    @abc.abstractmethod
     def sample_time(self, n: int, generator: torch.Generator | None = None, device: Any = None) -> torch.Tensor:
         """``n`` diffusion times drawn from the training distribution.
+
+        By default ``time_from_uniform(u)`` with ``u ~ U(0, 1)`` drawn in float64; a schedule
+        overrides either this method or :meth:`time_from_uniform`.
 
         >>> import torch
         >>> import diffusion_schemes as ds
@@ -146,6 +148,28 @@ class BaseNoiseSchedule(SpecBacked, abc.ABC):
         >>> t.shape, bool(((t >= 1e-5) & (t <= 1)).all())
         (torch.Size([1000]), True)
         """
+        u = torch.rand(n, generator=generator, device=device, dtype=torch.float64)
+        return self.time_from_uniform(u).to(torch.get_default_dtype())
+
+    def time_from_uniform(self, u: torch.Tensor) -> torch.Tensor:
+        """The inverse CDF of the training distribution of t, at ``u`` in ``[0, 1)``.
+
+        Stratified (low-discrepancy) draws of the loss push ``u_i = (i + U) / B`` through it.
+
+        >>> import torch
+        >>> import diffusion_schemes as ds
+        >>> ve = ds.create("noise_schedule", "ve")           # log-uniform sigma in [0.02, 100]
+        >>> ve.time_from_uniform(torch.tensor([0.0, 0.5], dtype=torch.float64))
+        tensor([0.0200, 1.4142], dtype=torch.float64)
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} states no inverse CDF of its training times; implement "
+            "time_from_uniform(u) (or sample_time) to draw training times"
+        )
+
+    def has_inverse_cdf(self) -> bool:
+        """Whether :meth:`time_from_uniform` is implemented (needed for stratified draws)."""
+        return type(self).time_from_uniform is not BaseNoiseSchedule.time_from_uniform
 
     @abc.abstractmethod
     def timesteps(self, num_steps: int, device: Any = None) -> torch.Tensor:

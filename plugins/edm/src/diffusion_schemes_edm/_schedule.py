@@ -52,9 +52,10 @@ class EDMNoiseSchedule(ds.SigmaTimeSchedule):
             return math.exp(self.P_mean - 4.5 * self.P_std), math.exp(self.P_mean + 4.5 * self.P_std)
         return self.sigma_min, self.sigma_max
 
-    def sample_time(self, n: int, generator: torch.Generator | None = None, device: Any = None) -> torch.Tensor:
-        normal = torch.randn(n, generator=generator, device=device)
-        return torch.exp(self.P_mean + self.P_std * normal)
+    def time_from_uniform(self, u: torch.Tensor) -> torch.Tensor:
+        """``exp(P_mean + P_std Phi^-1(u))``: the log-normal quantile (u kept off 0 and 1)."""
+        u = torch.as_tensor(u, dtype=torch.float64).clamp(1e-12, 1 - 1e-12)
+        return torch.exp(self.P_mean + self.P_std * torch.special.ndtri(u))
 
     def timesteps(self, num_steps: int, device: Any = None) -> torch.Tensor:
         if num_steps < 1:

@@ -46,9 +46,11 @@ class IDDPMNoiseSchedule(ds.SigmaTimeSchedule):
     def domain(self, training: bool = False) -> tuple[float, float]:
         return float(self.u[self.M - 1]), float(self.u[0])
 
-    def sample_time(self, n: int, generator: torch.Generator | None = None, device: Any = None) -> torch.Tensor:
-        j = torch.randint(0, self.M, (n,), generator=generator, device=device)
-        return self.u.to(torch.get_default_dtype()).to(j.device)[j]
+    def time_from_uniform(self, u: torch.Tensor) -> torch.Tensor:
+        """``u_j`` with ``j = floor(u M)``: j uniform in ``{0, ..., M-1}``."""
+        u = torch.as_tensor(u, dtype=torch.float64)
+        j = torch.floor(u * self.M).long().clamp(0, self.M - 1)
+        return self.u.to(j.device)[j]
 
     def timesteps(self, num_steps: int, device: Any = None) -> torch.Tensor:
         if num_steps < 1:

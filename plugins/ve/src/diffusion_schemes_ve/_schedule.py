@@ -47,8 +47,9 @@ class VENoiseSchedule(ds.SigmaTimeSchedule):
     def domain(self, training: bool = False) -> tuple[float, float]:
         return self.sigma_min, self.sigma_max
 
-    def sample_time(self, n: int, generator: torch.Generator | None = None, device: Any = None) -> torch.Tensor:
-        u = torch.rand(n, generator=generator, device=device)
+    def time_from_uniform(self, u: torch.Tensor) -> torch.Tensor:
+        """``sigma_min (sigma_max / sigma_min)^u``: log-uniform noise levels."""
+        u = torch.as_tensor(u, dtype=torch.float64)
         return torch.exp(math.log(self.sigma_min) + u * math.log(self.sigma_max / self.sigma_min))
 
     def timesteps(self, num_steps: int, device: Any = None) -> torch.Tensor:

@@ -65,9 +65,9 @@ class VPNoiseSchedule(ds.BaseNoiseSchedule):
     def domain(self, training: bool = False) -> tuple[float, float]:
         return (self.epsilon_t if training else self.epsilon_s), 1.0
 
-    def sample_time(self, n: int, generator: torch.Generator | None = None, device: Any = None) -> torch.Tensor:
-        u = torch.rand(n, generator=generator, device=device)
-        return self.epsilon_t + (1 - self.epsilon_t) * u
+    def time_from_uniform(self, u: torch.Tensor) -> torch.Tensor:
+        """``epsilon_t + (1 - epsilon_t) u``: t uniform on ``[epsilon_t, 1]``."""
+        return self.epsilon_t + (1 - self.epsilon_t) * torch.as_tensor(u, dtype=torch.float64)
 
     def timesteps(self, num_steps: int, device: Any = None) -> torch.Tensor:
         if num_steps < 1:
