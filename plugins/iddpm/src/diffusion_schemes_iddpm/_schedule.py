@@ -47,9 +47,9 @@ class IDDPMNoiseSchedule(ds.SigmaTimeSchedule):
         return float(self.u[self.M - 1]), float(self.u[0])
 
     def time_from_uniform(self, u: torch.Tensor) -> torch.Tensor:
-        """``u_j`` with ``j = floor(u M)``: j uniform in ``{0, ..., M-1}``."""
+        """``u_j`` with ``j = M - 1 - floor(u M)``: j uniform in ``{0, ..., M-1}``, t nondecreasing in u."""
         u = torch.as_tensor(u, dtype=torch.float64)
-        j = torch.floor(u * self.M).long().clamp(0, self.M - 1)
+        j = (self.M - 1 - torch.floor(u * self.M).long()).clamp(0, self.M - 1)  # u_j decreases with j
         return self.u.to(j.device)[j]
 
     def timesteps(self, num_steps: int, device: Any = None) -> torch.Tensor:
