@@ -288,3 +288,38 @@ def config_roundtrip(ctx: Any) -> str | None:
     t = time_grid(*map(float, s.domain(False)), num=9)
     msg = compare(rebuilt.get_log_snr(t), s.get_log_snr(t), "t", t, rtol=1e-12)
     return f"the rebuilt schedule has another lambda(t), {msg}" if msg else None
+
+
+@invariant("noise_schedule")
+def time_from_uniform_consistent(ctx: Any) -> str | None:
+    """Where stated, the inverse CDF ``time_from_uniform`` is nondecreasing, in ``t_limits``, and what ``sample_time`` draws.
+
+    The fraction of ``sample_time`` draws below ``time_from_uniform(q)`` must be ``q`` within
+    five binomial standard errors, for q = 0.1, ..., 0.9.
+    """
+    s = ctx.obj
+    has = getattr(s, "has_inverse_cdf", None)
+    if has is None or not has():
+        ctx.skip("the schedule states no inverse CDF (time_from_uniform)")
+        return None
+    n = 1001
+    u = (torch.arange(n, dtype=torch.float64) + 0.5) / n
+    t = s.time_from_uniform(u).to(torch.float64)
+    if not bool(torch.isfinite(t).all()):
+        return f"time_from_uniform is not finite at u={fmt(u[~torch.isfinite(t)])}"
+    if bool((t[1:] < t[:-1]).any()):
+        i = int((t[1:] < t[:-1]).nonzero()[0])
+        return f"time_from_uniform decreases: t({fmt(u[i])}) = {fmt(t[i])} > t({fmt(u[i + 1])}) = {fmt(t[i + 1])}"
+    t_lo, t_hi = s.t_limits
+    if bool(((t <= t_lo) | (t >= t_hi)).any()):
+        return f"time_from_uniform leaves t_limits ({t_lo}, {t_hi}): {fmt(t[(t <= t_lo) | (t >= t_hi)])}"
+    draws = s.sample_time(4096, generator=ctx.generator).to(torch.float64)
+    q = torch.linspace(0.1, 0.9, 9, dtype=torch.float64)
+    below = (draws[None, :] <= s.time_from_uniform(q).to(torch.float64)[:, None]).to(torch.float64).mean(dim=1)
+    worst = int((below - q).abs().argmax())
+    if float((below - q).abs()[worst]) > 5 * math.sqrt(0.25 / draws.numel()):
+        return (
+            f"sample_time does not draw from time_from_uniform's distribution: {float(below[worst]):.3f} of the "
+            f"draws fall below its {float(q[worst]):.1f}-quantile"
+        )
+    return None

@@ -64,7 +64,11 @@ class CosineNoiseSchedule(ds.BaseNoiseSchedule):
 
     def sample_time(self, n: int, generator: torch.Generator | None = None, device: Any = None) -> torch.Tensor:
         u = torch.rand(n, generator=generator, device=device, dtype=torch.float64)
-        return (self.t_min + (self.t_max - self.t_min) * u).to(torch.float32)
+        return self.time_from_uniform(u).to(torch.float32)
+
+    def time_from_uniform(self, u: torch.Tensor) -> torch.Tensor:
+        """The inverse CDF of the training times (uniform on ``[t_min, t_max]``) at ``u`` in ``[0, 1)``."""
+        return self.t_min + (self.t_max - self.t_min) * torch.as_tensor(u, dtype=torch.float64)
 
     def timesteps(self, num_steps: int, device: Any = None) -> torch.Tensor:
         if num_steps < 1:
