@@ -54,10 +54,6 @@ class FlowMatchingNoiseSchedule(ds.BaseNoiseSchedule):
     def domain(self, training: bool = False) -> tuple[float, float]:
         return self.t_min, self.t_max
 
-    def sample_time(self, n: int, generator: torch.Generator | None = None, device: Any = None) -> torch.Tensor:
-        u = torch.rand(n, generator=generator, device=device, dtype=torch.float64)
-        return self.time_from_uniform(u).to(torch.float32)
-
     def time_from_uniform(self, u: torch.Tensor) -> torch.Tensor:
         """The inverse CDF of the training times (uniform on ``[t_min, t_max]``) at ``u`` in ``[0, 1)``."""
         return self.t_min + (self.t_max - self.t_min) * torch.as_tensor(u, dtype=torch.float64)
