@@ -1,9 +1,10 @@
 """The kit's own reference schedule, used where a check needs a schedule and none is paired.
 
-Variance exploding with the time equal to the noise level, ``lambda(t) = -2 log t``
-(Karras et al. 2022, Table 1, ``sigma(t) = t``, ``s(t) = 1``), geometric sampling steps and
-log-uniform training times. It is deliberately plain so a weighting or solver is checked
-against a schedule whose every quantity has a closed form; it is not registered.
+Variance exploding with the time equal to the noise level (the core's
+:class:`~diffusion_schemes.SigmaTimeSchedule`, ``lambda(t) = -2 log t``; Karras et al. 2022,
+Table 1, ``sigma(t) = t``, ``s(t) = 1``), geometric sampling steps and log-uniform training
+times. It is deliberately plain so a weighting or solver is checked against a schedule whose
+every quantity has a closed form; it is not registered.
 
 >>> from diffusion_schemes.conformance._reference import ReferenceSchedule
 >>> s = ReferenceSchedule(0.01, 100.0)
@@ -18,30 +19,24 @@ from typing import Any
 
 import torch
 
-from .._schedule import BaseNoiseSchedule
+from .._sigma_time import SigmaTimeSchedule
 
 __all__ = ["ReferenceSchedule"]
 
 
-class ReferenceSchedule(BaseNoiseSchedule):
+class ReferenceSchedule(SigmaTimeSchedule):
     """``t`` = noise level on ``[sigma_min, sigma_max]``, geometric steps, log-uniform training, no weighting."""
 
     def __init__(self, sigma_min: float = 1e-3, sigma_max: float = 1e3) -> None:
         self.sigma_min, self.sigma_max = float(sigma_min), float(sigma_max)
-        super().__init__("conformance-reference", "exploding", None)
-
-    def get_log_snr(self, t: Any, training: bool = False) -> torch.Tensor:
-        return -2 * self._t(t, training).log()
-
-    def get_t_from_log_snr(self, log_snr: Any, training: bool = False) -> torch.Tensor:
-        return torch.exp(-self._log_snr(log_snr) / 2)
+        super().__init__("conformance-reference", None)
 
     def domain(self, training: bool = False) -> tuple[float, float]:
         return self.sigma_min, self.sigma_max
 
-    def sample_time(self, n: int, generator: torch.Generator | None = None, device: Any = None) -> torch.Tensor:
-        u = torch.rand(n, generator=generator, device=device, dtype=torch.float64)
-        return self.sigma_min * (self.sigma_max / self.sigma_min) ** u
+    def time_from_uniform(self, u: torch.Tensor) -> torch.Tensor:
+        """Log-uniform: ``sigma_min (sigma_max / sigma_min)^u``."""
+        return self.sigma_min * (self.sigma_max / self.sigma_min) ** torch.as_tensor(u, dtype=torch.float64)
 
     def timesteps(self, num_steps: int, device: Any = None) -> torch.Tensor:
         i = torch.arange(num_steps, dtype=torch.float64, device=device) / max(num_steps - 1, 1)
