@@ -70,9 +70,13 @@ class _ResidualMLPBlock(nn.Module):
 
 
 class MLP(nn.Module):
-    """Residual MLP for vectors ``(B, dim)``: input layer, ``depth`` blocks taking the noise embedding, output layer.
+    """Residual MLP: input layer, ``depth`` blocks taking the noise embedding, output layer.
 
-    The output layer starts at zero, so an untrained model predicts ``F = 0`` (for an affine
+    Inputs ``(B, dim)`` (or ``(B, *)``, flattened to ``dim`` features). Beside the residual
+    path, a noise-dependent gain times the input, ``g(c_noise) * x``, lets the network be
+    exactly linear in ``x`` where the ideal output is (an epsilon-prediction at high noise is
+    nearly ``x`` itself), also for inputs in the tails that training rarely sees. Both output
+    layers start at zero, so an untrained model predicts ``F = 0`` (for an affine
     preconditioner, ``D = c_skip x``).
 
     Args:
@@ -89,16 +93,20 @@ class MLP(nn.Module):
         self.inp = nn.Linear(dim, hidden)
         self.blocks = nn.ModuleList(_ResidualMLPBlock(hidden) for _ in range(depth))
         self.out = nn.Sequential(nn.LayerNorm(hidden), nn.SiLU(), nn.Linear(hidden, dim))
-        nn.init.zeros_(self.out[-1].weight)
-        nn.init.zeros_(self.out[-1].bias)
+        self.gate = nn.Linear(hidden, dim)
+        for layer in (self.out[-1], self.gate):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
 
     def forward(self, x: torch.Tensor, c_noise: torch.Tensor, condition: Any = None) -> torch.Tensor:
         _unconditional(condition, "MLP")
+        shape = x.shape
+        x = x.reshape(shape[0], -1)
         emb = self.emb_mlp(self.embed(c_noise).to(x.dtype))
         h = self.inp(x)
         for block in self.blocks:
             h = block(h, emb)
-        return self.out(h)
+        return (self.out(h) + self.gate(emb) * x).reshape(shape)
 
 
 class _ResidualConvBlock(nn.Module):
