@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pydantic import TypeAdapter
+from pydantic import create_model
 
 from .._config import json_schema, spec_type
 from .._registry import registry
@@ -64,7 +64,9 @@ def json_schema_valid(ctx: Any) -> str | None:
         return f"ds.json_schema({ctx.kind!r}) does not map {ctx.name!r}: {sorted(mapping)}"
     if mapping is None and whole.get("title") != cls.__name__:
         return f"ds.json_schema({ctx.kind!r}) does not describe {cls.__qualname__}"
-    via_union = TypeAdapter(spec_type(ctx.kind)).validate_json(ctx.spec.model_dump_json())
+    # the way a downstream framework embeds it: as the type of a field of its own config
+    holder = create_model("DownstreamConfig", scheme=(spec_type(ctx.kind), ...))
+    via_union = holder.model_validate_json(f'{{"scheme": {ctx.spec.model_dump_json()}}}').scheme
     if via_union != ctx.spec:
         return f"validating the spec's JSON through ds.spec_type({ctx.kind!r}) gives {via_union!r}, not {ctx.spec!r}"
     return None
