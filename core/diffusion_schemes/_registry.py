@@ -166,13 +166,13 @@ class Registry:
 
         allow, block = _env_names(ENV_ALLOW), _env_names(ENV_BLOCK)
         seen: set[tuple[str, str]] = set()
-        for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: (_dist_name(e), e.name)):
-            dist = _dist_name(ep)
+        # dist.name and dist.version each read and parse METADATA: read it once per entry point.
+        found = [(*_dist_info(ep), ep) for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)]
+        for dist, version, ep in sorted(found, key=lambda e: (e[0], e[2].name)):
             key = (normalize_distribution(dist), ep.value)
             if key in seen:  # the same distribution seen twice on sys.path
                 continue
             seen.add(key)
-            version = ep.dist.version if ep.dist is not None else ""
             norm = normalize_distribution(dist)
             if norm == CORE_DISTRIBUTION:
                 continue
@@ -391,9 +391,13 @@ def check_kind(kind: str) -> str:
     return kind
 
 
-def _dist_name(ep: metadata.EntryPoint) -> str:
+def _dist_info(ep: metadata.EntryPoint) -> tuple[str, str]:
+    """``(name, version)`` of the distribution exposing ``ep`` (its METADATA parsed once)."""
     dist = getattr(ep, "dist", None)
-    return dist.name if dist is not None else ep.module.split(".")[0]
+    if dist is None:
+        return ep.module.split(".")[0], ""
+    meta = dist.metadata
+    return meta["Name"], meta["Version"]
 
 
 def _version_of(dist: str) -> str:
