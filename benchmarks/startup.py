@@ -11,6 +11,7 @@ plugin distributions (a package with one weighting spec and an ``.dist-info`` fo
 from __future__ import annotations
 
 import compileall
+import json
 import os
 import statistics
 import subprocess
@@ -28,8 +29,9 @@ N_PLUGINS = 50
 
 SCRIPTS = {
     "import torch": "import torch",
-    "import diffusion_schemes + list_schemes()": (
-        "import diffusion_schemes as ds; n = len(ds.list_schemes()); assert n > 0"
+    "import diffusion_schemes + list_schemes()": (  # prints the CPU time of list_schemes() (the discovery)
+        "import time, diffusion_schemes as ds; t = time.process_time(); n = len(ds.list_schemes()); "
+        "print(time.process_time() - t); assert n > 0"
     ),
     "... + create('preconditioner', 'edm')": (
         "import diffusion_schemes as ds, torch; "
@@ -67,6 +69,58 @@ def register_schemes():
 '''
 
 
+BREAKDOWN = """
+import gc, json, time
+clock = time.process_time
+spent, started = [0.0], [0.0]
+def on_gc(phase, info):
+    if phase == "start":
+        started[0] = clock()
+    else:
+        spent[0] += clock() - started[0]
+t0 = clock()
+import torch
+t1 = clock()
+gc.callbacks.append(on_gc)
+import pydantic, pydantic.fields, pluggy
+t2 = clock()
+import diffusion_schemes as ds
+t3 = clock()
+ds.list_schemes()
+t4 = clock()
+print(json.dumps({"torch": t1 - t0, "pydantic + pluggy": t2 - t1, "import diffusion_schemes": t3 - t2,
+                  "list_schemes()": t4 - t3, "garbage collection (within the three)": spent[0]}))
+"""
+
+
+def breakdown(env: dict[str, str], repeats: int, script: str = BREAKDOWN) -> dict[str, float]:
+    """Median CPU seconds of each phase that ``script`` prints (default: torch, pydantic, ours, listing)."""
+    runs = []
+    for _ in range(repeats):
+        out = subprocess.run([sys.executable, "-c", script], env=env, check=True, capture_output=True, text=True)
+        runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+
+
+PLUGIN_BREAKDOWN = """
+import importlib.metadata as md, json, time
+import diffusion_schemes as ds
+clock = time.process_time
+t0 = clock()
+eps = [ep for ep in md.entry_points(group="diffusion_schemes") if ep.module.startswith("bench_plugin_")]
+t1 = clock()
+meta = [(ep.dist.name, ep.dist.version) for ep in eps]
+t2 = clock()
+modules = [ep.load() for ep in eps]
+t3 = clock()
+ds.list_schemes()
+t4 = clock()
+print(json.dumps({"finding the entry points": t1 - t0, "reading each distribution's name and version once": t2 - t1,
+                  "importing the 50 entry modules (one pydantic spec class each)": t3 - t2,
+                  "list_schemes() once they are imported (registry: metadata, pluggy, specs)": t4 - t3}))
+"""
+
+
 def write_plugins(root: Path, n: int = N_PLUGINS) -> None:
     """Write ``n`` installed plugin distributions (package + ``.dist-info``) under ``root``."""
     for i in range(n):
@@ -94,18 +148,19 @@ def _env(extra_path: str | None) -> dict[str, str]:
     return env
 
 
-def _run(code: str, env: dict[str, str]) -> tuple[float, float]:
-    """Wall time and CPU time (user + system, from the child's own resource usage) of one run."""
+def _run(code: str, env: dict[str, str]) -> tuple[float, float, str]:
+    """Wall time, CPU time (user + system, from the child's own resource usage) and stdout of one run."""
     start = time.perf_counter()
-    with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL, stderr=err)
+    with tempfile.TemporaryFile() as err, tempfile.TemporaryFile() as out:
+        proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=out, stderr=err)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - start
         proc.returncode = os.waitstatus_to_exitcode(status)
         if proc.returncode:
             err.seek(0)
             raise RuntimeError(f"start-up script failed ({proc.returncode}): {code}\n{err.read().decode()}")
-    return wall, usage.ru_utime + usage.ru_stime
+        out.seek(0)
+        return wall, usage.ru_utime + usage.ru_stime, out.read().decode()
 
 
 def _count(code_env: dict[str, str]) -> int:
@@ -128,12 +183,17 @@ def run(settings: Settings) -> dict[str, object]:
             _run(code, env)
         wall: dict[str, list[float]] = {name: [] for name, _, _ in cases}
         cpu: dict[str, list[float]] = {name: [] for name, _, _ in cases}
+        discovery: dict[str, list[float]] = {LIST: [], WITH_PLUGINS: []}
         for r in range(settings.startup_repeats):
             k = r % len(cases)
             for name, code, env in cases[k:] + cases[:k]:
-                w, c = _run(code, env)
+                w, c, printed = _run(code, env)
                 wall[name].append(w)
                 cpu[name].append(c)
+                if name in discovery:
+                    discovery[name].append(float(printed.strip().splitlines()[-1]))
+        phases = breakdown(plain, 1 if settings.quick else 3)
+        plugin_phases = breakdown(plugged, 1 if settings.quick else 3, PLUGIN_BREAKDOWN)
     results = {}
     for name in wall:
         results[name] = {
@@ -157,8 +217,9 @@ def run(settings: Settings) -> dict[str, object]:
     list_ratio = results[LIST]["cpu_ratio"]["median"]
     create_name = max((n for n in SCRIPTS if n.startswith("...")), key=lambda n: results[n]["cpu_ratio"]["median"])
     create_ratio = results[create_name]["cpu_ratio"]["median"]
-    e = results[WITH_PLUGINS]["extra_cpu_s"]
-    ew = results[WITH_PLUGINS]["extra_wall_s"]
+    e = spread([a - b for a, b in zip(discovery[WITH_PLUGINS], discovery[LIST])])
+    results[WITH_PLUGINS]["extra_discovery_cpu_s"] = e
+    ew = results[WITH_PLUGINS]["extra_cpu_s"]
 
     def by(ratio: float) -> str:
         return "" if ratio < AIM_RATIO else f"; missed by {(ratio - AIM_RATIO) * 100:.1f} points"
@@ -170,8 +231,10 @@ def run(settings: Settings) -> dict[str, object]:
          "met": create_ratio < AIM_RATIO, "detail": f"{create_ratio:.3f}x for `{create_name}` (the worst){by(create_ratio)}"},
         {"aim": f"{N_PLUGINS} extra plugin distributions cost under {AIM_PLUGINS_S * 1e3:.0f} ms together (CPU time)",
          "met": e["median"] < AIM_PLUGINS_S,
-         "detail": f"{e['median'] * 1e3:.0f} ms CPU [IQR {e['q1'] * 1e3:.0f}, {e['q3'] * 1e3:.0f}], "
-                   f"{ew['median'] * 1e3:.0f} ms wall"},
+         "detail": f"{e['median'] * 1e3:.0f} ms [IQR {e['q1'] * 1e3:.0f}, {e['q3'] * 1e3:.0f}] more CPU time in "
+                   f"list_schemes() (whole process: {ew['median'] * 1e3:.0f} ms, noisier)"
+                   + ("" if e["median"] < AIM_PLUGINS_S else
+                      f"; missed by {(e['median'] - AIM_PLUGINS_S) * 1e3:.0f} ms")},
     ]
     return {
         "id": "startup",
@@ -182,11 +245,35 @@ def run(settings: Settings) -> dict[str, object]:
             "(user + system of the child process) is the figure: it is robust to other load on the machine; "
             "wall time is shown beside it. "
             f"The last row adds {N_PLUGINS} generated plugin distributions (one weighting spec each) on PYTHONPATH; "
-            f"they cost {e['median'] * 1e3:.0f} ms of CPU time together (median per-round difference to the row "
-            "without them)."
+            f"they cost {e['median'] * 1e3:.0f} ms of CPU time together: the median per-round difference of the "
+            "CPU time that `list_schemes()` (where discovery happens) takes in the two processes, printed by the "
+            "script itself, which is far less noisy than the difference of whole processes."
         ),
         "columns": list(rows[0]),
         "rows": rows,
         "aims": aims,
-        "data": {"import_torch_cpu_s": statistics.median(cpu["import torch"]), "cases": results},
+        "extra_tables": [{
+            "title": "Where the start-up time goes",
+            "description": (
+                "CPU time of each phase of `import torch; import pydantic, pydantic.fields, pluggy; import "
+                "diffusion_schemes; list_schemes()` in one fresh process (median of runs). Garbage collection is "
+                "the time the collector ran during the three phases after torch: a full collection walks every "
+                "object torch created, and the allocations of these imports are what trigger it."
+            ),
+            "columns": ["phase", "CPU time"],
+            "rows": [{"phase": k, "CPU time": f"{v * 1e3:.0f} ms"} for k, v in phases.items()],
+        }, {
+            "title": f"Where the {N_PLUGINS} plugins' time goes",
+            "description": (
+                f"CPU time of each phase of discovering the {N_PLUGINS} generated plugins, in one fresh process "
+                "(median of runs), per phase and per plugin. A plugin's entry module declares its pydantic spec "
+                "class, and building a pydantic model class costs about a millisecond: that is most of a plugin's "
+                "cost, and it belongs to the plugin's declaration, not to the registry."
+            ),
+            "columns": ["phase", "CPU time", "per plugin"],
+            "rows": [{"phase": k, "CPU time": f"{v * 1e3:.1f} ms", "per plugin": f"{v / N_PLUGINS * 1e3:.2f} ms"}
+                     for k, v in plugin_phases.items()],
+        }],
+        "data": {"import_torch_cpu_s": statistics.median(cpu["import torch"]), "cases": results, "phases": phases,
+                 "plugin_phases": plugin_phases},
     }
