@@ -115,11 +115,13 @@ def run(settings: Settings) -> dict[str, object]:
     extra = (tiny["timing"]["ours_s"] - tiny["timing"]["reference_s"]) * 1e6
     notes = [
         f"Why the tiny MLP misses: `MSEDSMLoss` spends about {extra:.0f} us more per step than the inline loss "
-        "(tiny MLP, batch 64), in small per-sample operations the general loss does and the inline EDM loss "
-        "does not need: the schedule's log-SNR in float64 and its conversion, the noise level from the log-SNR, "
-        "the weighting looked up through the schedule and converted to the prediction type, and the "
-        "preconditioner's argument checks. They are per-sample scalars, so their cost does not grow with the "
-        "image: for the conv net they are within the noise, and peak memory is the same on both sides.",
+        "(tiny MLP, batch 64), in per-sample work that a general loss does and the inline EDM loss does not: "
+        "profiling shows the schedule's `get_log_snr(t)` run twice per step (in the loss, then again inside "
+        "`loss_weight(t)`), each with the schedule's CPU domain check on t (`bool(((t > lo) & (t < hi)).all())`, "
+        "about 20 us), the float64 log-SNR and its conversions, and the weighting reached through the schedule. "
+        "These costs do not grow with the image: for the conv net they are within the noise, and peak memory "
+        "is the same on both sides. Possible fixes, left to the owners of `_loss.py` and `_schedule.py`: pass "
+        "the log-SNR already computed to the weight, and check the domain with one `aminmax` and a read.",
     ]
     return {
         "notes": notes,
