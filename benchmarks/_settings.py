@@ -34,4 +34,4 @@ class Settings:
         backend, note = compile_backend(quick)
         if quick:
             return cls(True, 3, 0.002, 1, 512, (10, 20), backend, note)
-        return cls(False, 15, 0.05, 12, 20000, (10, 20, 35, 50, 75, 100), backend, note)
+        return cls(False, 15, 0.05, 12, 10000, (10, 20, 35, 50, 75, 100), backend, note)

@@ -4,7 +4,7 @@ Accuracy: data from a 2-D Gaussian mixture (8 components on the unit circle, std
 exact denoiser (the posterior mean, ``tests/gaussian_mixture.py``) replaces the network, so
 the error left is the solver's alone. Every installed solver runs on the EDM schedule from
 ``init_latents`` with a fixed seed at budgets of 10 to 100 evaluations; the error is the
-sliced Wasserstein-1 distance to the exact mixture (the mean over 32 evenly spaced
+sliced Wasserstein-1 distance to the exact mixture (the mean over 16 evenly spaced
 directions of the 1-D W1 between the projected samples and the projected mixture, whose
 quantiles are exact). The same distance for exact samples of the same size is the floor
 that sampling noise alone reaches.
@@ -27,7 +27,7 @@ from ._backbones import BACKBONES
 from ._settings import Settings
 from ._timing import compare, fmt_time, spread
 
-DIRECTIONS = 32
+DIRECTIONS = 16
 AIM_LOOP = 0.05
 
 
