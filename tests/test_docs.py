@@ -155,27 +155,45 @@ def test_api_doctest_fences_wrap_doctest_blocks_only():
 
 
 def test_plot_curves_come_from_the_public_api(fresh_registry):
-    """The numbers behind the figures: noise level, lambda and weights match closed forms; an inverse CDF
-    of training times gives the exact density of ln(noise level) (log-uniform for VE: 1 / ln(max/min))."""
+    """The numbers behind the figures: noise level, lambda and weights match closed forms; the inverse CDF
+    of training times gives the exact density of ln(noise level) (log-uniform for VE: 1 / ln(max/min));
+    a schedule that states no inverse CDF is drawn from its samples alone."""
     import math
 
     import torch
-    from diffusion_schemes_ve import VENoiseSchedule
 
     from diffusion_schemes._plot import schedule_curves
 
-    class WithInverseCDF(VENoiseSchedule):
-        def time_from_uniform(self, u):
-            return self.sigma_min * (self.sigma_max / self.sigma_min) ** u
-
-    c = schedule_curves(WithInverseCDF(), num=50, num_draws=2000)
+    c = schedule_curves(ds.create("noise_schedule", "ve"), num=50, num_draws=2000)
     assert torch.allclose(c["noise_level"], c["t"]) and torch.allclose(c["lambda"], -2 * c["t"].log())
     assert torch.allclose(c["weights"]["epsilon"], torch.ones(50, dtype=torch.float64))
     assert torch.allclose(c["weights"]["x0"], c["t_train"] ** -2)
     points, density = c["log_noise_level_density"]
     assert torch.allclose(density, torch.full_like(density, 1 / math.log(100.0 / 0.02)))
     assert float(points.min()) > math.log(0.02) and float(points.max()) < math.log(100.0)
-    assert "log_noise_level_density" not in schedule_curves(VENoiseSchedule(), num=10, num_draws=10)
+
+    class SamplesOnly(ds.BaseNoiseSchedule):  # log-uniform noise level in [0.01, 50], no inverse CDF
+        def __init__(self):
+            super().__init__("samples-only", "exploding")
+
+        def get_log_snr(self, t, training=False):
+            return -2 * self._t(t, training).log()
+
+        def get_t_from_log_snr(self, log_snr, training=False):
+            return torch.exp(-self._log_snr(log_snr) / 2)
+
+        def domain(self, training=False):
+            return (0.01, 50.0)
+
+        def sample_time(self, n, generator=None, device=None):
+            return 0.01 * 5000.0 ** torch.rand(n, generator=generator, device=device)
+
+        def timesteps(self, num_steps, device=None):
+            i = torch.arange(num_steps, dtype=torch.float64) / max(num_steps - 1, 1)
+            return self._with_zero(50.0 * (0.01 / 50.0) ** i)
+
+    c = schedule_curves(SamplesOnly(), num=10, num_draws=100)
+    assert "log_noise_level_density" not in c and c["t_draws"].shape == (100,)
 
 
 def test_quickstart_shows_what_make_run_runs():

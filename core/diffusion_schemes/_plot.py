@@ -20,7 +20,7 @@ The numbers behind the curves are available without matplotlib:
 >>> from diffusion_schemes._plot import schedule_curves
 >>> curves = schedule_curves(ds.create("noise_schedule", "edm"), num_draws=1000)
 >>> sorted(curves)
-['lambda', 'lambda_train', 'log_noise_level_draws', 'noise_level', 'step_t', 'steps_noise_level', 't', 't_draws', 't_train', 'weights']
+['lambda', 'lambda_train', 'log_noise_level_density', 'log_noise_level_draws', 'noise_level', 'step_t', 'steps_noise_level', 't', 't_draws', 't_train', 'weights']
 >>> sorted(curves["weights"])
 ['epsilon', 'score', 'v', 'x0']
 """
@@ -88,14 +88,21 @@ def schedule_curves(schedule: Any, num: int = 400, num_draws: int = 100_000, ste
         "step_t": step_t,
         "steps_noise_level": schedule.noise_level(step_t).double(),
     }
-    inverse_cdf = getattr(schedule, "time_from_uniform", None)  # optional: the training times' inverse CDF
-    if callable(inverse_cdf):
+    if _has_inverse_cdf(schedule):
         u = torch.linspace(0.0005, 0.9995, num, dtype=torch.float64)
-        level = -schedule.get_log_snr(torch.as_tensor(inverse_cdf(u)), training=True).double() / 2
+        level = -schedule.get_log_snr(torch.as_tensor(schedule.time_from_uniform(u)), training=True).double() / 2
         step = torch.diff(level).abs()
         if bool((step > 0).all()):  # a continuous distribution: density of ln(noise level) = du / d ln s
             curves["log_noise_level_density"] = ((level[1:] + level[:-1]) / 2, torch.diff(u) / step)
     return curves
+
+
+def _has_inverse_cdf(schedule: Any) -> bool:
+    """Whether the schedule states the inverse CDF of its training times (optional for a schedule)."""
+    has = getattr(schedule, "has_inverse_cdf", None)
+    if callable(has):
+        return bool(has())
+    return callable(getattr(schedule, "time_from_uniform", None))
 
 
 class _ZeroBackbone(torch.nn.Module):
