@@ -147,3 +147,28 @@ def test_digits_are_scaled_images_split_without_overlap():
     got = torch.cat([s.train, s.eval_a, s.eval_b]).reshape(-1, 64).double()
     key = lambda rows: sorted(map(tuple, rows.tolist()))  # noqa: E731
     assert key(got) == key(expected)
+
+
+def test_backbones_are_diffusion_models_of_the_data_shape():
+    import diffusion_schemes as ds
+    from diffusion_schemes_trainer import MLP, ConvNet
+
+    for net, shape in ((MLP(dim=2, hidden=8), (5, 2)), (MLP(dim=64, hidden=8), (5, 1, 8, 8)),
+                       (ConvNet(1, channels=8, blocks=1), (5, 1, 8, 8))):
+        assert isinstance(net, ds.DiffusionModel)
+        x = torch.randn(shape)
+        assert torch.equal(net(x, torch.rand(5)), torch.zeros(shape))  # output layers start at zero
+        with pytest.raises(ValueError, match="unconditional"):
+            net(x, torch.rand(5), condition=torch.zeros(5, 3))
+
+
+def test_noise_embedding_is_fourier_features_over_the_period_range():
+    from diffusion_schemes_trainer import NoiseEmbedding
+
+    emb = NoiseEmbedding(frequencies=4, min_period=0.5, max_period=4000.0)
+    c = torch.tensor([0.0, 0.3, 999.0])
+    periods = 4000.0 * (0.5 / 4000.0) ** (torch.arange(4, dtype=torch.float64) / 3)
+    angle = 2 * math.pi * c.double()[:, None] / periods
+    # the angle is formed in float32: its rounding, about |angle| * eps32, bounds the error
+    atol = 2 * float(angle.abs().max()) * torch.finfo(torch.float32).eps
+    torch.testing.assert_close(emb(c).double(), torch.cat([angle.cos(), angle.sin()], 1), rtol=0, atol=atol)

@@ -176,7 +176,7 @@ class OptimizerConfig(_Section):
     betas: tuple[float, float] = Field((0.9, 0.999), description="Adam's beta1, beta2.")
     weight_decay: float = Field(0.0, ge=0, description="Weight decay (decoupled for adamw).")
     warmup: int = Field(200, ge=0, description="Steps of linear learning-rate warm-up.")
-    decay: Literal["constant", "cosine"] = Field("constant", description="Learning rate after warm-up.")
+    decay: Literal["constant", "cosine"] = Field("cosine", description="Learning rate after warm-up.")
     grad_clip: float | None = Field(None, gt=0, description="Clip the gradient norm to this value.")
     ema_decay: float = Field(0.999, ge=0, lt=1, description="Decay of the weight EMA used for sampling (0: none).")
 
@@ -258,10 +258,13 @@ def _build_model(installed: tuple[tuple[str, str], ...]) -> type[BaseModel]:
         data: DataConfig = Field(default_factory=GaussianMixtureConfig, description="Training data.")
         model: ModelConfig = Field(default_factory=MLPConfig, description="Backbone network.")
         optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig, description="Optimiser and EMA.")
-        steps: int = Field(2000, ge=1, description="Optimiser steps.")
+        steps: int = Field(3000, ge=1, description="Optimiser steps.")
         batch_size: int = Field(256, ge=1, description="Global batch size (split over processes).")
         seed: int = Field(0, ge=0, description="Seed of the data, initialisation, training noise and sampling.")
         device: str = Field("cpu", description="'cpu', 'cuda', 'cuda:N' or 'auto' (CUDA when available).")
+        threads: int = Field(
+            1, ge=0, description="CPU threads per process (torch.set_num_threads); 0 keeps torch's default."
+        )
         run_dir: str | None = Field(None, description="Output folder; a new one under runs/ when not set.")
         checkpoint_every: int = Field(500, ge=1, description="Write a checkpoint every this many steps.")
         eval_every: int = Field(0, ge=0, description="Measure the sliced Wasserstein distance every this many steps (0: at the end only).")

@@ -93,6 +93,8 @@ def sample(args: argparse.Namespace) -> int:
     path = Path(args.checkpoint)
     payload = load_checkpoint(path)
     config, precond, schedule = rebuild(payload, ema=not args.no_ema)
+    if config.threads:
+        torch.set_num_threads(config.threads)
     solver: dict[str, Any] = {"name": args.solver} if args.solver else config.solver.model_dump(mode="json")
     for keys, value in parse_overrides(args.solver_option):
         solver[".".join(keys)] = value

@@ -126,7 +126,8 @@ class _ResidualConvBlock(nn.Module):
 class ConvNet(nn.Module):
     """Small residual convolutional backbone for images ``(B, C, H, W)`` (all at full resolution).
 
-    Each block adds the noise embedding per channel. The output convolution starts at zero.
+    Each block adds the noise embedding per channel; as in :class:`MLP`, a noise-dependent
+    per-channel gain times the input is added to the output. Both start at zero.
 
     >>> import torch
     >>> from diffusion_schemes_trainer import ConvNet
@@ -142,8 +143,10 @@ class ConvNet(nn.Module):
         self.inp = nn.Conv2d(in_channels, channels, 3, padding=1)
         self.blocks = nn.ModuleList(_ResidualConvBlock(channels, groups) for _ in range(blocks))
         self.out = nn.Sequential(nn.GroupNorm(groups, channels), nn.SiLU(), nn.Conv2d(channels, in_channels, 3, padding=1))
-        nn.init.zeros_(self.out[-1].weight)
-        nn.init.zeros_(self.out[-1].bias)
+        self.gate = nn.Linear(channels, in_channels)
+        for layer in (self.out[-1], self.gate):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
 
     def forward(self, x: torch.Tensor, c_noise: torch.Tensor, condition: Any = None) -> torch.Tensor:
         _unconditional(condition, "ConvNet")
@@ -151,4 +154,4 @@ class ConvNet(nn.Module):
         h = self.inp(x)
         for block in self.blocks:
             h = block(h, emb)
-        return self.out(h)
+        return self.out(h) + self.gate(emb)[:, :, None, None] * x

@@ -73,13 +73,19 @@ def _grid(images: torch.Tensor) -> torch.Tensor:
 
 
 def loss_curve(path: str, loss: Sequence[Sequence[float]]) -> str | None:
-    """The training loss (``[step, mean loss]`` pairs) on a log scale."""
+    """The training loss (``[step, mean loss]`` pairs) on a log scale, with a moving average."""
     plt = _pyplot()
     if plt is None or not loss:
         return None
     steps, values = zip(*loss)
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(steps, values, lw=1)
+    ax.plot(steps, values, lw=0.8, alpha=0.4, label="mean over each logging interval")
+    window = max(1, len(values) // 20)
+    if window > 1:
+        kernel = torch.ones(window) / window
+        smooth = torch.nn.functional.conv1d(torch.tensor(values).view(1, 1, -1), kernel.view(1, 1, -1)).flatten()
+        ax.plot(steps[window - 1 :], smooth.tolist(), lw=1.5, label=f"moving average of {window}")
+        ax.legend()
     ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel("loss")

@@ -304,6 +304,8 @@ def train(
     ranks. ``callback(step)`` runs after every step (tests use it to interrupt a run).
     """
     wall0 = time.perf_counter()
+    if config.threads:
+        torch.set_num_threads(config.threads)
     ctx = setup(config.device)
     try:
         decided = None
