@@ -204,3 +204,12 @@ def test_quickstart_shows_what_make_run_runs():
     quickstart = (DOCS / "quickstart.md").read_text()
     for command in commands:
         assert command in quickstart, f"`make run` runs `{command}`, which docs/quickstart.md does not show"
+
+
+def test_plot_without_matplotlib_says_how_to_install_it(monkeypatch, tmp_path, capsys, fresh_registry):
+    from diffusion_schemes import cli
+
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # as if matplotlib were not installed
+    assert cli.main(["plot", "weighting", "snr", "--out", str(tmp_path)]) == 2
+    assert "pip install 'diffusion-schemes[plot]'" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
