@@ -1,6 +1,6 @@
 """The documentation site: it builds with warnings as errors, and every example on it runs.
 
-- every fenced ```python block of a page runs, in order, in one namespace per page (a block right
+- every fenced ```python block of a page (and of the README) runs, in order, in one namespace per page (a block right
   after ``<!-- no-test -->`` is skipped; only for output shown as an illustration);
 - every ```pycon block runs as a doctest in the same namespace;
 - every ``diffusion-schemes ...`` line of a ```bash block parses with the real command line;
@@ -30,7 +30,7 @@ import diffusion_schemes as ds
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 TESTED_ELSEWHERE = {"tutorial-plugin.md"}
-PAGES = sorted(p for p in DOCS.rglob("*.md") if p.name not in TESTED_ELSEWHERE)
+PAGES = sorted(p for p in DOCS.rglob("*.md") if p.name not in TESTED_ELSEWHERE) + [ROOT / "README.md"]
 FENCE = re.compile(r"(?P<skip><!-- no-test -->\s*\n)?^```(?P<lang>[\w-]*)[^\n]*\n(?P<body>.*?)^```\s*$", re.M | re.S)
 
 
@@ -44,7 +44,7 @@ def blocks(page: Path, langs: tuple[str, ...]) -> list[tuple[int, str]]:
     return out
 
 
-@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(DOCS)))
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_page_examples_run(page, tmp_path, monkeypatch, fresh_registry):
     monkeypatch.chdir(tmp_path)  # examples that write files write them here
     module = types.ModuleType(f"docs_page_{page.stem.replace('-', '_')}")  # a real module: pydantic resolves
@@ -72,7 +72,7 @@ def test_pages_have_examples_where_they_promise_them():
 COMMAND = re.compile(r"^(?:\.venv/bin/)?diffusion-schemes (?P<args>[^#\n]*)", re.M)
 
 
-@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(DOCS)))
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_cli_lines_parse(page, fresh_registry):
     from diffusion_schemes import cli
 
