@@ -17,6 +17,8 @@ evaluation, against one evaluation of the real backbone (interleaved blocks).
 from __future__ import annotations
 
 import math
+import statistics
+import timeit
 
 import torch
 
@@ -93,6 +95,12 @@ def accuracy(settings: Settings) -> dict[str, object]:
     return {"floor": floor, "samples": n, "solvers": table}
 
 
+def _randn_time(shape: tuple[int, ...]) -> float:
+    """Seconds per ``torch.randn(shape)`` (the best of a few blocks)."""
+    g = torch.Generator().manual_seed(0)
+    return min(timeit.repeat(lambda: torch.randn(shape, generator=g), number=20, repeat=5)) / 20
+
+
 class _Identity(torch.nn.Module):
     """A backbone that costs nothing: ``F(x) = x``."""
 
@@ -152,10 +160,25 @@ def run(settings: Settings) -> dict[str, object]:
             if name == conv and r["median"] > AIM_LOOP:
                 misses.append(f"{solver}: {r['median']:.3f}")
         loop_rows.append(row)
-    for name, per_solver in loop["backbones"].items():
-        for solver, t in per_solver.items():
-            pass
+    conv_eval = statistics.median(t["reference_s"] for t in loop["backbones"][conv].values())
+    noise_s = _randn_time((64, *BACKBONES[conv][1]))
+    same = [(s_, runs[-2]["sliced_w1"], runs[-1]["sliced_w1"]) for s_, runs in acc["solvers"].items()]
+    notes = [
+        "Reading the accuracy table: differences smaller than about the floor are within the metric's own "
+        "sampling noise (each entry is one draw of the samples; compare a solver with itself at the two largest "
+        "budgets: " + ", ".join(f"`{s_}` {a:.4f} / {b:.4f}" for s_, a, b in same) + "). Heun-type solvers "
+        "with 9 evaluations take only 5 steps down the rho = 7 ramp from 80, whose first steps are huge; "
+        "they need 20 or more evaluations on this data.",
+        "Why the stochastic solvers come close to or above the loop aim: besides the deterministic step, each "
+        "of their steps draws a standard normal the size of the latent (`torch.randn` of 64x3x32x32 takes "
+        f"{noise_s * 1e3:.2f} ms here, {noise_s / conv_eval:.1%} of one conv-net evaluation) and adds it, "
+        "scaled, to the latent: work of the algorithm itself on every element, not loop overhead. The Euler "
+        "variants pay it once per evaluation, the Heun variants once per two. With a free backbone the "
+        "preconditioner's own elementwise work on the full latent (scale the input, combine skip and output) "
+        "is also counted here, as it is the library's.",
+    ]
     return {
+        "notes": notes,
         "id": "sampling",
         "title": "5. Sampling accuracy per network evaluation",
         "description": (

@@ -114,8 +114,8 @@ def run(settings: Settings) -> dict[str, object]:
     tiny = next(r for r in results if r["batch"] == 64 and "MLP" in r["backbone"])
     extra = (tiny["timing"]["ours_s"] - tiny["timing"]["reference_s"]) * 1e6
     notes = [
-        f"Why the tiny MLP misses: `MSEDSMLoss` spends about {extra:.0f} us more per step than the inline loss "
-        "(tiny MLP, batch 64), in per-sample work that a general loss does and the inline EDM loss does not: "
+        f"Why the small cases miss: `MSEDSMLoss` spends about {extra:.0f} us more per step than the inline loss "
+        "(tiny MLP, batch 64; a fixed cost, so it also shows at batch 1 of the conv net), in per-sample work that a general loss does and the inline EDM loss does not: "
         "profiling shows the schedule's `get_log_snr(t)` run twice per step (in the loss, then again inside "
         "`loss_weight(t)`), each with the schedule's CPU domain check on t (`bool(((t > lo) & (t < hi)).all())`, "
         "about 20 us), the float64 log-SNR and its conversions, and the weighting reached through the schedule. "
