@@ -228,11 +228,17 @@ def run(settings: Settings) -> dict[str, object]:
     def by(ratio: float) -> str:
         return "" if ratio < AIM_RATIO else f"; missed by {(ratio - AIM_RATIO) * 100:.1f} points"
 
+    def iqr(name: str) -> str:
+        r = results[name]["cpu_ratio"]
+        return f" [IQR {r['q1']:.3f}, {r['q3']:.3f}]"
+
     aims = [
         {"aim": f"import + list_schemes() under {AIM_RATIO:.2f}x import torch (CPU time)",
-         "met": list_ratio < AIM_RATIO, "detail": f"{list_ratio:.3f}x{by(list_ratio)}"},
+         "met": list_ratio < AIM_RATIO, "detail": f"{list_ratio:.3f}x{iqr(LIST)}{by(list_ratio)}"},
         {"aim": f"creating a scheme by name under {AIM_RATIO:.2f}x import torch (CPU time)",
-         "met": create_ratio < AIM_RATIO, "detail": f"{create_ratio:.3f}x for `{create_name}` (the worst){by(create_ratio)}"},
+         "met": create_ratio < AIM_RATIO, "detail": f"{create_ratio:.3f}x{iqr(create_name)} for `{create_name}` (the worst){by(create_ratio)}; "
+                   "creating costs about 1 ms in-process (see the breakdown), the rest of the gap to the list "
+                   "row is noise between processes"},
         {"aim": f"{N_PLUGINS} extra plugin distributions cost under {AIM_PLUGINS_S * 1e3:.0f} ms together (CPU time)",
          "met": e["median"] < AIM_PLUGINS_S,
          "detail": f"{e['median'] * 1e3:.0f} ms [IQR {e['q1'] * 1e3:.0f}, {e['q3'] * 1e3:.0f}] more CPU time in "
