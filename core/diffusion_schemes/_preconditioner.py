@@ -152,7 +152,7 @@ class BaseAffinePreconditioner(SpecBacked, torch.nn.Module, abc.ABC):
     def forward(self, x: torch.Tensor, t: Any, condition: Any = None, **model_kwargs: Any) -> torch.Tensor:
         """The preconditioned output at diffusion time ``t``."""
         t = _as_batch(t, x.shape[0], x.device, "t")
-        return self.forward_sigma(x, self.sigma(t.to(compute_dtype(x.dtype))), condition, **model_kwargs)
+        return self.forward_sigma(x, self.sigma(_cast(t, compute_dtype(x.dtype))), condition, **model_kwargs)
 
     def forward_sigma(self, x: torch.Tensor, sigma: Any, condition: Any = None, **model_kwargs: Any) -> torch.Tensor:
         """The preconditioned output at noise level ``sigma`` (skips the time-to-noise map)."""
