@@ -151,7 +151,7 @@ class MSEDSMLoss(torch.nn.Module):
         """The weight of each sample's loss, for :attr:`prediction_type`."""
         w = self.weighting
         if w is None:
-            return self.noise_schedule.loss_weight(t, self.prediction_type)
+            return self.noise_schedule.loss_weight_at(log_snr, self.prediction_type)
         if isinstance(w, (int, float)):
             return torch.full_like(log_snr, float(w))
         source = getattr(w, "loss_type", "epsilon")

@@ -365,9 +365,20 @@ class BaseNoiseSchedule(SpecBacked, abc.ABC):
         >>> ve.loss_weight(torch.tensor([0.5, 2.0]), "epsilon")  # the same objective on epsilon
         tensor([1., 1.])
         """
+        return self.loss_weight_at(self.get_log_snr(t, training=True), prediction_type)
+
+    def loss_weight_at(self, log_snr: Any, prediction_type: str = "x0") -> torch.Tensor:
+        """:meth:`loss_weight` from the log-SNR directly (for a caller that already has it).
+
+        >>> import torch
+        >>> import diffusion_schemes as ds
+        >>> ve = ds.create("noise_schedule", "ve")
+        >>> ve.loss_weight_at(-2 * torch.tensor([0.5, 2.0]).log(), "epsilon")
+        tensor([1., 1.])
+        """
         from ._weighting import convert_weight
 
-        log_snr = self.get_log_snr(t, training=True)
+        log_snr = self._log_snr(log_snr)
         if self.weighting is None:
             return torch.ones_like(log_snr)
         source = getattr(self.weighting, "loss_type", "epsilon")
