@@ -564,8 +564,9 @@ class BaseNoiseSchedule(SpecBacked, abc.ABC):
         t = t.to(torch.promote_types(t.dtype, torch.float32) if t.is_floating_point() else torch.float32)
         if t.device.type == "cpu" and not torch.compiler.is_compiling():
             lo, hi = self.t_limits
-            ok = (t > lo) & (t < hi)
-            if not bool(ok.all()):
+            low, high = torch.aminmax(t) if t.numel() else (t.new_ones(()) * hi, t.new_ones(()) * lo)
+            if not (bool(low > lo) and bool(high < hi)):  # one reduction; NaN fails both comparisons
+                ok = (t > lo) & (t < hi)
                 bad = t[~ok].flatten()[:4].tolist()
                 d_lo, d_hi = self.domain(training)
                 raise DomainError(

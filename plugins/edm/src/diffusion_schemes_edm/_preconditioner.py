@@ -43,10 +43,10 @@ class EDMPreconditioner(ds.BaseAffinePreconditioner):
         self.sigma_data = float(sigma_data)
 
     def compute_coefficients(self, sigma: torch.Tensor):
-        sd2 = self.sigma_data**2
-        c_skip = sd2 / (sigma**2 + sd2)
-        c_out = sigma * self.sigma_data / (sigma**2 + sd2).sqrt()
-        c_in = 1 / (sigma**2 + sd2).sqrt()
+        sd = self.sigma_data
+        c_in = (sigma**2 + sd**2).rsqrt()  # 1 / sqrt(sigma^2 + sigma_data^2), shared by three coefficients
+        c_skip = (sd * c_in) ** 2
+        c_out = sigma * sd * c_in
         c_noise = sigma.log() / 4
         return c_in, c_noise, c_out, c_skip
 
