@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 # Every distribution in the repo, installed editable exactly as a user would install it.
 DISTS  := ./ $(sort $(dir $(wildcard plugins/*/pyproject.toml contrib/*/pyproject.toml)))
-EXTRAS := $(foreach d,$(DISTS),$(if $(wildcard $(d)extras),-e $(d)[$(shell cat $(d)extras)],-e $(d)))
+EXTRAS := $(foreach d,$(DISTS),$(if $(wildcard $(d)extras),-e '$(d)[$(shell cat $(d)extras)]',-e $(d)))
 
 .PHONY: run test setup clean docs docs-serve docs-plots bench
 run: $(STAMP)
