@@ -169,3 +169,23 @@ def test_unknown_solver_for_sampling(capsys, tmp_path):
     assert code == 0, err
     code, _, err = run(capsys, "sample", tmp_path, "--solver", "hen")
     assert code == 2 and "Did you mean 'heun'?" in err
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (["--scheme", "flow_matching"], ("flow_matching", "flow_matching")),
+        (["--preconditioner", "edm", "--schedule", "cosine"], ("edm", "cosine")),
+    ],
+)
+def test_contrib_schemes_train_by_name(capsys, tmp_path, flags, expected):
+    """Flow matching (neither preserving nor exploding) and the cosine schedule, from their own distributions."""
+    code, _, err = run(capsys, "train", *TINY, *flags, "--run-dir", tmp_path / "run")
+    assert code == 0, err
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    scheme = metrics["scheme"]
+    assert (scheme["preconditioner"]["name"], scheme["noise_schedule"]["name"]) == expected
+    samples = torch.load(tmp_path / "run" / "samples.pt", weights_only=True)
+    assert bool(torch.isfinite(samples).all())
+    code, _, err = run(capsys, "sample", tmp_path / "run", "--solver", "dpmpp_2m", "--steps", "6")
+    assert code == 0, err
