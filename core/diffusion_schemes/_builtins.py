@@ -15,7 +15,18 @@ from ._specs import SolverSpec, WeightingSpec
 
 
 class SNRWeightingSpec(WeightingSpec):
-    """1/sigma^2 on the x0-loss (uniform on epsilon): Karras et al. 2022, Table 1, VE/VP/iDDPM."""
+    """1/sigma^2 on the x0-loss (uniform on epsilon): Karras et al. 2022, Table 1, VE/VP/iDDPM.
+
+    >>> import torch
+    >>> import diffusion_schemes as ds
+    >>> ds.parse_spec("weighting", "snr")
+    SNRWeightingSpec(name='snr')
+    >>> weighting = ds.create("weighting", "snr")
+    >>> weighting, weighting.loss_type
+    (SNRWeighting(), 'x0')
+    >>> weighting(torch.tensor([0.0, 2.0]))                      # exp(lambda) = 1 / sigma^2
+    tensor([1.0000, 7.3891])
+    """
 
     name: Literal["snr"] = "snr"
 
@@ -26,7 +37,17 @@ class SNRWeightingSpec(WeightingSpec):
 
 
 class LikelihoodWeightingSpec(WeightingSpec):
-    """-d lambda/dt on the epsilon-loss: likelihood weighting (Song et al. 2021)."""
+    """-d lambda/dt on the epsilon-loss: likelihood weighting (Song et al. 2021).
+
+    >>> import torch
+    >>> import diffusion_schemes as ds
+    >>> ds.parse_spec("weighting", "likelihood_weighting")
+    LikelihoodWeightingSpec(name='likelihood_weighting')
+    >>> weighting = ds.create("weighting", "likelihood_weighting")
+    >>> ve = ds.create("noise_schedule", "ve")                   # t = sigma: -d lambda/dt = 2 / t
+    >>> weighting(ve.get_log_snr(torch.tensor([1.0, 0.5])), schedule=ve)
+    tensor([2., 4.])
+    """
 
     name: Literal["likelihood_weighting"] = "likelihood_weighting"
 
@@ -37,7 +58,14 @@ class LikelihoodWeightingSpec(WeightingSpec):
 
 
 class EulerSpec(SolverSpec):
-    """Euler on the probability-flow ODE in the noise level (first order; DDIM)."""
+    """Euler on the probability-flow ODE in the noise level (first order; DDIM).
+
+    >>> import diffusion_schemes as ds
+    >>> ds.parse_spec("solver", "euler")
+    EulerSpec(name='euler')
+    >>> ds.create("solver", "euler")
+    Euler()
+    """
 
     name: Literal["euler"] = "euler"
 
@@ -48,7 +76,14 @@ class EulerSpec(SolverSpec):
 
 
 class HeunSpec(SolverSpec):
-    """Heun's second-order method, Euler on the last step (Karras et al. 2022, Algorithm 1)."""
+    """Heun's second-order method, Euler on the last step (Karras et al. 2022, Algorithm 1).
+
+    >>> import diffusion_schemes as ds
+    >>> ds.parse_spec("solver", "heun")
+    HeunSpec(name='heun')
+    >>> ds.create("solver", "heun")
+    Heun()
+    """
 
     name: Literal["heun"] = "heun"
 
@@ -66,7 +101,15 @@ class _EDMStochasticSpec(SolverSpec):
 
 
 class EDMStochasticEulerSpec(_EDMStochasticSpec):
-    """Karras et al. 2022, Algorithm 2 with Euler steps (churn S_churn, S_min, S_max, S_noise)."""
+    """Karras et al. 2022, Algorithm 2 with Euler steps (churn S_churn, S_min, S_max, S_noise).
+
+    >>> import diffusion_schemes as ds
+    >>> ds.parse_spec("solver", {"name": "edm_stochastic_euler", "S_churn": 10})
+    EDMStochasticEulerSpec(name='edm_stochastic_euler', S_churn=10.0, S_min=0.05, S_max=50.0, S_noise=1.003)
+    >>> solver = ds.create("solver", {"name": "edm_stochastic_euler", "S_churn": 10})
+    >>> solver, solver.order
+    (EDMStochastic(S_churn=10.0, S_min=0.05, S_max=50.0, S_noise=1.003), 1)
+    """
 
     name: Literal["edm_stochastic_euler"] = "edm_stochastic_euler"
 
@@ -77,7 +120,15 @@ class EDMStochasticEulerSpec(_EDMStochasticSpec):
 
 
 class EDMStochasticHeunSpec(_EDMStochasticSpec):
-    """Karras et al. 2022, Algorithm 2 (stochastic Heun; churn S_churn, S_min, S_max, S_noise)."""
+    """Karras et al. 2022, Algorithm 2 (stochastic Heun; churn S_churn, S_min, S_max, S_noise).
+
+    >>> import diffusion_schemes as ds
+    >>> ds.parse_spec("solver", "edm_stochastic_heun")
+    EDMStochasticHeunSpec(name='edm_stochastic_heun', S_churn=40.0, S_min=0.05, S_max=50.0, S_noise=1.003)
+    >>> solver = ds.create("solver", {"name": "edm_stochastic_heun", "S_churn": 0})
+    >>> solver, solver.order
+    (EDMStochastic(S_churn=0.0, S_min=0.05, S_max=50.0, S_noise=1.003), 2)
+    """
 
     name: Literal["edm_stochastic_heun"] = "edm_stochastic_heun"
 
@@ -88,7 +139,14 @@ class EDMStochasticHeunSpec(_EDMStochasticSpec):
 
 
 class EulerMaruyamaSpec(SolverSpec):
-    """Euler-Maruyama on the reverse SDE (first order, stochastic)."""
+    """Euler-Maruyama on the reverse SDE (first order, stochastic).
+
+    >>> import diffusion_schemes as ds
+    >>> ds.parse_spec("solver", "euler_maruyama")
+    EulerMaruyamaSpec(name='euler_maruyama')
+    >>> ds.create("solver", "euler_maruyama")
+    EulerMaruyama()
+    """
 
     name: Literal["euler_maruyama"] = "euler_maruyama"
 
@@ -99,7 +157,14 @@ class EulerMaruyamaSpec(SolverSpec):
 
 
 class DPMpp2MSpec(SolverSpec):
-    """DPM-Solver++(2M): multistep, one evaluation a step (Lu et al. 2022)."""
+    """DPM-Solver++(2M): multistep, one evaluation a step (Lu et al. 2022).
+
+    >>> import diffusion_schemes as ds
+    >>> ds.parse_spec("solver", "dpmpp_2m")
+    DPMpp2MSpec(name='dpmpp_2m')
+    >>> ds.create("solver", "dpmpp_2m")
+    DPMpp2M()
+    """
 
     name: Literal["dpmpp_2m"] = "dpmpp_2m"
 

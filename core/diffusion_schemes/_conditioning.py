@@ -33,7 +33,17 @@ __all__ = ["ConcatConditionWrapper", "check_condition"]
 
 
 def check_condition(condition: Any, batch_size: int) -> None:
-    """Raise :class:`ConditionError` unless ``condition`` is None or a Tensor/TensorDict of ``batch_size``."""
+    """Raise :class:`ConditionError` unless ``condition`` is None or a Tensor/TensorDict of ``batch_size``.
+
+    >>> import torch
+    >>> import diffusion_schemes as ds
+    >>> ds.check_condition(None, 2)
+    >>> ds.check_condition(torch.zeros(2, 5), 2)
+    >>> ds.check_condition(torch.zeros(3, 5), 2)
+    Traceback (most recent call last):
+      ...
+    diffusion_schemes._errors.ConditionError: the condition's batch size is 3 but the latent's is 2; ...
+    """
     if condition is None:
         return
     if isinstance(condition, torch.Tensor):
@@ -61,6 +71,23 @@ class ConcatConditionWrapper(torch.nn.Module):
     channel dimension; the entry ``vector_cond_key`` is given to the backbone as its
     ``condition``. Inside a preconditioner ``x`` is already ``c_in``-scaled, and the condition
     is not. The backbone's input channels must be ``C_x + C_cond``.
+
+    >>> import torch
+    >>> from tensordict import TensorDict
+    >>> import diffusion_schemes as ds
+    >>> seen = {}
+    >>> def backbone(x, t, condition=None):
+    ...     seen["x"], seen["condition"] = x, condition
+    ...     return x[:, :2]
+    >>> wrapper = ds.ConcatConditionWrapper(backbone)
+    >>> condition = TensorDict({"cond_concat": torch.ones(2, 1), "cond_vec": torch.zeros(2, 4)}, batch_size=[2])
+    >>> wrapper(torch.zeros(2, 2), torch.rand(2), condition).shape
+    torch.Size([2, 2])
+    >>> seen["x"]                                    # the image condition joined as a third channel
+    tensor([[0., 0., 1.],
+            [0., 0., 1.]])
+    >>> seen["condition"].shape                      # the vector condition passed on
+    torch.Size([2, 4])
     """
 
     def __init__(self, model: torch.nn.Module, image_cond_key: str = "cond_concat", vector_cond_key: str = "cond_vec"):

@@ -9,6 +9,23 @@
 'heun'
 >>> SamplerConfig(solver={"name": "euler"}).solver.name
 'euler'
+
+``WeightingRef`` is the field type of a weighting inside a scheme's spec: ``"default"``,
+``None``, a registered name or a config, validated against the installed weightings:
+
+>>> from typing import Literal
+>>> class MyScheduleSpec(ds.NoiseScheduleSpec):
+...     '''A schedule whose loss weighting can be chosen.'''
+...     name: Literal["my_schedule"] = "my_schedule"
+...     weighting: ds.WeightingRef = "default"
+>>> MyScheduleSpec().weighting, MyScheduleSpec(weighting="snr").weighting
+('default', 'snr')
+>>> MyScheduleSpec(weighting="snrr")
+Traceback (most recent call last):
+  ...
+pydantic_core._pydantic_core.ValidationError: 1 validation error for MyScheduleSpec
+weighting
+  Value error, no weighting named 'snrr' is installed. ...
 """
 
 from __future__ import annotations
@@ -41,6 +58,21 @@ def spec_type(kind: str) -> Any:
     Use it as the annotation of a field in your own config model. A bare name is accepted
     for a scheme with no required field; an unknown name is rejected with the installed ones
     and the closest match. Defaults given as a name are validated too.
+
+    >>> from pydantic import BaseModel
+    >>> import diffusion_schemes as ds
+    >>> class Config(BaseModel):
+    ...     solver: ds.spec_type("solver") = "euler"
+    >>> Config().solver
+    EulerSpec(name='euler')
+    >>> Config(solver={"name": "edm_stochastic_heun", "S_churn": 0}).solver.S_churn
+    0.0
+    >>> Config(solver="hune")
+    Traceback (most recent call last):
+      ...
+    pydantic_core._pydantic_core.ValidationError: 1 validation error for Config
+    solver
+      Value error, no solver named 'hune' is installed. Did you mean 'heun'? ...
     """
     return Annotated[_spec_union(kind), Field(validate_default=True)]
 

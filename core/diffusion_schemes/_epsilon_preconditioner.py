@@ -31,6 +31,14 @@ class EpsilonPreconditioner(BaseAffinePreconditioner):
     ``c_in x`` of the unscaled latent ``x = x0 + sigma eps`` is exactly the scaled latent
     ``alpha x0 + sqrt(1 - alpha^2) eps`` with ``alpha = 1 / sqrt(1 + sigma^2)``, so the scaling
     happens once, here; for unit-variance data input and target (``eps``) have unit variance.
+
+    >>> import torch
+    >>> import diffusion_schemes as ds
+    >>> vp = ds.create("preconditioner", "vp", model=lambda x, c_noise, condition=None: torch.ones_like(x))
+    >>> isinstance(vp, ds.EpsilonPreconditioner)
+    True
+    >>> vp.forward_sigma(torch.ones(1, 2), 0.5)                  # x - sigma * eps_hat
+    tensor([[0.5000, 0.5000]])
     """
 
     @abc.abstractmethod

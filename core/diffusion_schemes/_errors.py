@@ -26,11 +26,28 @@ __all__ = [
 
 
 class DiffusionSchemesError(Exception):
-    """Base class of every error raised by diffusion-schemes."""
+    """Base class of every error raised by diffusion-schemes.
+
+    Catch it to handle any of the library's errors at once:
+
+    >>> import diffusion_schemes as ds
+    >>> try:
+    ...     ds.create("solver", "hune")
+    ... except ds.DiffusionSchemesError as exc:
+    ...     print(type(exc).__name__)
+    UnknownSchemeError
+    """
 
 
 class UnknownKindError(DiffusionSchemesError, ValueError):
-    """A scheme kind that does not exist (the kinds are fixed by the core)."""
+    """A scheme kind that does not exist (the kinds are fixed by the core).
+
+    >>> import diffusion_schemes as ds
+    >>> ds.create("sampler", "heun")
+    Traceback (most recent call last):
+      ...
+    diffusion_schemes._errors.UnknownKindError: unknown scheme kind 'sampler'. Did you mean 'solver'? ...
+    """
 
 
 class UnknownSchemeError(DiffusionSchemesError, LookupError):
@@ -38,6 +55,17 @@ class UnknownSchemeError(DiffusionSchemesError, LookupError):
 
     ``kind``, ``name`` and ``installed`` (the names that do exist) are kept on the
     exception so a caller can show its own message.
+
+    >>> import diffusion_schemes as ds
+    >>> ds.create("solver", "hune")
+    Traceback (most recent call last):
+      ...
+    diffusion_schemes._errors.UnknownSchemeError: no solver named 'hune' is installed. Did you mean 'heun'? ...
+    >>> try:
+    ...     ds.create("solver", "hune")
+    ... except ds.UnknownSchemeError as exc:
+    ...     print(exc.kind, exc.name, "heun" in exc.installed)
+    solver hune True
     """
 
     def __init__(self, message: str, *, kind: str, name: str, installed: list[str]):
@@ -54,6 +82,19 @@ class SchemeConfigError(DiffusionSchemesError, ValueError):
     """A scheme's configuration does not validate against its spec.
 
     ``errors`` holds pydantic's structured error list (``loc``, ``msg``, ``type``, ``input``).
+
+    >>> import diffusion_schemes as ds
+    >>> ds.create("solver", {"name": "edm_stochastic_heun", "S_churn": -1})
+    Traceback (most recent call last):
+      ...
+    diffusion_schemes._errors.SchemeConfigError: invalid config for solver 'edm_stochastic_heun' (EDMStochasticHeunSpec):
+      - S_churn: Input should be greater than or equal to 0 (got -1)
+    ...
+    >>> try:
+    ...     ds.create("solver", {"name": "edm_stochastic_heun", "S_churn": -1})
+    ... except ds.SchemeConfigError as exc:
+    ...     print(exc.errors[0]["loc"])
+    ('S_churn',)
     """
 
     def __init__(self, message: str, *, errors: list[dict] | None = None):
@@ -62,27 +103,107 @@ class SchemeConfigError(DiffusionSchemesError, ValueError):
 
 
 class SchemeConflictError(DiffusionSchemesError, LookupError):
-    """Two distributions register the same kind and name; the name cannot be resolved."""
+    """Two distributions register the same kind and name; the name cannot be resolved.
+
+    >>> from typing import Literal
+    >>> import diffusion_schemes as ds
+    >>> class OneSpec(ds.WeightingSpec):
+    ...     name: Literal["twice"] = "twice"
+    >>> class OtherSpec(ds.WeightingSpec):
+    ...     name: Literal["twice"] = "twice"
+    >>> with ds.registry.registered(OneSpec, distribution="dist-a"), \\
+    ...         ds.registry.registered(OtherSpec, distribution="dist-b"):
+    ...     ds.create("weighting", "twice")
+    Traceback (most recent call last):
+      ...
+    diffusion_schemes._errors.SchemeConflictError: weighting 'twice' is registered by several distributions (dist-a, dist-b), ...
+    """
 
     def __str__(self) -> str:
         return str(self.args[0])
 
 
 class PluginError(DiffusionSchemesError, RuntimeError):
-    """A plugin failed to load or to register (raised only in strict mode)."""
+    """A plugin failed to load or to register (raised only in strict mode).
+
+    Strict mode is ``DIFFUSION_SCHEMES_STRICT_PLUGINS=1``; otherwise a :class:`PluginWarning`
+    is issued and the plugin skipped.
+
+    >>> import os, pathlib, shutil, sys, tempfile, warnings
+    >>> import diffusion_schemes as ds
+    >>> site = pathlib.Path(tempfile.mkdtemp())                  # a distribution whose module is missing
+    >>> info = site / "broken_plugin-1.0.dist-info"
+    >>> info.mkdir()
+    >>> _ = (info / "METADATA").write_text("Metadata-Version: 2.1\\nName: broken-plugin\\nVersion: 1.0\\n")
+    >>> _ = (info / "entry_points.txt").write_text("[diffusion_schemes]\\nbroken = no_such_module\\n")
+    >>> sys.path.insert(0, str(site))
+    >>> os.environ["DIFFUSION_SCHEMES_STRICT_PLUGINS"] = "1"
+    >>> try:
+    ...     type(ds.registry)().plugins()                        # a fresh registry discovers again
+    ... finally:
+    ...     del os.environ["DIFFUSION_SCHEMES_STRICT_PLUGINS"]
+    ...     sys.path.remove(str(site))
+    ...     shutil.rmtree(site)
+    Traceback (most recent call last):
+      ...
+    diffusion_schemes._errors.PluginError: diffusion-schemes plugin distribution 'broken-plugin' (no_such_module) is skipped: failed to load: ModuleNotFoundError: ...
+    """
 
 
 class DomainError(DiffusionSchemesError, ValueError):
-    """A time, noise level or log-SNR outside the domain where a formula is defined."""
+    """A time, noise level or log-SNR outside the domain where a formula is defined.
+
+    >>> import diffusion_schemes as ds
+    >>> ds.create("noise_schedule", "ve").get_log_snr(-1.0)
+    Traceback (most recent call last):
+      ...
+    diffusion_schemes._errors.DomainError: ve: diffusion time t=[-1.0] is outside (0, inf), ...
+    """
 
 
 class PairingError(DiffusionSchemesError, ValueError):
-    """A preconditioner and a schedule of the same scheme whose ``sigma(t)`` and noise level disagree."""
+    """A preconditioner and a schedule of the same scheme whose ``sigma(t)`` and noise level disagree.
+
+    >>> import torch
+    >>> import diffusion_schemes as ds
+    >>> precond = ds.create("preconditioner", {"name": "vp", "beta_min": 0.2}, model=torch.nn.Identity())
+    >>> ds.MSEDSMLoss(precond, ds.create("noise_schedule", "vp"))
+    Traceback (most recent call last):
+      ...
+    diffusion_schemes._errors.PairingError: the 'vp' preconditioner and the 'vp' schedule disagree on the noise level: ...
+    """
 
 
 class ConditionError(DiffusionSchemesError, ValueError):
-    """A condition whose type or batch size does not fit the latent it goes with."""
+    """A condition whose type or batch size does not fit the latent it goes with.
+
+    >>> import torch
+    >>> import diffusion_schemes as ds
+    >>> ds.check_condition({"label": torch.zeros(2)}, batch_size=2)
+    Traceback (most recent call last):
+      ...
+    diffusion_schemes._errors.ConditionError: a condition must be a Tensor, a TensorDict or None, got dict. ...
+    """
 
 
 class PluginWarning(UserWarning):
-    """A plugin distribution was skipped because it failed to load or to register."""
+    """A plugin distribution was skipped because it failed to load or to register.
+
+    >>> import os, pathlib, shutil, sys, tempfile, warnings
+    >>> import diffusion_schemes as ds
+    >>> site = pathlib.Path(tempfile.mkdtemp())                  # a distribution whose module is missing
+    >>> info = site / "broken_plugin-1.0.dist-info"
+    >>> info.mkdir()
+    >>> _ = (info / "METADATA").write_text("Metadata-Version: 2.1\\nName: broken-plugin\\nVersion: 1.0\\n")
+    >>> _ = (info / "entry_points.txt").write_text("[diffusion_schemes]\\nbroken = no_such_module\\n")
+    >>> sys.path.insert(0, str(site))
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     statuses = type(ds.registry)().plugins()             # a fresh registry discovers again
+    >>> sys.path.remove(str(site))
+    >>> shutil.rmtree(site)
+    >>> [str(w.message) for w in caught if w.category is ds.PluginWarning]
+    ["diffusion-schemes plugin distribution 'broken-plugin' (no_such_module) is skipped: failed to load: ModuleNotFoundError: ..."]
+    >>> [s.status for s in statuses if s.distribution == "broken-plugin"]
+    ['failed']
+    """

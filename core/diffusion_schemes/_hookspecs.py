@@ -7,6 +7,17 @@ A plugin is a module (or any object) exposed under the entry-point group
 >>> @ds.hookimpl
 ... def register_schemes():
 ...     return []          # spec classes; the kind comes from each spec's base class
+
+``hookimpl`` marks a plugin's implementation; ``hookspec`` marks the hook declarations
+below (for the core only). Both belong to the ``diffusion_schemes`` project of pluggy:
+
+>>> from diffusion_schemes import _hookspecs
+>>> ds.hookimpl.project_name, ds.hookspec.project_name
+('diffusion_schemes', 'diffusion_schemes')
+>>> hasattr(register_schemes, "diffusion_schemes_impl")
+True
+>>> hasattr(_hookspecs.register_schemes, "diffusion_schemes_spec")
+True
 """
 
 from __future__ import annotations

@@ -109,6 +109,15 @@ class MSEDSMLoss(torch.nn.Module):
 
     Called as ``loss(x0, t=None, condition=None, noise=None, generator=None, **model_kwargs)``;
     ``t`` (shape ``(B,)``) and ``noise`` (like ``x0``) are drawn when not given.
+
+    >>> import torch
+    >>> import diffusion_schemes as ds
+    >>> schedule = ds.create("noise_schedule", "edm")
+    >>> model = ds.create("preconditioner", "edm", model=lambda x, c_noise, condition=None: torch.zeros_like(x))
+    >>> loss = ds.MSEDSMLoss(model, schedule, weighting=1.0)       # unweighted loss on x0
+    >>> x0, noise = torch.zeros(2, 2), torch.ones(2, 2)
+    >>> loss(x0, t=torch.tensor([1.0, 1.0]), noise=noise)      # D = c_skip x = 0.25 / 1.25, target 0
+    tensor(0.0400)
     """
 
     def __init__(

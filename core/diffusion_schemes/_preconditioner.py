@@ -79,7 +79,13 @@ _FINAL = ("forward", "forward_sigma")
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """The dtype coefficients are computed in for a latent of ``dtype``: float32 or wider."""
+    """The dtype coefficients are computed in for a latent of ``dtype``: float32 or wider.
+
+    >>> import torch
+    >>> import diffusion_schemes as ds
+    >>> ds.compute_dtype(torch.bfloat16), ds.compute_dtype(torch.float64), ds.compute_dtype(torch.int64)
+    (torch.float32, torch.float64, torch.float32)
+    """
     return torch.promote_types(dtype, torch.float32) if dtype.is_floating_point else torch.float32
 
 
@@ -122,6 +128,24 @@ class BaseAffinePreconditioner(SpecBacked, torch.nn.Module, abc.ABC):
     Args:
         model: the backbone ``F``.
         meta: optional metadata kept as ``self.meta``.
+
+    A subclass gives the coefficients; with a backbone that outputs 0 the result is ``c_skip x``:
+
+    >>> import torch
+    >>> import diffusion_schemes as ds
+    >>> class UnitVariance(ds.BaseAffinePreconditioner):
+    ...     def compute_coefficients(self, sigma):
+    ...         c_skip = 1 / (sigma**2 + 1)
+    ...         return c_skip.sqrt(), sigma.log() / 4, sigma * c_skip.sqrt(), c_skip
+    >>> precond = UnitVariance(lambda x, c_noise, condition=None: torch.zeros_like(x))
+    >>> precond(torch.ones(1, 2), torch.tensor([1.0]))            # c_skip = 1 / (1 + 1)
+    tensor([[0.5000, 0.5000]])
+    >>> precond.forward_sigma(torch.ones(1, 2), 3.0)             # c_skip = 1 / (9 + 1)
+    tensor([[0.1000, 0.1000]])
+    >>> precond(torch.ones(1, 2), torch.tensor([0.0]))
+    Traceback (most recent call last):
+      ...
+    diffusion_schemes._errors.DomainError: a preconditioner needs noise levels > 0, got [0.0]; ...
     """
 
     def __init_subclass__(cls, **kwargs: Any) -> None:

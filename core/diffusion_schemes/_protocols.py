@@ -45,6 +45,11 @@ class DiffusionModel(Protocol):
     ``x`` is the (unscaled) latent of shape ``(B, *)``, ``t`` a diffusion time (or, behind a
     preconditioner, the noise label ``c_noise``) of shape ``(B,)``, ``condition`` a Tensor, a
     TensorDict or ``None`` with batch size ``B``. The output has the shape of ``x``.
+
+    >>> import torch
+    >>> import diffusion_schemes as ds
+    >>> isinstance(torch.nn.Identity(), ds.DiffusionModel), isinstance("not a model", ds.DiffusionModel)
+    (True, False)
     """
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, condition: Any = None, **model_kwargs: Any) -> torch.Tensor: ...
@@ -52,7 +57,14 @@ class DiffusionModel(Protocol):
 
 @runtime_checkable
 class Preconditioner(DiffusionModel, Protocol):
-    """A :class:`DiffusionModel` that maps time to noise level and computes affine coefficients."""
+    """A :class:`DiffusionModel` that maps time to noise level and computes affine coefficients.
+
+    >>> import torch
+    >>> import diffusion_schemes as ds
+    >>> precond = ds.create("preconditioner", "edm", model=torch.nn.Identity())
+    >>> isinstance(precond, ds.Preconditioner), isinstance(torch.nn.Identity(), ds.Preconditioner)
+    (True, False)
+    """
 
     def sigma(self, t: torch.Tensor) -> torch.Tensor: ...
 
@@ -67,6 +79,14 @@ class NoiseSchedule(Protocol):
 
     ``lambda(t) = log alpha(t)^2 - log sigma(t)^2`` decreases with t; the noise level is
     ``exp(-lambda / 2)``.
+
+    >>> import torch
+    >>> import diffusion_schemes as ds
+    >>> schedule = ds.create("noise_schedule", "ve")
+    >>> isinstance(schedule, ds.NoiseSchedule), isinstance(torch.nn.Identity(), ds.NoiseSchedule)
+    (True, False)
+    >>> schedule.noise_level(torch.tensor([2.0])), schedule.get_log_snr(torch.tensor([1.0]))
+    (tensor([2.]), tensor([-0.]))
     """
 
     def get_log_snr(self, t: Any, training: bool = False) -> torch.Tensor: ...

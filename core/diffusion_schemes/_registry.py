@@ -80,7 +80,15 @@ def _strict() -> bool:
 
 @dataclasses.dataclass(frozen=True)
 class SchemeInfo:
-    """One installed scheme, as :func:`list_schemes` reports it."""
+    """One installed scheme, as :func:`list_schemes` reports it.
+
+    >>> import diffusion_schemes as ds
+    >>> info = next(i for i in ds.list_schemes("solver") if i.name == "heun")
+    >>> info.kind, info.name, info.distribution, info.spec
+    ('solver', 'heun', 'diffusion-schemes', <class 'diffusion_schemes._builtins.HeunSpec'>)
+    >>> info.summary
+    "Heun's second-order method, Euler on the last step (Karras et al. 2022, Algorithm 1)."
+    """
 
     kind: str
     name: str
@@ -92,7 +100,13 @@ class SchemeInfo:
 
 @dataclasses.dataclass
 class PluginStatus:
-    """What became of one plugin distribution: ``loaded``, ``failed`` or ``blocked``."""
+    """What became of one plugin distribution: ``loaded``, ``failed`` or ``blocked``.
+
+    >>> import diffusion_schemes as ds
+    >>> core = next(p for p in ds.registry.plugins() if p.distribution == "diffusion-schemes")
+    >>> core.status, core.error, ("solver", "heun") in core.schemes
+    ('loaded', None, True)
+    """
 
     distribution: str
     version: str
@@ -116,7 +130,19 @@ def _kind_of(spec: Any) -> str:
 
 
 class Registry:
-    """Installed schemes by kind and name, discovered lazily from entry points."""
+    """Installed schemes by kind and name, discovered lazily from entry points.
+
+    The one instance is :data:`diffusion_schemes.registry`; :func:`create`,
+    :func:`parse_spec` and :func:`list_schemes` use it.
+
+    >>> import diffusion_schemes as ds
+    >>> "heun" in ds.registry.names("solver"), ds.registry.lookup("solver", "heun").__name__
+    (True, 'HeunSpec')
+    >>> ds.registry.parse_spec("solver", {"name": "edm_stochastic_heun", "S_churn": 0}).S_churn
+    0.0
+    >>> ds.registry.create("solver", "heun")
+    Heun()
+    """
 
     def __init__(self) -> None:
         self._lock = threading.RLock()

@@ -35,7 +35,20 @@ __all__ = ["SampleResult", "resolve_solver", "sample"]
 
 
 class SampleResult(NamedTuple):
-    """What :func:`sample` returns: the samples and the number of network evaluations spent."""
+    """What :func:`sample` returns: the samples and the number of network evaluations spent.
+
+    >>> import torch
+    >>> import diffusion_schemes as ds
+    >>> schedule = ds.create("noise_schedule", "edm")
+    >>> latents = schedule.init_latents((2, 2), generator=torch.Generator().manual_seed(0))
+    >>> result = ds.sample(lambda x, t: torch.zeros_like(x), latents, schedule, num_steps=3, solver="euler")
+    >>> result.samples                                          # every path ends at the one data point, 0
+    tensor([[0., 0.],
+            [0., 0.]])
+    >>> result.nfe                                              # Euler: one evaluation a step
+    3
+    >>> samples, nfe = result                                   # a named tuple
+    """
 
     samples: torch.Tensor
     nfe: int
@@ -108,6 +121,20 @@ def sample(
     than ``noise_schedule`` works: both meet at the noise level.
 
     Runs without gradient tracking. Returns ``SampleResult(samples, nfe)``.
+
+    >>> import torch
+    >>> import diffusion_schemes as ds
+    >>> schedule = ds.create("noise_schedule", "ve")
+    >>> latents = schedule.init_latents((2, 2), generator=torch.Generator().manual_seed(0))
+    >>> x0_predictor = lambda x, t: torch.full_like(x, 0.5)     # a dataset holding one point
+    >>> result = ds.sample(x0_predictor, latents, schedule, num_steps=4)
+    >>> result.samples, result.nfe                               # heun: 2 evaluations a step, 1 on the last
+    (tensor([[0.5000, 0.5000],
+            [0.5000, 0.5000]]), 7)
+    >>> ds.sample(x0_predictor, latents, schedule, num_steps=0)
+    Traceback (most recent call last):
+      ...
+    ValueError: num_steps must be >= 1 (the number of solver steps), got 0
     """
     if isinstance(num_steps, bool) or not isinstance(num_steps, int):
         raise TypeError(f"num_steps must be an int >= 1 (the number of solver steps), got {num_steps!r}")

@@ -41,6 +41,14 @@ class SigmaTimeSchedule(BaseNoiseSchedule):
     Args:
         name: the schedule's name.
         weighting: as for :class:`BaseNoiseSchedule`.
+
+    >>> import torch
+    >>> import diffusion_schemes as ds
+    >>> ve = ds.create("noise_schedule", "ve")
+    >>> isinstance(ve, ds.SigmaTimeSchedule), ve.noise_level(torch.tensor([0.5, 2.0]))
+    (True, tensor([0.5000, 2.0000]))
+    >>> ve.get_t_from_log_snr(ve.get_log_snr(torch.tensor([0.5, 2.0])))      # the round trip
+    tensor([0.5000, 2.0000])
     """
 
     def __init__(self, name: str, weighting: Any = None) -> None:

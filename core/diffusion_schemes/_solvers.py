@@ -57,6 +57,21 @@ class BaseSolver(SpecBacked):
 
     Subclasses set ``order`` (of the deterministic error) and ``stochastic``, implement
     ``step`` (one step, tensors only) and :meth:`solve` (the loop, returning ``(x, nfe)``).
+
+    >>> import torch
+    >>> import diffusion_schemes as ds
+    >>> class OneJump(ds.BaseSolver):
+    ...     '''Jump from the first noise level straight to the denoiser's guess.'''
+    ...     def solve(self, denoiser, x, sigmas, generator):
+    ...         return denoiser.x0_sigma(x, sigmas[0]), 1
+    >>> schedule = ds.create("noise_schedule", "edm")
+    >>> denoiser = schedule.get_denoiser(x0_predictor=lambda x, t: torch.full_like(x, 0.5))
+    >>> OneJump()(denoiser, torch.zeros(1, 2), schedule.sigmas(2))
+    (tensor([[0.5000, 0.5000]]), 1)
+    >>> OneJump()(denoiser, torch.zeros(1, 2), torch.tensor([1.0, 2.0, 0.0]))
+    Traceback (most recent call last):
+      ...
+    ValueError: sigmas must decrease strictly from positive noise levels to a final 0, got [1.0, 2.0, 0.0]; ...
     """
 
     order: ClassVar[int] = 1

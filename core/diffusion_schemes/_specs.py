@@ -52,6 +52,19 @@ class SchemeSpec(BaseModel):
     ``name: Literal["my-name"] = "my-name"`` and the scheme's fields with their
     constraints and descriptions, and implement :meth:`build`. The first line of the
     class docstring is the summary that ``diffusion-schemes list`` shows.
+
+    >>> import diffusion_schemes as ds
+    >>> spec = ds.parse_spec("solver", {"name": "edm_stochastic_euler", "S_churn": 0})
+    >>> isinstance(spec, ds.SchemeSpec), spec.kind, spec.scheme_name()
+    (True, 'solver', 'edm_stochastic_euler')
+    >>> spec.params()
+    {'S_churn': 0.0, 'S_min': 0.05, 'S_max': 50.0, 'S_noise': 1.003}
+    >>> spec.S_churn = 1.0
+    Traceback (most recent call last):
+      ...
+    pydantic_core._pydantic_core.ValidationError: 1 validation error for EDMStochasticEulerSpec
+    S_churn
+      Instance is frozen ...
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
@@ -94,7 +107,17 @@ class SchemeSpec(BaseModel):
 
 
 class PreconditionerSpec(SchemeSpec):
-    """Spec of a preconditioner; ``build(model=...)`` wraps a backbone."""
+    """Spec of a preconditioner; ``build(model=...)`` wraps a backbone.
+
+    >>> import torch
+    >>> import diffusion_schemes as ds
+    >>> spec = ds.parse_spec("preconditioner", "edm")
+    >>> isinstance(spec, ds.PreconditionerSpec), spec.kind
+    (True, 'preconditioner')
+    >>> precond = spec.build(model=torch.nn.Identity())
+    >>> isinstance(precond, ds.BaseAffinePreconditioner), precond.spec == spec
+    (True, True)
+    """
 
     kind: ClassVar[str] = "preconditioner"
 
@@ -104,19 +127,45 @@ class PreconditionerSpec(SchemeSpec):
 
 
 class NoiseScheduleSpec(SchemeSpec):
-    """Spec of a noise schedule; ``build()`` takes no argument."""
+    """Spec of a noise schedule; ``build()`` takes no argument.
+
+    >>> import diffusion_schemes as ds
+    >>> spec = ds.parse_spec("noise_schedule", "ve")
+    >>> isinstance(spec, ds.NoiseScheduleSpec), spec.kind
+    (True, 'noise_schedule')
+    >>> schedule = spec.build()
+    >>> isinstance(schedule, ds.BaseNoiseSchedule), schedule.spec == spec
+    (True, True)
+    """
 
     kind: ClassVar[str] = "noise_schedule"
 
 
 class WeightingSpec(SchemeSpec):
-    """Spec of a loss weighting ``w(log_snr, schedule=None)``."""
+    """Spec of a loss weighting ``w(log_snr, schedule=None)``.
+
+    >>> import torch
+    >>> import diffusion_schemes as ds
+    >>> spec = ds.parse_spec("weighting", "snr")
+    >>> isinstance(spec, ds.WeightingSpec), spec.kind
+    (True, 'weighting')
+    >>> spec.build()(torch.tensor([0.0]))
+    tensor([1.])
+    """
 
     kind: ClassVar[str] = "weighting"
 
 
 class SolverSpec(SchemeSpec):
-    """Spec of a sampler; ``build()`` returns an object called by :func:`diffusion_schemes.sample`."""
+    """Spec of a sampler; ``build()`` returns an object called by :func:`diffusion_schemes.sample`.
+
+    >>> import diffusion_schemes as ds
+    >>> spec = ds.parse_spec("solver", "heun")
+    >>> isinstance(spec, ds.SolverSpec), spec.kind
+    (True, 'solver')
+    >>> spec.build()
+    Heun()
+    """
 
     kind: ClassVar[str] = "solver"
 
@@ -127,6 +176,16 @@ class SpecBacked:
     Set ``spec_class`` to the spec type and implement :meth:`get_config` to return its
     fields (without ``name``); ``obj.spec`` is then the validated spec, so a checkpoint
     can store ``obj.spec.model_dump()`` and rebuild the object by name.
+
+    >>> import diffusion_schemes as ds
+    >>> solver = ds.create("solver", {"name": "edm_stochastic_euler", "S_churn": 0})
+    >>> isinstance(solver, ds.SpecBacked)
+    True
+    >>> config = solver.spec.model_dump()
+    >>> config
+    {'name': 'edm_stochastic_euler', 'S_churn': 0.0, 'S_min': 0.05, 'S_max': 50.0, 'S_noise': 1.003}
+    >>> ds.create("solver", config).get_config() == solver.get_config()
+    True
     """
 
     spec_class: ClassVar[type[SchemeSpec] | None] = None
