@@ -64,7 +64,7 @@ from ._denoiser import check_pair, predict
 from ._preconditioner import compute_dtype
 from ._registry import registry
 from ._specs import SchemeSpec
-from ._weighting import convert_weight
+from ._weighting import weight_for
 
 __all__ = ["PREDICTION_TYPES", "REDUCTIONS", "MSEDSMLoss"]
 
@@ -156,15 +156,14 @@ class MSEDSMLoss(torch.nn.Module):
         u = (torch.arange(n, device=device) + offset) / n
         return self.noise_schedule.time_from_uniform(u)
 
-    def weight(self, t: torch.Tensor, log_snr: torch.Tensor) -> torch.Tensor:
-        """The weight of each sample's loss, for :attr:`prediction_type`."""
+    def weight(self, log_snr: torch.Tensor) -> torch.Tensor:
+        """The weight of each sample's loss at ``log_snr``, for :attr:`prediction_type`."""
         w = self.weighting
         if w is None:
             return self.noise_schedule.loss_weight_at(log_snr, self.prediction_type)
         if isinstance(w, (int, float)):
             return torch.full_like(log_snr, float(w))
-        source = getattr(w, "loss_type", "epsilon")
-        return convert_weight(w(log_snr, schedule=self.noise_schedule), log_snr, source, self.prediction_type)
+        return weight_for(w, log_snr, self.prediction_type, schedule=self.noise_schedule)
 
     def target(self, x0: torch.Tensor, noise: torch.Tensor, log_snr: torch.Tensor) -> torch.Tensor:
         """The regression target for :attr:`prediction_type` (``log_snr`` shaped to broadcast)."""
@@ -204,7 +203,7 @@ class MSEDSMLoss(torch.nn.Module):
         x_hat = x0 + level.reshape(shape).to(x0.dtype) * noise
         out = predict(self.model, self.noise_schedule, x_hat, level, t, condition, **model_kwargs)
         target = self.target(x0, noise, log_snr.reshape(shape))
-        weight = self.weight(t, log_snr).to(log_snr.dtype).reshape(shape)
+        weight = self.weight(log_snr).to(log_snr.dtype).reshape(shape)
         loss = weight * (out.to(weight.dtype) - target.to(weight.dtype)) ** 2
         if self.reduction == "mean":
             return loss.mean()

@@ -376,13 +376,9 @@ class BaseNoiseSchedule(SpecBacked, abc.ABC):
         >>> ve.loss_weight_at(-2 * torch.tensor([0.5, 2.0]).log(), "epsilon")
         tensor([1., 1.])
         """
-        from ._weighting import convert_weight
+        from ._weighting import weight_for
 
-        log_snr = self._log_snr(log_snr)
-        if self.weighting is None:
-            return torch.ones_like(log_snr)
-        source = getattr(self.weighting, "loss_type", "epsilon")
-        return convert_weight(self.get_weights_for_snr(log_snr), log_snr, source, prediction_type)
+        return weight_for(self.weighting, self._log_snr(log_snr), prediction_type, schedule=self)
 
     # ------------------------------------------------------------------ training and sampling helpers
     def add_noise(

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from ._builtins import LikelihoodWeightingSpec, SNRWeightingSpec
 from ._specs import SpecBacked
 
-__all__ = ["LOSS_TYPES", "BaseWeighting", "LikelihoodWeighting", "SNRWeighting", "convert_weight"]
+__all__ = ["LOSS_TYPES", "BaseWeighting", "LikelihoodWeighting", "SNRWeighting", "convert_weight", "weight_for"]
 
 #: The loss types (prediction targets) a weighting can be written for.
 LOSS_TYPES = ("epsilon", "x0", "v", "score")
@@ -67,6 +67,23 @@ def convert_weight(weight: torch.Tensor, log_snr: torch.Tensor, source: str, tar
         _log_factor(log_snr, source)  # validates the name
         return weight
     return weight * torch.exp(_log_factor(log_snr, target) - _log_factor(log_snr, source))
+
+
+def weight_for(weighting: Any, log_snr: torch.Tensor, prediction_type: str, schedule: Any = None) -> torch.Tensor:
+    """``weighting``'s weight at ``log_snr`` for a loss on ``prediction_type`` (ones for ``None``).
+
+    The weighting is called in its own ``loss_type`` (``epsilon`` when it states none) and
+    converted with :func:`convert_weight`.
+
+    >>> import torch
+    >>> import diffusion_schemes as ds
+    >>> weight_for(ds.create("weighting", "snr"), torch.tensor([0.0, 2.0]), "epsilon")
+    tensor([1., 1.])
+    """
+    if weighting is None:
+        return torch.ones_like(log_snr)
+    source = getattr(weighting, "loss_type", "epsilon")
+    return convert_weight(weighting(log_snr, schedule=schedule), log_snr, source, prediction_type)
 
 
 class BaseWeighting(SpecBacked, abc.ABC):
@@ -111,8 +128,7 @@ class BaseWeighting(SpecBacked, abc.ABC):
         >>> ds.create("weighting", "snr").convert(torch.tensor([0.0, 2.0], dtype=torch.float64), "v")
         tensor([0.5000, 0.8808], dtype=torch.float64)
         """
-        log_snr = torch.as_tensor(log_snr)
-        return convert_weight(self(log_snr, schedule), log_snr, self.loss_type, to)
+        return weight_for(self, torch.as_tensor(log_snr), to, schedule=schedule)
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
