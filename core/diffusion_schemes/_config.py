@@ -34,18 +34,20 @@ from typing import Annotated, Any, Union
 
 from pydantic import BeforeValidator, Field, TypeAdapter
 
-from ._errors import DiffusionSchemesError
+from ._errors import DiffusionSchemesError, UnknownSchemeError
 from ._registry import check_kind, registry
 from ._specs import SchemeSpec
 
 __all__ = ["WeightingRef", "json_schema", "spec_type"]
 
 
-def _name_checker(kind: str, names: list[str]):
+def _name_checker(kind: str, names: list[str], conflicted: set[str]):
     def check(value: Any) -> Any:
         if isinstance(value, str):
             value = {"name": value}
         if isinstance(value, dict) and "name" in value and value["name"] not in names:
+            if value["name"] in conflicted:  # not a ValueError: pydantic lets it through unchanged
+                raise registry.conflict_error(kind, value["name"])
             raise ValueError(str(registry._unknown(kind, value["name"])))
         return value
 
@@ -57,7 +59,9 @@ def spec_type(kind: str) -> Any:
 
     Use it as the annotation of a field in your own config model. A bare name is accepted
     for a scheme with no required field; an unknown name is rejected with the installed ones
-    and the closest match. Defaults given as a name are validated too.
+    and the closest match. Defaults given as a name are validated too. A name that two
+    distributions register is left out of the union; using it raises
+    :class:`SchemeConflictError` naming both, and every other name keeps working.
 
     >>> from pydantic import BaseModel
     >>> import diffusion_schemes as ds
@@ -79,16 +83,23 @@ def spec_type(kind: str) -> Any:
 
 def _spec_union(kind: str) -> Any:
     check_kind(kind)
-    specs = [info.spec for info in registry.infos(kind)]
+    conflicted = {name for (k, name) in registry.conflicts() if k == kind}
+    specs = [info.spec for info in registry.infos(kind) if info.name not in conflicted]
     names = sorted({s.scheme_name() for s in specs})
     if not specs:
-        raise LookupError(f"no {kind} schemes are installed; `diffusion-schemes doctor` shows what was found")
+        raise UnknownSchemeError(
+            f"no {kind} schemes are usable (installed: {len(conflicted)} conflicting name(s)); "
+            "`diffusion-schemes doctor` shows what was found",
+            kind=kind, name="", installed=[],
+        )
     inner: Any = specs[0] if len(specs) == 1 else Annotated[Union[tuple(specs)], Field(discriminator="name")]
-    return Annotated[inner, BeforeValidator(_name_checker(kind, names))]
+    return Annotated[inner, BeforeValidator(_name_checker(kind, names, conflicted))]
 
 
 def json_schema(kind: str) -> dict[str, Any]:
     """The JSON Schema of every installed scheme of ``kind`` (a ``oneOf`` keyed by ``name``).
+
+    A name registered by two distributions is left out (``diffusion-schemes doctor`` lists it).
 
     >>> import diffusion_schemes as ds
     >>> "heun" in ds.json_schema("solver")["discriminator"]["mapping"]

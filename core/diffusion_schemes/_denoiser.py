@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from ._errors import PairingError
+from ._errors import ArgumentTypeError, InvalidArgumentError, PairingError
 from ._preconditioner import BaseAffinePreconditioner, compute_dtype
 
 __all__ = ["DENOISING_TYPES", "Denoiser", "make_denoiser"]
@@ -215,20 +215,20 @@ def make_denoiser(
     >>> schedule.get_denoiser(x0_predictor=lambda x, t: x, score_predictor=lambda x, t: x)
     Traceback (most recent call last):
       ...
-    ValueError: give exactly one predictor, got 2 (x0_predictor, score_predictor); ...
+    diffusion_schemes._errors.InvalidArgumentError: give exactly one predictor, got 2 (x0_predictor, score_predictor); ...
     """
     given = {k: v for k, v in zip(_PREDICTORS, (x0_predictor, epsilon_predictor, score_predictor)) if v is not None}
     if len(given) != 1:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"give exactly one predictor, got {len(given)}"
             + (f" ({', '.join(given)})" if given else "")
             + "; pass one of x0_predictor=, epsilon_predictor=, score_predictor= (a preconditioner's output is "
             "an x0-prediction)"
         )
     if denoising_type not in DENOISING_TYPES:
-        raise ValueError(f"denoising_type must be one of {DENOISING_TYPES}, got {denoising_type!r}")
+        raise InvalidArgumentError(f"denoising_type must be one of {DENOISING_TYPES}, got {denoising_type!r}")
     (name, predictor), = given.items()
     if not callable(predictor):
-        raise TypeError(f"{name} must be callable as f(x, t, ...), got {type(predictor).__name__}")
+        raise ArgumentTypeError(f"{name} must be callable as f(x, t, ...), got {type(predictor).__name__}")
     check_pair(predictor, schedule)
     return Denoiser(schedule, predictor, name.removesuffix("_predictor"), denoising_type)

@@ -11,10 +11,15 @@ True
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 __all__ = [
+    "ArgumentTypeError",
     "ConditionError",
     "DiffusionSchemesError",
     "DomainError",
+    "InvalidArgumentError",
     "PairingError",
     "PluginError",
     "PluginWarning",
@@ -159,6 +164,65 @@ class DomainError(DiffusionSchemesError, ValueError):
       ...
     diffusion_schemes._errors.DomainError: ve: diffusion time t=[-1.0] is outside (0, inf), ...
     """
+
+
+class InvalidArgumentError(DiffusionSchemesError, ValueError):
+    """An argument whose value a function cannot use (a step count, a shape, an option).
+
+    >>> import torch
+    >>> import diffusion_schemes as ds
+    >>> schedule = ds.create("noise_schedule", "edm")
+    >>> ds.sample(lambda x, t: x, schedule.init_latents((1, 2)), schedule, num_steps=0)
+    Traceback (most recent call last):
+      ...
+    diffusion_schemes._errors.InvalidArgumentError: num_steps must be >= 1 (the number of solver steps), got 0
+    """
+
+
+class ArgumentTypeError(DiffusionSchemesError, TypeError):
+    """An argument of a type a function does not accept.
+
+    >>> import diffusion_schemes as ds
+    >>> schedule = ds.create("noise_schedule", "edm")
+    >>> ds.sample(lambda x, t: x, schedule.init_latents((1, 2)), schedule, num_steps=2.5)
+    Traceback (most recent call last):
+      ...
+    diffusion_schemes._errors.ArgumentTypeError: num_steps must be an int >= 1 (the number of solver steps), got 2.5
+    """
+
+
+def outside(values: Any, lo: float, hi: float) -> list[float] | None:
+    """Up to four of ``values`` (a float tensor) outside the open interval ``(lo, hi)``, NaN included;
+    ``None`` when all are inside. One reduction in the common case; the bounds are compared as
+    Python floats, so a float32 ``1.0`` is inside ``(0, math.nextafter(1.0, inf))``.
+
+    >>> import math, torch
+    >>> from diffusion_schemes._errors import outside
+    >>> outside(torch.tensor([0.5, 1.0]), 0.0, math.nextafter(1.0, math.inf))
+    >>> outside(torch.tensor([0.5, float("nan"), 3.0]), 0.0, 2.0)
+    [nan, 3.0]
+    """
+    if not values.numel():
+        return None
+    low, high = (float(v) for v in values.aminmax())
+    if low > lo and high < hi:  # NaN fails both comparisons
+        return None
+    wide = values.double()
+    return values[~((wide > lo) & (wide < hi))].flatten()[:4].tolist()
+
+
+def interval(lo: float, hi: float) -> str:
+    """``(lo, hi)`` as text; an upper bound set just above a round number reads as ``(lo, number]``.
+
+    >>> import math
+    >>> from diffusion_schemes._errors import interval
+    >>> interval(0.0, math.inf), interval(0.0, math.nextafter(1.0, math.inf))
+    ('(0, inf)', '(0, 1]')
+    """
+    below = math.nextafter(hi, -math.inf)
+    if math.isfinite(hi) and len(repr(below)) < len(repr(hi)):
+        return f"({lo:g}, {below:g}]"
+    return f"({lo:g}, {hi:g})"
 
 
 class PairingError(DiffusionSchemesError, ValueError):

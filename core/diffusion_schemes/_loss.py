@@ -61,6 +61,7 @@ import torch
 
 from ._conditioning import check_condition
 from ._denoiser import check_pair, predict
+from ._errors import ArgumentTypeError, InvalidArgumentError
 from ._preconditioner import compute_dtype
 from ._registry import registry
 from ._specs import SchemeSpec
@@ -80,7 +81,7 @@ def _resolve_weighting(weighting: Any) -> Any:
         return registry.create("weighting", weighting)
     if callable(weighting):
         return weighting
-    raise TypeError(
+    raise ArgumentTypeError(
         f"weighting must be None (the schedule's), a number (a constant weight; 1.0 for none), a registered "
         f"name, a config mapping, a spec or a callable w(log_snr, schedule=None); got {weighting!r}"
     )
@@ -131,11 +132,11 @@ class MSEDSMLoss(torch.nn.Module):
     ) -> None:
         super().__init__()
         if prediction_type not in PREDICTION_TYPES:
-            raise ValueError(f"unknown prediction_type {prediction_type!r}; expected one of {PREDICTION_TYPES}")
+            raise InvalidArgumentError(f"unknown prediction_type {prediction_type!r}; expected one of {PREDICTION_TYPES}")
         if reduction not in REDUCTIONS:
-            raise ValueError(f"unknown reduction {reduction!r}; expected one of {REDUCTIONS}")
+            raise InvalidArgumentError(f"unknown reduction {reduction!r}; expected one of {REDUCTIONS}")
         if low_discrepancy and not getattr(noise_schedule, "has_inverse_cdf", lambda: False)():
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"low_discrepancy=True needs the schedule's inverse CDF of training times, "
                 f"time_from_uniform(u), which {type(noise_schedule).__name__} does not offer; "
                 "use low_discrepancy=False or pass t yourself"
@@ -192,11 +193,11 @@ class MSEDSMLoss(torch.nn.Module):
         t = torch.as_tensor(t, device=x0.device)
         t = t.expand(batch) if t.ndim == 0 else t
         if t.shape != (batch,):
-            raise ValueError(f"t must have shape ({batch},) (one time per sample) or be a scalar, got {tuple(t.shape)}")
+            raise InvalidArgumentError(f"t must have shape ({batch},) (one time per sample) or be a scalar, got {tuple(t.shape)}")
         if noise is None:
             noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         elif noise.shape != x0.shape:
-            raise ValueError(f"noise must be shaped like x0 {tuple(x0.shape)}, got {tuple(noise.shape)}")
+            raise InvalidArgumentError(f"noise must be shaped like x0 {tuple(x0.shape)}, got {tuple(noise.shape)}")
         log_snr = self.noise_schedule.get_log_snr(t, training=True).to(compute_dtype(x0.dtype))
         level = torch.exp(-log_snr / 2)
         shape = (batch, *([1] * (x0.ndim - 1)))

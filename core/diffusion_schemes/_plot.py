@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from ._errors import DiffusionSchemesError
+from ._errors import DiffusionSchemesError, InvalidArgumentError
 
 __all__ = ["add_parser", "plot", "preconditioner_curves", "schedule_curves", "weighting_curves"]
 
@@ -283,6 +283,13 @@ def plot(
     """
     from ._registry import registry
 
+    for what, value in (("steps", steps), ("dpi", dpi)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InvalidArgumentError(f"{what} must be an int >= 1, got {value!r}")
+    for what, rng, low in (("sigma_range", sigma_range, 0.0), ("lam_range", lam_range, -math.inf)):
+        if rng is not None and not (len(rng) == 2 and low < rng[0] < rng[1] < math.inf):
+            bound = "0 < MIN < MAX, both finite" if low == 0.0 else "MIN < MAX, both finite"
+            raise InvalidArgumentError(f"{what} must be two numbers with {bound}, got {tuple(rng)!r}")
     overrides = overrides or {}
     sched = registry.create("noise_schedule", schedule) if schedule else None
     if kind == "noise_schedule":

@@ -59,23 +59,25 @@ torch.Size([2, 3, 16, 16])
 ...         return x
 Traceback (most recent call last):
   ...
-TypeError: Broken defines forward(), but BaseAffinePreconditioner.forward is final: ...
+diffusion_schemes._errors.ArgumentTypeError: Broken defines forward(), but BaseAffinePreconditioner.forward is final: ...
 """
 
 from __future__ import annotations
 
 import abc
+import math
 from typing import Any
 
 import torch
 
 from ._conditioning import check_condition
-from ._errors import DomainError
+from ._errors import ArgumentTypeError, DomainError, InvalidArgumentError, interval, outside
 from ._specs import SpecBacked
 
 __all__ = ["BaseAffinePreconditioner", "compute_dtype"]
 
 _FINAL = ("forward", "forward_sigma")
+_ANY_TIME = (0.0, math.inf)
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -96,7 +98,7 @@ def _as_batch(value: Any, batch: int, device: torch.device, what: str) -> torch.
         return value.expand(batch)
     if value.ndim == 1 and value.shape[0] == batch:
         return value
-    raise ValueError(
+    raise InvalidArgumentError(
         f"{what} must have shape ({batch},) (one value per sample of the batch) or be a scalar; "
         f"got shape {tuple(value.shape)}. Flatten it with .reshape(-1) if it carries singleton dims."
     )
@@ -152,11 +154,15 @@ class BaseAffinePreconditioner(SpecBacked, torch.nn.Module, abc.ABC):
         super().__init_subclass__(**kwargs)
         for name in _FINAL:
             if name in cls.__dict__:
-                raise TypeError(
+                raise ArgumentTypeError(
                     f"{cls.__name__} defines {name}(), but BaseAffinePreconditioner.{name} is final: "
                     "implement compute_coefficients(sigma) (and sigma(t) if the time is not the noise "
                     "level) instead, or write a plain torch.nn.Module satisfying DiffusionModel"
                 )
+
+    #: The open interval of diffusion times ``forward`` accepts, checked on the CPU when a scheme
+    #: sets it (by default only the noise level ``sigma(t)`` is checked: finite and > 0).
+    t_limits: tuple[float, float] = _ANY_TIME
 
     def __init__(self, model: torch.nn.Module, meta: Any = None) -> None:
         super().__init__()
@@ -175,8 +181,15 @@ class BaseAffinePreconditioner(SpecBacked, torch.nn.Module, abc.ABC):
 
     def forward(self, x: torch.Tensor, t: Any, condition: Any = None, **model_kwargs: Any) -> torch.Tensor:
         """The preconditioned output at diffusion time ``t``."""
-        t = _as_batch(t, x.shape[0], x.device, "t")
-        return self.forward_sigma(x, self.sigma(_cast(t, compute_dtype(x.dtype))), condition, **model_kwargs)
+        t = _cast(_as_batch(t, x.shape[0], x.device, "t"), compute_dtype(x.dtype))
+        if self.t_limits is not _ANY_TIME and t.device.type == "cpu" and not torch.compiler.is_compiling():
+            bad = outside(t, *self.t_limits)
+            if bad is not None:
+                raise DomainError(
+                    f"{type(self).__name__}: diffusion time t={bad} is outside {interval(*self.t_limits)}, "
+                    "where its sigma(t) is a finite positive noise level"
+                )
+        return self.forward_sigma(x, self.sigma(t), condition, **model_kwargs)
 
     def forward_sigma(self, x: torch.Tensor, sigma: Any, condition: Any = None, **model_kwargs: Any) -> torch.Tensor:
         """The preconditioned output at noise level ``sigma`` (skips the time-to-noise map)."""
@@ -184,11 +197,13 @@ class BaseAffinePreconditioner(SpecBacked, torch.nn.Module, abc.ABC):
         sigma = _cast(_as_batch(sigma, batch, x.device, "sigma"), compute_dtype(dtype))
         check_condition(condition, batch)
         # One reduction and one read instead of (sigma > 0).all(): the min is NaN when any value is.
-        if sigma.device.type == "cpu" and batch and not torch.compiler.is_compiling() and not sigma.min().item() > 0:
-            raise DomainError(
-                f"a preconditioner needs noise levels > 0, got {sigma.tolist()}; noise level 0 is "
-                "the end of sampling, where the clean sample is returned without calling the model"
-            )
+        if sigma.device.type == "cpu" and not torch.compiler.is_compiling():
+            bad = outside(sigma, 0.0, math.inf)
+            if bad is not None:
+                raise DomainError(
+                    f"a preconditioner needs noise levels > 0 and finite, got {bad}; noise level 0 is "
+                    "the end of sampling, where the clean sample is returned without calling the model"
+                )
         c_in, c_noise, c_out, c_skip = self.coefficients(sigma, x.ndim)
         out = self.model(_cast(c_in, dtype) * x, c_noise, condition, **model_kwargs)
         return _cast(c_skip, dtype) * x + _cast(c_out, dtype) * _cast(out, dtype)

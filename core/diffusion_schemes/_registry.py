@@ -44,6 +44,8 @@ import pluggy
 
 from . import _hookspecs
 from ._errors import (
+    ArgumentTypeError,
+    InvalidArgumentError,
     PluginError,
     PluginWarning,
     SchemeConfigError,
@@ -116,16 +118,26 @@ class PluginStatus:
     schemes: list[tuple[str, str]] = dataclasses.field(default_factory=list)
 
 
+#: A scheme name: a letter, then letters, digits, ``_`` or ``-`` (at most 64 characters), so a
+#: name is safe in a file name, a command line and a ``PRECONDITIONER:SCHEDULE`` pair.
+NAME_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
+
+
 def _kind_of(spec: Any) -> str:
     if not (isinstance(spec, type) and issubclass(spec, SchemeSpec)):
-        raise TypeError(f"register_schemes returned {spec!r}, which is not a SchemeSpec subclass")
+        raise ArgumentTypeError(f"register_schemes returned {spec!r}, which is not a SchemeSpec subclass")
     kind = spec.kind
     if kind not in KINDS:
-        raise TypeError(
+        raise ArgumentTypeError(
             f"{spec.__qualname__} derives from SchemeSpec directly; derive from one of "
             "PreconditionerSpec, NoiseScheduleSpec, WeightingSpec, SolverSpec so its kind is known"
         )
-    spec.scheme_name()  # raises TypeError when name is not a single Literal
+    name = spec.scheme_name()  # raises TypeError when name is not a single Literal
+    if not NAME_PATTERN.fullmatch(name):
+        raise InvalidArgumentError(
+            f"{spec.__qualname__} is named {name!r}; a scheme name is a letter followed by letters, digits, "
+            "'_' or '-' (at most 64 characters), with no path separator, dot, colon or space. Rename it."
+        )
     return kind
 
 
@@ -213,6 +225,14 @@ class Registry:
                 self._fail(dist, version, ep.value, f"failed to load: {type(exc).__name__}: {exc}", exc)
                 continue
             self._collect(plugin, dist, version, ep.value)
+        for (kind, name), dists in self._conflicts().items():
+            text = (
+                f"{kind} {name!r} is registered by several distributions ({', '.join(dists)}); that name is "
+                f"left out of spec_type({kind!r}) and json_schema({kind!r}) and raises SchemeConflictError "
+                f"when used, every other {kind} keeps working. Uninstall one of them or list one in "
+                f"{ENV_BLOCK}; `diffusion-schemes doctor` shows every conflict."
+            )
+            warnings.warn(text, PluginWarning, stacklevel=4)
         for dist, version, spec in self._manual:
             self._add(spec.kind, spec.scheme_name(), dist, version, spec)
 
@@ -226,7 +246,7 @@ class Registry:
                 if result is None:
                     continue
                 if isinstance(result, (str, bytes)) or not hasattr(result, "__iter__"):
-                    raise TypeError(f"register_schemes must return a list of spec classes, got {result!r}")
+                    raise ArgumentTypeError(f"register_schemes must return a list of spec classes, got {result!r}")
                 for spec in result:
                     found.append((_kind_of(spec), spec.scheme_name(), spec))
         except Exception as exc:  # noqa: BLE001
@@ -299,6 +319,9 @@ class Registry:
     def conflicts(self) -> dict[tuple[str, str], list[str]]:
         """``(kind, name)`` registered by more than one distribution, with those distributions."""
         self._ensure_loaded()
+        return self._conflicts()
+
+    def _conflicts(self) -> dict[tuple[str, str], list[str]]:
         return {
             key: [p[0] for p in providers]
             for key, providers in sorted(self._schemes.items())
@@ -332,13 +355,17 @@ class Registry:
         if not providers:
             raise self._unknown(kind, name)
         if len({p[0] for p in providers}) > 1:
-            dists = ", ".join(sorted({p[0] for p in providers}))
-            raise SchemeConflictError(
-                f"{kind} {name!r} is registered by several distributions ({dists}), so the name is "
-                "ambiguous. Uninstall one of them, or disable it with "
-                f"{ENV_BLOCK}=<distribution>; `diffusion-schemes doctor` lists every conflict."
-            )
+            raise self.conflict_error(kind, name)
         return providers[0][2]
+
+    def conflict_error(self, kind: str, name: str) -> SchemeConflictError:
+        """The error for a name that several distributions register (see :meth:`conflicts`)."""
+        dists = ", ".join(sorted({p[0] for p in self._schemes.get((kind, name), [])}))
+        return SchemeConflictError(
+            f"{kind} {name!r} is registered by several distributions ({dists}), so the name is "
+            "ambiguous. Uninstall one of them, or disable it with "
+            f"{ENV_BLOCK}=<distribution>; `diffusion-schemes doctor` lists every conflict."
+        )
 
     def _unknown(self, kind: str, name: str) -> UnknownSchemeError:
         installed = self.names(kind)

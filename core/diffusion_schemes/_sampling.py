@@ -27,6 +27,7 @@ from typing import Any, NamedTuple
 import torch
 
 from ._denoiser import Denoiser, make_denoiser
+from ._errors import ArgumentTypeError, InvalidArgumentError
 from ._registry import registry
 from ._solvers import BaseSolver
 from ._specs import SchemeSpec
@@ -68,7 +69,7 @@ def resolve_solver(solver: Any, options: Mapping[str, Any] | None = None) -> Bas
     options = dict(options or {})
     if isinstance(solver, BaseSolver) or (callable(solver) and not isinstance(solver, (str, Mapping, SchemeSpec))):
         if options:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"solver_options {sorted(options)} cannot be applied to the solver object {solver!r}; "
                 "pass the solver by name or config to set options"
             )
@@ -78,7 +79,7 @@ def resolve_solver(solver: Any, options: Mapping[str, Any] | None = None) -> Bas
     if isinstance(solver, str):
         solver = {"name": solver}
     if not isinstance(solver, Mapping):
-        raise TypeError(
+        raise ArgumentTypeError(
             f"solver must be a name, a config mapping, a SolverSpec or a solver object, got {type(solver).__name__}"
         )
     return registry.create("solver", {**solver, **options})
@@ -87,7 +88,7 @@ def resolve_solver(solver: Any, options: Mapping[str, Any] | None = None) -> Bas
 def _check_device(denoiser: Denoiser, latents: torch.Tensor) -> None:
     param = denoiser.parameter()
     if param is not None and param.device != latents.device:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"the latents are on {latents.device} but the model's parameters are on {param.device}; "
             f"move one of them, e.g. latents.to({str(param.device)!r}) or model.to({str(latents.device)!r})"
         )
@@ -134,14 +135,14 @@ def sample(
     >>> ds.sample(x0_predictor, latents, schedule, num_steps=0)
     Traceback (most recent call last):
       ...
-    ValueError: num_steps must be >= 1 (the number of solver steps), got 0
+    diffusion_schemes._errors.InvalidArgumentError: num_steps must be >= 1 (the number of solver steps), got 0
     """
     if isinstance(num_steps, bool) or not isinstance(num_steps, int):
-        raise TypeError(f"num_steps must be an int >= 1 (the number of solver steps), got {num_steps!r}")
+        raise ArgumentTypeError(f"num_steps must be an int >= 1 (the number of solver steps), got {num_steps!r}")
     if num_steps < 1:
-        raise ValueError(f"num_steps must be >= 1 (the number of solver steps), got {num_steps}")
+        raise InvalidArgumentError(f"num_steps must be >= 1 (the number of solver steps), got {num_steps}")
     if not isinstance(latents, torch.Tensor) or not latents.is_floating_point():
-        raise TypeError("latents must be a floating-point tensor; draw them with noise_schedule.init_latents(shape)")
+        raise ArgumentTypeError("latents must be a floating-point tensor; draw them with noise_schedule.init_latents(shape)")
     solver = resolve_solver(solver, solver_options)
     if not isinstance(denoiser, Denoiser):
         denoiser = make_denoiser(noise_schedule, x0_predictor=denoiser)

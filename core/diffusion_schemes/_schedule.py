@@ -51,7 +51,7 @@ from typing import Any
 
 import torch
 
-from ._errors import DomainError
+from ._errors import ArgumentTypeError, DomainError, InvalidArgumentError, interval, outside
 from ._specs import SpecBacked
 
 __all__ = ["VARIANCE_TYPES", "BaseNoiseSchedule"]
@@ -90,9 +90,9 @@ class BaseNoiseSchedule(SpecBacked, abc.ABC):
 
     def __init__(self, name: str, variance_type: str, weighting: Any = None) -> None:
         if variance_type not in VARIANCE_TYPES:
-            raise ValueError(f"variance_type must be one of {VARIANCE_TYPES}, got {variance_type!r}")
+            raise InvalidArgumentError(f"variance_type must be one of {VARIANCE_TYPES}, got {variance_type!r}")
         if variance_type == "custom" and type(self).get_alpha_sigma is BaseNoiseSchedule.get_alpha_sigma:
-            raise TypeError(f"{type(self).__name__} has variance_type 'custom' and must override get_alpha_sigma")
+            raise ArgumentTypeError(f"{type(self).__name__} has variance_type 'custom' and must override get_alpha_sigma")
         self.name = name
         self.variance_type = variance_type
         self.weighting_config = weighting
@@ -333,7 +333,7 @@ class BaseNoiseSchedule(SpecBacked, abc.ABC):
             return registry.create("weighting", weighting)
         if callable(weighting):
             return weighting
-        raise TypeError(
+        raise ArgumentTypeError(
             f"weighting must be 'default', None, a registered name, a config mapping or a callable "
             f"w(log_snr, schedule=None); got {weighting!r}"
         )
@@ -408,6 +408,8 @@ class BaseNoiseSchedule(SpecBacked, abc.ABC):
         >>> ds.create("noise_schedule", "vp").sigmas(2)         # sigma(1), sigma(1e-3), 0
         tensor([1.5217e+02, 1.0486e-02, 0.0000e+00], dtype=torch.float64)
         """
+        if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
+            raise InvalidArgumentError(f"num_steps must be an int >= 1 (the number of sampling steps), got {num_steps!r}")
         t = self.timesteps(num_steps, device=device)
         return torch.cat([self.noise_level(t[:-1]), torch.zeros_like(t[-1:])])
 
@@ -469,7 +471,7 @@ class BaseNoiseSchedule(SpecBacked, abc.ABC):
         try:
             return w.spec.model_dump(mode="json")
         except (AttributeError, NotImplementedError) as exc:
-            raise TypeError(
+            raise ArgumentTypeError(
                 f"the weighting {w!r} cannot be described by name, so this schedule's config cannot be "
                 "serialised; pass the weighting by name or config instead"
             ) from exc
@@ -513,7 +515,7 @@ class BaseNoiseSchedule(SpecBacked, abc.ABC):
         >>> Rising().validate()
         Traceback (most recent call last):
           ...
-        ValueError: noise schedule 've' is invalid:
+        diffusion_schemes._errors.InvalidArgumentError: noise schedule 've' is invalid:
           - sampling: lambda(t) is not decreasing near t=0.02
         ...
         """
@@ -551,7 +553,7 @@ class BaseNoiseSchedule(SpecBacked, abc.ABC):
                 if not float(d_err) < 1e-6:
                     problems.append(f"{where}: dlog_snr_dt differs from autograd of get_log_snr by {float(d_err):.2e}")
         if problems:
-            raise ValueError(f"noise schedule {self.name!r} is invalid:\n  - " + "\n  - ".join(problems))
+            raise InvalidArgumentError(f"noise schedule {self.name!r} is invalid:\n  - " + "\n  - ".join(problems))
 
     # ------------------------------------------------------------------ helpers for subclasses
     def _t(self, t: Any, training: bool = False) -> torch.Tensor:
@@ -560,13 +562,11 @@ class BaseNoiseSchedule(SpecBacked, abc.ABC):
         t = t.to(torch.promote_types(t.dtype, torch.float32) if t.is_floating_point() else torch.float32)
         if t.device.type == "cpu" and not torch.compiler.is_compiling():
             lo, hi = self.t_limits
-            low, high = torch.aminmax(t) if t.numel() else (t.new_ones(()) * hi, t.new_ones(()) * lo)
-            if not (bool(low > lo) and bool(high < hi)):  # one reduction; NaN fails both comparisons
-                ok = (t > lo) & (t < hi)
-                bad = t[~ok].flatten()[:4].tolist()
+            bad = outside(t, lo, hi)
+            if bad is not None:
                 d_lo, d_hi = self.domain(training)
                 raise DomainError(
-                    f"{self.name}: diffusion time t={bad} is outside ({lo:g}, {hi:g}), where lambda(t) is "
+                    f"{self.name}: diffusion time t={bad} is outside {interval(lo, hi)}, where lambda(t) is "
                     f"defined; this schedule {'trains' if training else 'samples'} on [{d_lo:g}, {d_hi:g}]"
                 )
         return t

@@ -31,6 +31,7 @@ from ._builtins import (
     EulerSpec,
     HeunSpec,
 )
+from ._errors import InvalidArgumentError
 from ._preconditioner import compute_dtype
 from ._specs import SpecBacked
 
@@ -71,7 +72,7 @@ class BaseSolver(SpecBacked):
     >>> OneJump()(denoiser, torch.zeros(1, 2), torch.tensor([1.0, 2.0, 0.0]))
     Traceback (most recent call last):
       ...
-    ValueError: sigmas must decrease strictly from positive noise levels to a final 0, got [1.0, 2.0, 0.0]; ...
+    diffusion_schemes._errors.InvalidArgumentError: sigmas must decrease strictly from positive noise levels to a final 0, got [1.0, 2.0, 0.0]; ...
     """
 
     order: ClassVar[int] = 1
@@ -82,11 +83,11 @@ class BaseSolver(SpecBacked):
     ) -> tuple[torch.Tensor, int]:
         sigmas = torch.as_tensor(sigmas)
         if sigmas.ndim != 1 or sigmas.shape[0] < 2:
-            raise ValueError(f"sigmas must be 1-D with N >= 1 noise levels then 0, got shape {tuple(sigmas.shape)}")
+            raise InvalidArgumentError(f"sigmas must be 1-D with N >= 1 noise levels then 0, got shape {tuple(sigmas.shape)}")
         if sigmas.device.type == "cpu":
             decreasing = bool((sigmas[:-1] > 0).all()) and bool((sigmas[1:] < sigmas[:-1]).all())
             if float(sigmas[-1]) != 0 or not decreasing:
-                raise ValueError(
+                raise InvalidArgumentError(
                     f"sigmas must decrease strictly from positive noise levels to a final 0, got {sigmas.tolist()}; "
                     "use schedule.sigmas(num_steps)"
                 )

@@ -30,6 +30,8 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+from ._errors import ArgumentTypeError
+
 __all__ = [
     "KINDS",
     "NoiseScheduleSpec",
@@ -67,7 +69,7 @@ class SchemeSpec(BaseModel):
       Instance is frozen ...
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True, allow_inf_nan=False)
 
     kind: ClassVar[str] = ""
     name: str
@@ -84,7 +86,7 @@ class SchemeSpec(BaseModel):
         ref = getattr(annotation, "__forward_arg__", "")
         if ref.replace(" ", "") in (f"Literal[{field.default!r}]", f'Literal["{field.default}"]'):
             return str(field.default)
-        raise TypeError(
+        raise ArgumentTypeError(
             f"{cls.__qualname__}.name must be annotated as Literal['<scheme-name>'] with exactly "
             f"one value, got {annotation!r}"
         )

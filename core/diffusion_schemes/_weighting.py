@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from ._builtins import LikelihoodWeightingSpec, SNRWeightingSpec
+from ._errors import InvalidArgumentError
 from ._specs import SpecBacked
 
 __all__ = ["LOSS_TYPES", "BaseWeighting", "LikelihoodWeighting", "SNRWeighting", "convert_weight", "weight_for"]
@@ -45,7 +46,7 @@ def _log_factor(log_snr: torch.Tensor, loss_type: str) -> torch.Tensor:
         return F.logsigmoid(log_snr)
     if loss_type == "score":
         return -log_snr
-    raise ValueError(f"unknown loss type {loss_type!r}; expected one of {LOSS_TYPES}")
+    raise InvalidArgumentError(f"unknown loss type {loss_type!r}; expected one of {LOSS_TYPES}")
 
 
 def convert_weight(weight: torch.Tensor, log_snr: torch.Tensor, source: str, target: str) -> torch.Tensor:
@@ -175,6 +176,6 @@ class LikelihoodWeighting(BaseWeighting):
 
     def weight(self, log_snr: torch.Tensor, schedule: Any = None) -> torch.Tensor:
         if schedule is None:
-            raise ValueError("likelihood_weighting needs the noise schedule: call it as w(log_snr, schedule=...)")
+            raise InvalidArgumentError("likelihood_weighting needs the noise schedule: call it as w(log_snr, schedule=...)")
         t = schedule.get_t_from_log_snr(log_snr, training=True)
         return -schedule.dlog_snr_dt(t, training=True)

@@ -1,7 +1,10 @@
 """The ``diffusion-schemes`` command line: ``list``, ``show``, ``schema``, ``doctor``, plus plugin commands.
 
 Exit codes: 0 success; 1 ``doctor`` found a broken plugin or a conflict; 2 bad usage or
-bad input (unknown kind or name, invalid config); plugin commands document their own.
+bad input (unknown kind or name, invalid config, a file that cannot be read or written),
+printed as one ``error: ...`` line; 70 an unexpected failure (a bug), printed as one line
+with the path of a log holding the full traceback; 130 interrupted (Ctrl-C). Plugin
+commands document their own.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from ._specs import KINDS
 EXIT_OK = 0
 EXIT_PROBLEMS = 1
 EXIT_USAGE = 2
+EXIT_CRASH = 70  # sysexits.h EX_SOFTWARE
+EXIT_INTERRUPTED = 130
 
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
@@ -96,8 +101,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         print("\nconflicts (these names raise when looked up):")
         for (kind, name), dists in conflicts.items():
             print(f"  {kind} {name!r}: registered by {', '.join(dists)}")
-    failed = [p for p in plugins if p.status == "failed"]
-    print(f"\n{len(plugins) - len(failed)} plugin distribution(s) ok, {len(failed)} failed, {len(conflicts)} conflict(s)")
+    count = {status: sum(p.status == status for p in plugins) for status in ("loaded", "blocked", "failed")}
+    failed = count["failed"]
+    print(f"\n{count['loaded']} plugin distribution(s) ok, {count['blocked']} blocked, {failed} failed, "
+          f"{len(conflicts)} conflict(s)")
     return EXIT_PROBLEMS if failed or conflicts else EXIT_OK
 
 
@@ -130,17 +137,48 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit code."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return EXIT_USAGE
+    """Run the command line; returns the exit code.
+
+    Expected failures (bad input, unreadable or unwritable files) print one ``error:`` line and
+    return 2; anything else is a bug: one line naming a log file that holds the traceback, 70.
+    """
     try:
+        parser = build_parser()  # loads the plugins: strict mode may raise here
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return EXIT_USAGE
         return int(args.func(args) or 0)
     except DiffusionSchemesError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as exc:
+        where = f" {exc.filename!r}" if getattr(exc, "filename", None) else ""
+        print(f"error: cannot access{where}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - a bug: a short message and the traceback in a log
+        return _crash(exc)
+
+
+def _crash(exc: BaseException) -> int:
+    import tempfile
+    import traceback
+
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    try:
+        fd, log = tempfile.mkstemp(prefix="diffusion-schemes-crash-", suffix=".log")
+        with open(fd, "w", encoding="utf-8") as fh:
+            fh.write(f"diffusion-schemes {' '.join(sys.argv[1:])}\n{text}")
+        where = f"the full traceback is in {log}"
+    except OSError:
+        where = "no log could be written: " + text.strip().splitlines()[-1]
+    first = (str(exc).strip().splitlines() or [""])[0][:200]
+    print(f"diffusion-schemes failed unexpectedly ({type(exc).__name__}: {first}); {where}. "
+          "Please report it with that file.", file=sys.stderr)
+    return EXIT_CRASH
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .._errors import ArgumentTypeError, InvalidArgumentError
 from .._registry import check_kind, registry
 from ._context import Context, ProbeBackbone
 from ._report import CHECKS, ConformanceError, ConformanceReport, Failure
@@ -54,7 +55,7 @@ def check(
     check_kind(kind)
     unknown = set(options) - _OPTIONS[kind]
     if unknown:
-        raise TypeError(
+        raise ArgumentTypeError(
             f"check({kind!r}, ...) got unknown options {sorted(unknown)}; the options of a {kind} are "
             f"{sorted(_OPTIONS[kind])} (plus only, skip, raise_on_failure)"
         )
@@ -86,7 +87,7 @@ def _select(kind: str, invariants: dict, only: Any, skip: Any) -> list[str]:
     skipped = [skip] if isinstance(skip, str) else list(skip)
     for n in [*wanted, *skipped]:
         if n not in invariants:
-            raise ValueError(f"{kind} has no conformance invariant {n!r}; they are: {', '.join(names)}")
+            raise InvalidArgumentError(f"{kind} has no conformance invariant {n!r}; they are: {', '.join(names)}")
     return [n for n in names if n in wanted and n not in skipped]
 
 
@@ -101,7 +102,7 @@ def _paired_schedule(kind: str, name: str, options: dict[str, Any]) -> Any:
 
         options["_reference_schedule"] = True
         return ReferenceSchedule()
-    raise ValueError(
+    raise InvalidArgumentError(
         f"the preconditioner {name!r} has no noise schedule of the same name to pair with; pass one: "
         f"check('preconditioner', {name!r}, schedule='<schedule name or config>'). Installed schedules: "
         f"{', '.join(registry.names('noise_schedule')) or '(none)'}"

@@ -30,6 +30,7 @@ class FlowMatchingPreconditioner(ds.BaseAffinePreconditioner):
     """
 
     spec_class = FlowMatchingPreconditionerSpec
+    t_limits = (0.0, 1.0)  # t = 1 is pure noise: sigma(t) = t / (1 - t) is infinite there
 
     def sigma(self, t: torch.Tensor) -> torch.Tensor:
         return t / (1 - t)

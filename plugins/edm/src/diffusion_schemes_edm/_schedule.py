@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 import diffusion_schemes as ds
+from diffusion_schemes._errors import InvalidArgumentError
 
 from . import EDMNoiseScheduleSpec
 
@@ -40,9 +41,9 @@ class EDMNoiseSchedule(ds.SigmaTimeSchedule):
         weighting: Any = "default",
     ) -> None:
         if not 0 < sigma_min < sigma_max:
-            raise ValueError(f"need 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
+            raise InvalidArgumentError(f"need 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
         if not (rho > 0 and sigma_data > 0 and P_std > 0):
-            raise ValueError("rho, sigma_data and P_std must be > 0")
+            raise InvalidArgumentError("rho, sigma_data and P_std must be > 0")
         self.sigma_min, self.sigma_max, self.rho = float(sigma_min), float(sigma_max), float(rho)
         self.sigma_data, self.P_mean, self.P_std = float(sigma_data), float(P_mean), float(P_std)
         super().__init__("edm", weighting)
@@ -59,7 +60,7 @@ class EDMNoiseSchedule(ds.SigmaTimeSchedule):
 
     def timesteps(self, num_steps: int, device: Any = None) -> torch.Tensor:
         if num_steps < 1:
-            raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+            raise InvalidArgumentError(f"num_steps must be >= 1, got {num_steps}")
         i = torch.arange(num_steps, dtype=torch.float64, device=device)
         inv_rho = 1 / self.rho
         ramp = self.sigma_max**inv_rho + i / max(num_steps - 1, 1) * (self.sigma_min**inv_rho - self.sigma_max**inv_rho)

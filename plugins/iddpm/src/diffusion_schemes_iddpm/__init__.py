@@ -31,8 +31,8 @@ __all__ = [
 ]
 
 _C_1 = Field(0.001, gt=0, le=1, description="Lowest ratio alpha_bar(j-1)/alpha_bar(j) (clips the table at low j).")
-_C_2 = Field(0.008, ge=0, description="Offset of the cosine schedule (Nichol & Dhariwal 2021, eq. 17).")
-_M = Field(1000, ge=2, description="Number of DDPM steps; the table holds u_0 ... u_M.")
+_C_2 = Field(0.008, ge=0, le=1, description="Offset of the cosine schedule (Nichol & Dhariwal 2021, eq. 17), small against 1.")
+_M = Field(1000, ge=2, le=100_000, description="Number of DDPM steps; the table holds u_0 ... u_M.")
 
 
 class IDDPMPreconditionerSpec(ds.PreconditionerSpec):

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 
 import diffusion_schemes as ds
+from diffusion_schemes._errors import InvalidArgumentError
 
 from . import IDDPMNoiseScheduleSpec
 from ._table import noise_level_table
@@ -39,7 +40,7 @@ class IDDPMNoiseSchedule(ds.SigmaTimeSchedule):
     ) -> None:
         self.u = noise_level_table(C_1, C_2, M)  # checks the parameters
         if int(j0) != j0 or not 0 <= j0 < M - 1:
-            raise ValueError(f"j0 must be an integer in [0, M - 1) = [0, {M - 1}), got {j0!r}")
+            raise InvalidArgumentError(f"j0 must be an integer in [0, M - 1) = [0, {M - 1}), got {j0!r}")
         self.C_1, self.C_2, self.M, self.j0 = float(C_1), float(C_2), int(M), int(j0)
         super().__init__("iddpm", weighting)
 
@@ -54,7 +55,7 @@ class IDDPMNoiseSchedule(ds.SigmaTimeSchedule):
 
     def timesteps(self, num_steps: int, device: Any = None) -> torch.Tensor:
         if num_steps < 1:
-            raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+            raise InvalidArgumentError(f"num_steps must be >= 1, got {num_steps}")
         i = torch.arange(num_steps, dtype=torch.float64) / max(num_steps - 1, 1)
         j = torch.floor(self.j0 + (self.M - 1 - self.j0) * i + 0.5).long()
         return self._with_zero(self.u[j]).to(device)

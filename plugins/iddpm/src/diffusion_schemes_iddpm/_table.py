@@ -7,6 +7,8 @@ import math
 
 import torch
 
+from diffusion_schemes._errors import InvalidArgumentError
+
 
 @functools.lru_cache(maxsize=8)
 def _table(C_1: float, C_2: float, M: int) -> tuple[float, ...]:
@@ -35,7 +37,7 @@ def noise_level_table(C_1: float = 0.001, C_2: float = 0.008, M: int = 1000) -> 
     (0.00643, 20291, 0.0)
     """
     if not (0 < C_1 <= 1 and C_2 >= 0):
-        raise ValueError(f"iDDPM needs 0 < C_1 <= 1 and C_2 >= 0, got C_1={C_1}, C_2={C_2}")
+        raise InvalidArgumentError(f"iDDPM needs 0 < C_1 <= 1 and C_2 >= 0, got C_1={C_1}, C_2={C_2}")
     if int(M) != M or M < 2:
-        raise ValueError(f"iDDPM needs an integer number of steps M >= 2, got M={M!r}")
+        raise InvalidArgumentError(f"iDDPM needs an integer number of steps M >= 2, got M={M!r}")
     return torch.tensor(_table(float(C_1), float(C_2), int(M)), dtype=torch.float64)

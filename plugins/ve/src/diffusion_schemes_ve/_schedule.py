@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 import diffusion_schemes as ds
+from diffusion_schemes._errors import InvalidArgumentError
 
 from . import VENoiseScheduleSpec
 
@@ -40,7 +41,7 @@ class VENoiseSchedule(ds.SigmaTimeSchedule):
 
     def __init__(self, sigma_min: float = 0.02, sigma_max: float = 100.0, weighting: Any = "default") -> None:
         if not 0 < sigma_min < sigma_max:
-            raise ValueError(f"need 0 < sigma_min < sigma_max, got sigma_min={sigma_min}, sigma_max={sigma_max}")
+            raise InvalidArgumentError(f"need 0 < sigma_min < sigma_max, got sigma_min={sigma_min}, sigma_max={sigma_max}")
         self.sigma_min, self.sigma_max = float(sigma_min), float(sigma_max)
         super().__init__("ve", weighting)
 
@@ -54,7 +55,7 @@ class VENoiseSchedule(ds.SigmaTimeSchedule):
 
     def timesteps(self, num_steps: int, device: Any = None) -> torch.Tensor:
         if num_steps < 1:
-            raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+            raise InvalidArgumentError(f"num_steps must be >= 1, got {num_steps}")
         i = torch.arange(num_steps, dtype=torch.float64, device=device) / max(num_steps - 1, 1)
         return self._with_zero(self.sigma_max * (self.sigma_min / self.sigma_max) ** i)
 

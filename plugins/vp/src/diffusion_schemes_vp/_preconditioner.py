@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -40,6 +41,7 @@ class VPPreconditioner(ds.EpsilonPreconditioner):
     """
 
     spec_class = VPPreconditionerSpec
+    t_limits = (0.0, math.nextafter(1.0, math.inf))  # t in (0, 1]: 1 is the largest time allowed
     unit_variance = ("input", "target")  # for unit-variance data (Karras et al. 2022, Table 1)
 
     def __init__(

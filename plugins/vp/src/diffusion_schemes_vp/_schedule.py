@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 
 import diffusion_schemes as ds
+from diffusion_schemes._errors import InvalidArgumentError
 
 from . import VPNoiseScheduleSpec
 from ._time import VPTime
@@ -34,6 +36,7 @@ class VPNoiseSchedule(ds.BaseNoiseSchedule):
     """
 
     spec_class = VPNoiseScheduleSpec
+    t_limits = (0.0, math.nextafter(1.0, math.inf))  # t in (0, 1]: 1 is the largest time allowed
 
     def __init__(
         self,
@@ -44,7 +47,7 @@ class VPNoiseSchedule(ds.BaseNoiseSchedule):
         weighting: Any = "default",
     ) -> None:
         if not (0 < epsilon_t < 1 and 0 < epsilon_s < 1):
-            raise ValueError(f"epsilon_t and epsilon_s must lie in (0, 1), got {epsilon_t}, {epsilon_s}")
+            raise InvalidArgumentError(f"epsilon_t and epsilon_s must lie in (0, 1), got {epsilon_t}, {epsilon_s}")
         self.beta_d, self.beta_min = float(beta_d), float(beta_min)
         self.epsilon_t, self.epsilon_s = float(epsilon_t), float(epsilon_s)
         self.time = VPTime(self.beta_d, self.beta_min)
@@ -71,7 +74,7 @@ class VPNoiseSchedule(ds.BaseNoiseSchedule):
 
     def timesteps(self, num_steps: int, device: Any = None) -> torch.Tensor:
         if num_steps < 1:
-            raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+            raise InvalidArgumentError(f"num_steps must be >= 1, got {num_steps}")
         i = torch.arange(num_steps, dtype=torch.float64, device=device) / max(num_steps - 1, 1)
         return self._with_zero(1 + i * (self.epsilon_s - 1))
 
