@@ -201,8 +201,8 @@ class BaseAffinePreconditioner(SpecBacked, torch.nn.Module, abc.ABC):
             bad = outside(sigma, 0.0, math.inf)
             if bad is not None:
                 raise DomainError(
-                    f"a preconditioner needs noise levels > 0 and finite, got {bad}; noise level 0 is "
-                    "the end of sampling, where the clean sample is returned without calling the model"
+                    f"a preconditioner needs noise levels > 0, got {bad}; they must be finite, and noise level 0 "
+                    "is the end of sampling, where the clean sample is returned without calling the model"
                 )
         c_in, c_noise, c_out, c_skip = self.coefficients(sigma, x.ndim)
         out = self.model(_cast(c_in, dtype) * x, c_noise, condition, **model_kwargs)
