@@ -6,7 +6,8 @@ A checkpoint is a dict of tensors, numbers, strings, lists and dicts, so
 - ``format``: :data:`FORMAT`; ``step``: optimiser steps done;
 - ``config``: the trainer config (``TrainConfig.model_dump(mode="json")``);
 - ``specs``: the preconditioner's and the noise schedule's specs as plain dicts
-  (``obj.spec.model_dump(mode="json")``); :func:`rebuild` builds them again with
+  (``obj.spec.model_dump(mode="json")``), for readers of the file; :func:`rebuild` and
+  ``--resume`` both build the schemes from ``config`` (one source), with
   :func:`diffusion_schemes.create`, by name, from whichever distribution provides that name;
 - ``model``, ``ema``: state dicts of the backbone and of its moving average; ``optimizer``;
 - ``rng``: the global torch RNG state (the training noise itself is drawn from generators
@@ -190,6 +191,7 @@ def rebuild(payload: dict[str, Any], ema: bool = True) -> tuple[Any, Any, Any]:
         backbone.load_state_dict(state)
     except RuntimeError as exc:
         raise TrainerError(f"the checkpoint's weights do not fit its model config: {exc}") from None
-    precond = ds.create("preconditioner", payload["specs"]["preconditioner"], model=backbone)
-    schedule = ds.create("noise_schedule", payload["specs"]["noise_schedule"])
+    # the config is the one source of a run's schemes, for sampling as for --resume
+    precond = ds.create("preconditioner", config.preconditioner, model=backbone)
+    schedule = ds.create("noise_schedule", config.noise_schedule)
     return config, precond, schedule

@@ -78,6 +78,9 @@ def add_commands(cli: Any) -> None:
     _add_config_flags(p)
     p.add_argument("--evals", type=int, default=5, metavar="K", help="measurements per run (default 5)")
     p.add_argument("--run-dir", metavar="DIR", help="output folder (default: a new one under runs/)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted comparison in --run-dir (same arguments): finished runs are kept, "
+                   "interrupted ones continue from their checkpoint")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_run("compare"))
 
@@ -88,11 +91,10 @@ def _run(command: str) -> Any:
 
         try:
             return getattr(_handlers, command)(args)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             import sys
 
-            print("\ninterrupted; the last checkpoint is intact (resume with `diffusion-schemes train --resume "
-                  "RUN_DIR`)", file=sys.stderr)
+            print(f"\n{getattr(exc, 'message', 'interrupted')}", file=sys.stderr)
             return EXIT_INTERRUPTED
 
     handler.__name__ = f"cmd_{command}"

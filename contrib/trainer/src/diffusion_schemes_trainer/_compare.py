@@ -21,7 +21,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ._checkpoint import CHECKPOINT_NAME, load_checkpoint
 from ._errors import TrainerError
+from ._runguard import RunInterrupted
 
 __all__ = ["compare", "markdown_table", "parse_schemes"]
 
@@ -39,6 +41,30 @@ def parse_schemes(text: str) -> list[tuple[str, str, str]]:
     if len({label for label, _, _ in out}) != len(out):
         raise TrainerError(f"--schemes lists a scheme twice: {text!r}")
     return out
+
+
+def _finished(cfg: Any) -> dict[str, Any] | None:
+    """The metrics of a run of this comparison that already finished with this config, else ``None``."""
+    path = Path(cfg.run_dir) / "metrics.json"
+    try:
+        metrics = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return metrics if metrics.get("config") == cfg.model_dump(mode="json") else None
+
+
+def _checkpoint_of(cfg: Any) -> dict[str, Any] | None:
+    """The checkpoint of an interrupted run of this comparison (``None`` when it never wrote one)."""
+    path = Path(cfg.run_dir) / CHECKPOINT_NAME
+    if not path.exists():
+        return None
+    payload = load_checkpoint(path)
+    if payload["config"] != cfg.model_dump(mode="json"):
+        raise TrainerError(
+            f"{str(path)!r} was written with another config than these arguments give; resume the comparison with "
+            "the arguments it was started with, or pick another --run-dir"
+        )
+    return payload
 
 
 def markdown_table(rows: list[dict[str, Any]], floor: float) -> str:
@@ -68,6 +94,8 @@ def compare(args: argparse.Namespace) -> int:
 
     if args.scheme or args.preconditioner or args.noise_schedule:
         raise TrainerError("compare takes its schemes from --schemes (e.g. --schemes edm,vp or edm:vp)")
+    if getattr(args, "resume", False) and not args.run_dir:
+        raise TrainerError("compare --resume continues the comparison in --run-dir; give that folder")
     schemes = parse_schemes(args.schemes)
     changes = config_changes(args)
     root = Path(args.run_dir) if args.run_dir else Path("runs") / f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -83,12 +111,27 @@ def compare(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise TrainerError(f"cannot create the run directory {str(root)!r}: {exc.strerror or exc}") from None
     rows, floor = [], None
+    resume = getattr(args, "resume", False)
+    started = [label for label, cfg in configs if (Path(cfg.run_dir) / CHECKPOINT_NAME).exists()]
+    if started and not resume:
+        raise TrainerError(
+            f"{str(root)!r} already holds runs of a comparison ({', '.join(started)}). Continue it with the same "
+            "arguments and --resume (finished runs are kept, interrupted ones continue from their checkpoint), "
+            "or pick another --run-dir."
+        )
     for label, cfg in configs:
         if changes.get("eval_every") is None:
             cfg = cfg.model_copy(update={"eval_every": max(1, cfg.steps // args.evals)})
         if not args.quiet:
             print(f"\n=== {label} ===", file=sys.stderr, flush=True)
-        metrics = train(cfg, quiet=args.quiet)
+        metrics = _finished(cfg) if resume else None
+        if metrics is None:
+            checkpoint = _checkpoint_of(cfg) if resume else None
+            try:
+                metrics = train(cfg, checkpoint=checkpoint, quiet=args.quiet)
+            except RunInterrupted as exc:
+                raise RunInterrupted(f"{exc.message}. Continue the whole comparison with the same arguments and "
+                                     "--resume") from None
         if not metrics:  # a rank other than 0
             continue
         final = metrics["final"]

@@ -36,10 +36,16 @@ __all__ = ["DEFAULT_CONFIG", "TrainConfig", "config_model", "load_config", "pars
 
 #: The embedded default config (EDM on the 2-D Gaussian mixture, small MLP, CPU).
 DEFAULT_CONFIG = "default.toml"
+#: The most CPU threads a process may ask for (torch.set_num_threads(100_000) crashes the process).
+MAX_THREADS = 256
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+#: A number in (0, inf): a scale, a standard deviation, a weight.
+_Positive = Annotated[float, Field(gt=0)]
 
 
 class GaussianMixtureConfig(_Section):
@@ -51,8 +57,8 @@ class GaussianMixtureConfig(_Section):
     radius: float = Field(0.7, ge=0, description="Radius of the circle of centres.")
     std: float = Field(0.07, gt=0, description="Standard deviation of every blob (unless stds is given).")
     means: list[list[float]] | None = Field(None, description="Explicit centres, one [x, y] each.")
-    stds: list[float] | None = Field(None, description="Explicit per-blob standard deviations.")
-    weights: list[float] | None = Field(None, description="Mixing weights (normalised); equal when omitted.")
+    stds: list[_Positive] | None = Field(None, description="Explicit per-blob standard deviations (> 0).")
+    weights: list[_Positive] | None = Field(None, description="Mixing weights (> 0, normalised); equal when omitted.")
     train_size: int = Field(100_000, ge=1, description="Points in the training set.")
     eval_size: int = Field(4096, ge=16, description="Points in each of the two held-out sets.")
 
@@ -173,7 +179,9 @@ class OptimizerConfig(_Section):
 
     name: Literal["adam", "adamw"] = "adam"
     lr: float = Field(2e-3, gt=0, description="Peak learning rate.")
-    betas: tuple[float, float] = Field((0.9, 0.999), description="Adam's beta1, beta2.")
+    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = Field(
+        (0.9, 0.999), description="Adam's beta1, beta2, each in [0, 1)."
+    )
     weight_decay: float = Field(0.0, ge=0, description="Weight decay (decoupled for adamw).")
     warmup: int = Field(200, ge=0, description="Steps of linear learning-rate warm-up.")
     decay: Literal["constant", "cosine"] = Field("cosine", description="Learning rate after warm-up.")
@@ -246,12 +254,13 @@ def _build_model(installed: tuple[tuple[str, str], ...]) -> type[BaseModel]:
     class TrainConfig(BaseModel):
         """Everything one training run needs; every scheme is picked by name among the installed ones."""
 
-        model_config = ConfigDict(extra="forbid", frozen=True)
+        model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
         preconditioner: preconditioner_type = Field("edm", description="Preconditioner wrapping the backbone.")
         noise_schedule: schedule_type = Field("edm", description="Noise schedule: training times and sampling steps.")
-        weighting: Union[Literal["default"], float, SerializeAsAny[ds.WeightingSpec]] = Field(
-            "default", description="Loss weighting: 'default' (the schedule's own), a constant, or a weighting by name."
+        weighting: Union[Literal["default"], _Positive, SerializeAsAny[ds.WeightingSpec]] = Field(
+            "default",
+            description="Loss weighting: 'default' (the schedule's own), a constant > 0, or a weighting by name.",
         )
         solver: solver_type = Field("heun", description="Solver used to sample after training.")
         sampling_steps: int = Field(32, ge=1, description="Solver steps when sampling.")
@@ -260,10 +269,13 @@ def _build_model(installed: tuple[tuple[str, str], ...]) -> type[BaseModel]:
         optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig, description="Optimiser and EMA.")
         steps: int = Field(3000, ge=1, description="Optimiser steps.")
         batch_size: int = Field(256, ge=1, description="Global batch size (split over processes).")
-        seed: int = Field(0, ge=0, description="Seed of the data, initialisation, training noise and sampling.")
+        seed: int = Field(
+            0, ge=0, lt=2**63, description="Seed of the data, initialisation, training noise and sampling (< 2**63)."
+        )
         device: str = Field("cpu", description="'cpu', 'cuda', 'cuda:N' or 'auto' (CUDA when available).")
         threads: int = Field(
-            1, ge=0, description="CPU threads per process (torch.set_num_threads); 0 keeps torch's default."
+            1, ge=0, le=MAX_THREADS,
+            description=f"CPU threads per process (torch.set_num_threads, at most {MAX_THREADS}); 0 keeps torch's default.",
         )
         run_dir: str | None = Field(None, description="Output folder; a new one under runs/ when not set.")
         checkpoint_every: int = Field(500, ge=1, description="Write a checkpoint every this many steps.")
@@ -303,6 +315,10 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise TrainerError(f"cannot read the config file {str(path)!r}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise TrainerError(
+            f"the config file {str(path)!r} is not UTF-8 text (byte {exc.start}); TOML files are UTF-8"
+        ) from None
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

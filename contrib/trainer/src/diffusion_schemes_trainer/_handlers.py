@@ -60,6 +60,7 @@ def train(args: argparse.Namespace) -> int:
         folder = Path(args.resume)
         changes["run_dir"] = str(folder if folder.is_dir() else folder.parent)
         config = load_config(base=payload["config"], changes=changes, overrides=args.set)
+        _check_same_scheme(payload["config"], config, changes["run_dir"])
     else:
         if args.run_dir:
             changes["run_dir"] = args.run_dir
@@ -77,6 +78,26 @@ def train(args: argparse.Namespace) -> int:
     if metrics:
         print(summary(metrics), flush=True)
     return 0
+
+
+#: What makes a run's scheme: changing one on resume would continue a model trained for another.
+SCHEME_FIELDS = ("preconditioner", "noise_schedule", "weighting")
+
+
+def _check_same_scheme(before: dict[str, Any], config: Any, run_dir: str) -> None:
+    """Refuse a ``--resume`` that changes the preconditioner, noise schedule or weighting of a run."""
+    after = config.model_dump(mode="json")
+    changed = [k for k in SCHEME_FIELDS if before.get(k) != after[k]]
+    if changed:
+        name = lambda v: v.get("name") if isinstance(v, dict) else v  # noqa: E731
+        what = "; ".join(
+            f"{k}: {name(before.get(k))!r} -> {name(after[k])!r}" if name(before.get(k)) != name(after[k])
+            else f"{k}: its settings" for k in changed
+        )
+        raise TrainerError(
+            f"--resume would change the scheme of the run in {run_dir!r} ({what}). A run keeps its scheme; "
+            "start a new run (without --resume) to train another one."
+        )
 
 
 def sample(args: argparse.Namespace) -> int:
@@ -99,10 +120,15 @@ def sample(args: argparse.Namespace) -> int:
     for keys, value in parse_overrides(args.solver_option):
         solver[".".join(keys)] = value
     solver_spec = ds.parse_spec("solver", solver)
-    steps = args.steps or config.sampling_steps
+    steps = config.sampling_steps if args.steps is None else args.steps
     seed = config.seed if args.seed is None else args.seed
     data = config.data.build()
-    n = args.num_samples or config.data.eval_size
+    n = config.data.eval_size if args.num_samples is None else args.num_samples
+    for flag, value in (("--steps", steps), ("--num-samples", n)):
+        if value < 1:
+            raise TrainerError(f"{flag} must be >= 1, got {value}")
+    if not 0 <= seed < 2**63 - 1:
+        raise TrainerError(f"--seed must be in [0, 2**63 - 1), got {seed}")
     out = Path(args.out) if args.out else (path if path.is_dir() else path.parent)
     try:
         out.mkdir(parents=True, exist_ok=True)

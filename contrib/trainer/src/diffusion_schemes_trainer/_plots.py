@@ -13,10 +13,14 @@ True
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
+
+from ._errors import TrainerError
 
 __all__ = ["MISSING", "compare_curves", "loss_curve", "samples_picture"]
 
@@ -33,6 +37,22 @@ def _pyplot() -> Any:
     except ImportError:
         return None
     return plt
+
+
+def _save(plt: Any, fig: Any, path: str) -> str:
+    """Write ``fig`` to ``path`` through a temporary file: a full disk leaves no empty picture behind."""
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.tmp")
+    try:
+        fig.savefig(tmp, dpi=110, format=target.suffix.lstrip(".") or "png")
+        os.replace(tmp, target)
+    except OSError as exc:
+        raise TrainerError(f"cannot write {path!r}: {exc.strerror or exc}. Free some disk space or pick "
+                           "another folder.") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+        plt.close(fig)
+    return path
 
 
 def samples_picture(path: str, panels: Sequence[tuple[str, torch.Tensor]], kind: str = "points") -> str | None:
@@ -56,9 +76,7 @@ def samples_picture(path: str, panels: Sequence[tuple[str, torch.Tensor]], kind:
             ax.axis("off")
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def _grid(images: torch.Tensor) -> torch.Tensor:
@@ -91,9 +109,7 @@ def loss_curve(path: str, loss: Sequence[Sequence[float]]) -> str | None:
     ax.set_ylabel("loss")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def compare_curves(path: str, runs: dict[str, Sequence[dict[str, float]]], floor: float | None = None) -> str | None:
@@ -112,6 +128,4 @@ def compare_curves(path: str, runs: dict[str, Sequence[dict[str, float]]], floor
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)

@@ -33,11 +33,12 @@ import torch
 
 import diffusion_schemes as ds
 
-from ._checkpoint import CHECKPOINT_NAME, FORMAT, save_checkpoint
+from ._checkpoint import CHECKPOINT_NAME, FORMAT, first_nonfinite, save_checkpoint
 from ._distributed import Context, setup
 from ._errors import TrainerError
 from ._evaluate import evaluate
 from ._progress import Progress
+from ._runguard import RunInterrupted, RunLock
 
 __all__ = ["step_generator", "train"]
 
@@ -102,6 +103,12 @@ class _Trainer:
         self.data = config.data.build()
         self.splits = self.data.splits(config.data.train_size, config.data.eval_size, config.seed)
         self.shard = self.splits.train[ctx.rank :: ctx.world_size].to(ctx.device)
+        bad = int((~torch.isfinite(self.splits.train)).sum())
+        if bad:
+            raise TrainerError(
+                f"the training data ({config.data.name}) holds {bad} NaN or infinite values out of "
+                f"{self.splits.train.numel()}; fix the data set or its config (data.*) before training"
+            )
         torch.manual_seed(config.seed)  # the backbone's initial weights
         self.backbone = config.model.build(self.data.shape).to(ctx.device)
         self.ema = copy.deepcopy(self.backbone).requires_grad_(False) if config.optimizer.ema_decay > 0 else None
@@ -117,6 +124,7 @@ class _Trainer:
         cls = torch.optim.AdamW if opt.name == "adamw" else torch.optim.Adam
         self.optimizer = cls(self.backbone.parameters(), lr=opt.lr, betas=opt.betas, weight_decay=opt.weight_decay)
         self.step = 0
+        self.saved_step: int | None = None  # the step of the checkpoint on disk, if any
         self.history: dict[str, list[Any]] = {"loss": [], "eval": []}
         self.train_time = 0.0
         if checkpoint is not None:
@@ -137,7 +145,7 @@ class _Trainer:
             ) from None
         if "rng" in payload and "torch" in payload["rng"]:
             torch.set_rng_state(payload["rng"]["torch"])
-        self.step = int(payload["step"])
+        self.step = self.saved_step = int(payload["step"])
         self.history = {"loss": list(payload.get("history", {}).get("loss", [])),
                         "eval": list(payload.get("history", {}).get("eval", []))}
         self.train_time = float(payload.get("train_time_s", 0.0))
@@ -162,9 +170,33 @@ class _Trainer:
         }
 
     def save(self) -> None:
+        self.check_finite()
         if self.ctx.is_main:
-            save_checkpoint(self.run_dir / CHECKPOINT_NAME, self.payload())
+            try:
+                save_checkpoint(self.run_dir / CHECKPOINT_NAME, self.payload())
+            except KeyboardInterrupt:  # held back until the write was complete
+                self.saved_step = self.step
+                raise
+        self.saved_step = self.step
         self.ctx.barrier()
+
+    def resume_hint(self) -> str:
+        """Which checkpoint is on disk and how to continue from it (for error and interrupt messages)."""
+        if self.saved_step is None:
+            return f"no checkpoint was written in {str(self.run_dir)!r} yet"
+        return (f"the checkpoint of step {self.saved_step} in {str(self.run_dir)!r} is intact; continue it with "
+                f"`diffusion-schemes train --resume {self.run_dir}`")
+
+    def check_finite(self) -> None:
+        """Stop, naming the first non-finite tensor, before NaN or inf weights reach a checkpoint."""
+        parts = {"model": self.backbone.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "ema": self.ema.state_dict() if self.ema is not None else None}  # in the order they go bad
+        bad = next((b for b in (first_nonfinite({k: v}) for k, v in parts.items()) if b is not None), None)
+        if bad is not None:
+            raise TrainerError(
+                f"at step {self.step}, {bad} holds NaN or inf (the update diverged), so no checkpoint was written; "
+                f"{self.resume_hint()} and a lower optimizer.lr (--set optimizer.lr=...) or optimizer.grad_clip"
+            )
 
     # ------------------------------------------------------------------ training
     def train_step(self) -> torch.Tensor:
@@ -213,8 +245,10 @@ class _Trainer:
             if self.step % cfg.log_every == 0 or self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
                 last = self.ctx.mean(float(acc) / count)
                 if not math.isfinite(last):
+                    self.check_finite()  # names the diverged tensor when the weights are to blame
                     raise TrainerError(
-                        f"the loss became {last} at step {self.step}; lower optimizer.lr or set optimizer.grad_clip"
+                        f"the loss became {last} at step {self.step} with finite weights; check the schemes' "
+                        f"settings and the weighting; {self.resume_hint()}"
                     )
                 self.history["loss"].append([self.step, last])
                 acc, count = torch.zeros((), device=self.ctx.device), 0
@@ -307,6 +341,7 @@ def train(
     if config.threads:
         torch.set_num_threads(config.threads)
     ctx = setup(config.device)
+    lock, trainer = None, None
     try:
         decided = None
         if ctx.is_main:
@@ -318,6 +353,8 @@ def train(
         if isinstance(decided, TrainerError):
             raise decided
         run_dir = Path(decided)
+        if ctx.is_main:
+            lock = RunLock(run_dir).acquire()
         config = config.model_copy(update={"run_dir": str(run_dir)})
         trainer = _Trainer(config, ctx, run_dir, checkpoint)
         out = stream if stream is not None else sys.stderr
@@ -332,6 +369,7 @@ def train(
             trainer.run(progress, callback)
             if progress is not None:
                 progress.close()
+        trainer.check_finite()
         in_sync = ctx.identical(trainer.backbone)
         if ctx.is_main:
             if show:
@@ -343,7 +381,17 @@ def train(
         trainer._record_eval()
         trainer.save()
         return {}
+    except KeyboardInterrupt:
+        if trainer is not None:
+            where = f"at step {trainer.step}; {trainer.resume_hint()}"
+        elif checkpoint is not None:
+            where = f"before training resumed; the checkpoint of step {checkpoint['step']} is intact"
+        else:
+            where = "before training started; nothing was written"
+        raise RunInterrupted(f"interrupted {where}") from None
     finally:
+        if lock is not None:
+            lock.release()
         ctx.close()
 
 
