@@ -87,9 +87,9 @@ def _spec_union(kind: str) -> Any:
     specs = [info.spec for info in registry.infos(kind) if info.name not in conflicted]
     names = sorted({s.scheme_name() for s in specs})
     if not specs:
+        why = f" apart from {len(conflicted)} conflicting name(s)" if conflicted else ""
         raise UnknownSchemeError(
-            f"no {kind} schemes are usable (installed: {len(conflicted)} conflicting name(s)); "
-            "`diffusion-schemes doctor` shows what was found",
+            f"no {kind} schemes are installed{why}; `diffusion-schemes doctor` shows what was found",
             kind=kind, name="", installed=[],
         )
     inner: Any = specs[0] if len(specs) == 1 else Annotated[Union[tuple(specs)], Field(discriminator="name")]

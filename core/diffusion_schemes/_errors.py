@@ -204,7 +204,7 @@ def outside(values: Any, lo: float, hi: float) -> list[float] | None:
     """
     if not values.numel():
         return None
-    low, high = (float(v) for v in values.aminmax())
+    low, high = (float(v) for v in values.detach().aminmax())
     if low > lo and high < hi:  # NaN fails both comparisons
         return None
     wide = values.double()
