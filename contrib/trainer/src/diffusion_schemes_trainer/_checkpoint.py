@@ -45,7 +45,16 @@ import torch
 from ._errors import TrainerError
 from ._runguard import deferred_interrupt
 
-__all__ = ["CHECKPOINT_NAME", "FORMAT", "checksum", "first_nonfinite", "load_checkpoint", "rebuild", "save_checkpoint"]
+__all__ = [
+    "CHECKPOINT_NAME",
+    "FORMAT",
+    "checksum",
+    "first_nonfinite",
+    "load_checkpoint",
+    "rebuild",
+    "save_checkpoint",
+    "write_atomically",
+]
 
 FORMAT = "diffusion-schemes-trainer/1"
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -116,13 +125,19 @@ def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> No
     bad = first_nonfinite(payload)
     if bad is not None:
         raise TrainerError(f"{bad} holds NaN or inf; the checkpoint {str(path)!r} was not written")
-    payload = {**payload, "checksum": checksum(payload)}
+    write_atomically(path, {**payload, "checksum": checksum(payload)}, what="the checkpoint")
+
+
+def write_atomically(path: str | os.PathLike[str], obj: Any, what: str = "") -> None:
+    """``torch.save(obj)`` to ``path`` through a temporary file (fsync, ``os.replace``), SIGINT held back:
+    ``path`` is the old file or the new one, never a partial one; a failure is a :class:`TrainerError`."""
+    path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with deferred_interrupt():
             try:
                 with open(tmp, "wb") as fh:
-                    torch.save(payload, fh)
+                    torch.save(obj, fh)
                     fh.flush()
                     os.fsync(fh.fileno())
                 os.replace(tmp, path)
@@ -130,8 +145,8 @@ def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> No
                 tmp.unlink(missing_ok=True)
     except (OSError, RuntimeError) as exc:  # torch.save reports a full disk as a RuntimeError
         raise TrainerError(
-            f"cannot write the checkpoint {str(path)!r}: {getattr(exc, 'strerror', None) or exc}. "
-            "Check that the run directory is writable and the disk is not full."
+            f"cannot write {what or 'the file'} {str(path)!r}: {getattr(exc, 'strerror', None) or exc}. "
+            "Check that the folder is writable and the disk is not full."
         ) from None
 
 

@@ -107,7 +107,7 @@ def sample(args: argparse.Namespace) -> int:
     import diffusion_schemes as ds
 
     from . import _plots
-    from ._checkpoint import load_checkpoint, rebuild
+    from ._checkpoint import load_checkpoint, rebuild, write_atomically
     from ._config import parse_overrides
     from ._evaluate import evaluate, generate
 
@@ -149,10 +149,7 @@ def sample(args: argparse.Namespace) -> int:
     else:
         samples, nfe = generate(precond, schedule, (n, *data.shape), solver_spec, steps, seed + 1)
         lines = [f"(no distance measured: it needs --num-samples {config.data.eval_size}, the held-out set's size)"]
-    try:
-        torch.save(samples, out / f"{stem}.pt")
-    except OSError as exc:
-        raise TrainerError(f"cannot write to {str(out)!r}: {exc.strerror or exc}; pick a folder with --out") from None
+    write_atomically(out / f"{stem}.pt", samples, what="the samples")
     picture = _plots.samples_picture(str(out / f"{stem}.png"), [(f"{solver_spec.name}, {steps} steps", samples)], data.kind)
     print(f"{n} samples, {nfe} model evaluations")
     print("\n".join(lines))

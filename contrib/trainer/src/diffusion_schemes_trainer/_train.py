@@ -33,7 +33,7 @@ import torch
 
 import diffusion_schemes as ds
 
-from ._checkpoint import CHECKPOINT_NAME, FORMAT, first_nonfinite, save_checkpoint
+from ._checkpoint import CHECKPOINT_NAME, FORMAT, first_nonfinite, save_checkpoint, write_atomically
 from ._distributed import Context, setup
 from ._errors import TrainerError
 from ._evaluate import evaluate
@@ -279,7 +279,7 @@ def _write_outputs(trainer: _Trainer, result: dict[str, Any], wall: float, in_sy
 
     cfg, run_dir = trainer.config, trainer.run_dir
     files = {"checkpoint": CHECKPOINT_NAME, "metrics": "metrics.json", "samples_tensor": "samples.pt"}
-    torch.save(result["samples"], run_dir / "samples.pt")
+    write_atomically(run_dir / "samples.pt", result["samples"], what="the samples")
     panels = [("held-out data", trainer.splits.eval_a),
               (f"model ({cfg.preconditioner.name} + {cfg.noise_schedule.name}, step {trainer.step})", result["samples"])]
     if result["exact_samples"] is not None:
