@@ -411,3 +411,17 @@ def test_compare_resumes_an_interrupted_comparison(tmp_path, capsys, monkeypatch
     report = json.loads((tmp_path / "compare.json").read_text())
     assert [r["scheme"] for r in report["schemes"]] == ["edm", "vp"]
     assert load_checkpoint(tmp_path / "vp")["step"] == 4
+
+
+def test_a_full_disk_while_drawing_leaves_no_empty_picture(tmp_path, monkeypatch):
+    figure = pytest.importorskip("matplotlib.figure")
+    from diffusion_schemes_trainer import _plots
+
+    def full_disk(self, fname, **kwargs):
+        open(fname, "wb").write(b"\x89PNG")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(figure.Figure, "savefig", full_disk)
+    with pytest.raises(ds.DiffusionSchemesError, match="No space left on device"):
+        _plots.samples_picture(str(tmp_path / "samples.png"), [("points", torch.randn(50, 2))])
+    assert list(tmp_path.iterdir()) == []
