@@ -108,7 +108,7 @@ class Checkerboard(PointCloud):
 
     def __init__(self, squares: int = 4, size: float = 4.0) -> None:
         if squares < 2 or squares % 2:
-            raise ValueError(f"squares must be an even number >= 2, got {squares}")
+            raise TrainerError(f"squares must be an even number >= 2, got {squares}")
         self.squares, self.size = int(squares), float(size)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:

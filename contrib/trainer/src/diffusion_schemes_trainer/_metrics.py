@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import torch
 
+from ._errors import TrainerError
+
 __all__ = ["sliced_wasserstein"]
 
 
@@ -30,7 +32,7 @@ def sliced_wasserstein(x: torch.Tensor, y: torch.Tensor, projections: int = 512,
     x = x.reshape(x.shape[0], -1).to(torch.float64)
     y = y.reshape(y.shape[0], -1).to(torch.float64).to(x.device)
     if x.shape != y.shape:
-        raise ValueError(f"sliced_wasserstein needs two sets of the same shape, got {tuple(x.shape)} and {tuple(y.shape)}")
+        raise TrainerError(f"sliced_wasserstein needs two sets of the same shape, got {tuple(x.shape)} and {tuple(y.shape)}")
     theta = torch.randn(x.shape[1], projections, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
     theta = (theta / theta.norm(dim=0, keepdim=True)).to(x.device)
     px, _ = torch.sort(x @ theta, dim=0)

@@ -31,6 +31,8 @@ from typing import Any
 
 import torch
 
+from ._errors import TrainerError
+
 __all__ = ["GaussianMixture"]
 
 
@@ -54,12 +56,12 @@ class GaussianMixture:
         k = self.means.shape[0]
         w = torch.ones(k, dtype=torch.float64) if weights is None else torch.as_tensor(weights, dtype=torch.float64)
         if self.means.ndim != 2 or self.stds.shape != (k,) or w.shape != (k,):
-            raise ValueError(
+            raise TrainerError(
                 f"a mixture needs means shaped (K, d), stds (K,) and weights (K,); got {tuple(self.means.shape)}, "
                 f"{tuple(self.stds.shape)} and {tuple(w.shape)}"
             )
         if not bool((self.stds > 0).all()) or not bool((w > 0).all()):
-            raise ValueError("mixture stds and weights must all be > 0")
+            raise TrainerError("mixture stds and weights must all be > 0")
         self.weights = w / w.sum()
 
     @property

@@ -23,12 +23,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from ._errors import TrainerError
+
 __all__ = ["MLP", "ConvNet", "NoiseEmbedding"]
 
 
 def _unconditional(condition: Any, name: str) -> None:
     if condition is not None:
-        raise ValueError(f"the {name} backbone is unconditional; got a condition of type {type(condition).__name__}")
+        raise TrainerError(f"the {name} backbone is unconditional; got a condition of type {type(condition).__name__}")
 
 
 class NoiseEmbedding(nn.Module):
