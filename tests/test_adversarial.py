@@ -425,3 +425,21 @@ def test_a_full_disk_while_drawing_leaves_no_empty_picture(tmp_path, monkeypatch
     with pytest.raises(ds.DiffusionSchemesError, match="No space left on device"):
         _plots.samples_picture(str(tmp_path / "samples.png"), [("points", torch.randn(50, 2))])
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_real_ctrl_c_exits_130_naming_the_checkpoint_on_disk(tmp_path):
+    run_dir = tmp_path / "run"
+    args = ["train", "-q", "--run-dir", str(run_dir), "--set", "steps=100000", "--set", "checkpoint_every=5",
+            *(a for item in SMALL if not item.startswith(("steps", "checkpoint_every")) for a in ("--set", item))]
+    proc = subprocess.Popen([sys.executable, "-m", "diffusion_schemes", *args], stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 120
+    while not (run_dir / "checkpoint.pt").exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    step = load_checkpoint(run_dir)["step"]
+    assert f"the checkpoint of step {step} in {str(run_dir)!r} is intact" in err
+    assert sorted(p.name for p in run_dir.iterdir() if p.name.startswith(".")) == []

@@ -36,7 +36,7 @@ from typing import Any
 
 from ._errors import TrainerError
 
-__all__ = ["LOCK_NAME", "RunInterrupted", "RunLock", "deferred_interrupt"]
+__all__ = ["LOCK_NAME", "HeldInterrupt", "RunInterrupted", "RunLock", "deferred_interrupt"]
 
 LOCK_NAME = ".lock"
 #: Temporary files of interrupted writes: ``.checkpoint.pt.tmp-<pid>``, ``.metrics.json.tmp``, ...
@@ -49,6 +49,10 @@ class RunInterrupted(KeyboardInterrupt):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+
+class HeldInterrupt(KeyboardInterrupt):
+    """Ctrl-C that :func:`deferred_interrupt` held back until its block had completed."""
 
 
 def _alive(pid: int) -> bool:
@@ -130,11 +134,15 @@ class RunLock:
         self.release()
 
 
+_deferring: list[bool] = []  # non-empty while a deferred_interrupt block runs in the main thread
+
+
 @contextlib.contextmanager
 def deferred_interrupt() -> Iterator[None]:
-    """Hold SIGINT back until the block ends, then raise :class:`KeyboardInterrupt` if one came.
+    """Hold SIGINT back until the block ends, then raise :class:`HeldInterrupt` if one came.
 
     Only the main thread can install signal handlers; elsewhere the block runs unprotected.
+    Blocks nest: the outermost one holds the signal until it ends.
 
     >>> import os, signal
     >>> from diffusion_schemes_trainer._runguard import deferred_interrupt
@@ -148,9 +156,10 @@ def deferred_interrupt() -> Iterator[None]:
     >>> done
     ['the block finished', 'then the interrupt']
     """
-    if threading.current_thread() is not threading.main_thread():
-        yield
+    if threading.current_thread() is not threading.main_thread() or _deferring:
+        yield  # another thread cannot catch signals; inside an outer block, the outer one holds them
         return
+    _deferring.append(True)
     caught: list[int] = []
     previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
     if previous is None:  # installed outside Python: restore Python's default
@@ -159,5 +168,6 @@ def deferred_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+        _deferring.pop()
     if caught:
-        raise KeyboardInterrupt
+        raise HeldInterrupt

@@ -38,7 +38,7 @@ from ._distributed import Context, setup
 from ._errors import TrainerError
 from ._evaluate import evaluate
 from ._progress import Progress
-from ._runguard import RunInterrupted, RunLock
+from ._runguard import RunInterrupted, RunLock, deferred_interrupt
 
 __all__ = ["step_generator", "train"]
 
@@ -171,13 +171,10 @@ class _Trainer:
 
     def save(self) -> None:
         self.check_finite()
-        if self.ctx.is_main:
-            try:
+        with deferred_interrupt():  # Ctrl-C waits until the checkpoint and saved_step agree
+            if self.ctx.is_main:
                 save_checkpoint(self.run_dir / CHECKPOINT_NAME, self.payload())
-            except KeyboardInterrupt:  # held back until the write was complete
-                self.saved_step = self.step
-                raise
-        self.saved_step = self.step
+            self.saved_step = self.step
         self.ctx.barrier()
 
     def resume_hint(self) -> str:
