@@ -29,7 +29,7 @@ import torch
 
 from ._errors import ConditionError
 
-__all__ = ["ConcatConditionWrapper", "check_condition"]
+__all__ = ["ConcatConditionWrapper"]
 
 
 def check_condition(condition: Any, batch_size: int) -> None:
@@ -37,12 +37,12 @@ def check_condition(condition: Any, batch_size: int) -> None:
 
     >>> import torch
     >>> import diffusion_schemes as ds
-    >>> ds.check_condition(None, 2)
-    >>> ds.check_condition(torch.zeros(2, 5), 2)
-    >>> ds.check_condition(torch.zeros(3, 5), 2)
+    >>> check_condition(None, 2)
+    >>> check_condition(torch.zeros(2, 5), 2)
+    >>> check_condition(torch.zeros(3, 5), 2)
     Traceback (most recent call last):
       ...
-    diffusion_schemes._errors.ConditionError: the condition's batch size is 3 but the latent's is 2; ...
+    diffusion_schemes.ConditionError: the condition's batch size is 3 but the latent's is 2; ...
     """
     if condition is None:
         return

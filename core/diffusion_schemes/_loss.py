@@ -54,7 +54,6 @@ torch.Size([])
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -62,9 +61,9 @@ import torch
 from ._conditioning import check_condition
 from ._denoiser import check_pair, predict
 from ._preconditioner import compute_dtype
-from ._registry import registry
-from ._specs import SchemeSpec
+from ._config import resolve_weighting
 from ._weighting import weight_for
+from ._shape import append_dims
 
 __all__ = ["PREDICTION_TYPES", "REDUCTIONS", "MSEDSMLoss"]
 
@@ -74,16 +73,10 @@ REDUCTIONS = ("mean", "sum", "none")
 
 
 def _resolve_weighting(weighting: Any) -> Any:
+    """None (the schedule's) and numbers (constant weights) stay; the rest is a weighting reference."""
     if weighting is None or isinstance(weighting, (int, float)) and not isinstance(weighting, bool):
         return weighting
-    if isinstance(weighting, (str, Mapping, SchemeSpec)):
-        return registry.create("weighting", weighting)
-    if callable(weighting):
-        return weighting
-    raise TypeError(
-        f"weighting must be None (the schedule's), a number (a constant weight; 1.0 for none), a registered "
-        f"name, a config mapping, a spec or a callable w(log_snr, schedule=None); got {weighting!r}"
-    )
+    return resolve_weighting(weighting)
 
 
 class MSEDSMLoss(torch.nn.Module):
@@ -158,9 +151,7 @@ class MSEDSMLoss(torch.nn.Module):
 
     def weight(self, log_snr: torch.Tensor) -> torch.Tensor:
         """The weight of each sample's loss at ``log_snr``, for :attr:`prediction_type`."""
-        w = self.weighting
-        if w is None:
-            return self.noise_schedule.loss_weight_at(log_snr, self.prediction_type)
+        w = self.noise_schedule.weighting if self.weighting is None else self.weighting
         if isinstance(w, (int, float)):
             return torch.full_like(log_snr, float(w))
         return weight_for(w, log_snr, self.prediction_type, schedule=self.noise_schedule)
@@ -199,11 +190,10 @@ class MSEDSMLoss(torch.nn.Module):
             raise ValueError(f"noise must be shaped like x0 {tuple(x0.shape)}, got {tuple(noise.shape)}")
         log_snr = self.noise_schedule.get_log_snr(t, training=True).to(compute_dtype(x0.dtype))
         level = torch.exp(-log_snr / 2)
-        shape = (batch, *([1] * (x0.ndim - 1)))
-        x_hat = x0 + level.reshape(shape).to(x0.dtype) * noise
+        x_hat = x0 + append_dims(level, x0.ndim).to(x0.dtype) * noise
         out = predict(self.model, self.noise_schedule, x_hat, level, t, condition, **model_kwargs)
-        target = self.target(x0, noise, log_snr.reshape(shape))
-        weight = self.weight(log_snr).to(log_snr.dtype).reshape(shape)
+        target = self.target(x0, noise, append_dims(log_snr, x0.ndim))
+        weight = append_dims(self.weight(log_snr).to(log_snr.dtype), x0.ndim)
         loss = weight * (out.to(weight.dtype) - target.to(weight.dtype)) ** 2
         if self.reduction == "mean":
             return loss.mean()

@@ -24,21 +24,16 @@ valu
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import typing
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
-__all__ = [
-    "KINDS",
-    "NoiseScheduleSpec",
-    "PreconditionerSpec",
-    "SchemeSpec",
-    "SolverSpec",
-    "SpecBacked",
-    "WeightingSpec",
-]
+from ._errors import SchemeConfigError
+
+__all__ = ["NoiseScheduleSpec", "PreconditionerSpec", "SchemeSpec", "SolverSpec", "SpecBacked", "WeightingSpec"]
 
 #: The kinds of scheme, in the order they are listed.
 KINDS: tuple[str, ...] = ("preconditioner", "noise_schedule", "weighting", "solver")
@@ -171,11 +166,16 @@ class SolverSpec(SchemeSpec):
 
 
 class SpecBacked:
-    """Mixin for objects that can give back the spec they are (re)built from.
+    """Mixin for objects built from a spec: the spec is the single source of their parameters.
 
-    Set ``spec_class`` to the spec type and implement :meth:`get_config` to return its
-    fields (without ``name``); ``obj.spec`` is then the validated spec, so a checkpoint
-    can store ``obj.spec.model_dump()`` and rebuild the object by name.
+    Set ``spec_class``; the base classes of the core (:class:`BaseAffinePreconditioner`,
+    :class:`BaseNoiseSchedule`, :class:`BaseWeighting`) then take the spec's fields as
+    constructor arguments (positional in field order, or by keyword), validate them through
+    the spec (the same :class:`SchemeConfigError` as :func:`diffusion_schemes.create`), keep
+    the spec as ``obj.spec`` and each field as an attribute. ``get_config()`` and ``repr``
+    derive from the spec, so a checkpoint can store ``obj.spec.model_dump()`` and rebuild the
+    object by name. (A class that writes its own ``get_config`` keeps its own constructor;
+    ``obj.spec`` is then validated from that config.)
 
     >>> import diffusion_schemes as ds
     >>> solver = ds.create("solver", {"name": "edm_stochastic_euler", "S_churn": 0})
@@ -189,17 +189,116 @@ class SpecBacked:
     """
 
     spec_class: ClassVar[type[SchemeSpec] | None] = None
+    _spec: SchemeSpec | None = None
+
+    @classmethod
+    def _built_from_spec(cls, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+        """Whether the constructor's arguments are the spec's fields.
+
+        Not for a class that writes its own ``get_config`` (it keeps its own constructor), nor
+        for arguments given to a class whose spec has no field (a hand-written base call).
+        """
+        if cls.spec_class is None or cls.get_config is not SpecBacked.get_config:
+            return False
+        return len(cls.spec_class.model_fields) > 1 or not (args or kwargs)
+
+    def _bind_spec(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> SchemeSpec:
+        """Validate constructor arguments through ``spec_class``; keep the spec and its fields."""
+        assert self.spec_class is not None
+        fields = [f for f in self.spec_class.model_fields if f != "name"]
+        owner = type(self).__qualname__
+        if len(args) > len(fields):
+            raise TypeError(f"{owner} takes at most {len(fields)} positional arguments ({', '.join(fields)}), got {len(args)}")
+        config = dict(zip(fields, args))
+        twice = sorted(set(config) & set(kwargs))
+        if twice:
+            raise TypeError(f"{owner} got several values for {', '.join(twice)}")
+        config.update(kwargs)
+        spec = validate_spec(self.spec_class, config)
+        for key, value in spec.params().items():
+            setattr(self, key, value)
+        # an object given for a field (a weighting) is described by its own spec when asked
+        self._spec = spec if all(_plain(v) for v in spec.params().values()) else None
+        self._config = spec.params()
+        return spec
 
     def get_config(self) -> dict[str, Any]:
-        """The spec's fields other than ``name`` (JSON-serialisable)."""
-        return {}
+        """The spec's fields other than ``name``, JSON-serialisable.
+
+        >>> import diffusion_schemes as ds
+        >>> ds.create("noise_schedule", {"name": "ve", "sigma_max": 50}).get_config()
+        {'sigma_min': 0.02, 'sigma_max': 50.0, 'weighting': 'default'}
+        """
+        return {key: _jsonable(value) for key, value in getattr(self, "_config", {}).items()}
 
     @property
     def spec(self) -> SchemeSpec:
         """The spec that rebuilds this object by name."""
+        if self._spec is not None:
+            return self._spec
         if self.spec_class is None:
             raise NotImplementedError(
                 f"{type(self).__qualname__} has no spec_class, so it cannot be described by name; "
                 "set spec_class to the spec type that builds it"
             )
         return self.spec_class.model_validate(self.get_config())
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+def _plain(value: Any) -> bool:
+    return value is None or isinstance(value, (str, int, float, bool, list, dict, tuple))
+
+
+def _jsonable(value: Any) -> Any:
+    """A spec field's value in JSON form; an object built from a spec becomes that spec's config."""
+    if isinstance(value, SchemeSpec):
+        return value.model_dump(mode="json")
+    if _plain(value):
+        return value
+    try:
+        return value.spec.model_dump(mode="json")
+    except (AttributeError, NotImplementedError) as exc:
+        raise TypeError(
+            f"{value!r} cannot be described by name, so this object's config cannot be serialised; "
+            "pass it by name or config instead"
+        ) from exc
+
+
+def validate_spec(spec_cls: type[SchemeSpec], config: dict[str, Any]) -> SchemeSpec:
+    """``spec_cls`` validated from ``config``; a :class:`SchemeConfigError` that names each bad field.
+
+    >>> from diffusion_schemes._weighting import SNRWeightingSpec
+    >>> validate_spec(SNRWeightingSpec, {"bias": 1})
+    Traceback (most recent call last):
+      ...
+    diffusion_schemes.SchemeConfigError: invalid config for weighting 'snr' (SNRWeightingSpec):
+      - bias: unknown field. The fields of 'snr' are: (none)
+    ...
+    """
+    from pydantic import ValidationError
+
+    name = spec_cls.scheme_name()
+    try:
+        return spec_cls.model_validate({**config, "name": name})
+    except ValidationError as exc:
+        raise SchemeConfigError(_format_validation(spec_cls.kind, name, spec_cls, exc), errors=exc.errors()) from None
+
+
+def _format_validation(kind: str, name: str, spec_cls: type[SchemeSpec], exc: Any) -> str:
+    fields = [f for f in spec_cls.model_fields if f != "name"]
+    lines = [f"invalid config for {kind} {name!r} ({spec_cls.__qualname__}):"]
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(config)"
+        if err["type"] == "extra_forbidden":
+            close = difflib.get_close_matches(str(err["loc"][-1]), fields, n=1, cutoff=0.5)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            lines.append(
+                f"  - {loc}: unknown field.{hint} The fields of {name!r} are: {', '.join(fields) or '(none)'}"
+            )
+        else:
+            lines.append(f"  - {loc}: {err['msg']} (got {err.get('input')!r})")
+    lines.append(f"Run `diffusion-schemes show {kind} {name}` for the fields, their types, defaults and constraints.")
+    return "\n".join(lines)

@@ -20,6 +20,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 import diffusion_schemes as ds
+from diffusion_schemes.lazy import lazy_exports
 
 __all__ = ["CosineNoiseSchedule", "CosineNoiseScheduleSpec"]
 
@@ -52,9 +53,4 @@ def register_schemes() -> list[type[ds.SchemeSpec]]:
     return [CosineNoiseScheduleSpec]
 
 
-def __getattr__(name: str) -> Any:
-    if name == "CosineNoiseSchedule":
-        from ._schedule import CosineNoiseSchedule
-
-        return CosineNoiseSchedule
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, {"CosineNoiseSchedule": "._schedule"})

@@ -36,12 +36,6 @@ class EDMPreconditioner(ds.BaseAffinePreconditioner):
     spec_class = EDMPreconditionerSpec
     unit_variance = ("input", "target")  # for data of std sigma_data: Karras et al. 2022, eqs. 114-118
 
-    def __init__(self, model: Any, sigma_data: float = 0.5, meta: Any = None) -> None:
-        super().__init__(model, meta)
-        if not sigma_data > 0:
-            raise ValueError(f"sigma_data must be > 0, got {sigma_data}")
-        self.sigma_data = float(sigma_data)
-
     def compute_coefficients(self, sigma: torch.Tensor):
         sd = self.sigma_data
         c_in = (sigma**2 + sd**2).rsqrt()  # 1 / sqrt(sigma^2 + sigma_data^2), shared by three coefficients
@@ -49,6 +43,3 @@ class EDMPreconditioner(ds.BaseAffinePreconditioner):
         c_out = sigma * sd * c_in
         c_noise = sigma.log() / 4
         return c_in, c_noise, c_out, c_skip
-
-    def get_config(self) -> dict[str, Any]:
-        return {"sigma_data": self.sigma_data}

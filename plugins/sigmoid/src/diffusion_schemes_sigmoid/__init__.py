@@ -20,6 +20,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 import diffusion_schemes as ds
+from diffusion_schemes.lazy import lazy_exports
 
 __all__ = ["SigmoidWeighting", "SigmoidWeightingSpec"]
 
@@ -48,9 +49,4 @@ def register_schemes() -> list[type[ds.SchemeSpec]]:
     return [SigmoidWeightingSpec]
 
 
-def __getattr__(name: str) -> Any:
-    if name == "SigmoidWeighting":
-        from ._weighting import SigmoidWeighting
-
-        return SigmoidWeighting
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, {"SigmoidWeighting": "._weighting"})

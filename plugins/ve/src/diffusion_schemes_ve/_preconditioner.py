@@ -41,6 +41,3 @@ class VEPreconditioner(ds.BaseAffinePreconditioner):
     def compute_coefficients(self, sigma: torch.Tensor):
         one = torch.ones_like(sigma)
         return one, (0.5 * sigma).log(), sigma, one
-
-    def get_config(self) -> dict[str, Any]:
-        return {}

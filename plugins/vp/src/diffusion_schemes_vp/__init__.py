@@ -21,6 +21,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 import diffusion_schemes as ds
+from diffusion_schemes.lazy import lazy_exports
 
 __all__ = ["VPNoiseSchedule", "VPNoiseScheduleSpec", "VPPreconditioner", "VPPreconditionerSpec", "VPTime"]
 
@@ -79,9 +80,4 @@ def register_schemes() -> list[type[ds.SchemeSpec]]:
 _LAZY = {"VPPreconditioner": "._preconditioner", "VPNoiseSchedule": "._schedule", "VPTime": "._time"}
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name], __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
