@@ -6,14 +6,7 @@ A condition travels untouched from the caller to the backbone: it is never scale
 >>> import torch
 >>> from tensordict import TensorDict
 >>> import diffusion_schemes as ds
->>> class Backbone(torch.nn.Module):
-...     def __init__(self):
-...         super().__init__()
-...         self.net = torch.nn.Conv2d(3 + 1, 3, 1)
-...         self.vec = torch.nn.Linear(4, 3)
-...     def forward(self, x, t, condition=None):
-...         return self.net(x) + self.vec(condition)[:, :, None, None]
->>> model = ds.ConcatConditionWrapper(Backbone())
+>>> model = ds.ConcatConditionWrapper(CondBackbone())
 >>> condition = TensorDict(
 ...     {"cond_concat": torch.rand(2, 1, 8, 8), "cond_vec": torch.rand(2, 4)}, batch_size=[2]
 ... )

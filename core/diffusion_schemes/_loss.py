@@ -15,12 +15,6 @@ The seed 000 pipeline, with a small backbone of our own:
 >>> from functools import partial
 >>> import diffusion_schemes as ds
 >>> from diffusion_schemes_edm import EDMNoiseSchedule, EDMPreconditioner
->>> class Backbone(torch.nn.Module):
-...     def __init__(self, channels):
-...         super().__init__()
-...         self.net = torch.nn.Conv2d(channels, channels, 1)
-...     def forward(self, x, t, condition=None):
-...         return self.net(x)
 >>> scheduler = EDMNoiseSchedule()
 >>> precond = EDMPreconditioner(Backbone(3), sigma_data=0.5)
 >>> loss_fn = ds.MSEDSMLoss(precond, scheduler)
@@ -37,13 +31,6 @@ torch.Size([4, 3, 8, 8])
 With an image and a vector condition through :class:`ConcatConditionWrapper`:
 
 >>> from tensordict import TensorDict
->>> class CondBackbone(torch.nn.Module):
-...     def __init__(self):
-...         super().__init__()
-...         self.net = torch.nn.Conv2d(3 + 1, 3, 1)
-...         self.vec = torch.nn.Linear(4, 3)
-...     def forward(self, x, t, condition=None):
-...         return self.net(x) + self.vec(condition)[:, :, None, None]
 >>> precond = EDMPreconditioner(ds.ConcatConditionWrapper(CondBackbone()), sigma_data=0.5)
 >>> condition = TensorDict({"cond_concat": torch.rand(1, 1, 8, 8), "cond_vec": torch.rand(1, 4)}, batch_size=[1])
 >>> precond(torch.rand(1, 3, 8, 8), torch.rand(1), condition).shape

@@ -6,12 +6,6 @@ not the noise level, the map ``sigma(t)``); the base class does the rest and its
 
 >>> import torch
 >>> import diffusion_schemes as ds
->>> class Backbone(torch.nn.Module):
-...     def __init__(self, channels):
-...         super().__init__()
-...         self.net = torch.nn.Conv2d(channels, channels, 1)
-...     def forward(self, x, t, condition=None):
-...         return self.net(x)
 >>> class MyPreconditioner(ds.BaseAffinePreconditioner):
 ...     def compute_coefficients(self, sigma):
 ...         c_skip = 1 / (sigma**2 + 1)

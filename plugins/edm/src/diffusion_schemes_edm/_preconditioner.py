@@ -22,12 +22,6 @@ class EDMPreconditioner(ds.BaseAffinePreconditioner):
 
     >>> import torch
     >>> from diffusion_schemes_edm import EDMPreconditioner
-    >>> class Backbone(torch.nn.Module):
-    ...     def __init__(self, channels):
-    ...         super().__init__()
-    ...         self.net = torch.nn.Conv2d(channels, channels, 1)
-    ...     def forward(self, x, t, condition=None):
-    ...         return self.net(x)
     >>> precond = EDMPreconditioner(Backbone(3), sigma_data=0.5)
     >>> precond(torch.randn(2, 3, 16, 16), torch.rand(2) + 0.01, condition=None).shape
     torch.Size([2, 3, 16, 16])

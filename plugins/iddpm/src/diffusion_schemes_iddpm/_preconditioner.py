@@ -24,12 +24,6 @@ class IDDPMPreconditioner(ds.EpsilonPreconditioner):
 
     >>> import torch
     >>> from diffusion_schemes_iddpm import IDDPMPreconditioner, noise_level_table
-    >>> class Backbone(torch.nn.Module):
-    ...     def __init__(self, channels):
-    ...         super().__init__()
-    ...         self.net = torch.nn.Conv2d(channels, channels, 1)
-    ...     def forward(self, x, t, condition=None):
-    ...         return self.net(x)
     >>> precond = IDDPMPreconditioner(Backbone(3), C_1=0.001, C_2=0.008, M=1000)
     >>> precond(torch.randn(2, 3, 16, 16), torch.tensor([0.1, 10.0])).shape
     torch.Size([2, 3, 16, 16])

@@ -24,12 +24,6 @@ class VPPreconditioner(ds.EpsilonPreconditioner):
 
     >>> import torch
     >>> from diffusion_schemes_vp import VPPreconditioner
-    >>> class Backbone(torch.nn.Module):
-    ...     def __init__(self, channels):
-    ...         super().__init__()
-    ...         self.net = torch.nn.Conv2d(channels, channels, 1)
-    ...     def forward(self, x, t, condition=None):
-    ...         return self.net(x)
     >>> precond = VPPreconditioner(Backbone(3), beta_d=19.9, beta_min=0.1, M=1000)
     >>> precond(torch.randn(2, 3, 16, 16), torch.tensor([0.25, 0.75])).shape
     torch.Size([2, 3, 16, 16])
