@@ -26,10 +26,11 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import sys
 import typing
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from ._errors import SchemeConfigError
 
@@ -65,7 +66,18 @@ class SchemeSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
 
     kind: ClassVar[str] = ""
+    #: The name of the class :meth:`build` constructs, looked up (lazily) in the spec's module.
+    builds: ClassVar[str] = ""
+    #: Pairs of fields ``(low, high)`` that must satisfy ``low < high``.
+    ordered: ClassVar[tuple[tuple[str, str], ...]] = ()
     name: str
+
+    @model_validator(mode="after")
+    def _check_ordered(self) -> SchemeSpec:
+        for low, high in self.ordered:
+            if not getattr(self, low) < getattr(self, high):
+                raise ValueError(f"{low} ({getattr(self, low)}) must be below {high} ({getattr(self, high)})")
+        return self
 
     @classmethod
     def scheme_name(cls) -> str:
@@ -96,9 +108,18 @@ class SchemeSpec(BaseModel):
         """The fields other than ``name``, as keyword arguments for the built object."""
         return {k: getattr(self, k) for k in type(self).model_fields if k != "name"}
 
+    def _implementation(self) -> Any:
+        """The class named by :attr:`builds`, from the spec's own module (a lazy export imports it)."""
+        if not self.builds:
+            raise NotImplementedError(
+                f"{type(self).__qualname__} does not implement build(); set builds to the name of the "
+                "class it constructs (exported by the spec's module) or override build()"
+            )
+        return getattr(sys.modules[type(self).__module__], self.builds)
+
     def build(self, **kwargs: Any) -> Any:
-        """Build the object this spec describes (implemented by each scheme)."""
-        raise NotImplementedError(f"{type(self).__qualname__} does not implement build()")
+        """Build the object this spec describes: ``builds`` called with the spec's fields."""
+        return self._implementation()(**kwargs, **self.params())
 
 
 class PreconditionerSpec(SchemeSpec):
@@ -116,9 +137,9 @@ class PreconditionerSpec(SchemeSpec):
 
     kind: ClassVar[str] = "preconditioner"
 
-    def build(self, model: Any) -> Any:  # pragma: no cover - abstract
+    def build(self, model: Any) -> Any:
         """Wrap ``model`` in the preconditioner this spec describes."""
-        raise NotImplementedError(f"{type(self).__qualname__} does not implement build(model)")
+        return self._implementation()(model, **self.params())
 
 
 class NoiseScheduleSpec(SchemeSpec):

@@ -152,9 +152,7 @@ class SNRWeightingSpec(WeightingSpec):
     """
 
     name: Literal["snr"] = "snr"
-
-    def build(self) -> SNRWeighting:
-        return SNRWeighting()
+    builds = "SNRWeighting"
 
 
 class LikelihoodWeightingSpec(WeightingSpec):
@@ -171,9 +169,7 @@ class LikelihoodWeightingSpec(WeightingSpec):
     """
 
     name: Literal["likelihood_weighting"] = "likelihood_weighting"
-
-    def build(self) -> LikelihoodWeighting:
-        return LikelihoodWeighting()
+    builds = "LikelihoodWeighting"
 
 
 class SNRWeighting(BaseWeighting):

@@ -29,23 +29,14 @@ class CosineNoiseScheduleSpec(ds.NoiseScheduleSpec):
     """Shifted cosine schedule: lambda = -2 log tan(pi t/2) + 2 shift, clipped (Kingma & Gao 2023)."""
 
     name: Literal["cosine"] = "cosine"
+    builds = "CosineNoiseSchedule"
+    ordered = (("log_snr_min", "log_snr_max"),)
     shift: float = Field(
         0.0, description="Shift of lambda (2*shift is added); log(64/d) for resolution d in simple diffusion."
     )
     log_snr_min: float = Field(-15.0, description="Lowest log-SNR (at the largest time).")
     log_snr_max: float = Field(15.0, description="Highest log-SNR (at the smallest time).")
     weighting: ds.WeightingRef = Field("default", description="Loss weighting: 'default', None, a name or a config.")
-
-    @model_validator(mode="after")
-    def _ordered(self) -> CosineNoiseScheduleSpec:
-        if not self.log_snr_min < self.log_snr_max:
-            raise ValueError(f"log_snr_min ({self.log_snr_min}) must be below log_snr_max ({self.log_snr_max})")
-        return self
-
-    def build(self) -> Any:
-        from ._schedule import CosineNoiseSchedule
-
-        return CosineNoiseSchedule(**self.params())
 
 
 @ds.hookimpl

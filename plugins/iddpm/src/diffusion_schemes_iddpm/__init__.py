@@ -46,14 +46,10 @@ class IDDPMPreconditionerSpec(ds.PreconditionerSpec):
     """
 
     name: Literal["iddpm"] = "iddpm"
+    builds = "IDDPMPreconditioner"
     C_1: float = _C_1
     C_2: float = _C_2
     M: int = _M
-
-    def build(self, model: Any) -> Any:
-        from ._preconditioner import IDDPMPreconditioner
-
-        return IDDPMPreconditioner(model, **self.params())
 
 
 class IDDPMNoiseScheduleSpec(ds.NoiseScheduleSpec):
@@ -65,6 +61,7 @@ class IDDPMNoiseScheduleSpec(ds.NoiseScheduleSpec):
     """
 
     name: Literal["iddpm"] = "iddpm"
+    builds = "IDDPMNoiseSchedule"
     C_1: float = _C_1
     C_2: float = _C_2
     M: int = _M
@@ -78,11 +75,6 @@ class IDDPMNoiseScheduleSpec(ds.NoiseScheduleSpec):
         if not self.j0 < self.M - 1:
             raise ValueError(f"j0 ({self.j0}) must be below M - 1 ({self.M - 1})")
         return self
-
-    def build(self) -> Any:
-        from ._schedule import IDDPMNoiseSchedule
-
-        return IDDPMNoiseSchedule(**self.params())
 
 
 @ds.hookimpl

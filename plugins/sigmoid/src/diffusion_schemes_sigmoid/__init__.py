@@ -34,14 +34,10 @@ class SigmoidWeightingSpec(ds.WeightingSpec):
     """
 
     name: Literal["sigmoid"] = "sigmoid"
+    builds = "SigmoidWeighting"
     bias: float = Field(
         2.0, allow_inf_nan=False, description="Shift b of w = sigmoid(b - lambda); a larger b weighs low noise more."
     )
-
-    def build(self) -> Any:
-        from ._weighting import SigmoidWeighting
-
-        return SigmoidWeighting(**self.params())
 
 
 @ds.hookimpl

@@ -35,11 +35,7 @@ class VEPreconditionerSpec(ds.PreconditionerSpec):
     """
 
     name: Literal["ve"] = "ve"
-
-    def build(self, model: Any) -> Any:
-        from ._preconditioner import VEPreconditioner
-
-        return VEPreconditioner(model)
+    builds = "VEPreconditioner"
 
 
 class VENoiseScheduleSpec(ds.NoiseScheduleSpec):
@@ -51,22 +47,13 @@ class VENoiseScheduleSpec(ds.NoiseScheduleSpec):
     """
 
     name: Literal["ve"] = "ve"
+    builds = "VENoiseSchedule"
+    ordered = (("sigma_min", "sigma_max"),)
     sigma_min: float = Field(0.02, gt=0, description="Lowest noise level (sampling and training).")
     sigma_max: float = Field(100.0, gt=0, description="Highest noise level (sampling and training).")
     weighting: ds.WeightingRef = Field(
         "default", description="Loss weighting: 'default' (1/sigma^2 on x0), None, a name or a config."
     )
-
-    @model_validator(mode="after")
-    def _ordered(self) -> VENoiseScheduleSpec:
-        if not self.sigma_min < self.sigma_max:
-            raise ValueError(f"sigma_min ({self.sigma_min}) must be below sigma_max ({self.sigma_max})")
-        return self
-
-    def build(self) -> Any:
-        from ._schedule import VENoiseSchedule
-
-        return VENoiseSchedule(**self.params())
 
 
 @ds.hookimpl

@@ -39,14 +39,10 @@ class VPPreconditionerSpec(ds.PreconditionerSpec):
     """
 
     name: Literal["vp"] = "vp"
+    builds = "VPPreconditioner"
     beta_d: float = _BETA_D
     beta_min: float = _BETA_MIN
     M: int = Field(1000, ge=1, description="Number of DDPM steps; c_noise = (M - 1) t.")
-
-    def build(self, model: Any) -> Any:
-        from ._preconditioner import VPPreconditioner
-
-        return VPPreconditioner(model, **self.params())
 
 
 class VPNoiseScheduleSpec(ds.NoiseScheduleSpec):
@@ -58,6 +54,7 @@ class VPNoiseScheduleSpec(ds.NoiseScheduleSpec):
     """
 
     name: Literal["vp"] = "vp"
+    builds = "VPNoiseSchedule"
     beta_d: float = _BETA_D
     beta_min: float = _BETA_MIN
     epsilon_t: float = Field(1e-5, gt=0, lt=1, description="Lowest training time: t ~ U(epsilon_t, 1).")
@@ -65,11 +62,6 @@ class VPNoiseScheduleSpec(ds.NoiseScheduleSpec):
     weighting: ds.WeightingRef = Field(
         "default", description="Loss weighting: 'default' (1/sigma^2 on x0), None, a name or a config."
     )
-
-    def build(self) -> Any:
-        from ._schedule import VPNoiseSchedule
-
-        return VPNoiseSchedule(**self.params())
 
 
 @ds.hookimpl
