@@ -146,12 +146,9 @@ class NoiseScheduleSpec(SchemeSpec):
     """Spec of a noise schedule; ``build()`` takes no argument.
 
     >>> import diffusion_schemes as ds
-    >>> spec = ds.parse_spec("noise_schedule", "ve")
-    >>> isinstance(spec, ds.NoiseScheduleSpec), spec.kind
-    (True, 'noise_schedule')
-    >>> schedule = spec.build()
-    >>> isinstance(schedule, ds.BaseNoiseSchedule), schedule.spec == spec
-    (True, True)
+    >>> spec = ds.parse_spec("noise_schedule", {"name": "ve", "sigma_max": 50})
+    >>> spec.kind, spec.build().domain(), spec.build().spec == spec
+    ('noise_schedule', (0.02, 50.0), True)
     """
 
     kind: ClassVar[str] = "noise_schedule"

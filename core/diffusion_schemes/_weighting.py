@@ -141,14 +141,9 @@ class SNRWeightingSpec(WeightingSpec):
     """1/sigma^2 on the x0-loss (uniform on epsilon): Karras et al. 2022, Table 1, VE/VP/iDDPM.
 
     >>> import torch
-    >>> import diffusion_schemes as ds
-    >>> ds.parse_spec("weighting", "snr")
-    SNRWeightingSpec(name='snr')
-    >>> weighting = ds.create("weighting", "snr")
-    >>> weighting, weighting.loss_type
-    (SNRWeighting(), 'x0')
-    >>> weighting(torch.tensor([0.0, 2.0]))                      # exp(lambda) = 1 / sigma^2
-    tensor([1.0000, 7.3891])
+    >>> weighting = SNRWeightingSpec().build()
+    >>> weighting, weighting.loss_type, weighting(torch.tensor([0.0, 2.0]))   # exp(lambda) = 1 / sigma^2
+    (SNRWeighting(), 'x0', tensor([1.0000, 7.3891]))
     """
 
     name: Literal["snr"] = "snr"

@@ -17,7 +17,7 @@ This module only declares the specs; building one imports its implementation.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field, model_validator
 
@@ -25,12 +25,8 @@ import diffusion_schemes as ds
 from diffusion_schemes.lazy import lazy_exports
 
 __all__ = [
-    "FlowMatchingNoiseSchedule",
-    "FlowMatchingNoiseScheduleSpec",
-    "FlowMatchingPreconditioner",
-    "FlowMatchingPreconditionerSpec",
-    "VelocityWeighting",
-    "VelocityWeightingSpec",
+    "FlowMatchingNoiseSchedule", "FlowMatchingNoiseScheduleSpec", "FlowMatchingPreconditioner",
+    "FlowMatchingPreconditionerSpec", "VelocityWeighting", "VelocityWeightingSpec",
 ]
 
 

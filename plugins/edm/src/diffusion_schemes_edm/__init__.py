@@ -14,7 +14,7 @@ This module only declares the specs; building one imports its implementation.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field, model_validator
 
@@ -22,12 +22,8 @@ import diffusion_schemes as ds
 from diffusion_schemes.lazy import lazy_exports
 
 __all__ = [
-    "EDMNoiseSchedule",
-    "EDMNoiseScheduleSpec",
-    "EDMPreconditioner",
-    "EDMPreconditionerSpec",
-    "EDMWeighting",
-    "EDMWeightingSpec",
+    "EDMNoiseSchedule", "EDMNoiseScheduleSpec", "EDMPreconditioner",
+    "EDMPreconditionerSpec", "EDMWeighting", "EDMWeightingSpec",
 ]
 
 _SIGMA_DATA = Field(0.5, gt=0, description="Standard deviation of the training data.")
@@ -69,11 +65,7 @@ def register_schemes() -> list[type[ds.SchemeSpec]]:
     return [EDMPreconditionerSpec, EDMNoiseScheduleSpec, EDMWeightingSpec]
 
 
-_LAZY = {
-    "EDMPreconditioner": "._preconditioner",
-    "EDMNoiseSchedule": "._schedule",
-    "EDMWeighting": "._weighting",
-}
+_LAZY = {"EDMPreconditioner": "._preconditioner", "EDMNoiseSchedule": "._schedule", "EDMWeighting": "._weighting"}
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _LAZY)

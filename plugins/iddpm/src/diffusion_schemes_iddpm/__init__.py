@@ -16,7 +16,7 @@ This module only declares the specs; building one imports its implementation.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field, model_validator
 
@@ -24,11 +24,8 @@ import diffusion_schemes as ds
 from diffusion_schemes.lazy import lazy_exports
 
 __all__ = [
-    "IDDPMNoiseSchedule",
-    "IDDPMNoiseScheduleSpec",
-    "IDDPMPreconditioner",
-    "IDDPMPreconditionerSpec",
-    "noise_level_table",
+    "IDDPMNoiseSchedule", "IDDPMNoiseScheduleSpec", "IDDPMPreconditioner",
+    "IDDPMPreconditionerSpec", "noise_level_table",
 ]
 
 _C_1 = Field(0.001, gt=0, le=1, description="Lowest ratio alpha_bar(j-1)/alpha_bar(j) (clips the table at low j).")
@@ -82,11 +79,7 @@ def register_schemes() -> list[type[ds.SchemeSpec]]:
     return [IDDPMPreconditionerSpec, IDDPMNoiseScheduleSpec]
 
 
-_LAZY = {
-    "IDDPMPreconditioner": "._preconditioner",
-    "IDDPMNoiseSchedule": "._schedule",
-    "noise_level_table": "._table",
-}
+_LAZY = {"IDDPMPreconditioner": "._preconditioner", "IDDPMNoiseSchedule": "._schedule", "noise_level_table": "._table"}
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _LAZY)

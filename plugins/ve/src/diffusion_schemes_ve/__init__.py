@@ -15,7 +15,7 @@ This module only declares the specs; building one imports its implementation.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field, model_validator
 
