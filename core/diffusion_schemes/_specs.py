@@ -159,11 +159,8 @@ class WeightingSpec(SchemeSpec):
 
     >>> import torch
     >>> import diffusion_schemes as ds
-    >>> spec = ds.parse_spec("weighting", "snr")
-    >>> isinstance(spec, ds.WeightingSpec), spec.kind
-    (True, 'weighting')
-    >>> spec.build()(torch.tensor([0.0]))
-    tensor([1.])
+    >>> ds.parse_spec("weighting", "snr").kind, ds.create("weighting", "snr")(torch.tensor([0.0]))
+    ('weighting', tensor([1.]))
     """
 
     kind: ClassVar[str] = "weighting"
