@@ -76,12 +76,11 @@ class MSEDSMLoss(torch.nn.Module):
             ``model(x_hat, t, condition, **kw)``, which gets the schedule's own time.
         noise_schedule: gives ``t`` (``sample_time``), ``lambda(t)`` and the default weighting.
         prediction_type: ``"x0"`` (a preconditioner's output), ``"epsilon"``, ``"v"`` or ``"score"``.
-        weighting: ``None``: the schedule's weighting, converted to ``prediction_type``
-            (``noise_schedule.loss_weight``; a schedule built with ``weighting=None`` gives
-            weight 1). A number: that constant weight, so ``weighting=1.0`` is the unweighted
+        weighting: ``None`` or ``"default"``: the schedule's weighting, converted to
+            ``prediction_type`` (a schedule built with ``weighting=None`` gives weight 1). A number: that constant weight, so ``weighting=1.0`` is the unweighted
             loss on ``prediction_type``. A registered name, a config mapping, a spec or a
-            :class:`BaseWeighting`: its weight, converted from its ``loss_type`` with
-            :func:`convert_weight`.
+            :class:`BaseWeighting`: its weight, converted from its ``loss_type``
+            (``_weighting.weight_for``, the one place a weight meets a prediction type).
         reduction: ``"mean"``, ``"sum"`` or ``"none"`` (elementwise, shaped like ``x0``).
         low_discrepancy: draw the batch's times stratified, ``u_i = (i + U) / B`` with one
             ``U ~ U(0, 1)``, mapped by the schedule's ``time_from_uniform(u)`` (its training

@@ -297,7 +297,7 @@ def validate_spec(spec_cls: type[SchemeSpec], config: dict[str, Any]) -> SchemeS
 
     name = spec_cls.scheme_name()
     try:
-        return spec_cls.model_validate({**config, "name": name})
+        return spec_cls.model_validate({"name": name, **config})
     except ValidationError as exc:
         raise SchemeConfigError(_format_validation(spec_cls.kind, name, spec_cls, exc), errors=exc.errors()) from None
 
