@@ -454,41 +454,9 @@ class BaseNoiseSchedule(SpecBacked, abc.ABC):
           - sampling: lambda(t) is not decreasing near t=0.02
         ...
         """
-        problems = []
-        for training in (False, True):
-            lo, hi = self.domain(training)
-            where = "training" if training else "sampling"
-            if not (lo < hi):
-                problems.append(f"{where} domain ({lo}, {hi}) is empty")
-                continue
-            t = torch.linspace(lo, hi, num, dtype=torch.float64)
-            lam = self.get_log_snr(t, training)
-            if not bool(torch.isfinite(lam).all()):
-                problems.append(f"{where}: lambda(t) not finite at t={t[~torch.isfinite(lam)].tolist()[:4]}")
-                continue
-            if not bool((lam[1:] < lam[:-1]).all()):
-                bad = int((lam[1:] >= lam[:-1]).nonzero()[0])
-                problems.append(f"{where}: lambda(t) is not decreasing near t={float(t[bad]):.6g}")
-            back = self.get_t_from_log_snr(lam, training)
-            err = ((back - t).abs() / t.abs().clamp_min(1e-12)).max()
-            if not float(err) < 1e-6:
-                problems.append(
-                    f"{where}: get_t_from_log_snr(get_log_snr(t)) differs from t by {float(err):.2e} (relative)"
-                )
-            if not training:
-                level_err = (self.noise_level(t) / torch.exp(-lam / 2) - 1).abs().max()
-                if not float(level_err) < 1e-6:
-                    problems.append(f"{where}: noise_level(t) differs from exp(-lambda(t)/2) by {float(level_err):.2e}")
-            dlam = self.dlog_snr_dt(t, training)
-            if not bool(torch.isfinite(dlam).all()):
-                problems.append(f"{where}: d lambda/dt not finite")
-            elif type(self).dlog_snr_dt is not BaseNoiseSchedule.dlog_snr_dt:  # a closed form: check it
-                auto = BaseNoiseSchedule.dlog_snr_dt(self, t, training)
-                d_err = ((dlam - auto).abs() / auto.abs().clamp_min(1e-12)).max()
-                if not float(d_err) < 1e-6:
-                    problems.append(f"{where}: dlog_snr_dt differs from autograd of get_log_snr by {float(d_err):.2e}")
-        if problems:
-            raise ValueError(f"noise schedule {self.name!r} is invalid:\n  - " + "\n  - ".join(problems))
+        from ._schedule_checks import check_schedule
+
+        check_schedule(self, BaseNoiseSchedule.dlog_snr_dt, num)
 
     # ------------------------------------------------------------------ helpers for subclasses
     def _t(self, t: Any, training: bool = False) -> torch.Tensor:
