@@ -12,6 +12,8 @@ import dataclasses
 
 import torch
 
+from diffusion_schemes._errors import InvalidArgumentError
+
 
 @dataclasses.dataclass(frozen=True)
 class VPTime:
@@ -38,7 +40,7 @@ class VPTime:
 
     def __post_init__(self) -> None:
         if not (self.beta_d > 0 and self.beta_min >= 0):
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"VP needs beta_d > 0 and beta_min >= 0 (beta(t) = beta_min + beta_d t), "
                 f"got beta_d={self.beta_d}, beta_min={self.beta_min}"
             )
