@@ -61,22 +61,24 @@ def test_loss_forward_and_backward(prediction_type):
     compiled(loss_fn)(x0)  # t and noise drawn inside the graph
 
 
-def _step_args(name, denoiser, x, sigma, sigma_next):
+STEP_SOLVERS = [
+    "euler", "heun", "edm_stochastic_euler", "edm_stochastic_heun", "euler_maruyama", "dpmpp_2m",
+    "euler_ancestral", "dpm_2", "dpm_2_ancestral", "dpmpp_2s_ancestral", "dpmpp_2m_sde", "dpmpp_3m_sde", "lms",
+]
+
+
+def _step_args(name, solver, denoiser, x, sigma, sigma_next):
+    """Arguments of a middle step: the state a run would hold there, and noise."""
     noise = torch.randn_like(x)
-    prev = (torch.randn_like(x), torch.tensor(0.3))
-    return {
-        "euler": (denoiser, x, sigma, sigma_next),
-        "heun": (denoiser, x, sigma, sigma_next),
-        "edm_stochastic_euler": (denoiser, x, sigma, sigma_next, noise, 0.2),
-        "edm_stochastic_heun": (denoiser, x, sigma, sigma_next, noise, 0.2),
-        "euler_maruyama": (denoiser, x, sigma, sigma_next, noise),
-        "dpmpp_2m": (denoiser, x, sigma, sigma_next, prev),
-    }[name]
+    state = solver.start(torch.stack([sigma * 1.5, sigma, sigma_next, sigma_next * 0.5, sigma_next * 0]))
+    if name in ("dpmpp_2m", "dpmpp_2m_sde", "dpmpp_3m_sde"):
+        state = [(torch.randn_like(x), torch.tensor(0.3)), (torch.randn_like(x), torch.tensor(0.4))][-solver.order + 1:]
+    if name == "lms":
+        state = [(torch.randn_like(x), sigma * 1.5), (torch.randn_like(x), sigma * 1.2)]
+    return (denoiser, x, sigma, sigma_next, state, noise, False)
 
 
-@pytest.mark.parametrize(
-    "name", ["euler", "heun", "edm_stochastic_euler", "edm_stochastic_heun", "euler_maruyama", "dpmpp_2m"]
-)
+@pytest.mark.parametrize("name", STEP_SOLVERS)
 def test_one_solver_step(name):
     schedule = ds.create("noise_schedule", "vp")
     precond = ds.create("preconditioner", "edm", model=Backbone())
@@ -84,7 +86,7 @@ def test_one_solver_step(name):
     solver = ds.create("solver", name)
     x = torch.randn(2, 3, 4, 4)
     sigmas = schedule.sigmas(4).float()
-    args = _step_args(name, denoiser, x, sigmas[1], sigmas[2])
+    args = _step_args(name, solver, denoiser, x, sigmas[1], sigmas[2])
     step = compiled(solver.step)
     with torch.no_grad():
         got = step(*args)
@@ -93,4 +95,4 @@ def test_one_solver_step(name):
         assert torch.allclose(got, expected, atol=1e-5)
         # the next step's tensors reuse the same graph (no recompilation for another noise level)
         with torch._dynamo.config.patch(error_on_recompile=True):
-            step(*_step_args(name, denoiser, x, sigmas[2], sigmas[3]))
+            step(*_step_args(name, solver, denoiser, x, sigmas[2], sigmas[3]))

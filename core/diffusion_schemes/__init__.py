@@ -14,16 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._builtins import (
-    DPMpp2MSpec,
-    EDMStochasticEulerSpec,
-    EDMStochasticHeunSpec,
-    EulerMaruyamaSpec,
-    EulerSpec,
-    HeunSpec,
-    LikelihoodWeightingSpec,
-    SNRWeightingSpec,
-)
+from ._builtins import LikelihoodWeightingSpec, SNRWeightingSpec
 from ._conditioning import ConcatConditionWrapper, check_condition
 from ._config import WeightingRef, json_schema, spec_type
 from ._epsilon_preconditioner import EpsilonPreconditioner
@@ -44,7 +35,9 @@ from ._preconditioner import BaseAffinePreconditioner, compute_dtype
 from ._protocols import DiffusionModel, NoiseSchedule, Preconditioner
 from ._registry import PluginStatus, SchemeInfo, create, list_schemes, parse_spec, registry
 from ._schedule import VARIANCE_TYPES, BaseNoiseSchedule
+from ._multistep import DPMpp2MSpec
 from ._sigma_time import SigmaTimeSchedule
+from ._solvers import EDMStochasticEulerSpec, EDMStochasticHeunSpec, EulerMaruyamaSpec, EulerSpec, HeunSpec
 from ._specs import KINDS, NoiseScheduleSpec, PreconditionerSpec, SchemeSpec, SolverSpec, SpecBacked, WeightingSpec
 from ._weighting import LOSS_TYPES, BaseWeighting, LikelihoodWeighting, SNRWeighting, convert_weight
 

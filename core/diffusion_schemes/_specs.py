@@ -189,10 +189,32 @@ class SpecBacked:
     """
 
     spec_class: ClassVar[type[SchemeSpec] | None] = None
+    _spec: SchemeSpec | None = None
+
+    def _bind_spec(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> SchemeSpec:
+        """Validate constructor arguments through ``spec_class``; keep the spec and each field as an attribute."""
+        assert self.spec_class is not None
+        fields = [f for f in self.spec_class.model_fields if f != "name"]
+        if len(args) > len(fields):
+            raise TypeError(
+                f"{type(self).__qualname__} takes at most {len(fields)} positional arguments "
+                f"({', '.join(fields)}), got {len(args)}"
+            )
+        config = {**dict(zip(fields, args)), **kwargs}
+        try:
+            spec = self.spec_class.model_validate({**config, "name": self.spec_class.scheme_name()})
+        except ValueError as exc:
+            from ._errors import SchemeConfigError
+
+            raise SchemeConfigError(f"invalid arguments for {type(self).__qualname__}: {exc}") from None
+        for key, value in spec.params().items():
+            setattr(self, key, value)
+        self._spec = spec
+        return spec
 
     def get_config(self) -> dict[str, Any]:
         """The spec's fields other than ``name`` (JSON-serialisable)."""
-        return {}
+        return self._spec.params() if self._spec is not None else {}
 
     @property
     def spec(self) -> SchemeSpec:
@@ -202,4 +224,6 @@ class SpecBacked:
                 f"{type(self).__qualname__} has no spec_class, so it cannot be described by name; "
                 "set spec_class to the spec type that builds it"
             )
+        if self._spec is not None:
+            return self._spec
         return self.spec_class.model_validate(self.get_config())
