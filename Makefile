@@ -23,6 +23,7 @@ setup: $(STAMP)
 $(STAMP): requirements-dev.txt requirements-docs.txt pyproject.toml $(wildcard plugins/*/pyproject.toml contrib/*/pyproject.toml)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps k-diffusion==0.1.1.post1
 	$(PY) -m pip install -q --disable-pip-version-check --no-build-isolation $(EXTRAS)
 	touch $(STAMP)
 
