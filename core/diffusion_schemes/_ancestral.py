@@ -126,20 +126,26 @@ class DPM2AncestralSpec(_AncestralSpec):
         return DPM2Ancestral(**self.params())
 
 
-class DPM2Ancestral(BaseSolver):
-    """A DPM-Solver-2 step to ``sigma_down``, then noise of scale ``sigma_up``: ``2N - 1`` evaluations."""
+class _TwoStageAncestral(BaseSolver):
+    """A two-evaluation step (``inner``) to ``sigma_down``, then noise of scale ``sigma_up``; Euler on the last."""
 
     stochastic = True
     evaluations = 2
-    spec_class = DPM2AncestralSpec
 
     def step(self, denoiser, x, sigma, sigma_next, state=None, noise=None, last=False):
         if last:
             return (*_euler(denoiser, x, sigma, sigma_next), state)
         sigma_down, sigma_up = ancestral_step(sigma, sigma_next, self.eta)
         denoised = denoiser.x0_sigma(x, sigma)
-        x = _dpm_2(denoiser, x, sigma, sigma_down, denoised)
+        x = type(self).inner(denoiser, x, sigma, sigma_down, denoised)
         return x + noise * (self.s_noise * sigma_up).to(x.dtype), denoised, state
+
+
+class DPM2Ancestral(_TwoStageAncestral):
+    """A DPM-Solver-2 step to ``sigma_down``, then noise of scale ``sigma_up``: ``2N - 1`` evaluations."""
+
+    spec_class = DPM2AncestralSpec
+    inner = staticmethod(_dpm_2)
 
 
 class DPMpp2SAncestralSpec(_AncestralSpec):
@@ -156,7 +162,7 @@ class DPMpp2SAncestralSpec(_AncestralSpec):
         return DPMpp2SAncestral(**self.params())
 
 
-class DPMpp2SAncestral(BaseSolver):
+class DPMpp2SAncestral(_TwoStageAncestral):
     """A DPM-Solver++(2S) step to ``sigma_down``, then noise of scale ``sigma_up``: ``2N - 1`` evaluations.
 
     In ``lambda = -log sigma`` with data prediction and ``alpha = 1``: the midpoint
@@ -164,14 +170,5 @@ class DPMpp2SAncestral(BaseSolver):
     ``x <- (sigma_down / sigma) x - (sigma_down / sigma - 1) D(x_mid; s)``.
     """
 
-    stochastic = True
-    evaluations = 2
     spec_class = DPMpp2SAncestralSpec
-
-    def step(self, denoiser, x, sigma, sigma_next, state=None, noise=None, last=False):
-        if last:
-            return (*_euler(denoiser, x, sigma, sigma_next), state)
-        sigma_down, sigma_up = ancestral_step(sigma, sigma_next, self.eta)
-        denoised = denoiser.x0_sigma(x, sigma)
-        x = _dpmpp_2s(denoiser, x, sigma, sigma_down, denoised)
-        return x + noise * (self.s_noise * sigma_up).to(x.dtype), denoised, state
+    inner = staticmethod(_dpmpp_2s)

@@ -65,6 +65,37 @@ class _Multistep(BaseSolver):
         return last or any(bool(r < MIN_STEP_RATIO) for r in ratios)
 
 
+class _SDEMultistep(_Multistep):
+    """Exponential-integrator multistep with noise, in ``lambda = -log sigma``; ``a = (1 + eta) h``.
+
+    A step is ``x <- e^{-a} x + (1 - e^{-a}) D_i + correction(...)`` (``e^{-a} = (sigma_{i+1} / sigma_i)
+    e^{-eta h}``), then ``+ s_noise sigma_{i+1} sqrt(1 - e^{-2 eta h}) eps`` on every step but the last,
+    which returns ``D``. The state keeps the ``order - 1`` last ``(D, h)``.
+    """
+
+    stochastic = True
+
+    def adds_noise(self, last):
+        return not last and self.eta != 0
+
+    def correction(self, denoised, state, h, a):
+        """The higher-order term from the earlier estimates (0: first order)."""
+        raise NotImplementedError
+
+    def step(self, denoiser, x, sigma, sigma_next, state=None, noise=None, last=False):
+        denoised = denoiser.x0_sigma(x, sigma)
+        if last:
+            return denoised, denoised, state
+        h = (sigma / sigma_next).log()
+        a = (1 + self.eta) * h
+        x = (-a).exp().to(x.dtype) * x + (-torch.expm1(-a)).to(x.dtype) * denoised
+        if state and not self.first_order([prev_h / h for _, prev_h in state], last):
+            x = x + self.correction(denoised, state, h, a)
+        if noise is not None:
+            x = x + noise * (sigma_next * (-torch.expm1(-2 * self.eta * h)).sqrt() * self.s_noise).to(x.dtype)
+        return x, denoised, [*state, (denoised, h)][1 - self.order:]
+
+
 class DPMpp2MSpec(_MultistepSpec):
     """DPM-Solver++(2M): multistep, one evaluation a step (Lu et al. 2022b).
 
@@ -125,7 +156,7 @@ class DPMpp2MSDESpec(_SDESpec):
         return DPMpp2MSDE(**self.params())
 
 
-class DPMpp2MSDE(_Multistep):
+class DPMpp2MSDE(_SDEMultistep):
     """The SDE form of DPM-Solver++(2M) with data prediction, ``h = log(sigma_i / sigma_{i+1})``, ``a = (1 + eta) h``.
 
     ``x <- (sigma_{i+1} / sigma_i) e^{-eta h} x + (1 - e^{-a}) D_i + c (D_i - D_{i-1}) / r`` with
@@ -135,30 +166,13 @@ class DPMpp2MSDE(_Multistep):
     """
 
     order = 2
-    stochastic = True
     spec_class = DPMpp2MSDESpec
 
-    def adds_noise(self, last):
-        return not last and self.eta != 0
-
-    def step(self, denoiser, x, sigma, sigma_next, state=None, noise=None, last=False):
-        denoised = denoiser.x0_sigma(x, sigma)
-        if last:
-            return denoised, denoised, state
-        h = (sigma / sigma_next).log()
-        a = (1 + self.eta) * h
+    def correction(self, denoised, state, h, a):
+        prev_denoised, prev_h = state[-1]
         decay = -torch.expm1(-a)  # 1 - e^{-a}
-        x = ((sigma_next / sigma) * (-self.eta * h).exp()).to(x.dtype) * x + decay.to(x.dtype) * denoised
-        if state:
-            prev_denoised, prev_h = state[-1]
-            r = prev_h / h
-            if not self.first_order([r], last):
-                c = decay / 2 if self.solver_type == "midpoint" else 1 - decay / a
-                x = x + (c / r).to(x.dtype) * (denoised - prev_denoised)
-        if noise is not None:
-            scale = sigma_next * (-torch.expm1(-2 * self.eta * h)).sqrt() * self.s_noise
-            x = x + noise * scale.to(x.dtype)
-        return x, denoised, [(denoised, h)]
+        c = decay / 2 if self.solver_type == "midpoint" else 1 - decay / a
+        return (c * h / prev_h).to(denoised.dtype) * (denoised - prev_denoised)
 
 
 class DPMpp3MSDESpec(_SDESpec):
@@ -175,7 +189,7 @@ class DPMpp3MSDESpec(_SDESpec):
         return DPMpp3MSDE(**self.params())
 
 
-class DPMpp3MSDE(_Multistep):
+class DPMpp3MSDE(_SDEMultistep):
     """Third-order multistep in ``lambda = -log sigma``, data prediction, with noise; ``a = (1 + eta) h``.
 
     ``x <- e^{-a} x + (1 - e^{-a}) D_i + phi_2 D1 - phi_3 D2`` where, with ``r0 = h_{i-1} / h``,
@@ -187,36 +201,20 @@ class DPMpp3MSDE(_Multistep):
     """
 
     order = 3
-    stochastic = True
     spec_class = DPMpp3MSDESpec
 
-    def adds_noise(self, last):
-        return not last and self.eta != 0
-
-    def step(self, denoiser, x, sigma, sigma_next, state=None, noise=None, last=False):
-        denoised = denoiser.x0_sigma(x, sigma)
-        if last:
-            return denoised, denoised, state
-        h = (sigma / sigma_next).log()
-        a = (1 + self.eta) * h
-        x = (-a).exp().to(x.dtype) * x + (-torch.expm1(-a)).to(x.dtype) * denoised
+    def correction(self, denoised, state, h, a):
         phi_2 = torch.expm1(-a) / a + 1
-        ratios = [prev_h / h for _, prev_h in reversed(state)]
-        if ratios and not self.first_order(ratios, last):
-            d0 = (denoised - state[-1][0]) / ratios[0].to(x.dtype)
-            if len(state) == 2:
-                r0, r1 = ratios
-                d1 = (state[-1][0] - state[-2][0]) / r1.to(x.dtype)
-                big_d1 = d0 + (d0 - d1) * (r0 / (r0 + r1)).to(x.dtype)
-                big_d2 = (d0 - d1) / (r0 + r1).to(x.dtype)
-                phi_3 = phi_2 / a - 0.5
-                x = x + phi_2.to(x.dtype) * big_d1 - phi_3.to(x.dtype) * big_d2
-            else:
-                x = x + phi_2.to(x.dtype) * d0
-        if noise is not None:
-            scale = sigma_next * (-torch.expm1(-2 * self.eta * h)).sqrt() * self.s_noise
-            x = x + noise * scale.to(x.dtype)
-        return x, denoised, [*state, (denoised, h)][-2:]
+        r0 = state[-1][1] / h
+        d0 = (denoised - state[-1][0]) / r0.to(denoised.dtype)
+        if len(state) == 1:
+            return phi_2.to(denoised.dtype) * d0
+        r1 = state[-2][1] / h
+        d1 = (state[-1][0] - state[-2][0]) / r1.to(denoised.dtype)
+        big_d1 = d0 + (d0 - d1) * (r0 / (r0 + r1)).to(denoised.dtype)
+        big_d2 = (d0 - d1) / (r0 + r1).to(denoised.dtype)
+        phi_3 = phi_2 / a - 0.5
+        return phi_2.to(denoised.dtype) * big_d1 - phi_3.to(denoised.dtype) * big_d2
 
 
 class LMSSpec(_MultistepSpec):
