@@ -132,3 +132,33 @@ def run(settings: Settings) -> dict[str, object]:
         "aims": [],
         "data": {"results": data, "best_per_budget": best},
     }
+
+
+def plot(report_json, out_png) -> None:
+    """Error against evaluations per deterministic solver, EDM and VP side by side, from a report's JSON.
+
+    ``python -c "from benchmarks.solvers import plot; plot('docs/performance.json', 'docs/img/solvers.png')"``
+    """
+    import json
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    report = json.loads(open(report_json).read())
+    section = next(s for s in report["sections"] if s["id"] == "solvers")
+    results = section["data"]["results"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    for ax, grid in zip(axes, ("edm", "vp")):
+        for name, runs in results[grid]["deterministic"].items():
+            ax.loglog([r["nfe"] for r in runs], [r["error"] for r in runs], marker="o", ms=3, label=name)
+        ada = results[grid]["adaptive"]
+        ax.loglog([r["nfe"] for r in ada], [r["error"] for r in ada], "k*--", label="dpm_adaptive (by tolerance)")
+        ax.set_title(f"{grid.upper()} grid")
+        ax.set_xlabel("network evaluations")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].set_ylabel("mean distance to the converged ODE solution")
+    axes[1].legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=110)
