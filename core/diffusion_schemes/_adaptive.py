@@ -51,8 +51,7 @@ class DPMAdaptiveSpec(SolverSpec):
     h_init: float = Field(0.05, gt=0, description="First step size in lambda = -log sigma.")
     theta: float = Field(0.9, gt=0, lt=1, description="Safety factor of the step-size update.")
 
-    def build(self):
-        return DPMAdaptive(**self.params())
+    builds = "DPMAdaptive"
 
 
 class DPMAdaptive(BaseSolver):

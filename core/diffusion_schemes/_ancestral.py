@@ -63,8 +63,7 @@ class EulerAncestralSpec(_AncestralSpec):
 
     name: Literal["euler_ancestral"] = "euler_ancestral"
 
-    def build(self):
-        return EulerAncestral(**self.params())
+    builds = "EulerAncestral"
 
 
 class EulerAncestral(BaseSolver):
@@ -91,8 +90,7 @@ class DPM2Spec(SolverSpec):
 
     name: Literal["dpm_2"] = "dpm_2"
 
-    def build(self):
-        return DPM2(**self.params())
+    builds = "DPM2"
 
 
 class DPM2(BaseSolver):
@@ -122,8 +120,7 @@ class DPM2AncestralSpec(_AncestralSpec):
 
     name: Literal["dpm_2_ancestral"] = "dpm_2_ancestral"
 
-    def build(self):
-        return DPM2Ancestral(**self.params())
+    builds = "DPM2Ancestral"
 
 
 class _TwoStageAncestral(BaseSolver):
@@ -158,8 +155,7 @@ class DPMpp2SAncestralSpec(_AncestralSpec):
 
     name: Literal["dpmpp_2s_ancestral"] = "dpmpp_2s_ancestral"
 
-    def build(self):
-        return DPMpp2SAncestral(**self.params())
+    builds = "DPMpp2SAncestral"
 
 
 class DPMpp2SAncestral(_TwoStageAncestral):

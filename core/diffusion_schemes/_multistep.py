@@ -108,8 +108,7 @@ class DPMpp2MSpec(_MultistepSpec):
 
     name: Literal["dpmpp_2m"] = "dpmpp_2m"
 
-    def build(self):
-        return DPMpp2M(**self.params())
+    builds = "DPMpp2M"
 
 
 class DPMpp2M(_Multistep):
@@ -152,8 +151,7 @@ class DPMpp2MSDESpec(_SDESpec):
     name: Literal["dpmpp_2m_sde"] = "dpmpp_2m_sde"
     solver_type: Literal["midpoint", "heun"] = Field("midpoint", description="The second-order correction.")
 
-    def build(self):
-        return DPMpp2MSDE(**self.params())
+    builds = "DPMpp2MSDE"
 
 
 class DPMpp2MSDE(_SDEMultistep):
@@ -185,8 +183,7 @@ class DPMpp3MSDESpec(_SDESpec):
 
     name: Literal["dpmpp_3m_sde"] = "dpmpp_3m_sde"
 
-    def build(self):
-        return DPMpp3MSDE(**self.params())
+    builds = "DPMpp3MSDE"
 
 
 class DPMpp3MSDE(_SDEMultistep):
@@ -228,8 +225,7 @@ class LMSSpec(_MultistepSpec):
     name: Literal["lms"] = "lms"
     order: int = Field(4, ge=1, le=4, description="How many slopes the step combines (the method's order).")
 
-    def build(self):
-        return LMS(**self.params())
+    builds = "LMS"
 
 
 def _lagrange_integral(nodes: list[torch.Tensor], j: int, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -284,8 +280,7 @@ class UniPCSpec(_MultistepSpec):
     name: Literal["unipc"] = "unipc"
     order: int = Field(2, ge=1, le=3, description="Order p of the predictor UniP-p; the corrector UniC raises it to p + 1.")
 
-    def build(self):
-        return UniPC(**self.params())
+    builds = "UniPC"
 
 
 def _unipc_coefficients(rks: list[torch.Tensor], hh: torch.Tensor, predictor: bool) -> torch.Tensor:

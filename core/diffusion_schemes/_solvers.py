@@ -147,7 +147,7 @@ class BaseSolver(SpecBacked):
     >>> OneJump()(denoiser, torch.zeros(1, 2), torch.tensor([1.0, 2.0, 0.0]))
     Traceback (most recent call last):
       ...
-    diffusion_schemes._errors.DomainError: sigmas must decrease strictly from positive noise levels to a final 0, ...
+    diffusion_schemes.DomainError: sigmas must decrease strictly from positive noise levels to a final 0, ...
     """
 
     order: ClassVar[int] = 1
@@ -158,10 +158,10 @@ class BaseSolver(SpecBacked):
     adaptive: ClassVar[bool] = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        if self.spec_class is not None:
+        if self._built_from_spec(args, kwargs):
             self._bind_spec(args, kwargs)
         elif args or kwargs:
-            raise TypeError(f"{type(self).__qualname__} has no spec_class, so it takes no arguments")
+            raise TypeError(f"{type(self).__qualname__} takes no arguments (it has no spec_class)")
 
     def __call__(
         self,
@@ -218,10 +218,6 @@ class BaseSolver(SpecBacked):
         """One step from ``sigma`` to ``sigma_next``; returns ``(x_next, denoised, state)``."""
         raise NotImplementedError(f"{type(self).__qualname__} does not implement step()")
 
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
-
 
 class EulerSpec(SolverSpec):
     """Euler on the probability-flow ODE in the noise level (first order; DDIM).
@@ -235,8 +231,7 @@ class EulerSpec(SolverSpec):
 
     name: Literal["euler"] = "euler"
 
-    def build(self):
-        return Euler(**self.params())
+    builds = "Euler"
 
 
 class Euler(BaseSolver):
@@ -264,8 +259,7 @@ class HeunSpec(SolverSpec):
 
     name: Literal["heun"] = "heun"
 
-    def build(self):
-        return Heun(**self.params())
+    builds = "Heun"
 
 
 class Heun(BaseSolver):
@@ -302,8 +296,7 @@ class EDMStochasticEulerSpec(_EDMStochasticSpec):
 
     name: Literal["edm_stochastic_euler"] = "edm_stochastic_euler"
 
-    def build(self):
-        return EDMStochasticEuler(**self.params())
+    builds = "EDMStochasticEuler"
 
 
 class EDMStochasticHeunSpec(_EDMStochasticSpec):
@@ -319,8 +312,7 @@ class EDMStochasticHeunSpec(_EDMStochasticSpec):
 
     name: Literal["edm_stochastic_heun"] = "edm_stochastic_heun"
 
-    def build(self):
-        return EDMStochasticHeun(**self.params())
+    builds = "EDMStochasticHeun"
 
 
 class EDMStochastic(BaseSolver):
@@ -382,8 +374,7 @@ class EulerMaruyamaSpec(SolverSpec):
 
     name: Literal["euler_maruyama"] = "euler_maruyama"
 
-    def build(self):
-        return EulerMaruyama(**self.params())
+    builds = "EulerMaruyama"
 
 
 class EulerMaruyama(BaseSolver):
