@@ -50,7 +50,6 @@ class DPMAdaptiveSpec(SolverSpec):
     atol: float = Field(0.0078, gt=0, description="Absolute tolerance of the local error (data scale).")
     h_init: float = Field(0.05, gt=0, description="First step size in lambda = -log sigma.")
     theta: float = Field(0.9, gt=0, lt=1, description="Safety factor of the step-size update.")
-
     builds = "DPMAdaptive"
 
 

@@ -62,7 +62,6 @@ class EulerAncestralSpec(_AncestralSpec):
     """
 
     name: Literal["euler_ancestral"] = "euler_ancestral"
-
     builds = "EulerAncestral"
 
 
@@ -89,7 +88,6 @@ class DPM2Spec(SolverSpec):
     """
 
     name: Literal["dpm_2"] = "dpm_2"
-
     builds = "DPM2"
 
 
@@ -119,7 +117,6 @@ class DPM2AncestralSpec(_AncestralSpec):
     """
 
     name: Literal["dpm_2_ancestral"] = "dpm_2_ancestral"
-
     builds = "DPM2Ancestral"
 
 
@@ -154,7 +151,6 @@ class DPMpp2SAncestralSpec(_AncestralSpec):
     """
 
     name: Literal["dpmpp_2s_ancestral"] = "dpmpp_2s_ancestral"
-
     builds = "DPMpp2SAncestral"
 
 

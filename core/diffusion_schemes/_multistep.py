@@ -107,7 +107,6 @@ class DPMpp2MSpec(_MultistepSpec):
     """
 
     name: Literal["dpmpp_2m"] = "dpmpp_2m"
-
     builds = "DPMpp2M"
 
 
@@ -150,7 +149,6 @@ class DPMpp2MSDESpec(_SDESpec):
 
     name: Literal["dpmpp_2m_sde"] = "dpmpp_2m_sde"
     solver_type: Literal["midpoint", "heun"] = Field("midpoint", description="The second-order correction.")
-
     builds = "DPMpp2MSDE"
 
 
@@ -182,7 +180,6 @@ class DPMpp3MSDESpec(_SDESpec):
     """
 
     name: Literal["dpmpp_3m_sde"] = "dpmpp_3m_sde"
-
     builds = "DPMpp3MSDE"
 
 
@@ -224,7 +221,6 @@ class LMSSpec(_MultistepSpec):
 
     name: Literal["lms"] = "lms"
     order: int = Field(4, ge=1, le=4, description="How many slopes the step combines (the method's order).")
-
     builds = "LMS"
 
 
@@ -279,7 +275,6 @@ class UniPCSpec(_MultistepSpec):
 
     name: Literal["unipc"] = "unipc"
     order: int = Field(2, ge=1, le=3, description="Order p of the predictor UniP-p; the corrector UniC raises it to p + 1.")
-
     builds = "UniPC"
 
 

@@ -230,7 +230,6 @@ class EulerSpec(SolverSpec):
     """
 
     name: Literal["euler"] = "euler"
-
     builds = "Euler"
 
 
@@ -258,7 +257,6 @@ class HeunSpec(SolverSpec):
     """
 
     name: Literal["heun"] = "heun"
-
     builds = "Heun"
 
 
@@ -295,7 +293,6 @@ class EDMStochasticEulerSpec(_EDMStochasticSpec):
     """
 
     name: Literal["edm_stochastic_euler"] = "edm_stochastic_euler"
-
     builds = "EDMStochasticEuler"
 
 
@@ -311,7 +308,6 @@ class EDMStochasticHeunSpec(_EDMStochasticSpec):
     """
 
     name: Literal["edm_stochastic_heun"] = "edm_stochastic_heun"
-
     builds = "EDMStochasticHeun"
 
 
@@ -373,7 +369,6 @@ class EulerMaruyamaSpec(SolverSpec):
     """
 
     name: Literal["euler_maruyama"] = "euler_maruyama"
-
     builds = "EulerMaruyama"
 
 
