@@ -33,17 +33,11 @@ def installed_schedules() -> list[str]:
 
 
 # ---------------------------------------------------------------------- a third-party schedule, registered in-process
-class _LogUniformVE(ds.BaseNoiseSchedule):
-    """Variance exploding, t = sigma, log-uniform training on [0.01, 50], geometric sampling grid."""
+class _LogUniformVE(ds.SigmaTimeSchedule):
+    """Variance exploding, t = sigma (lambda = -2 ln t), log-uniform training on [0.01, 50], geometric grid."""
 
     def __init__(self) -> None:
-        super().__init__("third_party_ve", "exploding", None)
-
-    def get_log_snr(self, t, training=False):
-        return -2 * self._t(t, training).log()
-
-    def get_t_from_log_snr(self, log_snr, training=False):
-        return torch.exp(-self._log_snr(log_snr) / 2)
+        super().__init__("third_party_ve", None)
 
     def domain(self, training=False):
         return (0.01, 50.0)
