@@ -99,6 +99,39 @@ def test_a_third_party_schedule_works_by_name(third_party):
     close(schedule.get_drift(lam), 2 * math.log(5000.0) * (0.01 * 5000.0**t) ** 2)
 
 
+class _LogSNRUniform:
+    """A discretization's continuous map, written here: sigma_max (sigma_min / sigma_max)^u, uniform in lambda."""
+
+    def sigma_at(self, u, schedule):
+        lo, hi = (float(v) for v in schedule.noise_level(torch.tensor(schedule.domain(), dtype=F64)))
+        return hi * (lo / hi) ** torch.as_tensor(u, dtype=F64)
+
+
+def test_a_discretization_sets_the_sampling_map():
+    ours = as_bayesflow("vp", discretization=_LogSNRUniform())
+    own = ds.create("noise_schedule", "vp")
+    lam_hi, lam_lo = (float(v) for v in own.get_log_snr(torch.tensor(own.domain(), dtype=F64)))
+    t = torch.linspace(0, 1, 101, dtype=F64)
+    close(ours.get_log_snr(t, training=False), lam_hi + t * (lam_lo - lam_hi))  # linear in t
+    close(ours.get_t_from_log_snr(lam_hi + t * (lam_lo - lam_hi), training=False), t)
+    close(ours.get_log_snr(t, training=True), as_bayesflow("vp").get_log_snr(t, training=True), 0, 0)
+    with pytest.raises(TypeError, match="cannot be described by name"):
+        ours.get_config()
+
+
+def test_other_backends_go_through_numpy(monkeypatch):
+    """Off the torch backend, BayesFlow's tensors are converted through NumPy (here: NumPy arrays, backend name patched)."""
+    import keras
+    import numpy as np
+
+    ours = as_bayesflow("vp")
+    expected = ours.get_log_snr(torch.tensor([0.25, 0.75]), training=False)
+    monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
+    got = ours.get_log_snr(np.array([0.25, 0.75], dtype=np.float32), training=False)
+    assert not isinstance(got, np.ndarray)  # a tensor of the backend (keras.ops.convert_to_tensor)
+    close(keras.ops.convert_to_numpy(got), expected, 0, 0)
+
+
 def test_time_outside_the_unit_interval_is_a_clear_error():
     schedule = as_bayesflow("vp")
     with pytest.raises(ds.DomainError, match=r"t must lie in \[0, 1\]"):

@@ -5,7 +5,8 @@ BayesFlow reads ``t = 0`` as clean data and ``t = 1`` as pure noise, in both mod
 - training (:class:`TrainingMap`): ``t`` is a uniform draw pushed through the schedule's
   inverse CDF of training times, ``time_from_uniform(t)``; ``t ~ U(0, 1)`` then gives the
   schedule's own training distribution. Its inverse is the CDF, found by bisection.
-- sampling (:class:`GridMap`): ``t`` runs along the schedule's sampling grid. A schedule
+- sampling (:class:`GridMap`): ``t`` runs along the schedule's sampling grid, or along a
+  discretization's continuous map ``sigma_at(u, schedule)`` when one is given. A schedule
   states its grid as ``timesteps(N)``, the grid formula sampled at ``u_i = i / (N - 1)`` from
   the noisiest end (``u = 0``); BayesFlow's ``t`` is ``1 - u``. The map joins the points of
   ``timesteps(2**16 + 1)`` linearly, so it is exact for grids linear in native time (VP,
@@ -99,8 +100,11 @@ class TrainingMap:
 class GridMap:
     """``t`` -> native time along the sampling grid, ``timesteps`` joined linearly (see the module)."""
 
-    def __init__(self, schedule: Any, points: int = GRID_POINTS) -> None:
-        self.nodes_t, self.nodes_time = self._nodes(schedule, points)
+    def __init__(self, schedule: Any, discretization: Any = None, points: int = GRID_POINTS) -> None:
+        if discretization is None:
+            self.nodes_t, self.nodes_time = self._nodes(schedule, points)
+        else:
+            self.nodes_t, self.nodes_time = self._discretization_nodes(schedule, discretization, points)
         self.nodes_slope = self._central_differences(self.nodes_t, self.nodes_time)
         self._on: dict[Any, tuple[torch.Tensor, ...]] = {}
 
@@ -110,6 +114,19 @@ class GridMap:
         steps = schedule.timesteps(points)[:-1].detach().to("cpu", torch.float64)
         t = 1 - torch.arange(points, dtype=torch.float64) / max(points - 1, 1)
         return t.flip(0), steps.flip(0)
+
+    @staticmethod
+    def _discretization_nodes(schedule: Any, discretization: Any, points: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Nodes from a discretization's continuous map ``sigma_at(u, schedule)`` (noise levels, ``u = 0`` the highest)."""
+        u = torch.arange(points, dtype=torch.float64) / (points - 1)
+        sigma = torch.as_tensor(discretization.sigma_at(u, schedule), dtype=torch.float64).cpu()
+        if not bool((sigma > 0).all()) or not bool((sigma[1:] < sigma[:-1]).all()):
+            raise ValueError(
+                f"{discretization!r}.sigma_at(u, schedule) must give positive noise levels decreasing in u; "
+                "BayesFlow's t needs a monotone map onto native time"
+            )
+        time = schedule.get_t_from_log_snr(-2 * sigma.log(), False).to(torch.float64)
+        return (1 - u).flip(0), time.flip(0)
 
     @classmethod
     def _nodes(cls, schedule: Any, points: int) -> tuple[torch.Tensor, torch.Tensor]:

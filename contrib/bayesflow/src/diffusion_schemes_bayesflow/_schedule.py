@@ -66,14 +66,25 @@ def _build(schedule: Any) -> Any:
     return ds.create("noise_schedule", schedule)
 
 
-def _schedule_config(schedule: Any) -> dict[str, Any]:
-    spec = getattr(schedule, "spec", None)
-    if spec is not None:
-        try:
-            return spec.model_dump(mode="json")
-        except (AttributeError, NotImplementedError):
-            pass
-    return {"name": schedule.name, **schedule.get_config()}
+def _build_discretization(discretization: Any) -> Any:
+    if discretization is None or hasattr(discretization, "sigma_at"):
+        return discretization
+    return ds.create("discretization", discretization)
+
+
+def _config_of(obj: Any) -> dict[str, Any]:
+    """The config that ``ds.create`` rebuilds ``obj`` from (its spec, or its name and ``get_config()``)."""
+    try:
+        return obj.spec.model_dump(mode="json")
+    except (AttributeError, NotImplementedError):
+        pass
+    try:
+        return {"name": obj.name, **obj.get_config()}
+    except AttributeError as exc:
+        raise TypeError(
+            f"{obj!r} cannot be described by name, so this BayesFlow schedule's config cannot be serialised; "
+            "pass it by name or config instead"
+        ) from exc
 
 
 @serializable("diffusion_schemes_bayesflow")
@@ -86,6 +97,9 @@ class BayesFlowNoiseSchedule(NoiseSchedule):
         name: the scheme's name (BayesFlow's config key); checked against the schedule's.
         variance_type: BayesFlow's config key; checked against the schedule's (a schedule's
             variance type is its own: ``"preserving"``, ``"exploding"`` or ``"custom"``).
+        discretization: what ``training=False`` walks: ``None`` for the schedule's own grid
+            (``timesteps``), or a discretization (an object with ``sigma_at(u, schedule)``, or
+            a name or config of the ``"discretization"`` kind where it is installed).
 
     Attributes ``log_snr_min`` and ``log_snr_max`` are ``lambda`` at ``t = 1`` and ``t = 0`` of
     the sampling map (BayesFlow normalises the network's noise input with them); a schedule with
@@ -101,7 +115,14 @@ class BayesFlowNoiseSchedule(NoiseSchedule):
     True
     """
 
-    def __init__(self, schedule: Any = None, *, name: str | None = None, variance_type: str | None = None) -> None:
+    def __init__(
+        self,
+        schedule: Any = None,
+        *,
+        name: str | None = None,
+        variance_type: str | None = None,
+        discretization: Any = None,
+    ) -> None:
         if schedule is None:
             if name is None:
                 raise TypeError("pass a schedule (built, a name or a config) or the name of one")
@@ -119,7 +140,8 @@ class BayesFlowNoiseSchedule(NoiseSchedule):
         super().__init__(name=built.name, variance_type=built.variance_type)
         self.schedule = built
         self.training_map = TrainingMap(built)
-        self.sampling_map = GridMap(built)
+        self.discretization = _build_discretization(discretization)
+        self.sampling_map = GridMap(built, self.discretization)
         ends = built.get_log_snr(self.sampling_map.time(torch.tensor([1.0, 0.0], dtype=torch.float64)))
         self.log_snr_min, self.log_snr_max = float(ends[0]), float(ends[1])
         if hasattr(built, "sigma_data"):
@@ -199,7 +221,10 @@ class BayesFlowNoiseSchedule(NoiseSchedule):
     # ------------------------------------------------------------------ config
     def get_config(self) -> dict[str, Any]:
         """``name``, ``variance_type`` (BayesFlow's keys) and the schedule's full config."""
-        return {"name": self.name, "variance_type": self._variance_type, "schedule": _schedule_config(self.schedule)}
+        config = {"name": self.name, "variance_type": self._variance_type, "schedule": _config_of(self.schedule)}
+        if self.discretization is not None:
+            config["discretization"] = _config_of(self.discretization)
+        return config
 
     @classmethod
     def from_config(cls, config: dict[str, Any], custom_objects: Any = None) -> BayesFlowNoiseSchedule:
@@ -226,12 +251,14 @@ class BayesFlowNoiseSchedule(NoiseSchedule):
         return f"{type(self).__name__}({self.schedule!r})"
 
 
-def as_bayesflow(schedule: Any) -> BayesFlowNoiseSchedule:
+def as_bayesflow(schedule: Any, discretization: Any = None) -> BayesFlowNoiseSchedule:
     """Any installed noise schedule as a BayesFlow ``NoiseSchedule``: a built one, a name or a config.
+
+    ``discretization`` chooses the sampling map (see :class:`BayesFlowNoiseSchedule`).
 
     >>> from diffusion_schemes_bayesflow import as_bayesflow
     >>> edm = as_bayesflow({"name": "edm", "sigma_data": 1.0})
     >>> round(edm.log_snr_min, 4), round(edm.log_snr_max, 4)    # -2 ln 80, -2 ln 0.002
     (-8.7641, 12.4292)
     """
-    return BayesFlowNoiseSchedule(schedule)
+    return BayesFlowNoiseSchedule(schedule, discretization=discretization)
