@@ -15,7 +15,7 @@ import torch
 
 import diffusion_schemes as ds
 
-bf_schedules = pytest.importorskip("bayesflow.networks.inference.diffusion.schedules")
+import bayesflow.networks.inference.diffusion.schedules as bf_schedules  # noqa: E402  (installed by make setup: no skip)
 from bayesflow.networks.inference.diffusion import NoiseSchedule  # noqa: E402
 
 from diffusion_schemes_bayesflow import BayesFlowNoiseSchedule, as_bayesflow  # noqa: E402
@@ -195,6 +195,26 @@ def test_edm_alpha_sigma_weights_and_beta_match_bayesflow():
     close(ours.derivative_log_snr(lam, training=False), theirs.derivative_log_snr(lam, training=False), 1e-6, 1e-9)
 
 
+def test_bayesflow_default_edm_reproduced():
+    """BayesFlow's EDMNoiseSchedule() defaults: sigma_data = 1, sigma_min = 1e-4, variance preserving."""
+    theirs = bf_schedules.EDMNoiseSchedule()
+    ours = as_bayesflow({"name": "edm", "sigma_data": 1.0, "sigma_min": 1e-4}, variance_type="preserving")
+    assert ours.schedule.variance_type == "preserving" and ours.sigma_data == 1.0
+    t = torch.linspace(1e-5, 1 - 1e-5, 201, dtype=F64)
+    for training in (True, False):
+        close(ours.get_log_snr(t, training=training), theirs.get_log_snr(t, training=training))
+    lam = ours.get_log_snr(t, training=False)
+    for a, b in zip(ours.get_alpha_sigma(lam), theirs.get_alpha_sigma(lam)):
+        close(a, b)
+    close(ours.get_weights_for_snr(lam), theirs.get_weights_for_snr(lam))
+    x = torch.randn(201, 2, dtype=F64)
+    for a, b in zip(ours.get_drift(lam[:, None], x=x), theirs.get_drift(lam[:, None], x=x)):  # f = -beta/2 x, g^2 = beta
+        close(a, b, 1e-6, 1e-9)
+    # the same noise level sigma / alpha = exp(-lambda / 2) as the variance-exploding original
+    alpha, sigma = ours.get_alpha_sigma(lam)
+    close(sigma / alpha, torch.exp(-lam / 2), 1e-12, 0)
+
+
 def test_edm_drift_and_diffusion_where_bayesflow_differs():
     """Variance exploding: ours is g^2 = d sigma^2/dt = beta (1 + exp(-lambda)); BayesFlow uses beta itself."""
     theirs = bf_schedules.EDMNoiseSchedule(**EDM_LIKE, variance_type="exploding")
@@ -283,8 +303,10 @@ def test_config_round_trip_and_bayesflow_shaped_configs():
     assert again.schedule == ours.schedule and again.sigma_data == 1.0
     built = BayesFlowNoiseSchedule.from_config({"name": "vp", "variance_type": "preserving"})
     assert built.schedule == ds.create("noise_schedule", "vp")
-    with pytest.raises(ds.SchemeConfigError, match="'vp', which is 'preserving'"):
-        BayesFlowNoiseSchedule.from_config({"name": "vp", "variance_type": "exploding"})
+    with pytest.raises(ds.SchemeConfigError, match="states its own alpha and sigma"):
+        BayesFlowNoiseSchedule.from_config({"name": "flow_matching", "variance_type": "preserving"})
+    preserving = BayesFlowNoiseSchedule.from_config(as_bayesflow("edm", variance_type="preserving").get_config())
+    assert preserving.get_config()["variance_type"] == "preserving"
     with pytest.raises(ds.UnknownSchemeError):
         as_bayesflow("no_such_schedule")
 

@@ -10,7 +10,7 @@ os.environ["KERAS_BACKEND"] = "torch"  # before keras is first imported
 import numpy as np
 import pytest
 
-bf = pytest.importorskip("bayesflow")
+import bayesflow as bf  # noqa: E402  (installed by make setup: no skip)
 import keras  # noqa: E402
 import torch  # noqa: E402
 

@@ -13,6 +13,7 @@ where BayesFlow's own schedules use ``beta``. Weights are for the noise-predicti
 
 from __future__ import annotations
 
+import copy
 import os
 from typing import Any
 
@@ -72,6 +73,20 @@ def _build_discretization(discretization: Any) -> Any:
     return ds.create("discretization", discretization)
 
 
+def _with_variance_type(schedule: Any, variance_type: str) -> Any:
+    """A copy of ``schedule`` whose forward process is ``variance_type`` (same lambda, same noise level)."""
+    if variance_type not in ("preserving", "exploding"):
+        raise ds.SchemeConfigError(f"variance_type must be 'preserving' or 'exploding', got {variance_type!r}")
+    if type(schedule).get_alpha_sigma is not ds.BaseNoiseSchedule.get_alpha_sigma:
+        raise ds.SchemeConfigError(
+            f"the schedule {schedule.name!r} states its own alpha and sigma ({schedule.variance_type!r}), so its "
+            f"variance type cannot be changed to {variance_type!r}; drop the variance_type argument"
+        )
+    clone = copy.copy(schedule)
+    clone.variance_type = variance_type
+    return clone
+
+
 def _config_of(obj: Any) -> dict[str, Any]:
     """The config that ``ds.create`` rebuilds ``obj`` from (its spec, or its name and ``get_config()``)."""
     try:
@@ -95,8 +110,11 @@ class BayesFlowNoiseSchedule(NoiseSchedule):
         schedule: a built schedule, a scheme name or a config (what ``ds.create`` takes);
             ``None`` builds the scheme named ``name``.
         name: the scheme's name (BayesFlow's config key); checked against the schedule's.
-        variance_type: BayesFlow's config key; checked against the schedule's (a schedule's
-            variance type is its own: ``"preserving"``, ``"exploding"`` or ``"custom"``).
+        variance_type: ``None`` keeps the schedule's own. ``"preserving"`` or ``"exploding"``
+            runs the same ``lambda(t)`` with that forward process (``alpha^2 = sigmoid(lambda)``
+            or ``alpha = 1``), as BayesFlow's ``EDMNoiseSchedule(variance_type=...)`` does; the
+            noise level ``sigma / alpha = exp(-lambda / 2)`` is the same either way. A schedule with
+            its own ``alpha, sigma`` (``"custom"``, flow matching) keeps them.
         discretization: what ``training=False`` walks: ``None`` for the schedule's own grid
             (``timesteps``), or a discretization (an object with ``sigma_at(u, schedule)``, or
             a name or config of the ``"discretization"`` kind where it is installed).
@@ -133,10 +151,7 @@ class BayesFlowNoiseSchedule(NoiseSchedule):
                 f"name {name!r} does not match the schedule's name {built.name!r}; drop one of the two"
             )
         if variance_type is not None and variance_type != built.variance_type:
-            raise ds.SchemeConfigError(
-                f"variance_type {variance_type!r} does not match the schedule {built.name!r}, which is "
-                f"{built.variance_type!r}; a schedule's variance type is part of the scheme, so drop the argument"
-            )
+            built = _with_variance_type(built, variance_type)
         super().__init__(name=built.name, variance_type=built.variance_type)
         self.schedule = built
         self.training_map = TrainingMap(built)
@@ -251,14 +266,15 @@ class BayesFlowNoiseSchedule(NoiseSchedule):
         return f"{type(self).__name__}({self.schedule!r})"
 
 
-def as_bayesflow(schedule: Any, discretization: Any = None) -> BayesFlowNoiseSchedule:
+def as_bayesflow(schedule: Any, discretization: Any = None, variance_type: str | None = None) -> BayesFlowNoiseSchedule:
     """Any installed noise schedule as a BayesFlow ``NoiseSchedule``: a built one, a name or a config.
 
-    ``discretization`` chooses the sampling map (see :class:`BayesFlowNoiseSchedule`).
+    ``discretization`` chooses the sampling map and ``variance_type`` the forward process (see
+    :class:`BayesFlowNoiseSchedule`).
 
     >>> from diffusion_schemes_bayesflow import as_bayesflow
     >>> edm = as_bayesflow({"name": "edm", "sigma_data": 1.0})
     >>> round(edm.log_snr_min, 4), round(edm.log_snr_max, 4)    # -2 ln 80, -2 ln 0.002
     (-8.7641, 12.4292)
     """
-    return BayesFlowNoiseSchedule(schedule, discretization=discretization)
+    return BayesFlowNoiseSchedule(schedule, discretization=discretization, variance_type=variance_type)
