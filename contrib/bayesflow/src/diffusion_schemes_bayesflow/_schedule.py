@@ -22,9 +22,8 @@ os.environ.setdefault("KERAS_BACKEND", "torch")
 import torch  # noqa: E402
 
 _grad_mode = torch.is_grad_enabled()
-import bayesflow  # noqa: E402  (on torch it turns autograd off process-wide when first imported)
 import keras  # noqa: E402
-from bayesflow.networks.inference.diffusion import NoiseSchedule  # noqa: E402
+from bayesflow.networks.inference.diffusion import NoiseSchedule  # noqa: E402  (BayesFlow turns autograd off)
 from bayesflow.utils.serialization import serializable  # noqa: E402
 
 import diffusion_schemes as ds  # noqa: E402
@@ -34,9 +33,6 @@ from ._maps import GridMap, TrainingMap  # noqa: E402
 torch.set_grad_enabled(_grad_mode)  # diffusion-schemes' own training needs autograd; BayesFlow enables it itself
 
 __all__ = ["BayesFlowNoiseSchedule", "as_bayesflow"]
-
-_BAYESFLOW_VERSION = bayesflow.__version__
-
 
 def _to_torch(x: Any) -> torch.Tensor:
     """A BayesFlow tensor (or a Python number) as a torch tensor; a copy only off the torch backend."""
