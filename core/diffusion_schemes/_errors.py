@@ -212,17 +212,16 @@ def outside(values: Any, lo: float, hi: float) -> list[float] | None:
 
 
 def interval(lo: float, hi: float) -> str:
-    """``(lo, hi)`` as text; an upper bound set just above a round number reads as ``(lo, number]``.
+    """``(lo, hi)`` as text; an upper bound set just above a round number (room for rounding) reads
+    as that number, closed: ``(lo, number]``.
 
     >>> import math
     >>> from diffusion_schemes._errors import interval
-    >>> interval(0.0, math.inf), interval(0.0, math.nextafter(1.0, math.inf))
-    ('(0, inf)', '(0, 1]')
+    >>> interval(0.0, math.inf), interval(0.0, 1.0), interval(0.0, 1.0 + 1e-6)
+    ('(0, inf)', '(0, 1)', '(0, 1]')
     """
-    below = math.nextafter(hi, -math.inf)
-    if math.isfinite(hi) and len(repr(below)) < len(repr(hi)):
-        return f"({lo:g}, {below:g}]"
-    return f"({lo:g}, {hi:g})"
+    shown = f"{hi:g}"
+    return f"({lo:g}, {shown}]" if float(shown) < hi else f"({lo:g}, {shown})"
 
 
 class PairingError(DiffusionSchemesError, ValueError):

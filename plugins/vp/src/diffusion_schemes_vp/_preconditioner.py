@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -35,7 +34,7 @@ class VPPreconditioner(ds.EpsilonPreconditioner):
     """
 
     spec_class = VPPreconditionerSpec
-    t_limits = (0.0, math.nextafter(1.0, math.inf))  # t in (0, 1]: 1 is the largest time allowed
+    t_limits = (0.0, 1.0 + 1e-6)  # t in (0, 1], with room for a time rounded on its way from a log-SNR
     unit_variance = ("input", "target")  # for unit-variance data (Karras et al. 2022, Table 1)
 
     def __init__(self, model: Any, *args: Any, meta: Any = None, **kwargs: Any) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -36,7 +35,7 @@ class VPNoiseSchedule(ds.UniformTimeSchedule):
 
     spec_class = VPNoiseScheduleSpec
     variance_type = "preserving"
-    t_limits = (0.0, math.nextafter(1.0, math.inf))  # t in (0, 1]: 1 is the largest time allowed
+    t_limits = (0.0, 1.0 + 1e-6)  # t in (0, 1], with room for a time rounded on its way from a log-SNR
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
