@@ -55,6 +55,7 @@ _LAZY = {
     "Denoiser": "._denoiser",
     "make_denoiser": "._denoiser",
     "BaseSolver": "._solvers",
+    "Guidance": "._guidance",
     "SampleResult": "._sampling",
     "sample": "._sampling",
 }
@@ -92,6 +93,7 @@ __all__ = sorted(
         "EpsilonPreconditioner",
         "EulerMaruyamaSpec",
         "EulerSpec",
+        "Guidance",
         "HeunSpec",
         "KINDS",
         "LOSS_TYPES",
