@@ -62,6 +62,17 @@ def test_guidance_scales_change_class_accuracy(capsys, trained):
     assert 23 < evaluations < 46  # guided only inside the interval
 
 
+def test_sample_sweeps_guidance_scales_from_the_same_seeds(capsys, trained):
+    code, out, err = run(capsys, "sample", trained / "run", "--guidance-scales", "0,1,3", "--out", trained / "sweep")
+    assert code == 0, err
+    rows = json.loads((trained / "sweep" / "guidance.json").read_text())
+    assert [r["nfe"] for r in rows] == [23, 23, 46]
+    assert rows[0]["class_accuracy"] < 0.35 < 0.9 <= rows[1]["class_accuracy"] <= rows[2]["class_accuracy"] + 0.02
+    assert "| w = 0 | w = 1 | w = 3 |" in out
+    code, _, err = run(capsys, "sample", trained / "run", "--guidance-scales", "1", "--guidance", "2")
+    assert code == 2 and "drop the other sampling flags" in err
+
+
 def test_one_class_and_autoguidance(capsys, trained):
     code, out, err = run(capsys, "sample", trained / "run", "--class", "3", "--guidance", "2", "--num-samples", "64",
                          "--out", trained / "s")
@@ -102,6 +113,8 @@ def test_compare_sweeps_guidance_scales(capsys, tmp_path):
     report = json.loads((tmp_path / "compare.json").read_text())
     sweep = report["schemes"][0]["guidance"]
     assert [r["scale"] for r in sweep] == [0.0, 1.0, 2.0] and [r["nfe"] for r in sweep] == [23, 23, 46]
+    pytest.importorskip("matplotlib")
+    assert (tmp_path / "guidance-edm.png").is_file()
     code, _, err = run(capsys, "compare", "--schemes", "edm", "--steps", "2", "-q", "--guidance-scales", "1",
                        "--run-dir", tmp_path / "x")
     assert code == 2 and "needs class-conditional runs" in err

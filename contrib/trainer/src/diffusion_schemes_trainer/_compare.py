@@ -41,12 +41,15 @@ def parse_scales(text: str) -> list[float]:
     return scales
 
 
-def sweep_guidance(run_dir: str | Path, scales: list[float], ema: bool = True) -> list[dict[str, Any]]:
+def sweep_guidance(run_dir: str | Path, scales: list[float], ema: bool = True,
+                   picture: str | None = None) -> list[dict[str, Any]]:
     """Sample a class-conditional run at each guidance weight: class accuracy, distance and nfe per weight.
 
     Every weight uses the same latents (the run's seed) and held-out set B's labels, and the
-    same judge (:func:`classifier_for`), so the rows differ by the guidance only.
+    same judge (:func:`classifier_for`), so the rows differ by the guidance only. ``picture``:
+    also draw the samples of every weight, same seeds side by side (:func:`guidance_picture`).
     """
+    from . import _plots
     import torch
 
     import diffusion_schemes as ds
@@ -64,12 +67,15 @@ def sweep_guidance(run_dir: str | Path, scales: list[float], ema: bool = True) -
     splits = data.splits(config.data.train_size, config.data.eval_size, config.seed)
     judge = classifier_for(data, splits, config.seed)
     null = torch.tensor([classes])
-    rows = []
+    rows, drawn = [], []
     for w in scales:
         result = evaluate(precond, schedule, splits, data, config.solver, config.sampling_steps, config.projections,
                           config.seed, conditional=True, guidance=ds.Guidance(w, null_condition=null), classifier=judge)
         rows.append({"scale": w, "class_accuracy": result["class_accuracy"], "sw": result["sw_model"],
                      "sw_floor": result["sw_floor"], "nfe": result["nfe"]})
+        drawn.append((f"w = {w:g} (accuracy {result['class_accuracy']:.2f})", result["samples"]))
+    if picture is not None:
+        _plots.guidance_picture(picture, drawn, splits.eval_b_labels, data.kind)
     return rows
 
 
@@ -173,7 +179,8 @@ def compare(args: argparse.Namespace) -> int:
             print(f"{label}: SW {final['sw_model']:.4f} ({final['sw_model'] / floor:.2f}x the floor {floor:.4f})",
                   file=sys.stderr, flush=True)
         if scales:
-            sweeps[label] = rows[-1]["guidance"] = sweep_guidance(metrics["run_dir"], scales)
+            path = str(root / f"guidance-{label.replace(':', '-')}.png")
+            sweeps[label] = rows[-1]["guidance"] = sweep_guidance(metrics["run_dir"], scales, picture=path)
     if not rows:
         return 0
     table = markdown_table(rows, floor)

@@ -133,6 +133,8 @@ def sample(args: argparse.Namespace) -> int:
     from ._train import num_classes
 
     path = Path(args.checkpoint)
+    if args.guidance_scales is not None:
+        return _sweep(args, path)
     payload = load_checkpoint(path)
     config, precond, schedule = rebuild(payload, ema=not args.no_ema)
     if config.threads:
@@ -196,6 +198,25 @@ def sample(args: argparse.Namespace) -> int:
     print(f"{n} samples, {nfe} model evaluations")
     print("\n".join(lines))
     print(f"written: {out / (stem + '.pt')}" + (f", {picture}" if picture else f" ({_plots.MISSING})"))
+    return 0
+
+
+def _sweep(args: argparse.Namespace, path: Path) -> int:
+    """``sample RUN --guidance-scales LIST``: the run's own solver and steps at each weight, same seeds."""
+    import json
+
+    from ._compare import guidance_table, parse_scales, sweep_guidance
+
+    other = [f for f in ("label", "guidance", "guidance_interval", "guidance_rescale", "guide", "solver", "steps",
+                         "num_samples", "seed") if getattr(args, f) not in (None, [])]
+    if other or args.solver_option:
+        raise TrainerError("--guidance-scales samples with the run's own settings; drop the other sampling flags")
+    out = Path(args.out) if args.out else (path if path.is_dir() else path.parent)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = sweep_guidance(path, parse_scales(args.guidance_scales), ema=not args.no_ema, picture=str(out / "guidance.png"))
+    (out / "guidance.json").write_text(json.dumps(rows, indent=2) + "\n")
+    print(guidance_table({str(path): rows}))
+    print(f"written: {out / 'guidance.json'}" + (f", {out / 'guidance.png'}" if (out / "guidance.png").is_file() else ""))
     return 0
 
 
