@@ -301,3 +301,23 @@ def test_bad_guidance_input_gives_clear_errors(schedule, setup):
                   guidance={"scale": 2.0, "rescale": 0.5})
     assert all(issubclass(e, ds.DiffusionSchemesError) and issubclass(e, ValueError)
                for e in (ds.ConditionError, GuidanceError))
+
+
+@pytest.mark.parametrize("null", ["tensor", "none", "guide"])
+def test_per_sample_noise_levels_guide_only_the_samples_inside_the_interval(schedule, null):
+    x = torch.randn(4, 2, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    condition = one_hot(torch.tensor([0, 1, 2, 1]))
+    sigma = torch.tensor([0.1, 1.0, 3.0, 10.0], dtype=torch.float64)
+    counting = Counting(ExactX0(MIX, schedule))
+    base = schedule.get_denoiser(x0_predictor=counting, condition=condition)
+    options = {"tensor": {"null_condition": torch.zeros(1, K, dtype=torch.float64)}, "none": {},
+               "guide": {"guide": ExactX0(BLURRED, schedule)}}[null]
+    guided_denoiser = ds.Guidance(3.0, interval=(0.5, 5.0), **options).bind(base, 4, schedule)
+    d = guided_denoiser.x0_sigma(x, sigma)
+    inside = torch.tensor([False, True, True, False])
+    for i in range(4):
+        s = sigma[i : i + 1]
+        expected = (guided(3.0, condition[i : i + 1], guide_mixture=BLURRED if null == "guide" else None)(x[i : i + 1], s)
+                    if inside[i] else MIX.denoise(x[i : i + 1], s, condition[i : i + 1]))
+        assert torch.allclose(d[i : i + 1], expected, rtol=0, atol=1e-12), i
+    assert guided_denoiser.evaluations == 2  # the samples inside cost two evaluations

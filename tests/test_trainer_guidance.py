@@ -8,22 +8,12 @@ import pytest
 import torch
 
 from diffusion_schemes import cli
+from test_trainer import _registry, run  # noqa: F401 - the autouse fixture applies here too
 
 # The 8-blob mixture (its component is the class) with a small MLP: a few seconds.
 SMALL = ["--class-conditional", "--steps", "300", "--batch-size", "128", "--sampling-steps", "12", "-q",
          "--set", "data.train_size=4096", "--set", "data.eval_size=256", "--set", "model.hidden=64",
          "--set", "model.depth=2", "--set", "projections=64", "--set", "optimizer.warmup=20"]
-
-
-def run(capsys, *args):
-    code = cli.main([str(a) for a in args])
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-@pytest.fixture(autouse=True)
-def _registry(fresh_registry):
-    yield
 
 
 @pytest.fixture(scope="module")

@@ -284,7 +284,9 @@ def _write_outputs(trainer: _Trainer, result: dict[str, Any], wall: float, in_sy
         files["samples_picture"] = "samples.png"
     if _plots.loss_curve(str(run_dir / "loss.png"), trainer.history["loss"]):
         files["loss_picture"] = "loss.png"
-    final = {k: result[k] for k in ("sw_model", "sw_floor", "sw_exact", "nfe", "num_samples", "class_accuracy")}
+    final = {k: result[k] for k in ("sw_model", "sw_floor", "sw_exact", "nfe", "num_samples")}
+    if result["class_accuracy"] is not None:  # class-conditional runs
+        final["class_accuracy"] = result["class_accuracy"]
     final.update(
         ratio_to_floor=result["sw_model"] / result["sw_floor"] if result["sw_floor"] > 0 else None,
         projections=cfg.projections,
