@@ -295,3 +295,35 @@ def test_wrong_output_shape_is_an_error_not_a_broadcast(batch):
         loss = ds.MSEDSMLoss(bad, schedule, reduction="none")
         with pytest.raises(ModelOutputError, match=r"the model returned shape .* but the latent has shape \(5, 3\)"):
             loss(x0, t=t, noise=noise)
+
+
+def test_condition_dropout_with_tensordicts_and_split_keyword_arguments(batch):
+    from tensordict import TensorDict
+
+    x0, noise, t = batch
+    schedule = ds.create("noise_schedule", "vp")
+    seen = []
+
+    def model(x, t, condition=None, scale=None):
+        seen.append((x.shape[0], condition is None, scale.shape[0]))
+        shift = 0 if condition is None else condition["shift"]
+        return x * scale[:, None] + shift
+
+    condition = TensorDict({"shift": torch.arange(5.0, dtype=torch.float64)[:, None].expand(5, 3)}, batch_size=[5])
+    null = TensorDict({"shift": torch.full((1, 3), -1.0, dtype=torch.float64)}, batch_size=[1])
+    scale = torch.linspace(1, 2, 5, dtype=torch.float64)
+    g = lambda: torch.Generator().manual_seed(2)  # noqa: E731
+    dropped = torch.rand(5, generator=g()) < 0.5
+    level = torch.exp(-vp_log_snr(t) / 2)[:, None]
+    x_hat = x0 + level * noise
+    with_null = ds.MSEDSMLoss(model, schedule, weighting=1.0, reduction="none", condition_dropout=0.5, null_condition=null)
+    out = with_null(x0, t=t, noise=noise, condition=condition, generator=g(), scale=scale)
+    used = torch.where(dropped[:, None], -1.0, condition["shift"])
+    assert torch.allclose(out, (x_hat * scale[:, None] + used - x0) ** 2, rtol=1e-12, atol=1e-12)
+    seen.clear()
+    split = ds.MSEDSMLoss(model, schedule, weighting=1.0, reduction="none", condition_dropout=0.5)
+    out = split(x0, t=t, noise=noise, condition=condition, generator=g(), scale=scale)
+    used = torch.where(dropped[:, None], 0.0, condition["shift"])
+    assert torch.allclose(out, (x_hat * scale[:, None] + used - x0) ** 2, rtol=1e-12, atol=1e-12)
+    kept = int((~dropped).sum())
+    assert seen == [(kept, False, kept), (5 - kept, True, 5 - kept)]  # per-sample keyword arguments split too
