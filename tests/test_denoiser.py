@@ -8,6 +8,8 @@ import pytest
 import torch
 
 import diffusion_schemes as ds
+from diffusion_schemes._loss import PREDICTION_TYPES
+from diffusion_schemes._denoiser import Denoiser, make_denoiser
 from gaussian_mixture import GaussianMixture
 
 MIX = GaussianMixture([0.4, 0.6], [[-1.0, 0.5], [1.0, -0.5]], [0.3, 0.6])
@@ -150,14 +152,14 @@ def test_bad_denoising_type_and_predictor(vp):
 
 
 def test_make_denoiser_is_the_schedules_factory(vp):
-    denoiser = ds.make_denoiser(vp, score_predictor=exact_score, denoising_type="sde")
-    assert isinstance(denoiser, ds.Denoiser)
+    denoiser = make_denoiser(vp, score_predictor=exact_score, denoising_type="sde")
+    assert isinstance(denoiser, Denoiser)
     assert (denoiser.prediction_type, denoiser.denoising_type, denoiser.schedule) == ("score", "sde", vp)
     assert "score" in repr(denoiser)
 
 
 @pytest.mark.parametrize("schedule_name", ["edm", "vp", "ve", "iddpm"])
-@pytest.mark.parametrize("kind", ds.PREDICTION_TYPES)
+@pytest.mark.parametrize("kind", PREDICTION_TYPES)
 def test_each_conversion_inverts_the_loss_target_in_float64(schedule_name, kind):
     """Fed the loss's own regression target for a known x0, every denoiser gives that x0 back."""
     schedule = ds.create("noise_schedule", schedule_name)

@@ -127,12 +127,11 @@ class _Trainer:
             net = torch.nn.parallel.DistributedDataParallel(self.backbone, device_ids=ids)
         self.precond = ds.create("preconditioner", config.preconditioner, model=net)
         self.schedule = ds.create("noise_schedule", config.noise_schedule)
-        weighting = None if config.weighting == "default" else config.weighting
         dropout = {}
         if self.num_classes:  # the extra label K is "no class", the null condition of guidance
             null = torch.tensor([self.num_classes], device=ctx.device)
             dropout = {"condition_dropout": config.condition_dropout, "null_condition": null}
-        self.loss_fn = ds.MSEDSMLoss(self.precond, self.schedule, weighting=weighting, **dropout)
+        self.loss_fn = ds.MSEDSMLoss(self.precond, self.schedule, weighting=config.weighting, **dropout)
         self.classifier = None
         opt = config.optimizer
         cls = torch.optim.AdamW if opt.name == "adamw" else torch.optim.Adam
