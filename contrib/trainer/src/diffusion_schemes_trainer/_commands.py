@@ -75,7 +75,8 @@ def add_commands(cli: Any) -> None:
     g = p.add_argument_group("class-conditional runs (trained with --class-conditional)")
     g.add_argument("--class", dest="label", type=int, metavar="K", help="sample only class K (default: every class)")
     g.add_argument("--guidance", type=float, metavar="W",
-                   help="guidance weight w: D = D_null + w (D_cond - D_null); 1 is plain conditional sampling")
+                   help="guidance weight w: D = D_null + w (D_cond - D_null); 1 is plain conditional sampling "
+                   "(default 2 when another guidance flag is given)")
     g.add_argument("--guidance-interval", metavar="LO,HI",
                    help="guide only at noise levels in [LO, HI] (e.g. 0.3,5); elsewhere w = 1")
     g.add_argument("--guidance-rescale", type=float, metavar="PHI", help="rescale the guided estimate (0 to 1)")
