@@ -321,3 +321,15 @@ def test_per_sample_noise_levels_guide_only_the_samples_inside_the_interval(sche
                     if inside[i] else MIX.denoise(x[i : i + 1], s, condition[i : i + 1]))
         assert torch.allclose(d[i : i + 1], expected, rtol=0, atol=1e-12), i
     assert guided_denoiser.evaluations == 2  # the samples inside cost two evaluations
+
+
+@pytest.mark.parametrize("solver", sorted(info.name for info in ds.list_schemes("solver")))
+def test_every_solver_reports_the_guided_evaluations_it_made(schedule, setup, solver):
+    latents, condition = setup
+    plain, guided_model = Counting(ExactX0(MIX, schedule)), Counting(ExactX0(MIX, schedule))
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    unguided = ds.sample(plain, latents, schedule, 6, solver=solver, condition=condition, generator=g())
+    result = ds.sample(guided_model, latents, schedule, 6, solver=solver, condition=condition, generator=g(),
+                       guidance=ds.Guidance(2.0, null_condition=torch.zeros(1, K, dtype=torch.float64)))
+    assert unguided.nfe == plain.rows // B  # the solver's own count is the calls it made
+    assert result.nfe == guided_model.rows // B == 2 * len(guided_model.calls)  # batched: one call, two evaluations
