@@ -122,7 +122,7 @@ class MSEDSMLoss(torch.nn.Module):
         if isinstance(condition_dropout, bool) or not isinstance(condition_dropout, (int, float)) or not (
             0 <= condition_dropout <= 1
         ):
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"condition_dropout must be a probability in [0, 1] (0.1 is usual for classifier-free guidance), "
                 f"got {condition_dropout!r}"
             )

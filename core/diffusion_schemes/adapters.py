@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from ._errors import ModelSignatureError
+from ._errors import ArgumentTypeError, ModelSignatureError
 
 __all__ = ["BackboneAdapter"]
 
@@ -55,9 +55,9 @@ class BackboneAdapter(torch.nn.Module):
                  condition: str | bool | None = None) -> None:
         super().__init__()
         if condition is True or not (condition is None or condition is False or isinstance(condition, str)):
-            raise TypeError(f"condition must be a keyword name, None (positional) or False (none), got {condition!r}")
+            raise ArgumentTypeError(f"condition must be a keyword name, None (positional) or False (none), got {condition!r}")
         if not (output is None or isinstance(output, (str, int)) or callable(output)):
-            raise TypeError(f"output must be an attribute name, an index, a callable or None, got {output!r}")
+            raise ArgumentTypeError(f"output must be an attribute name, an index, a callable or None, got {output!r}")
         self.model = model
         self.output = output
         self.condition = condition
