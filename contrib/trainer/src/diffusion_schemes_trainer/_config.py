@@ -115,7 +115,7 @@ class DigitsConfig(_Section):
     train_size: int = Field(1797, ge=1, description="At most this many training images (what the held-out sets leave).")
     eval_size: int = Field(300, ge=16, description="Images in each of the two held-out sets.")
 
-    default_model: ClassVar[str] = "conv"
+    default_model: ClassVar[str] = "unet"
 
     def build(self) -> Any:
         """The data set (a :class:`Digits`)."""
@@ -165,7 +165,31 @@ class ConvConfig(_Section):
         return ConvNet(shape[0], self.channels, self.blocks, self.frequencies)
 
 
-ModelConfig = Annotated[Union[MLPConfig, ConvConfig], Field(discriminator="name")]
+class UNetConfig(_Section):
+    """Small U-Net (images; the default for digits): residual blocks, skips, attention at low resolution."""
+
+    name: Literal["unet"] = "unet"
+    channels: int = Field(32, ge=1, description="Feature channels of the first level.")
+    channel_mult: tuple[int, ...] = Field((1, 2), min_length=1, description="Channel multiplier of each level (each halves the resolution).")
+    blocks: int = Field(2, ge=1, description="Residual blocks per level.")
+    attention: tuple[int, ...] = Field((4,), description="Resolutions with self-attention after each block.")
+    frequencies: int = Field(32, ge=1, description="Fourier frequencies of the noise embedding.")
+    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout in the residual blocks.")
+
+    def build(self, shape: Sequence[int]) -> Any:
+        """The backbone for square images of per-sample ``shape`` ``(C, H, W)``."""
+        from ._models import UNet
+
+        if len(shape) != 3 or shape[1] != shape[2]:
+            raise TrainerError(f"the unet backbone needs square images shaped (C, H, W), got data of shape {tuple(shape)}")
+        try:
+            return UNet(shape[0], self.channels, self.channel_mult, self.blocks, self.attention, shape[1],
+                        self.frequencies, self.dropout)
+        except ValueError as exc:
+            raise TrainerError(f"invalid model.unet: {exc}") from None
+
+
+ModelConfig = Annotated[Union[MLPConfig, ConvConfig, UNetConfig], Field(discriminator="name")]
 
 
 class OptimizerConfig(_Section):

@@ -133,6 +133,10 @@ class Digits:
 
     def splits(self, train_size: int, eval_size: int, seed: int) -> Splits:
         """Two held-out sets of ``eval_size`` images and up to ``train_size`` training images."""
+        return self.labelled_splits(train_size, eval_size, seed)[0]
+
+    def labelled_splits(self, train_size: int, eval_size: int, seed: int) -> tuple[Splits, Splits]:
+        """The images of :meth:`splits` and their class labels (``int64``), split the same way."""
         try:
             from sklearn.datasets import load_digits
         except ImportError as exc:
@@ -140,10 +144,16 @@ class Digits:
                 "the digits data set needs scikit-learn, which is not installed. Install the extra: "
                 "pip install 'diffusion-schemes-trainer[digits]' (or pick a 2-D data set)"
             ) from exc
-        images = torch.as_tensor(load_digits().images, dtype=torch.float32) / 8 - 1  # pixel values 0..16
+        bunch = load_digits()
+        images = torch.as_tensor(bunch.images, dtype=torch.float32) / 8 - 1  # pixel values 0..16
+        labels = torch.as_tensor(bunch.target, dtype=torch.int64)
         n = images.shape[0]
         if 2 * eval_size >= n:
             raise TrainerError(f"eval_size {eval_size} leaves no training images out of {n}; use at most {n // 3}")
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-        images = images[perm][:, None]
-        return Splits(images[2 * eval_size :][:train_size], images[:eval_size], images[eval_size : 2 * eval_size])
+
+        def split(x: torch.Tensor) -> Splits:
+            x = x[perm]
+            return Splits(x[2 * eval_size :][:train_size], x[:eval_size], x[eval_size : 2 * eval_size])
+
+        return split(images[:, None]), split(labels)

@@ -3,7 +3,7 @@
 >>> import argparse
 >>> from diffusion_schemes_trainer._handlers import config_changes
 >>> config_changes(argparse.Namespace(scheme="vp", data="digits", model=None, steps=50, weighting="1.0"))
-{'preconditioner': 'vp', 'noise_schedule': 'vp', 'weighting': 1.0, 'data': 'digits', 'model': 'conv', 'steps': 50}
+{'preconditioner': 'vp', 'noise_schedule': 'vp', 'weighting': 1.0, 'data': 'digits', 'model': 'unet', 'steps': 50}
 """
 
 from __future__ import annotations
