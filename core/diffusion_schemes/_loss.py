@@ -64,6 +64,7 @@ from ._denoiser import check_pair, predict
 from ._preconditioner import compute_dtype
 from ._registry import registry
 from ._specs import SchemeSpec
+from ._uncertainty import resolve_uncertainty
 from ._weighting import weight_for
 
 __all__ = ["PREDICTION_TYPES", "REDUCTIONS", "MSEDSMLoss"]
@@ -103,6 +104,10 @@ class MSEDSMLoss(torch.nn.Module):
             :class:`BaseWeighting`: its weight, converted from its ``loss_type`` with
             :func:`convert_weight`.
         reduction: ``"mean"``, ``"sum"`` or ``"none"`` (elementwise, shaped like ``x0``).
+        uncertainty: learn the loss weight per noise level (EDM2's uncertainty weighting):
+            ``True`` for a :class:`~diffusion_schemes._uncertainty.UncertaintyWeight` ``u(sigma)``,
+            or such a module; each element's loss ``L`` becomes ``L / exp(u) + u``. The module is
+            :attr:`uncertainty`: add its parameters to the optimiser. ``False`` (default): none.
         low_discrepancy: draw the batch's times stratified, ``u_i = (i + U) / B`` with one
             ``U ~ U(0, 1)``, mapped by the schedule's ``time_from_uniform(u)`` (its training
             distribution's inverse CDF); the schedule must offer that method.
@@ -128,6 +133,7 @@ class MSEDSMLoss(torch.nn.Module):
         weighting: Any = None,
         reduction: str = "mean",
         low_discrepancy: bool = False,
+        uncertainty: Any = False,
     ) -> None:
         super().__init__()
         if prediction_type not in PREDICTION_TYPES:
@@ -147,6 +153,7 @@ class MSEDSMLoss(torch.nn.Module):
         self.weighting = _resolve_weighting(weighting)
         self.reduction = reduction
         self.low_discrepancy = low_discrepancy
+        self.uncertainty = resolve_uncertainty(uncertainty)
 
     def sample_time(self, n: int, device: Any = None, generator: torch.Generator | None = None) -> torch.Tensor:
         """``n`` training times (stratified when ``low_discrepancy``)."""
@@ -205,6 +212,8 @@ class MSEDSMLoss(torch.nn.Module):
         target = self.target(x0, noise, log_snr.reshape(shape))
         weight = self.weight(log_snr).to(log_snr.dtype).reshape(shape)
         loss = weight * (out.to(weight.dtype) - target.to(weight.dtype)) ** 2
+        if self.uncertainty is not None:
+            loss = self.uncertainty.weigh(loss, level.reshape(shape))
         if self.reduction == "mean":
             return loss.mean()
         if self.reduction == "sum":

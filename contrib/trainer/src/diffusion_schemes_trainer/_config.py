@@ -169,7 +169,7 @@ class UNetConfig(_Section):
     """Small U-Net (images; the default for digits): residual blocks, skips, attention at low resolution."""
 
     name: Literal["unet"] = "unet"
-    channels: int = Field(32, ge=1, description="Feature channels of the first level.")
+    channels: int = Field(16, ge=1, description="Feature channels of the first level.")
     channel_mult: tuple[int, ...] = Field((1, 2), min_length=1, description="Channel multiplier of each level (each halves the resolution).")
     blocks: int = Field(2, ge=1, description="Residual blocks per level.")
     attention: tuple[int, ...] = Field((4,), description="Resolutions with self-attention after each block.")
@@ -276,6 +276,9 @@ def _build_model(installed: tuple[tuple[str, str], ...]) -> type[BaseModel]:
         noise_schedule: schedule_type = Field("edm", description="Noise schedule: training times and sampling steps.")
         weighting: Union[Literal["default"], float, SerializeAsAny[ds.WeightingSpec]] = Field(
             "default", description="Loss weighting: 'default' (the schedule's own), a constant, or a weighting by name."
+        )
+        uncertainty: bool = Field(
+            False, description="Learn the loss weight per noise level, u(sigma) (EDM2's uncertainty weighting)."
         )
         solver: solver_type = Field("heun", description="Solver used to sample after training.")
         sampling_steps: int = Field(32, ge=1, description="Solver steps when sampling.")

@@ -61,11 +61,14 @@ def evaluate(
     seed: int = 0,
     exact: bool = True,
     device: Any = "cpu",
+    judge: Any = None,
 ) -> dict[str, Any]:
     """Sample ``model`` (a preconditioner or x0-predictor) and measure it; see the module docstring.
 
     Returns ``sw_model``, ``sw_floor``, ``sw_exact`` (None without a mixture), ``nfe``,
-    ``num_samples``, and the tensors ``samples`` and ``exact_samples`` (for pictures).
+    ``num_samples``, and the tensors ``samples`` and ``exact_samples`` (for pictures). With a
+    ``judge`` (a :class:`~diffusion_schemes_trainer._fd.DigitsJudge`), also what it measures:
+    ``fd_digits``, ``fd_digits_floor``, ``class_confidence``, ...
     """
     ref = splits.eval_a
     shape = tuple(ref.shape)
@@ -80,6 +83,8 @@ def evaluate(
         "samples": samples,
         "exact_samples": None,
     }
+    if judge is not None:
+        out.update(judge.measure(samples))
     mixture = getattr(data, "mixture", None)
     if exact and mixture is not None:
         exact_samples, _ = generate(exact_predictor(mixture, schedule), schedule, shape, solver, num_steps, seed + 1)

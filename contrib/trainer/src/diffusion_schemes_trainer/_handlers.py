@@ -17,7 +17,7 @@ from ._errors import TrainerError
 
 __all__ = ["config_changes", "sample", "train"]
 
-_PLAIN = ("solver", "sampling_steps", "steps", "batch_size", "seed", "device", "eval_every")
+_PLAIN = ("uncertainty", "solver", "sampling_steps", "steps", "batch_size", "seed", "device", "eval_every")
 
 
 def config_changes(args: argparse.Namespace) -> dict[str, Any]:

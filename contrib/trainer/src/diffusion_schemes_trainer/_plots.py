@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["MISSING", "compare_curves", "loss_curve", "samples_picture"]
+__all__ = ["MISSING", "compare_curves", "loss_curve", "samples_picture", "uncertainty_curve"]
 
 #: What to tell a user whose environment has no matplotlib.
 MISSING = "pictures need matplotlib: pip install 'diffusion-schemes-trainer[plot]'"
@@ -111,6 +111,24 @@ def compare_curves(path: str, runs: dict[str, Sequence[dict[str, float]]], floor
     ax.set_ylabel("sliced Wasserstein distance")
     ax.grid(alpha=0.3)
     ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def uncertainty_curve(path: str, curve: Sequence[Sequence[float]]) -> str | None:
+    """The learned uncertainty ``u(sigma)`` (``[sigma, u]`` pairs) against the noise level, log-scaled."""
+    plt = _pyplot()
+    if plt is None or not curve:
+        return None
+    sigma, u = zip(*curve)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(sigma, u, lw=1.5)
+    ax.set_xscale("log")
+    ax.set_xlabel("noise level sigma")
+    ax.set_ylabel("u(sigma) (log of the expected loss)")
+    ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

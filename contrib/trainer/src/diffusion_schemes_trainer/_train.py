@@ -37,9 +37,13 @@ from ._checkpoint import CHECKPOINT_NAME, FORMAT, save_checkpoint
 from ._distributed import Context, setup
 from ._errors import TrainerError
 from ._evaluate import evaluate
+from ._fd import CLASSIFIER_NAME
 from ._progress import Progress
 
 __all__ = ["step_generator", "train"]
+
+#: What a digits run adds to ``metrics.json``'s ``final`` (``class_accuracy`` only for samples drawn for given classes).
+FD_KEYS = ("fd_digits", "fd_digits_floor", "class_confidence", "class_counts", "classifier_accuracy", "class_accuracy")
 
 
 def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
@@ -101,6 +105,11 @@ class _Trainer:
         self.local_batch = config.batch_size // ctx.world_size
         self.data = config.data.build()
         self.splits = self.data.splits(config.data.train_size, config.data.eval_size, config.seed)
+        self.judge = None
+        if ctx.is_main and hasattr(self.data, "labelled_splits"):  # digits: judged by fd_digits
+            from ._fd import digits_judge
+
+            self.judge = digits_judge(self.data, config.data.train_size, config.data.eval_size, config.seed, run_dir)
         self.shard = self.splits.train[ctx.rank :: ctx.world_size].to(ctx.device)
         torch.manual_seed(config.seed)  # the backbone's initial weights
         self.backbone = config.model.build(self.data.shape).to(ctx.device)
@@ -112,10 +121,14 @@ class _Trainer:
         self.precond = ds.create("preconditioner", config.preconditioner, model=net)
         self.schedule = ds.create("noise_schedule", config.noise_schedule)
         weighting = None if config.weighting == "default" else config.weighting
-        self.loss_fn = ds.MSEDSMLoss(self.precond, self.schedule, weighting=weighting)
+        self.loss_fn = ds.MSEDSMLoss(self.precond, self.schedule, weighting=weighting, uncertainty=config.uncertainty)
+        params = list(self.backbone.parameters())
+        if self.loss_fn.uncertainty is not None:  # EDM2's learned weighting u(sigma) trains with the model
+            self.loss_fn.uncertainty.to(ctx.device)
+            params += list(self.loss_fn.uncertainty.parameters())
         opt = config.optimizer
         cls = torch.optim.AdamW if opt.name == "adamw" else torch.optim.Adam
-        self.optimizer = cls(self.backbone.parameters(), lr=opt.lr, betas=opt.betas, weight_decay=opt.weight_decay)
+        self.optimizer = cls(params, lr=opt.lr, betas=opt.betas, weight_decay=opt.weight_decay)
         self.step = 0
         self.history: dict[str, list[Any]] = {"loss": [], "eval": []}
         self.train_time = 0.0
@@ -128,6 +141,8 @@ class _Trainer:
             self.backbone.load_state_dict(payload["model"])
             if self.ema is not None:
                 self.ema.load_state_dict(payload.get("ema") or payload["model"])
+            if self.loss_fn.uncertainty is not None and payload.get("uncertainty") is not None:
+                self.loss_fn.uncertainty.load_state_dict(payload["uncertainty"])
             if payload.get("optimizer"):
                 self.optimizer.load_state_dict(payload["optimizer"])
         except (RuntimeError, ValueError, KeyError) as exc:
@@ -154,6 +169,7 @@ class _Trainer:
             },
             "model": self.backbone.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None,
+            "uncertainty": self.loss_fn.uncertainty.state_dict() if self.loss_fn.uncertainty is not None else None,
             "optimizer": self.optimizer.state_dict(),
             "rng": {"torch": torch.get_rng_state()},
             "history": self.history,
@@ -200,7 +216,7 @@ class _Trainer:
         cfg = self.config
         return evaluate(
             self.sampler(), self.schedule, self.splits, self.data, solver=cfg.solver, num_steps=cfg.sampling_steps,
-            projections=cfg.projections, seed=cfg.seed, device=self.ctx.device,
+            projections=cfg.projections, seed=cfg.seed, device=self.ctx.device, judge=self.judge,
         )
 
     def run(self, progress: Progress | None, callback: Callable[[int], None] | None) -> None:
@@ -235,9 +251,25 @@ class _Trainer:
         result = self.measure() if self.ctx.is_main else None
         if result is not None:
             entry = {"step": self.step, "sw": result["sw_model"], "sw_floor": result["sw_floor"]}
+            if "fd_digits" in result:
+                entry.update(fd_digits=result["fd_digits"], fd_digits_floor=result["fd_digits_floor"])
             self.history["eval"] = [e for e in self.history["eval"] if e["step"] != self.step] + [entry]
         self.ctx.barrier()
         return result
+
+
+def uncertainty_curve(trainer: _Trainer, points: int = 33) -> list[list[float]] | None:
+    """``[[sigma, u(sigma)], ...]`` of the learned uncertainty weighting over the schedule's sampling
+    range of noise levels (geometric), or None when the run does not learn one."""
+    u = trainer.loss_fn.uncertainty
+    if u is None:
+        return None
+    levels = trainer.schedule.noise_level(trainer.schedule.timesteps(2)[:2].to(torch.float64))
+    hi, lo = (float(v) for v in levels)
+    sigma = torch.logspace(math.log10(lo), math.log10(hi), points, dtype=torch.float64)
+    with torch.no_grad():
+        values = u(sigma.to(next(u.parameters()).device)).cpu()
+    return [[float(s), float(v)] for s, v in zip(sigma, values)]
 
 
 def _write_outputs(trainer: _Trainer, result: dict[str, Any], wall: float, in_sync: bool) -> dict[str, Any]:
@@ -254,6 +286,9 @@ def _write_outputs(trainer: _Trainer, result: dict[str, Any], wall: float, in_sy
         files["samples_picture"] = "samples.png"
     if _plots.loss_curve(str(run_dir / "loss.png"), trainer.history["loss"]):
         files["loss_picture"] = "loss.png"
+    curve = uncertainty_curve(trainer)
+    if curve is not None and _plots.uncertainty_curve(str(run_dir / "uncertainty.png"), curve):
+        files["uncertainty_picture"] = "uncertainty.png"
     final = {k: result[k] for k in ("sw_model", "sw_floor", "sw_exact", "nfe", "num_samples")}
     final.update(
         ratio_to_floor=result["sw_model"] / result["sw_floor"] if result["sw_floor"] > 0 else None,
@@ -262,6 +297,12 @@ def _write_outputs(trainer: _Trainer, result: dict[str, Any], wall: float, in_sy
         sampling_steps=cfg.sampling_steps,
         weights="ema" if trainer.ema is not None else "trained",
     )
+    if curve is not None:
+        final["uncertainty"] = curve
+    if "fd_digits" in result:
+        final.update({k: result[k] for k in FD_KEYS if result[k] is not None})
+        final["fd_ratio_to_floor"] = result["fd_digits"] / result["fd_digits_floor"]
+        files["classifier"] = CLASSIFIER_NAME
     metrics = {
         "step": trainer.step,
         "run_dir": str(run_dir),
