@@ -73,6 +73,16 @@ def add_commands(cli: Any) -> None:
     p.add_argument("--out", metavar="DIR", help="output folder (default: the run directory)")
     p.set_defaults(func=_run("sample"))
 
+    p = cli.add_parser("ema", help="post-hoc EMA: reconstruct EMAs of other lengths from a run's snapshots and measure each",
+                       description="Reconstruct the power-function EMA of each width sigma_rel from the snapshots a "
+                       "training run kept (EDM2's post-hoc EMA) and measure each, so the EMA length is picked after "
+                       "training. Writes ema.json in the run directory.")
+    p.add_argument("run", help="a run directory (with its checkpoint.pt and ema/ snapshots)")
+    p.add_argument("--sigma-rel", default="0.05,0.10,0.15", metavar="LIST",
+                   help="comma-separated EMA widths relative to the run's length (default 0.05,0.10,0.15)")
+    p.add_argument("--sampling-steps", type=int, metavar="N", help="solver steps (default: the run's)")
+    p.set_defaults(func=_run("ema"))
+
     p = cli.add_parser("compare", help="train several schemes under the same budget and seed; table and plot")
     p.add_argument("--schemes", default="edm,vp,ve,iddpm", metavar="LIST",
                    help="comma-separated scheme names (preconditioner and schedule of that name) or "

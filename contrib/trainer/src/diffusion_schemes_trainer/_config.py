@@ -280,6 +280,10 @@ def _build_model(installed: tuple[tuple[str, str], ...]) -> type[BaseModel]:
         uncertainty: bool = Field(
             False, description="Learn the loss weight per noise level, u(sigma) (EDM2's uncertainty weighting)."
         )
+        ema_profiles: tuple[float, ...] = Field(
+            (0.05, 0.10), description="Widths sigma_rel of the power-function EMAs kept for post-hoc EMA (EDM2; () for none)."
+        )
+        ema_snapshot_every: int = Field(200, ge=1, description="Save the post-hoc EMA snapshots every this many steps.")
         solver: solver_type = Field("heun", description="Solver used to sample after training.")
         sampling_steps: int = Field(32, ge=1, description="Solver steps when sampling.")
         data: DataConfig = Field(default_factory=GaussianMixtureConfig, description="Training data.")
@@ -297,6 +301,20 @@ def _build_model(installed: tuple[tuple[str, str], ...]) -> type[BaseModel]:
         eval_every: int = Field(0, ge=0, description="Measure the sliced Wasserstein distance every this many steps (0: at the end only).")
         log_every: int = Field(10, ge=1, description="Record the mean loss every this many steps.")
         projections: int = Field(512, ge=1, description="Random directions of the sliced Wasserstein distance.")
+
+        @field_validator("ema_profiles")
+        @classmethod
+        def _ema_profiles(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+            from ._posthoc_ema import sigma_rel_to_gamma
+
+            for sigma_rel in value:
+                try:
+                    sigma_rel_to_gamma(sigma_rel)
+                except TrainerError as exc:
+                    raise ValueError(str(exc)) from None
+            if len(set(value)) != len(value):
+                raise ValueError("ema_profiles lists a width twice")
+            return value
 
         @field_validator("weighting", mode="before")
         @classmethod

@@ -38,6 +38,7 @@ from ._distributed import Context, setup
 from ._errors import TrainerError
 from ._evaluate import evaluate
 from ._fd import CLASSIFIER_NAME
+from ._posthoc_ema import PowerEMA, save_snapshot
 from ._progress import Progress
 
 __all__ = ["step_generator", "train"]
@@ -114,6 +115,7 @@ class _Trainer:
         torch.manual_seed(config.seed)  # the backbone's initial weights
         self.backbone = config.model.build(self.data.shape).to(ctx.device)
         self.ema = copy.deepcopy(self.backbone).requires_grad_(False) if config.optimizer.ema_decay > 0 else None
+        self.posthoc = PowerEMA(self.backbone, config.ema_profiles) if config.ema_profiles else None
         net = self.backbone
         if ctx.distributed:
             ids = [ctx.device] if ctx.device.type == "cuda" else None
@@ -141,6 +143,8 @@ class _Trainer:
             self.backbone.load_state_dict(payload["model"])
             if self.ema is not None:
                 self.ema.load_state_dict(payload.get("ema") or payload["model"])
+            if self.posthoc is not None and payload.get("posthoc_ema") is not None:
+                self.posthoc.load_state_dict(payload["posthoc_ema"])
             if self.loss_fn.uncertainty is not None and payload.get("uncertainty") is not None:
                 self.loss_fn.uncertainty.load_state_dict(payload["uncertainty"])
             if payload.get("optimizer"):
@@ -169,6 +173,7 @@ class _Trainer:
             },
             "model": self.backbone.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None,
+            "posthoc_ema": self.posthoc.state_dict() if self.posthoc is not None else None,
             "uncertainty": self.loss_fn.uncertainty.state_dict() if self.loss_fn.uncertainty is not None else None,
             "optimizer": self.optimizer.state_dict(),
             "rng": {"torch": torch.get_rng_state()},
@@ -204,6 +209,10 @@ class _Trainer:
                 for e, p in zip(self.ema.parameters(), self.backbone.parameters()):
                     e.lerp_(p.detach(), 1 - decay)
         self.step += 1
+        if self.posthoc is not None:
+            self.posthoc.update(self.step)
+            if self.ctx.is_main and (self.step % self.config.ema_snapshot_every == 0 or self.step == self.config.steps):
+                save_snapshot(self.run_dir, self.step, self.posthoc)
         return loss.detach()
 
     def sampler(self) -> Any:
