@@ -96,19 +96,21 @@ def loss_curve(path: str, loss: Sequence[Sequence[float]]) -> str | None:
     return path
 
 
-def compare_curves(path: str, runs: dict[str, Sequence[dict[str, float]]], floor: float | None = None) -> str | None:
-    """Sliced Wasserstein distance against training step, one line per scheme, with the floor dashed."""
+def compare_curves(path: str, runs: dict[str, Sequence[dict[str, float]]], floor: float | None = None,
+                   measure: str = "sw") -> str | None:
+    """A distance (``"sw"`` or ``"fd_digits"``) against training step, one line per scheme, with the floor dashed."""
     plt = _pyplot()
     if plt is None:
         return None
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for name, curve in runs.items():
-        ax.plot([p["step"] for p in curve], [p["sw"] for p in curve], marker="o", ms=3, label=name)
+        points = [p for p in curve if p.get(measure) is not None]
+        ax.plot([p["step"] for p in points], [p[measure] for p in points], marker="o", ms=3, label=name)
     if floor is not None:
         ax.axhline(floor, color="k", ls="--", lw=1, label="floor (held-out vs held-out)")
     ax.set_yscale("log")
     ax.set_xlabel("training step")
-    ax.set_ylabel("sliced Wasserstein distance")
+    ax.set_ylabel("sliced Wasserstein distance" if measure == "sw" else "fd_digits (Frechet distance, classifier features)")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
