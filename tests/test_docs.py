@@ -106,12 +106,17 @@ def test_images_exist_and_are_drawn_by_the_plot_command():
             if "--schedule" in rest:
                 names.remove(rest[rest.index("--schedule") + 1])
             plotted.add(f"img/{kind}-{'+'.join(names)}.png")
+    for line in (DOCS / "runs.txt").read_text().splitlines():  # pictures written by a recorded training run
+        if line.strip() and not line.startswith("#"):
+            image, source, command = line.split(maxsplit=2)
+            assert image.startswith("img/runs/") and command.startswith("diffusion-schemes "), line
+            plotted.add(image)
     for page in DOCS.rglob("*.md"):
         for ref in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", page.read_text()):
             path = (page.parent / ref).resolve()
             assert path.is_file(), f"{page.name} shows {ref}, which does not exist; run `make docs-plots`"
             rel = path.relative_to(DOCS).as_posix()
-            assert rel in plotted, f"{page.name} shows {ref}, which no line of docs/plots.txt draws"
+            assert rel in plotted, f"{page.name} shows {ref}, which no line of docs/plots.txt or docs/runs.txt draws"
 
 
 def test_api_reference_names_every_public_name():
