@@ -87,13 +87,7 @@ def loss_curve(path: str, loss: Sequence[Sequence[float]]) -> str | None:
         ax.plot(steps[window - 1 :], smooth.tolist(), lw=1.5, label=f"moving average of {window}")
         ax.legend()
     ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, ax, path, "step", "loss")
 
 
 def compare_curves(path: str, runs: dict[str, Sequence[dict[str, float]]], floor: float | None = None,
@@ -109,14 +103,9 @@ def compare_curves(path: str, runs: dict[str, Sequence[dict[str, float]]], floor
     if floor is not None:
         ax.axhline(floor, color="k", ls="--", lw=1, label="floor (held-out vs held-out)")
     ax.set_yscale("log")
-    ax.set_xlabel("training step")
-    ax.set_ylabel("sliced Wasserstein distance" if measure == "sw" else "fd_digits (Frechet distance, classifier features)")
-    ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    ylabel = "sliced Wasserstein distance" if measure == "sw" else "fd_digits (Frechet distance, classifier features)"
+    return _save(plt, fig, ax, path, "training step", ylabel)
 
 
 def uncertainty_curve(path: str, curve: Sequence[Sequence[float]]) -> str | None:
@@ -128,8 +117,13 @@ def uncertainty_curve(path: str, curve: Sequence[Sequence[float]]) -> str | None
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(sigma, u, lw=1.5)
     ax.set_xscale("log")
-    ax.set_xlabel("noise level sigma")
-    ax.set_ylabel("u(sigma) (log of the expected loss)")
+    return _save(plt, fig, ax, path, "noise level sigma", "u(sigma) (log of the expected loss)")
+
+
+def _save(plt: Any, fig: Any, ax: Any, path: str, xlabel: str, ylabel: str) -> str:
+    """Label the axes, draw the grid, write ``path`` and free the figure."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
