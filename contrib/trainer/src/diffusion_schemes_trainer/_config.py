@@ -171,7 +171,7 @@ class UNetConfig(_Section):
     name: Literal["unet"] = "unet"
     channels: int = Field(16, ge=1, description="Feature channels of the first level.")
     channel_mult: tuple[int, ...] = Field((1, 2), min_length=1, description="Channel multiplier of each level (each halves the resolution).")
-    blocks: int = Field(2, ge=1, description="Residual blocks per level.")
+    blocks: int = Field(1, ge=1, description="Residual blocks per level.")
     attention: tuple[int, ...] = Field((4,), description="Resolutions with self-attention after each block.")
     frequencies: int = Field(32, ge=1, description="Fourier frequencies of the noise embedding.")
     dropout: float = Field(0.0, ge=0, lt=1, description="Dropout in the residual blocks.")
