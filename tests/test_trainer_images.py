@@ -209,3 +209,14 @@ def test_posthoc_reconstruction_matches_an_ema_tracked_directly_in_a_short_run(t
     spread = float((flat(direct[0.05]) - flat(direct[0.10])).norm() / scale)
     print(f"post-hoc EMA: relative parameter error {error:.4f}, tracked profiles apart {spread:.3f}")
     assert error < 0.02 and spread > 10 * error, (error, spread)
+
+
+def test_ema_profiles_from_the_command_line_and_bad_widths(capsys, fresh_registry):
+    from diffusion_schemes import cli
+
+    assert cli.main(["train", "--ema-profiles", "0.04,0.12", "--print-config"]) == 0
+    assert "ema_profiles = [0.04, 0.12]" in capsys.readouterr().out
+    assert cli.main(["train", "--ema-profiles", "0.5", "--print-config"]) == 2
+    assert "sigma_rel must lie in (0, 0.2887)" in capsys.readouterr().err
+    assert cli.main(["ema", "nowhere", "--sigma-rel", "a,b"]) == 2
+    assert "--sigma-rel takes comma-separated numbers" in capsys.readouterr().err

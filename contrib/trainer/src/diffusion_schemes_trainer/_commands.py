@@ -32,6 +32,8 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--weighting", metavar="NAME", help="loss weighting: 'default' (the schedule's), a number or a name")
     g.add_argument("--uncertainty", action="store_true", default=None,
                    help="learn the loss weight per noise level, u(sigma) (EDM2's uncertainty weighting)")
+    g.add_argument("--ema-profiles", metavar="LIST",
+                   help="widths sigma_rel of the two post-hoc EMAs (EDM2), e.g. 0.05,0.10 (the default); 'none' for none")
     g.add_argument("--solver", metavar="NAME", help="solver used to sample after training")
     g.add_argument("--sampling-steps", type=int, metavar="N", help="solver steps")
     g.add_argument("--data", metavar="NAME", help="gaussian_mixture, two_moons, checkerboard or digits")

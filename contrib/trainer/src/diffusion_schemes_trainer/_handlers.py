@@ -33,6 +33,8 @@ def config_changes(args: argparse.Namespace) -> dict[str, Any]:
             changes[key] = get(key)
     if get("weighting") is not None:
         changes["weighting"] = _parse_value(args.weighting)
+    if get("ema_profiles") is not None:
+        changes["ema_profiles"] = _widths(args.ema_profiles, "--ema-profiles")
     if get("data"):
         changes["data"] = args.data
         if not get("model") and args.data in DATA_CLASSES:
@@ -43,6 +45,16 @@ def config_changes(args: argparse.Namespace) -> dict[str, Any]:
         if get(key) is not None:
             changes[key] = get(key)
     return changes
+
+
+def _widths(text: str, flag: str) -> list[float]:
+    """Comma-separated EMA widths (``none``: an empty list)."""
+    if text.strip().lower() == "none":
+        return []
+    try:
+        return [float(w) for w in text.split(",") if w.strip()]
+    except ValueError:
+        raise TrainerError(f"{flag} takes comma-separated numbers such as 0.05,0.10,0.15; got {text!r}") from None
 
 
 def train(args: argparse.Namespace) -> int:
@@ -158,10 +170,7 @@ def ema(args: argparse.Namespace) -> int:
     from ._evaluate import evaluate
     from ._posthoc_ema import load_snapshots, reconstruct
 
-    try:
-        widths = [float(w) for w in args.sigma_rel.split(",") if w.strip()]
-    except ValueError:
-        raise TrainerError(f"--sigma-rel takes comma-separated numbers such as 0.05,0.10,0.15; got {args.sigma_rel!r}") from None
+    widths = _widths(args.sigma_rel, "--sigma-rel")
     if not widths:
         raise TrainerError("--sigma-rel is empty; give widths such as 0.05,0.10,0.15")
     run_dir = Path(args.run)
