@@ -97,8 +97,12 @@ def test_cli_lines_parse(page, fresh_registry):
                 assert code == 0, f"{page.name}: `{m.group(0).strip()}` is not a valid trainer config"
 
 
+# Figures of benchmark results, drawn from docs/performance.json by `make docs-plots` (see the Makefile).
+BENCHMARK_FIGURES = {"img/solvers.png"}
+
+
 def test_images_exist_and_are_drawn_by_the_plot_command():
-    plotted = set()
+    plotted = set(BENCHMARK_FIGURES)
     for line in (DOCS / "plots.txt").read_text().splitlines():
         if line.strip() and not line.startswith("#"):
             kind, *rest = line.split()
@@ -177,15 +181,9 @@ def test_plot_curves_come_from_the_public_api(fresh_registry):
     assert torch.allclose(density, torch.full_like(density, 1 / math.log(100.0 / 0.02)))
     assert float(points.min()) > math.log(0.02) and float(points.max()) < math.log(100.0)
 
-    class SamplesOnly(ds.BaseNoiseSchedule):  # log-uniform noise level in [0.01, 50], no inverse CDF
+    class SamplesOnly(ds.SigmaTimeSchedule):  # log-uniform noise level in [0.01, 50], no inverse CDF
         def __init__(self):
-            super().__init__("samples-only", "exploding")
-
-        def get_log_snr(self, t, training=False):
-            return -2 * self._t(t, training).log()
-
-        def get_t_from_log_snr(self, log_snr, training=False):
-            return torch.exp(-self._log_snr(log_snr) / 2)
+            super().__init__("samples-only")
 
         def domain(self, training=False):
             return (0.01, 50.0)

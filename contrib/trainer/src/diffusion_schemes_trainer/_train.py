@@ -122,8 +122,7 @@ class _Trainer:
             net = torch.nn.parallel.DistributedDataParallel(self.backbone, device_ids=ids)
         self.precond = ds.create("preconditioner", config.preconditioner, model=net)
         self.schedule = ds.create("noise_schedule", config.noise_schedule)
-        weighting = None if config.weighting == "default" else config.weighting
-        self.loss_fn = ds.MSEDSMLoss(self.precond, self.schedule, weighting=weighting, uncertainty=config.uncertainty)
+        self.loss_fn = ds.MSEDSMLoss(self.precond, self.schedule, weighting=config.weighting, uncertainty=config.uncertainty)
         params = list(self.backbone.parameters())
         if self.loss_fn.uncertainty is not None:  # EDM2's learned weighting u(sigma) trains with the model
             self.loss_fn.uncertainty.to(ctx.device)
