@@ -113,7 +113,7 @@ def test_images_exist_and_are_drawn_by_the_plot_command():
     for line in (DOCS / "runs.txt").read_text().splitlines():  # pictures written by a recorded training run
         if line.strip() and not line.startswith("#"):
             image, source, command = line.split(maxsplit=2)
-            assert image.startswith("img/runs/") and command.startswith("diffusion-schemes "), line
+            assert image.startswith("img/recorded/") and command.startswith("diffusion-schemes "), line
             plotted.add(image)
     for page in DOCS.rglob("*.md"):
         for ref in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", page.read_text()):
