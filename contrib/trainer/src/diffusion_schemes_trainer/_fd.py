@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 __all__ = ["CLASSIFIER_NAME", "DigitsClassifier", "DigitsJudge", "class_accuracy", "digits_judge", "frechet_distance",
-           "train_classifier"]
+           "has_judge", "train_classifier"]
 
 #: The cached classifier's file in a run directory.
 CLASSIFIER_NAME = "digits_classifier.pt"
@@ -141,13 +141,19 @@ class DigitsJudge:
         }
 
 
+def has_judge(data: Any) -> bool:
+    """Whether ``data`` is judged by ``fd_digits``: 8x8 single-channel images in ten classes (the digits)."""
+    return getattr(data, "kind", None) == "images" and tuple(getattr(data, "shape", ())) == (1, 8, 8) \
+        and getattr(data, "num_classes", 0) == _CLASSES
+
+
 def digits_judge(data: Any, train_size: int, eval_size: int, seed: int, run_dir: str | Path | None = None) -> DigitsJudge:
     """The judge of a digits run: its classifier is trained on the run's training split, once.
 
     It is kept in memory for the process and, with ``run_dir``, in ``run_dir/digits_classifier.pt``
     (a state dict, read back with ``weights_only=True``), so ``sample`` and ``ema`` reuse it.
     """
-    images, labels = data.labelled_splits(train_size, eval_size, seed)
+    splits = data.splits(train_size, eval_size, seed)
     key = (seed, train_size, eval_size)
     classifier = _CACHE.get(key)
     path = Path(run_dir) / CLASSIFIER_NAME if run_dir is not None else None
@@ -158,10 +164,10 @@ def digits_judge(data: Any, train_size: int, eval_size: int, seed: int, run_dir:
             classifier.load_state_dict(stored["state"])
             classifier.eval().requires_grad_(False)
     if classifier is None:
-        classifier = train_classifier(images.train, labels.train, seed=seed)
+        classifier = train_classifier(splits.train, splits.train_labels, seed=seed)
     _CACHE[key] = classifier
     if path is not None and not path.exists():
         from ._checkpoint import save_checkpoint
 
         save_checkpoint(path, {"key": list(key), "state": classifier.state_dict()})
-    return DigitsJudge(classifier, images.eval_a, images.eval_b, labels.eval_a, labels.eval_b)
+    return DigitsJudge(classifier, splits.eval_a, splits.eval_b, splits.eval_a_labels, splits.eval_b_labels)

@@ -53,8 +53,6 @@ def fd_lines(f: dict[str, Any]) -> list[str]:
     held_out = f.get("classifier_accuracy")
     lines.append(f"classifier's mean confidence in the samples' classes: {f['class_confidence']:.3f}"
                  + (f" (its accuracy on held-out digits: {held_out:.3f})" if held_out is not None else ""))
-    if f.get("class_accuracy") is not None:
-        lines.append(f"class accuracy of the samples (read as the class they were drawn for): {f['class_accuracy']:.3f}")
     return lines
 
 
@@ -75,6 +73,8 @@ def summary(metrics: dict[str, Any]) -> str:
         *(f"  {name.ljust(width)}  {value:.4f}{extra}" for name, value, extra in rows),
         f"within 2x of the floor: {'yes' if f['sw_model'] <= 2 * floor else 'no'}",
         *fd_lines(f),
+        *([f"class accuracy of the samples (conditional, w = 1), judged by a classifier: {f['class_accuracy']:.3f}"]
+          if f.get("class_accuracy") is not None else []),
         f"outputs in {metrics['run_dir']}: {'  '.join(metrics['files'].values())}",
     ]
     if metrics.get("note"):
