@@ -176,15 +176,15 @@ class UNetConfig(_Section):
     frequencies: int = Field(32, ge=1, description="Fourier frequencies of the noise embedding.")
     dropout: float = Field(0.0, ge=0, lt=1, description="Dropout in the residual blocks.")
 
-    def build(self, shape: Sequence[int]) -> Any:
-        """The backbone for square images of per-sample ``shape`` ``(C, H, W)``."""
+    def build(self, shape: Sequence[int], num_classes: int = 0) -> Any:
+        """The backbone for square images of per-sample ``shape`` ``(C, H, W)`` (class-conditional when ``num_classes``)."""
         from ._models import UNet
 
         if len(shape) != 3 or shape[1] != shape[2]:
             raise TrainerError(f"the unet backbone needs square images shaped (C, H, W), got data of shape {tuple(shape)}")
         try:
             return UNet(shape[0], self.channels, self.channel_mult, self.blocks, self.attention, shape[1],
-                        self.frequencies, self.dropout)
+                        self.frequencies, self.dropout, num_classes)
         except ValueError as exc:
             raise TrainerError(f"invalid model.unet: {exc}") from None
 

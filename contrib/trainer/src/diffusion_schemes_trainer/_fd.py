@@ -29,8 +29,8 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["CLASSIFIER_NAME", "DigitsClassifier", "DigitsJudge", "class_accuracy", "digits_judge", "frechet_distance",
-           "has_judge", "train_classifier"]
+__all__ = ["CLASSIFIER_NAME", "DigitsClassifier", "DigitsJudge", "class_accuracy", "digits_classifier", "digits_judge",
+           "frechet_distance", "has_judge", "train_classifier"]
 
 #: The cached classifier's file in a run directory.
 CLASSIFIER_NAME = "digits_classifier.pt"
@@ -147,14 +147,14 @@ def has_judge(data: Any) -> bool:
         and getattr(data, "num_classes", 0) == _CLASSES
 
 
-def digits_judge(data: Any, train_size: int, eval_size: int, seed: int, run_dir: str | Path | None = None) -> DigitsJudge:
-    """The judge of a digits run: its classifier is trained on the run's training split, once.
+def digits_classifier(splits: Any, seed: int, run_dir: str | Path | None = None) -> DigitsClassifier:
+    """The classifier of a run's digits ``splits``, trained once on ``splits.train`` with ``seed``.
 
     It is kept in memory for the process and, with ``run_dir``, in ``run_dir/digits_classifier.pt``
-    (a state dict, read back with ``weights_only=True``), so ``sample`` and ``ema`` reuse it.
+    (a state dict, read back with ``weights_only=True``), so ``sample`` and ``ema`` reuse it. The
+    class-accuracy judge of class-conditional runs (``_classifier.classifier_for``) is this one too.
     """
-    splits = data.splits(train_size, eval_size, seed)
-    key = (seed, train_size, eval_size)
+    key = (seed, int(splits.train.shape[0]), int(splits.eval_a.shape[0]))
     classifier = _CACHE.get(key)
     path = Path(run_dir) / CLASSIFIER_NAME if run_dir is not None else None
     if classifier is None and path is not None and path.exists():
@@ -164,10 +164,18 @@ def digits_judge(data: Any, train_size: int, eval_size: int, seed: int, run_dir:
             classifier.load_state_dict(stored["state"])
             classifier.eval().requires_grad_(False)
     if classifier is None:
-        classifier = train_classifier(splits.train, splits.train_labels, seed=seed)
+        with torch.enable_grad():
+            classifier = train_classifier(splits.train, splits.train_labels, seed=seed)
     _CACHE[key] = classifier
     if path is not None and not path.exists():
         from ._checkpoint import save_checkpoint
 
         save_checkpoint(path, {"key": list(key), "state": classifier.state_dict()})
+    return classifier
+
+
+def digits_judge(data: Any, train_size: int, eval_size: int, seed: int, run_dir: str | Path | None = None) -> DigitsJudge:
+    """The judge of a digits run: :func:`digits_classifier` and the run's two held-out sets."""
+    splits = data.splits(train_size, eval_size, seed)
+    classifier = digits_classifier(splits, seed, run_dir)
     return DigitsJudge(classifier, splits.eval_a, splits.eval_b, splits.eval_a_labels, splits.eval_b_labels)
