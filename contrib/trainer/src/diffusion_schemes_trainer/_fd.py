@@ -29,6 +29,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ._errors import TrainerError
+
 __all__ = ["CLASSIFIER_NAME", "DigitsClassifier", "DigitsJudge", "class_accuracy", "digits_classifier", "digits_judge",
            "frechet_distance", "has_judge", "train_classifier"]
 
@@ -93,9 +95,9 @@ def frechet_distance(x: torch.Tensor, y: torch.Tensor) -> float:
     ``C_x^(1/2) C_y C_x^(1/2)``, which has the same spectrum.
     """
     if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
-        raise ValueError(f"frechet_distance needs two (n, d) feature sets of the same d, got {tuple(x.shape)} and {tuple(y.shape)}")
+        raise TrainerError(f"frechet_distance needs two (n, d) feature sets of the same d, got {tuple(x.shape)} and {tuple(y.shape)}")
     if min(x.shape[0], y.shape[0]) < 2:
-        raise ValueError("frechet_distance needs at least 2 samples in each set to estimate a covariance")
+        raise TrainerError("frechet_distance needs at least 2 samples in each set to estimate a covariance")
     mu_x, c_x = _moments(x)
     mu_y, c_y = _moments(y)
     root = _sqrt_psd(c_x)
