@@ -1,6 +1,6 @@
 """diffusion-schemes: pluggable diffusion-model schemes for PyTorch.
 
-Preconditioners, noise schedules, loss weightings and solvers are *schemes*, picked by
+Preconditioners, noise schedules, loss weightings, solvers and discretizations are *schemes*, picked by
 name from the installed plugin distributions:
 
 >>> import diffusion_schemes as ds
@@ -45,7 +45,7 @@ from ._protocols import DiffusionModel, NoiseSchedule, Preconditioner
 from ._registry import PluginStatus, SchemeInfo, create, list_schemes, parse_spec, registry
 from ._schedule import VARIANCE_TYPES, BaseNoiseSchedule
 from ._sigma_time import SigmaTimeSchedule
-from ._specs import KINDS, NoiseScheduleSpec, PreconditionerSpec, SchemeSpec, SolverSpec, SpecBacked, WeightingSpec
+from ._specs import KINDS, DiscretizationSpec, NoiseScheduleSpec, PreconditionerSpec, SchemeSpec, SolverSpec, SpecBacked, WeightingSpec
 from ._weighting import LOSS_TYPES, BaseWeighting, LikelihoodWeighting, SNRWeighting, convert_weight
 
 # The pipeline (loss, denoiser, solvers, sampling) is imported on first use.
@@ -55,6 +55,7 @@ _LAZY = {
     "Denoiser": "._denoiser",
     "make_denoiser": "._denoiser",
     "BaseSolver": "._solvers",
+    "BaseDiscretization": "._discretization",
     "SampleResult": "._sampling",
     "sample": "._sampling",
 }
@@ -83,6 +84,7 @@ __all__ = sorted(
         "ConcatConditionWrapper",
         "ConditionError",
         "DPMpp2MSpec",
+        "DiscretizationSpec",
         "Denoiser",
         "DiffusionModel",
         "DiffusionSchemesError",

@@ -10,6 +10,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from ._discretization import KarrasSpec, LinearTimeSpec, LogSNRUniformSpec, PolyexponentialSpec, ScheduleSpec
 from ._hookspecs import hookimpl
 from ._specs import SolverSpec, WeightingSpec
 
@@ -185,6 +186,11 @@ def register_schemes():
         EDMStochasticHeunSpec,
         EulerMaruyamaSpec,
         DPMpp2MSpec,
+        ScheduleSpec,
+        KarrasSpec,
+        LogSNRUniformSpec,
+        PolyexponentialSpec,
+        LinearTimeSpec,
     ]
 
 

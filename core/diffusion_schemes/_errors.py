@@ -18,6 +18,7 @@ __all__ = [
     "PairingError",
     "PluginError",
     "PluginWarning",
+    "SamplingError",
     "SchemeConfigError",
     "SchemeConflictError",
     "UnknownKindError",
@@ -183,6 +184,23 @@ class ConditionError(DiffusionSchemesError, ValueError):
     Traceback (most recent call last):
       ...
     diffusion_schemes._errors.ConditionError: a condition must be a Tensor, a TensorDict or None, got dict. ...
+    """
+
+
+class SamplingError(DiffusionSchemesError, ValueError):
+    """Arguments of :func:`diffusion_schemes.sample` that cannot be used together or as given.
+
+    A grid of noise levels that does not decrease to a final 0, a grid given twice (``sigmas``
+    and ``discretization``) or not at all, a ``mask`` without ``known``, shapes that do not fit
+    the latents.
+
+    >>> import torch
+    >>> import diffusion_schemes as ds
+    >>> schedule = ds.create("noise_schedule", "edm")
+    >>> ds.sample(lambda x, t: x, torch.zeros(1, 2), schedule, sigmas=[1.0, 2.0, 0.0])
+    Traceback (most recent call last):
+      ...
+    diffusion_schemes._errors.SamplingError: sigmas must decrease strictly from positive noise levels to a final 0, ...
     """
 
 

@@ -18,6 +18,7 @@ and replays as a CUDA graph; random numbers are drawn outside it.
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Any, ClassVar
 
@@ -52,6 +53,28 @@ def _heun(denoiser: Any, x: torch.Tensor, sigma: torch.Tensor, sigma_next: torch
     return x + (sigma_next - sigma) * (0.5 * d + 0.5 * d_next)
 
 
+class _StepReport:
+    """A denoiser that remembers the first estimate of each step, and calls ``callback`` when the step is done."""
+
+    def __init__(self, denoiser: Any, callback: Any) -> None:
+        self.denoiser, self.callback, self.denoised = denoiser, callback, None
+
+    def x0_sigma(self, x: torch.Tensor, sigma: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        out = self.denoiser.x0_sigma(x, sigma, *args, **kwargs)
+        if self.denoised is None:
+            self.denoised = out
+        return out
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.denoiser, name)
+
+    def done(self, i: int, sigma: torch.Tensor, sigma_next: torch.Tensor, x: torch.Tensor) -> None:
+        """Call the callback with the step's ``i, sigma, sigma_next, x, denoised``."""
+        info = {"i": i, "sigma": sigma, "sigma_next": sigma_next, "x": x, "denoised": self.denoised}
+        self.denoised = None
+        self.callback(info)
+
+
 class BaseSolver(SpecBacked):
     """Base of the solvers: checks ``sigmas``, puts them on the latent's device, runs :meth:`solve`.
 
@@ -78,7 +101,14 @@ class BaseSolver(SpecBacked):
     stochastic: ClassVar[bool] = False
 
     def __call__(
-        self, denoiser: Any, x: torch.Tensor, sigmas: torch.Tensor, generator: torch.Generator | None = None
+        self,
+        denoiser: Any,
+        x: torch.Tensor,
+        sigmas: torch.Tensor,
+        generator: torch.Generator | None = None,
+        *,
+        callback: Any = None,
+        noise_sampler: Any = None,
     ) -> tuple[torch.Tensor, int]:
         sigmas = torch.as_tensor(sigmas)
         if sigmas.ndim != 1 or sigmas.shape[0] < 2:
@@ -91,18 +121,51 @@ class BaseSolver(SpecBacked):
                     "use schedule.sigmas(num_steps)"
                 )
         sigmas = sigmas.to(device=x.device, dtype=compute_dtype(x.dtype))
-        return self.solve(denoiser, x, sigmas, generator)
+        hooks = {k: v for k, v in (("callback", callback), ("noise_sampler", noise_sampler)) if v is not None}
+        if hooks:
+            accepted = inspect.signature(self.solve).parameters
+            missing = [k for k in hooks if k not in accepted]
+            if missing:
+                raise TypeError(
+                    f"{type(self).__name__}.solve does not take {', '.join(missing)}; accept them as keyword "
+                    "arguments of solve (see BaseSolver.report and BaseSolver.noise) to support them"
+                )
+        return self.solve(denoiser, x, sigmas, generator, **hooks)
 
     def solve(
         self, denoiser: Any, x: torch.Tensor, sigmas: torch.Tensor, generator: torch.Generator | None
     ) -> tuple[torch.Tensor, int]:
-        """Run every step; ``sigmas`` is already checked and on ``x``'s device."""
+        """Run every step; ``sigmas`` is already checked and on ``x``'s device.
+
+        A solver that supports them also takes ``callback=None`` and ``noise_sampler=None``
+        (keywords): see :meth:`report` and :meth:`noise`.
+        """
         raise NotImplementedError
 
     @staticmethod
-    def noise(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        """Standard normal noise shaped like ``x``."""
+    def noise(
+        x: torch.Tensor,
+        generator: torch.Generator | None,
+        noise_sampler: Any = None,
+        sigma: torch.Tensor | None = None,
+        sigma_next: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Standard normal noise shaped like ``x``: ``noise_sampler(sigma, sigma_next)`` when given, else drawn from ``generator``."""
+        if noise_sampler is not None:
+            return noise_sampler(sigma, sigma_next).to(device=x.device, dtype=x.dtype)
         return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+
+    @staticmethod
+    def report(denoiser: Any, callback: Any) -> tuple[Any, _StepReport | None]:
+        """``(denoiser, reporter)``: with a ``callback``, a denoiser that keeps each step's first estimate.
+
+        Step with the returned denoiser and call ``reporter.done(i, sigma, sigma_next, x)``
+        after each step; without a callback the denoiser is returned as is and the reporter is None.
+        """
+        if callback is None:
+            return denoiser, None
+        reporter = _StepReport(denoiser, callback)
+        return reporter, reporter
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
@@ -123,9 +186,12 @@ class Euler(BaseSolver):
         """One Euler step from ``sigma`` to ``sigma_next`` (which may be 0)."""
         return _euler(denoiser, x, sigma, sigma_next)[0]
 
-    def solve(self, denoiser, x, sigmas, generator):
+    def solve(self, denoiser, x, sigmas, generator, callback=None):
+        denoiser, reporter = self.report(denoiser, callback)
         for i in range(sigmas.shape[0] - 1):
             x = self.step(denoiser, x, sigmas[i], sigmas[i + 1])
+            if reporter is not None:
+                reporter.done(i, sigmas[i], sigmas[i + 1], x)
         return x, sigmas.shape[0] - 1
 
 
@@ -144,10 +210,13 @@ class Heun(BaseSolver):
         """One step from ``sigma`` to ``sigma_next``; ``last=True`` (``sigma_next = 0``) takes Euler."""
         return _euler(denoiser, x, sigma, sigma_next)[0] if last else _heun(denoiser, x, sigma, sigma_next)
 
-    def solve(self, denoiser, x, sigmas, generator):
+    def solve(self, denoiser, x, sigmas, generator, callback=None):
+        denoiser, reporter = self.report(denoiser, callback)
         n = sigmas.shape[0] - 1
         for i in range(n):
             x = self.step(denoiser, x, sigmas[i], sigmas[i + 1], last=i == n - 1)
+            if reporter is not None:
+                reporter.done(i, sigmas[i], sigmas[i + 1], x)
         return x, 2 * n - 1
 
 
@@ -204,12 +273,15 @@ class EDMStochastic(BaseSolver):
             return _euler(denoiser, x, sigma, sigma_next)[0]
         return _heun(denoiser, x, sigma, sigma_next)
 
-    def solve(self, denoiser, x, sigmas, generator):
+    def solve(self, denoiser, x, sigmas, generator, callback=None, noise_sampler=None):
+        denoiser, reporter = self.report(denoiser, callback)
         n = sigmas.shape[0] - 1
         churn = self.churn(n)
         for i in range(n):
-            noise = self.noise(x, generator) if churn > 0 else None
+            noise = self.noise(x, generator, noise_sampler, sigmas[i], sigmas[i + 1]) if churn > 0 else None
             x = self.step(denoiser, x, sigmas[i], sigmas[i + 1], noise, churn, last=i == n - 1)
+            if reporter is not None:
+                reporter.done(i, sigmas[i], sigmas[i + 1], x)
         return x, (2 * n - 1) if self.second_order else n
 
 
@@ -233,11 +305,14 @@ class EulerMaruyama(BaseSolver):
         drift = 2 * (sigma_next - sigma) * (x - denoised) / sigma
         return x + drift + (sigma**2 - sigma_next**2).sqrt().to(x.dtype) * noise
 
-    def solve(self, denoiser, x, sigmas, generator):
+    def solve(self, denoiser, x, sigmas, generator, callback=None, noise_sampler=None):
+        denoiser, reporter = self.report(denoiser, callback)
         n = sigmas.shape[0] - 1
         for i in range(n):
-            noise = self.noise(x, generator) if i < n - 1 else None
+            noise = self.noise(x, generator, noise_sampler, sigmas[i], sigmas[i + 1]) if i < n - 1 else None
             x = self.step(denoiser, x, sigmas[i], sigmas[i + 1], noise)
+            if reporter is not None:
+                reporter.done(i, sigmas[i], sigmas[i + 1], x)
         return x, n
 
 
@@ -276,9 +351,12 @@ class DPMpp2M(BaseSolver):
         ratio = (sigma_next / sigma).to(x.dtype)
         return ratio * x + (1 - ratio) * target, (denoised, h)
 
-    def solve(self, denoiser, x, sigmas, generator):
+    def solve(self, denoiser, x, sigmas, generator, callback=None):
+        denoiser, reporter = self.report(denoiser, callback)
         n = sigmas.shape[0] - 1
         previous = None
         for i in range(n):
             x, previous = self.step(denoiser, x, sigmas[i], sigmas[i + 1], previous, last=i == n - 1)
+            if reporter is not None:
+                reporter.done(i, sigmas[i], sigmas[i + 1], x)
         return x, n

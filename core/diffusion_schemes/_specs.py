@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict
 
 __all__ = [
     "KINDS",
+    "DiscretizationSpec",
     "NoiseScheduleSpec",
     "PreconditionerSpec",
     "SchemeSpec",
@@ -41,14 +42,15 @@ __all__ = [
 ]
 
 #: The kinds of scheme, in the order they are listed.
-KINDS: tuple[str, ...] = ("preconditioner", "noise_schedule", "weighting", "solver")
+KINDS: tuple[str, ...] = ("preconditioner", "noise_schedule", "weighting", "solver", "discretization")
 
 
 class SchemeSpec(BaseModel):
     """Base of every scheme spec: frozen, no unknown fields, a ``Literal`` ``name``.
 
     Subclass one of the per-kind bases (:class:`PreconditionerSpec`,
-    :class:`NoiseScheduleSpec`, :class:`WeightingSpec`, :class:`SolverSpec`), declare
+    :class:`NoiseScheduleSpec`, :class:`WeightingSpec`, :class:`SolverSpec`,
+    :class:`DiscretizationSpec`), declare
     ``name: Literal["my-name"] = "my-name"`` and the scheme's fields with their
     constraints and descriptions, and implement :meth:`build`. The first line of the
     class docstring is the summary that ``diffusion-schemes list`` shows.
@@ -168,6 +170,20 @@ class SolverSpec(SchemeSpec):
     """
 
     kind: ClassVar[str] = "solver"
+
+
+class DiscretizationSpec(SchemeSpec):
+    """Spec of a discretization: ``build()`` returns an object whose ``sigmas(N, schedule)`` is a sampler's grid.
+
+    >>> import diffusion_schemes as ds
+    >>> spec = ds.parse_spec("discretization", "karras")
+    >>> isinstance(spec, ds.DiscretizationSpec), spec.kind
+    (True, 'discretization')
+    >>> spec.build().sigmas(2, ds.create("noise_schedule", "edm"))
+    tensor([8.0000e+01, 2.0000e-03, 0.0000e+00], dtype=torch.float64)
+    """
+
+    kind: ClassVar[str] = "discretization"
 
 
 class SpecBacked:

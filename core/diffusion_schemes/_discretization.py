@@ -1,0 +1,298 @@
+"""Discretizations: the noise levels a sampler visits, a scheme kind of its own.
+
+A discretization maps ``u`` in ``[0, 1]`` to a noise level, ``sigma_at(u, schedule)``, from
+the highest (``u = 0``) down to the lowest (``u = 1``); ``sigmas(N, schedule)`` samples that map
+at ``u_i = i / (N - 1)`` and appends the final 0, giving the N + 1 decreasing values a solver
+steps through. Where the built-in grids need a range of noise levels and none is given, they
+take the schedule's sampling domain: ``noise_level(t)`` at both ends of ``schedule.domain()``.
+
+>>> import torch
+>>> import diffusion_schemes as ds
+>>> edm = ds.create("noise_schedule", "edm")
+>>> ds.create("discretization", "karras").sigmas(4, edm)              # the rho = 7 ramp from 80 to 0.002
+tensor([8.0000e+01, 9.7232e+00, 4.6998e-01, 2.0000e-03, 0.0000e+00],
+       dtype=torch.float64)
+>>> ds.create("discretization", "log_snr_uniform").sigmas(3, edm)   # geometric: uniform in lambda
+tensor([8.0000e+01, 4.0000e-01, 2.0000e-03, 0.0000e+00], dtype=torch.float64)
+>>> bool(torch.equal(ds.create("discretization", "schedule").sigmas(18, edm), edm.sigmas(18)))
+True
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import torch
+from pydantic import Field, model_validator
+
+from ._specs import DiscretizationSpec, SpecBacked
+
+__all__ = [
+    "BaseDiscretization",
+    "KarrasDiscretization",
+    "KarrasSpec",
+    "LinearTimeDiscretization",
+    "LinearTimeSpec",
+    "LogSNRUniformDiscretization",
+    "LogSNRUniformSpec",
+    "PolyexponentialDiscretization",
+    "PolyexponentialSpec",
+    "ScheduleDiscretization",
+    "ScheduleSpec",
+    "sampling_sigma_range",
+]
+
+
+def _check_num_steps(num_steps: Any) -> int:
+    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
+        raise ValueError(f"num_steps must be an int >= 1 (the number of solver steps), got {num_steps!r}")
+    return num_steps
+
+
+def sampling_sigma_range(schedule: Any) -> tuple[float, float]:
+    """``(sigma_min, sigma_max)``: the schedule's noise levels at the ends of its sampling domain.
+
+    >>> import diffusion_schemes as ds
+    >>> sampling_sigma_range(ds.create("noise_schedule", "ve"))
+    (0.02, 100.0)
+    """
+    lo, hi = schedule.domain()
+    levels = schedule.noise_level(torch.tensor([float(lo), float(hi)], dtype=torch.float64))
+    a, b = float(levels[0]), float(levels[1])
+    return min(a, b), max(a, b)
+
+
+class BaseDiscretization(SpecBacked):
+    """Base of the discretizations: implement :meth:`sigma_at`; :meth:`sigmas` samples it.
+
+    ``sigma_at(u, schedule)`` takes ``u`` in ``[0, 1]`` (a float64 tensor) and returns the
+    noise levels there, non-increasing in ``u``, ``u = 0`` the highest. A discretization whose
+    grid is not a sampling of one map (a table, say) overrides :meth:`sigmas` too, and keeps
+    ``sigma_at`` as the continuous map the grid follows.
+
+    >>> import torch
+    >>> import diffusion_schemes as ds
+    >>> class Halving(ds.BaseDiscretization):
+    ...     '''Halve the noise level from 8 down to 1.'''
+    ...     def sigma_at(self, u, schedule):
+    ...         return 8.0 * 0.125 ** torch.as_tensor(u, dtype=torch.float64)
+    >>> Halving().sigmas(4, schedule=None)
+    tensor([8., 4., 2., 1., 0.], dtype=torch.float64)
+    """
+
+    def sigma_at(self, u: Any, schedule: Any) -> torch.Tensor:
+        """The noise level at ``u`` in ``[0, 1]`` (``u = 0``: the highest), as a float64 tensor."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement sigma_at(u, schedule)")
+
+    def sigmas(self, num_steps: int, schedule: Any) -> torch.Tensor:
+        """``num_steps`` decreasing noise levels, ``sigma_at(i / (num_steps - 1))``, then 0 (float64)."""
+        n = _check_num_steps(num_steps)
+        u = torch.arange(n, dtype=torch.float64) / max(n - 1, 1)
+        levels = torch.as_tensor(self.sigma_at(u, schedule), dtype=torch.float64)
+        return torch.cat([levels, levels.new_zeros(1)])
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+class _RangeDiscretization(BaseDiscretization):
+    """A grid between ``sigma_min`` and ``sigma_max``, each taken from the schedule when None."""
+
+    def __init__(self, sigma_min: float | None = None, sigma_max: float | None = None) -> None:
+        self.sigma_min = None if sigma_min is None else float(sigma_min)
+        self.sigma_max = None if sigma_max is None else float(sigma_max)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"sigma_min": self.sigma_min, "sigma_max": self.sigma_max}
+
+    def sigma_range(self, schedule: Any) -> tuple[float, float]:
+        """``(sigma_min, sigma_max)``: the fields, or the schedule's sampling range where they are None."""
+        if self.sigma_min is None or self.sigma_max is None:
+            if schedule is None:
+                raise ValueError(
+                    f"{type(self).__name__} takes sigma_min and sigma_max from the noise schedule; "
+                    "pass the schedule, or set both fields"
+                )
+            lo, hi = sampling_sigma_range(schedule)
+        lo = self.sigma_min if self.sigma_min is not None else lo
+        hi = self.sigma_max if self.sigma_max is not None else hi
+        if not 0 < lo < hi:
+            raise ValueError(
+                f"{type(self).__name__} needs 0 < sigma_min < sigma_max, got sigma_min={lo:g}, sigma_max={hi:g} "
+                "(a field left unset comes from the schedule's sampling domain)"
+            )
+        return lo, hi
+
+
+def _u(u: Any) -> torch.Tensor:
+    return torch.as_tensor(u, dtype=torch.float64)
+
+
+class KarrasDiscretization(_RangeDiscretization):
+    """``(sigma_max^(1/rho) + u (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho``: Karras et al. 2022, eq. 5."""
+
+    def __init__(self, sigma_min: float | None = None, sigma_max: float | None = None, rho: float = 7.0) -> None:
+        super().__init__(sigma_min, sigma_max)
+        self.rho = float(rho)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "rho": self.rho}
+
+    def sigma_at(self, u: Any, schedule: Any) -> torch.Tensor:
+        lo, hi = self.sigma_range(schedule)
+        a, b = hi ** (1 / self.rho), lo ** (1 / self.rho)
+        return (a + _u(u) * (b - a)) ** self.rho
+
+
+class LogSNRUniformDiscretization(_RangeDiscretization):
+    """``sigma_max (sigma_min / sigma_max)^u``: uniform in ``log sigma``, so uniform in the log-SNR."""
+
+    def sigma_at(self, u: Any, schedule: Any) -> torch.Tensor:
+        lo, hi = self.sigma_range(schedule)
+        return torch.exp(math.log(hi) + _u(u) * (math.log(lo) - math.log(hi)))
+
+
+class PolyexponentialDiscretization(_RangeDiscretization):
+    """``exp(log sigma_min + (1 - u)^rho (log sigma_max - log sigma_min))``; ``rho = 1`` is log-SNR uniform."""
+
+    def __init__(self, sigma_min: float | None = None, sigma_max: float | None = None, rho: float = 1.0) -> None:
+        super().__init__(sigma_min, sigma_max)
+        self.rho = float(rho)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "rho": self.rho}
+
+    def sigma_at(self, u: Any, schedule: Any) -> torch.Tensor:
+        lo, hi = self.sigma_range(schedule)
+        return torch.exp(math.log(lo) + (1 - _u(u)) ** self.rho * (math.log(hi) - math.log(lo)))
+
+
+class LinearTimeDiscretization(BaseDiscretization):
+    """``noise_level(t_max + u (t_min - t_max))``: uniform in the schedule's own diffusion time."""
+
+    def sigma_at(self, u: Any, schedule: Any) -> torch.Tensor:
+        t_min, t_max = (float(v) for v in schedule.domain())
+        return schedule.noise_level(t_max + _u(u) * (t_min - t_max)).to(torch.float64)
+
+
+class ScheduleDiscretization(BaseDiscretization):
+    """The schedule's own grid, ``schedule.sigmas(N)``; its map joins ``RESOLUTION`` grid points geometrically.
+
+    A schedule states its grid for each N, not a map of ``u``, so ``sigma_at`` interpolates
+    ``log sigma`` linearly between the points of ``schedule.sigmas(RESOLUTION)`` (exact where the
+    schedule is geometric, as VE's is; within about 1e-5 relative of the EDM ramp).
+    """
+
+    #: Grid points of the schedule that the continuous map joins.
+    RESOLUTION = 1025
+
+    def sigmas(self, num_steps: int, schedule: Any) -> torch.Tensor:
+        return schedule.sigmas(_check_num_steps(num_steps)).to(torch.float64)
+
+    def sigma_at(self, u: Any, schedule: Any) -> torch.Tensor:
+        log_s = schedule.sigmas(self.RESOLUTION)[:-1].to(torch.float64).cpu().log()
+        pos = _u(u).clamp(0, 1) * (self.RESOLUTION - 1)
+        left = pos.floor().clamp(max=self.RESOLUTION - 2).long()
+        w = pos - left
+        return torch.exp((1 - w) * log_s[left] + w * log_s[left + 1])
+
+
+# ---------------------------------------------------------------------- specs
+
+
+def _range_field(which: str) -> Any:
+    return Field(
+        None, gt=0, description=f"{which} noise level of the grid; None: the schedule's sampling domain gives it."
+    )
+
+
+class _RangeSpec(DiscretizationSpec):
+    sigma_min: float | None = _range_field("Lowest")
+    sigma_max: float | None = _range_field("Highest")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Any:
+        if self.sigma_min is not None and self.sigma_max is not None and not self.sigma_min < self.sigma_max:
+            raise ValueError(f"sigma_min ({self.sigma_min}) must be below sigma_max ({self.sigma_max})")
+        return self
+
+
+class ScheduleSpec(DiscretizationSpec):
+    """The noise schedule's own sampling steps, schedule.sigmas(N) (the default).
+
+    >>> import diffusion_schemes as ds
+    >>> ds.create("discretization", "schedule").sigmas(2, ds.create("noise_schedule", "ve"))
+    tensor([1.0000e+02, 2.0000e-02, 0.0000e+00], dtype=torch.float64)
+    """
+
+    name: Literal["schedule"] = "schedule"
+
+    def build(self) -> ScheduleDiscretization:
+        return ScheduleDiscretization()
+
+
+class KarrasSpec(_RangeSpec):
+    """The rho ramp of Karras et al. 2022 (eq. 5) between sigma_max and sigma_min.
+
+    >>> import diffusion_schemes as ds
+    >>> ds.create("discretization", {"name": "karras", "sigma_min": 0.1, "sigma_max": 10, "rho": 1}).sigmas(3, None)
+    tensor([10.0000,  5.0500,  0.1000,  0.0000], dtype=torch.float64)
+    """
+
+    name: Literal["karras"] = "karras"
+    rho: float = Field(7.0, gt=0, description="Exponent of the ramp; larger puts more steps at low noise.")
+
+    def build(self) -> KarrasDiscretization:
+        return KarrasDiscretization(**self.params())
+
+
+class LogSNRUniformSpec(_RangeSpec):
+    """Geometric noise levels, uniform in the log-SNR (k-diffusion's exponential grid).
+
+    >>> import diffusion_schemes as ds
+    >>> ds.create("discretization", {"name": "log_snr_uniform", "sigma_min": 1, "sigma_max": 100}).sigmas(3, None)
+    tensor([100.,  10.,   1.,   0.], dtype=torch.float64)
+    """
+
+    name: Literal["log_snr_uniform"] = "log_snr_uniform"
+
+    def build(self) -> LogSNRUniformDiscretization:
+        return LogSNRUniformDiscretization(**self.params())
+
+
+class PolyexponentialSpec(_RangeSpec):
+    """log sigma falls like (1 - u)^rho between its ends (k-diffusion's polyexponential grid).
+
+    >>> import diffusion_schemes as ds
+    >>> ds.create("discretization", {"name": "polyexponential", "sigma_min": 1, "sigma_max": 100, "rho": 2}).sigmas(3, None)
+    tensor([100.0000,   3.1623,   1.0000,   0.0000], dtype=torch.float64)
+    """
+
+    name: Literal["polyexponential"] = "polyexponential"
+    rho: float = Field(1.0, gt=0, description="Exponent of the ramp in log sigma; 1 is uniform in the log-SNR.")
+
+    def build(self) -> PolyexponentialDiscretization:
+        return PolyexponentialDiscretization(**self.params())
+
+
+class LinearTimeSpec(DiscretizationSpec):
+    """Steps uniform in the schedule's own diffusion time over its sampling domain.
+
+    >>> import diffusion_schemes as ds
+    >>> ds.create("discretization", "linear_time").sigmas(3, ds.create("noise_schedule", "ve"))   # t = sigma
+    tensor([100.0000,  50.0100,   0.0200,   0.0000], dtype=torch.float64)
+    """
+
+    name: Literal["linear_time"] = "linear_time"
+
+    def build(self) -> LinearTimeDiscretization:
+        return LinearTimeDiscretization()
+
+
+ScheduleDiscretization.spec_class = ScheduleSpec
+KarrasDiscretization.spec_class = KarrasSpec
+LogSNRUniformDiscretization.spec_class = LogSNRUniformSpec
+PolyexponentialDiscretization.spec_class = PolyexponentialSpec
+LinearTimeDiscretization.spec_class = LinearTimeSpec
