@@ -42,11 +42,20 @@ def exact_predictor(mixture: Any, schedule: Any) -> Any:
     return predict
 
 
-def generate(model: Any, schedule: Any, shape: tuple[int, ...], solver: Any, num_steps: int, seed: int, device: Any = "cpu") -> Any:
-    """``ds.sample`` from latents drawn with ``seed``; returns ``(samples, nfe)``."""
+def generate(
+    model: Any,
+    schedule: Any,
+    shape: tuple[int, ...],
+    solver: Any,
+    num_steps: int,
+    seed: int,
+    device: Any = "cpu",
+    callback: Any = None,
+) -> Any:
+    """``ds.sample`` from latents drawn with ``seed`` (``callback`` after every step); returns ``(samples, nfe)``."""
     g = torch.Generator(device=device).manual_seed(seed)
     latents = schedule.init_latents(shape, generator=g, device=device)
-    result = ds.sample(model, latents, schedule, num_steps, solver=solver, generator=g)
+    result = ds.sample(model, latents, schedule, num_steps, solver=solver, generator=g, callback=callback)
     return result.samples, result.nfe
 
 
@@ -61,15 +70,18 @@ def evaluate(
     seed: int = 0,
     exact: bool = True,
     device: Any = "cpu",
+    callback: Any = None,
 ) -> dict[str, Any]:
     """Sample ``model`` (a preconditioner or x0-predictor) and measure it; see the module docstring.
+
+    ``callback`` is passed to :func:`diffusion_schemes.sample` for the model's samples (a progress bar).
 
     Returns ``sw_model``, ``sw_floor``, ``sw_exact`` (None without a mixture), ``nfe``,
     ``num_samples``, and the tensors ``samples`` and ``exact_samples`` (for pictures).
     """
     ref = splits.eval_a
     shape = tuple(ref.shape)
-    samples, nfe = generate(model, schedule, shape, solver, num_steps, seed + 1, device)
+    samples, nfe = generate(model, schedule, shape, solver, num_steps, seed + 1, device, callback)
     samples = samples.cpu()
     out: dict[str, Any] = {
         "sw_model": float(sliced_wasserstein(samples, ref, projections, seed)),

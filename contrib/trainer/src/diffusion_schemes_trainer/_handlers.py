@@ -89,6 +89,7 @@ def sample(args: argparse.Namespace) -> int:
     from ._checkpoint import load_checkpoint, rebuild
     from ._config import parse_overrides
     from ._evaluate import evaluate, generate
+    from ._progress import Progress
 
     path = Path(args.checkpoint)
     payload = load_checkpoint(path)
@@ -112,17 +113,20 @@ def sample(args: argparse.Namespace) -> int:
     weights = "trained" if args.no_ema or payload.get("ema") is None else "ema"
     print(f"sampling {n} samples at step {payload['step']} ({weights} weights) with {solver_spec.name}, {steps} steps",
           file=sys.stderr)
+    bar = Progress(steps, stream=sys.stderr, label="sample")
+    callback = lambda info: bar.update(info["i"] + 1)  # noqa: E731 - one step of the solver done
     if n == config.data.eval_size:
         splits = data.splits(config.data.train_size, config.data.eval_size, config.seed)
-        result = evaluate(precond, schedule, splits, data, solver_spec, steps, config.projections, seed)
+        result = evaluate(precond, schedule, splits, data, solver_spec, steps, config.projections, seed, callback=callback)
         samples, nfe = result["samples"], result["nfe"]
         lines = [f"sliced Wasserstein distance to held-out data: {result['sw_model']:.4f} "
                  f"(floor {result['sw_floor']:.4f}, {result['sw_model'] / result['sw_floor']:.2f}x)"]
         if result["sw_exact"] is not None:
             lines.append(f"exact denoiser with the same solver and steps: {result['sw_exact']:.4f}")
     else:
-        samples, nfe = generate(precond, schedule, (n, *data.shape), solver_spec, steps, seed + 1)
+        samples, nfe = generate(precond, schedule, (n, *data.shape), solver_spec, steps, seed + 1, callback=callback)
         lines = [f"(no distance measured: it needs --num-samples {config.data.eval_size}, the held-out set's size)"]
+    bar.close()
     try:
         torch.save(samples, out / f"{stem}.pt")
     except OSError as exc:
