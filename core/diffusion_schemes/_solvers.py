@@ -124,6 +124,8 @@ class BaseSolver(SpecBacked):
         hooks = {k: v for k, v in (("callback", callback), ("noise_sampler", noise_sampler)) if v is not None}
         if hooks:
             accepted = inspect.signature(self.solve).parameters
+            if not self.stochastic and "noise_sampler" not in accepted:
+                hooks.pop("noise_sampler", None)  # a deterministic solver draws no noise
             missing = [k for k in hooks if k not in accepted]
             if missing:
                 raise TypeError(
