@@ -24,6 +24,7 @@ $(STAMP): requirements-dev.txt requirements-docs.txt pyproject.toml $(wildcard p
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
 	$(PY) -m pip install -q --disable-pip-version-check --no-build-isolation $(EXTRAS)
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps k-diffusion==0.1.1.post1
 	touch $(STAMP)
 
 # The documentation site: built with warnings as errors (also a test), served on http://127.0.0.1:8000.
