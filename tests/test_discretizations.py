@@ -11,6 +11,7 @@ import torch
 
 import diffusion_schemes as ds
 from diffusion_schemes import conformance
+from diffusion_schemes.discretizations import BaseDiscretization
 from diffusion_schemes.cli import main as cli
 from k_diffusion_oracle import k_sampling
 
@@ -169,7 +170,7 @@ def test_registered_listed_and_in_the_schema():
     spec = SamplerConfig(discretization={"name": "karras", "rho": 5}).discretization
     assert isinstance(spec, ds.DiscretizationSpec) and spec.rho == 5.0
     built = spec.build()
-    assert isinstance(built, ds.BaseDiscretization) and built.spec == spec
+    assert isinstance(built, BaseDiscretization) and built.spec == spec
 
 
 def test_cli_lists_shows_and_prints_the_schema(capsys):
@@ -198,7 +199,7 @@ def _geometric(u: Any, lo: float = 1e-3, hi: float = 1e3) -> torch.Tensor:
     return hi * (lo / hi) ** torch.as_tensor(u, dtype=torch.float64)
 
 
-class _Planted(ds.BaseDiscretization):
+class _Planted(BaseDiscretization):
     """A geometric grid over the reference schedule's range with one defect planted by a subclass."""
 
     def sigma_at(self, u, schedule):

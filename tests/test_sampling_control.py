@@ -9,6 +9,7 @@ import torch
 
 import diffusion_schemes as ds
 from diffusion_schemes._errors import SamplingError
+from diffusion_schemes.discretizations import BaseDiscretization
 from diffusion_schemes.noise_samplers import BrownianTreeNoiseSampler
 from gaussian_mixture import GaussianMixture
 
@@ -94,7 +95,7 @@ def test_grid_given_twice_or_not_at_all(edm):
 
 
 def test_a_discretization_that_breaks_the_contract_is_caught(edm):
-    class Rising(ds.BaseDiscretization):
+    class Rising(BaseDiscretization):
         def sigma_at(self, u, schedule):
             return 1.0 + torch.as_tensor(u, dtype=torch.float64)
 

@@ -55,7 +55,6 @@ _LAZY = {
     "Denoiser": "._denoiser",
     "make_denoiser": "._denoiser",
     "BaseSolver": "._solvers",
-    "BaseDiscretization": "._discretization",
     "SampleResult": "._sampling",
     "sample": "._sampling",
 }

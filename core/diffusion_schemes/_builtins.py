@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from ._discretization import KarrasSpec, LinearTimeSpec, LogSNRUniformSpec, PolyexponentialSpec, ScheduleSpec
+from .discretizations import KarrasSpec, LinearTimeSpec, LogSNRUniformSpec, PolyexponentialSpec, ScheduleSpec
 from ._hookspecs import hookimpl
 from ._specs import SolverSpec, WeightingSpec
 

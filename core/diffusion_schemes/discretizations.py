@@ -1,5 +1,8 @@
 """Discretizations: the noise levels a sampler visits, a scheme kind of its own.
 
+A third party writes one as a :class:`BaseDiscretization` (``from diffusion_schemes.discretizations
+import BaseDiscretization``) with a spec derived from :class:`diffusion_schemes.DiscretizationSpec`.
+
 A discretization maps ``u`` in ``[0, 1]`` to a noise level, ``sigma_at(u, schedule)``, from
 the highest (``u = 0``) down to the lowest (``u = 1``); ``sigmas(N, schedule)`` samples that map
 at ``u_i = i / (N - 1)`` and appends the final 0, giving the N + 1 decreasing values a solver
@@ -72,8 +75,8 @@ class BaseDiscretization(SpecBacked):
     ``sigma_at`` as the continuous map the grid follows.
 
     >>> import torch
-    >>> import diffusion_schemes as ds
-    >>> class Halving(ds.BaseDiscretization):
+    >>> from diffusion_schemes.discretizations import BaseDiscretization
+    >>> class Halving(BaseDiscretization):
     ...     '''Halve the noise level from 8 down to 1.'''
     ...     def sigma_at(self, u, schedule):
     ...         return 8.0 * 0.125 ** torch.as_tensor(u, dtype=torch.float64)
