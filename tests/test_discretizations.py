@@ -152,6 +152,11 @@ def test_spec_errors_are_clear():
         ds.create("discretization", "karas")
     with pytest.raises(ValueError, match="num_steps must be an int >= 1"):
         ds.create("discretization", "karras").sigmas(0, ds.create("noise_schedule", "edm"))
+    from diffusion_schemes.discretizations import KarrasDiscretization
+
+    with pytest.raises(ds.SchemeConfigError, match="rho: Input should be greater than 0"):  # built directly: same check
+        KarrasDiscretization(rho=-1)
+    assert KarrasDiscretization(rho=5).spec == ds.parse_spec("discretization", {"name": "karras", "rho": 5})
     with pytest.raises(ValueError, match="sigma_min=100, sigma_max=80"):  # one field set, one from the schedule
         ds.create("discretization", {"name": "karras", "sigma_min": 100}).sigmas(3, ds.create("noise_schedule", "edm"))
 

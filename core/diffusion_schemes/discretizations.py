@@ -29,6 +29,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from pydantic import Field, model_validator
 
+from ._errors import SchemeConfigError
 from ._specs import DiscretizationSpec, SpecBacked
 
 __all__ = [
@@ -44,6 +45,7 @@ __all__ = [
     "ScheduleDiscretization",
     "ScheduleSpec",
     "sampling_sigma_range",
+    "validate",
 ]
 
 
@@ -51,6 +53,20 @@ def _check_num_steps(num_steps: Any) -> int:
     if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
         raise ValueError(f"num_steps must be an int >= 1 (the number of solver steps), got {num_steps!r}")
     return num_steps
+
+
+def validate(spec_class: type[DiscretizationSpec], fields: dict[str, Any]) -> DiscretizationSpec:
+    """``spec_class`` validated from ``fields``, with the registry's message on bad ones."""
+    from pydantic import ValidationError
+
+    from ._registry import _format_validation
+
+    name = spec_class.scheme_name()
+    try:
+        return spec_class.model_validate({**fields, "name": name})
+    except ValidationError as exc:
+        message = _format_validation("discretization", name, spec_class, exc)
+        raise SchemeConfigError(message, errors=exc.errors()) from None
 
 
 def sampling_sigma_range(schedule: Any) -> tuple[float, float]:
@@ -88,6 +104,20 @@ class BaseDiscretization(SpecBacked):
     #: the grid to it. Exact maps keep the default; a map joined from a table states its error.
     map_rtol: ClassVar[float] = 1e-6
 
+    def __init__(self, **fields: Any) -> None:
+        """The spec's fields, validated through ``spec_class`` and kept as attributes (none without a spec)."""
+        if self.spec_class is None:
+            if fields:
+                raise TypeError(f"{type(self).__name__} has no spec_class, so it takes no arguments")
+            self._fields: dict[str, Any] = {}
+            return
+        self._fields = validate(self.spec_class, fields).params()
+        for key, value in self._fields.items():
+            setattr(self, key, value)
+
+    def get_config(self) -> dict[str, Any]:
+        return dict(self._fields)
+
     def sigma_at(self, u: Any, schedule: Any) -> torch.Tensor:
         """The noise level at ``u`` in ``[0, 1]`` (``u = 0``: the highest), as a float64 tensor."""
         raise NotImplementedError(f"{type(self).__name__} does not implement sigma_at(u, schedule)")
@@ -107,12 +137,8 @@ class BaseDiscretization(SpecBacked):
 class _RangeDiscretization(BaseDiscretization):
     """A grid between ``sigma_min`` and ``sigma_max``, each taken from the schedule when None."""
 
-    def __init__(self, sigma_min: float | None = None, sigma_max: float | None = None) -> None:
-        self.sigma_min = None if sigma_min is None else float(sigma_min)
-        self.sigma_max = None if sigma_max is None else float(sigma_max)
-
-    def get_config(self) -> dict[str, Any]:
-        return {"sigma_min": self.sigma_min, "sigma_max": self.sigma_max}
+    sigma_min: float | None
+    sigma_max: float | None
 
     def sigma_range(self, schedule: Any) -> tuple[float, float]:
         """``(sigma_min, sigma_max)``: the fields, or the schedule's sampling range where they are None."""
@@ -140,12 +166,7 @@ def _u(u: Any) -> torch.Tensor:
 class KarrasDiscretization(_RangeDiscretization):
     """``(sigma_max^(1/rho) + u (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho``: Karras et al. 2022, eq. 5."""
 
-    def __init__(self, sigma_min: float | None = None, sigma_max: float | None = None, rho: float = 7.0) -> None:
-        super().__init__(sigma_min, sigma_max)
-        self.rho = float(rho)
-
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "rho": self.rho}
+    rho: float
 
     def sigma_at(self, u: Any, schedule: Any) -> torch.Tensor:
         lo, hi = self.sigma_range(schedule)
@@ -164,12 +185,7 @@ class LogSNRUniformDiscretization(_RangeDiscretization):
 class PolyexponentialDiscretization(_RangeDiscretization):
     """``exp(log sigma_min + (1 - u)^rho (log sigma_max - log sigma_min))``; ``rho = 1`` is log-SNR uniform."""
 
-    def __init__(self, sigma_min: float | None = None, sigma_max: float | None = None, rho: float = 1.0) -> None:
-        super().__init__(sigma_min, sigma_max)
-        self.rho = float(rho)
-
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "rho": self.rho}
+    rho: float
 
     def sigma_at(self, u: Any, schedule: Any) -> torch.Tensor:
         lo, hi = self.sigma_range(schedule)
@@ -218,7 +234,16 @@ def _range_field(which: str) -> Any:
     )
 
 
-class _RangeSpec(DiscretizationSpec):
+class _BuiltinSpec(DiscretizationSpec):
+    """A built-in discretization's spec: ``build()`` passes the fields to ``implementation``."""
+
+    implementation: ClassVar[type[BaseDiscretization]]
+
+    def build(self) -> BaseDiscretization:
+        return self.implementation(**self.params())
+
+
+class _RangeSpec(_BuiltinSpec):
     sigma_min: float | None = _range_field("Lowest")
     sigma_max: float | None = _range_field("Highest")
 
@@ -229,7 +254,7 @@ class _RangeSpec(DiscretizationSpec):
         return self
 
 
-class ScheduleSpec(DiscretizationSpec):
+class ScheduleSpec(_BuiltinSpec):
     """The noise schedule's own sampling steps, schedule.sigmas(N) (the default).
 
     >>> import diffusion_schemes as ds
@@ -237,10 +262,8 @@ class ScheduleSpec(DiscretizationSpec):
     tensor([1.0000e+02, 2.0000e-02, 0.0000e+00], dtype=torch.float64)
     """
 
+    implementation = ScheduleDiscretization
     name: Literal["schedule"] = "schedule"
-
-    def build(self) -> ScheduleDiscretization:
-        return ScheduleDiscretization()
 
 
 class KarrasSpec(_RangeSpec):
@@ -251,43 +274,48 @@ class KarrasSpec(_RangeSpec):
     tensor([10.0000,  5.0500,  0.1000,  0.0000], dtype=torch.float64)
     """
 
+    implementation = KarrasDiscretization
     name: Literal["karras"] = "karras"
     rho: float = Field(7.0, gt=0, description="Exponent of the ramp; larger puts more steps at low noise.")
-
-    def build(self) -> KarrasDiscretization:
-        return KarrasDiscretization(**self.params())
 
 
 class LogSNRUniformSpec(_RangeSpec):
     """Geometric noise levels, uniform in the log-SNR (k-diffusion's exponential grid).
 
+    >>> import torch
     >>> import diffusion_schemes as ds
-    >>> ds.create("discretization", {"name": "log_snr_uniform", "sigma_min": 1, "sigma_max": 100}).sigmas(3, None)
-    tensor([100.,  10.,   1.,   0.], dtype=torch.float64)
+    >>> grid = ds.create("discretization", {"name": "log_snr_uniform", "sigma_min": 1, "sigma_max": 100})
+    >>> levels = grid.sigmas(3, None)
+    >>> levels, (-2 * levels[:-1].log()).diff()                 # lambda = -2 log sigma: even steps
+    (tensor([100.,  10.,   1.,   0.], dtype=torch.float64), tensor([4.6052, 4.6052], dtype=torch.float64))
     """
 
+    implementation = LogSNRUniformDiscretization
     name: Literal["log_snr_uniform"] = "log_snr_uniform"
-
-    def build(self) -> LogSNRUniformDiscretization:
-        return LogSNRUniformDiscretization(**self.params())
 
 
 class PolyexponentialSpec(_RangeSpec):
     """log sigma falls like (1 - u)^rho between its ends (k-diffusion's polyexponential grid).
 
+    With ``rho = 1`` it is the ``log_snr_uniform`` grid; ``rho > 1`` spends more steps at low noise:
+
     >>> import diffusion_schemes as ds
-    >>> ds.create("discretization", {"name": "polyexponential", "sigma_min": 1, "sigma_max": 100, "rho": 2}).sigmas(3, None)
+    >>> vp = ds.create("noise_schedule", "vp")
+    >>> bent = {"name": "polyexponential", "sigma_min": 1, "sigma_max": 100, "rho": 2}
+    >>> ds.create("discretization", bent).sigmas(3, vp)
     tensor([100.0000,   3.1623,   1.0000,   0.0000], dtype=torch.float64)
+    >>> import torch
+    >>> torch.allclose(ds.create("discretization", "polyexponential").sigmas(9, vp),
+    ...                ds.create("discretization", "log_snr_uniform").sigmas(9, vp), rtol=1e-12, atol=0)
+    True
     """
 
+    implementation = PolyexponentialDiscretization
     name: Literal["polyexponential"] = "polyexponential"
     rho: float = Field(1.0, gt=0, description="Exponent of the ramp in log sigma; 1 is uniform in the log-SNR.")
 
-    def build(self) -> PolyexponentialDiscretization:
-        return PolyexponentialDiscretization(**self.params())
 
-
-class LinearTimeSpec(DiscretizationSpec):
+class LinearTimeSpec(_BuiltinSpec):
     """Steps uniform in the schedule's own diffusion time over its sampling domain.
 
     >>> import diffusion_schemes as ds
@@ -295,14 +323,10 @@ class LinearTimeSpec(DiscretizationSpec):
     tensor([100.0000,  50.0100,   0.0200,   0.0000], dtype=torch.float64)
     """
 
+    implementation = LinearTimeDiscretization
     name: Literal["linear_time"] = "linear_time"
 
-    def build(self) -> LinearTimeDiscretization:
-        return LinearTimeDiscretization()
 
-
-ScheduleDiscretization.spec_class = ScheduleSpec
-KarrasDiscretization.spec_class = KarrasSpec
-LogSNRUniformDiscretization.spec_class = LogSNRUniformSpec
-PolyexponentialDiscretization.spec_class = PolyexponentialSpec
-LinearTimeDiscretization.spec_class = LinearTimeSpec
+for _spec in (ScheduleSpec, KarrasSpec, LogSNRUniformSpec, PolyexponentialSpec, LinearTimeSpec):
+    _spec.implementation.spec_class = _spec
+del _spec
