@@ -1,9 +1,11 @@
 """``sample``: run a solver, picked by name, over a grid of noise levels.
 
 A discretization supplies the grid (by default the schedule's own, ``noise_schedule.sigmas(num_steps)``;
-or one by name such as ``"karras"``, or an explicit ``sigmas=`` tensor), the solver integrates ``dx/dsigma = (x - D(x; sigma)) / sigma`` over it, so ``heun`` on the
-EDM schedule is Karras et al. 2022's Algorithm 1 and any schedule works the same way. The
-denoiser may come from another scheme than the schedule: both meet at the noise level.
+or one by name such as ``"karras"``; or an explicit ``sigmas=`` tensor), the solver integrates
+``dx/dsigma = (x - D(x; sigma)) / sigma`` over it, so ``heun`` on the EDM schedule is Karras et
+al. 2022's Algorithm 1 and any schedule works the same way. The denoiser may come from another
+scheme than the schedule: both meet at the noise level. A :class:`StepHook` passed to the
+solver as its ``callback`` keeps the known region of an inpainting and calls the user's callback.
 
 >>> import torch
 >>> import diffusion_schemes as ds
