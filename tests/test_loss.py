@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import diffusion_schemes as ds
+from diffusion_schemes._loss import PREDICTION_TYPES
 from diffusion_schemes_vp import VPNoiseSchedule
 
 BETA_D, BETA_MIN, SIGMA_DATA = 19.9, 0.1, 0.5
@@ -62,7 +63,7 @@ def batch():
     return x0, noise, t
 
 
-@pytest.mark.parametrize("prediction_type", ds.PREDICTION_TYPES)
+@pytest.mark.parametrize("prediction_type", PREDICTION_TYPES)
 def test_edm_preconditioner_on_vp_schedule(batch, prediction_type):
     """A mixed pair: the EDM preconditioner reached with the VP schedule's noise level."""
     x0, noise, t = batch
@@ -80,7 +81,7 @@ def test_edm_preconditioner_on_vp_schedule(batch, prediction_type):
     assert all(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in backbone.parameters())
 
 
-@pytest.mark.parametrize("prediction_type", ds.PREDICTION_TYPES)
+@pytest.mark.parametrize("prediction_type", PREDICTION_TYPES)
 def test_plain_model_gets_the_schedules_time(batch, prediction_type):
     x0, noise, t = batch
     backbone = Backbone()

@@ -27,9 +27,8 @@ import math
 from typing import Any, ClassVar, Literal
 
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field
 
-from ._errors import SchemeConfigError
 from ._specs import DiscretizationSpec, SpecBacked
 
 __all__ = [
@@ -45,7 +44,6 @@ __all__ = [
     "ScheduleDiscretization",
     "ScheduleSpec",
     "sampling_sigma_range",
-    "validate",
 ]
 
 
@@ -55,18 +53,92 @@ def _check_num_steps(num_steps: Any) -> int:
     return num_steps
 
 
-def validate(spec_class: type[DiscretizationSpec], fields: dict[str, Any]) -> DiscretizationSpec:
-    """``spec_class`` validated from ``fields``, with the registry's message on bad ones."""
-    from pydantic import ValidationError
+# ---------------------------------------------------------------------- specs (they build the classes below)
 
-    from ._registry import _format_validation
 
-    name = spec_class.scheme_name()
-    try:
-        return spec_class.model_validate({**fields, "name": name})
-    except ValidationError as exc:
-        message = _format_validation("discretization", name, spec_class, exc)
-        raise SchemeConfigError(message, errors=exc.errors()) from None
+def _range_field(which: str) -> Any:
+    return Field(
+        None, gt=0, description=f"{which} noise level of the grid; None: the schedule's sampling domain gives it."
+    )
+
+
+class _RangeSpec(DiscretizationSpec):
+    ordered = (("sigma_min", "sigma_max"),)
+    sigma_min: float | None = _range_field("Lowest")
+    sigma_max: float | None = _range_field("Highest")
+
+
+class ScheduleSpec(DiscretizationSpec):
+    """The noise schedule's own sampling steps, schedule.sigmas(N) (the default).
+
+    >>> import diffusion_schemes as ds
+    >>> ds.create("discretization", "schedule").sigmas(2, ds.create("noise_schedule", "ve"))
+    tensor([1.0000e+02, 2.0000e-02, 0.0000e+00], dtype=torch.float64)
+    """
+
+    builds = "ScheduleDiscretization"
+    name: Literal["schedule"] = "schedule"
+
+
+class KarrasSpec(_RangeSpec):
+    """The rho ramp of Karras et al. 2022 (eq. 5) between sigma_max and sigma_min.
+
+    >>> import diffusion_schemes as ds
+    >>> ds.create("discretization", {"name": "karras", "sigma_min": 0.1, "sigma_max": 10, "rho": 1}).sigmas(3, None)
+    tensor([10.0000,  5.0500,  0.1000,  0.0000], dtype=torch.float64)
+    """
+
+    builds = "KarrasDiscretization"
+    name: Literal["karras"] = "karras"
+    rho: float = Field(7.0, gt=0, description="Exponent of the ramp; larger puts more steps at low noise.")
+
+
+class LogSNRUniformSpec(_RangeSpec):
+    """Geometric noise levels, uniform in the log-SNR (k-diffusion's exponential grid).
+
+    >>> import torch
+    >>> import diffusion_schemes as ds
+    >>> grid = ds.create("discretization", {"name": "log_snr_uniform", "sigma_min": 1, "sigma_max": 100})
+    >>> levels = grid.sigmas(3, None)
+    >>> levels, (-2 * levels[:-1].log()).diff()                 # lambda = -2 log sigma: even steps
+    (tensor([100.,  10.,   1.,   0.], dtype=torch.float64), tensor([4.6052, 4.6052], dtype=torch.float64))
+    """
+
+    builds = "LogSNRUniformDiscretization"
+    name: Literal["log_snr_uniform"] = "log_snr_uniform"
+
+
+class PolyexponentialSpec(_RangeSpec):
+    """log sigma falls like (1 - u)^rho between its ends (k-diffusion's polyexponential grid).
+
+    With ``rho = 1`` it is the ``log_snr_uniform`` grid; ``rho > 1`` spends more steps at low noise:
+
+    >>> import diffusion_schemes as ds
+    >>> vp = ds.create("noise_schedule", "vp")
+    >>> bent = {"name": "polyexponential", "sigma_min": 1, "sigma_max": 100, "rho": 2}
+    >>> ds.create("discretization", bent).sigmas(3, vp)
+    tensor([100.0000,   3.1623,   1.0000,   0.0000], dtype=torch.float64)
+    >>> import torch
+    >>> torch.allclose(ds.create("discretization", "polyexponential").sigmas(9, vp),
+    ...                ds.create("discretization", "log_snr_uniform").sigmas(9, vp), rtol=1e-12, atol=0)
+    True
+    """
+
+    builds = "PolyexponentialDiscretization"
+    name: Literal["polyexponential"] = "polyexponential"
+    rho: float = Field(1.0, gt=0, description="Exponent of the ramp in log sigma; 1 is uniform in the log-SNR.")
+
+
+class LinearTimeSpec(DiscretizationSpec):
+    """Steps uniform in the schedule's own diffusion time over its sampling domain.
+
+    >>> import diffusion_schemes as ds
+    >>> ds.create("discretization", "linear_time").sigmas(3, ds.create("noise_schedule", "ve"))   # t = sigma
+    tensor([100.0000,  50.0100,   0.0200,   0.0000], dtype=torch.float64)
+    """
+
+    builds = "LinearTimeDiscretization"
+    name: Literal["linear_time"] = "linear_time"
 
 
 def sampling_sigma_range(schedule: Any) -> tuple[float, float]:
@@ -104,19 +176,11 @@ class BaseDiscretization(SpecBacked):
     #: the grid to it. Exact maps keep the default; a map joined from a table states its error.
     map_rtol: ClassVar[float] = 1e-6
 
-    def __init__(self, **fields: Any) -> None:
-        """The spec's fields, validated through ``spec_class`` and kept as attributes (none without a spec)."""
-        if self.spec_class is None:
-            if fields:
-                raise TypeError(f"{type(self).__name__} has no spec_class, so it takes no arguments")
-            self._fields: dict[str, Any] = {}
-            return
-        self._fields = validate(self.spec_class, fields).params()
-        for key, value in self._fields.items():
-            setattr(self, key, value)
-
-    def get_config(self) -> dict[str, Any]:
-        return dict(self._fields)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if self._built_from_spec(args, kwargs):  # the arguments are the spec's fields
+            self._bind_spec(args, kwargs)
+        elif args or kwargs:
+            raise TypeError(f"{type(self).__qualname__} takes no arguments (it has no spec_class)")
 
     def sigma_at(self, u: Any, schedule: Any) -> torch.Tensor:
         """The noise level at ``u`` in ``[0, 1]`` (``u = 0``: the highest), as a float64 tensor."""
@@ -128,10 +192,6 @@ class BaseDiscretization(SpecBacked):
         u = torch.arange(n, dtype=torch.float64) / max(n - 1, 1)
         levels = torch.as_tensor(self.sigma_at(u, schedule), dtype=torch.float64)
         return torch.cat([levels, levels.new_zeros(1)])
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
 
 
 class _RangeDiscretization(BaseDiscretization):
@@ -166,6 +226,8 @@ def _u(u: Any) -> torch.Tensor:
 class KarrasDiscretization(_RangeDiscretization):
     """``(sigma_max^(1/rho) + u (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho``: Karras et al. 2022, eq. 5."""
 
+    spec_class = KarrasSpec
+
     rho: float
 
     def sigma_at(self, u: Any, schedule: Any) -> torch.Tensor:
@@ -177,6 +239,8 @@ class KarrasDiscretization(_RangeDiscretization):
 class LogSNRUniformDiscretization(_RangeDiscretization):
     """``sigma_max (sigma_min / sigma_max)^u``: uniform in ``log sigma``, so uniform in the log-SNR."""
 
+    spec_class = LogSNRUniformSpec
+
     def sigma_at(self, u: Any, schedule: Any) -> torch.Tensor:
         lo, hi = self.sigma_range(schedule)
         return torch.exp(math.log(hi) + _u(u) * (math.log(lo) - math.log(hi)))
@@ -184,6 +248,8 @@ class LogSNRUniformDiscretization(_RangeDiscretization):
 
 class PolyexponentialDiscretization(_RangeDiscretization):
     """``exp(log sigma_min + (1 - u)^rho (log sigma_max - log sigma_min))``; ``rho = 1`` is log-SNR uniform."""
+
+    spec_class = PolyexponentialSpec
 
     rho: float
 
@@ -194,6 +260,8 @@ class PolyexponentialDiscretization(_RangeDiscretization):
 
 class LinearTimeDiscretization(BaseDiscretization):
     """``noise_level(t_max + u (t_min - t_max))``: uniform in the schedule's own diffusion time."""
+
+    spec_class = LinearTimeSpec
 
     def sigma_at(self, u: Any, schedule: Any) -> torch.Tensor:
         t_min, t_max = (float(v) for v in schedule.domain())
@@ -210,6 +278,8 @@ class ScheduleDiscretization(BaseDiscretization):
     entries of its table (0.3%).
     """
 
+    spec_class = ScheduleSpec
+
     #: Grid points of the schedule that the continuous map joins.
     RESOLUTION = 4097
     map_rtol = 1e-2
@@ -223,110 +293,3 @@ class ScheduleDiscretization(BaseDiscretization):
         left = pos.floor().clamp(max=self.RESOLUTION - 2).long()
         w = pos - left
         return torch.exp((1 - w) * log_s[left] + w * log_s[left + 1])
-
-
-# ---------------------------------------------------------------------- specs
-
-
-def _range_field(which: str) -> Any:
-    return Field(
-        None, gt=0, description=f"{which} noise level of the grid; None: the schedule's sampling domain gives it."
-    )
-
-
-class _BuiltinSpec(DiscretizationSpec):
-    """A built-in discretization's spec: ``build()`` passes the fields to ``implementation``."""
-
-    implementation: ClassVar[type[BaseDiscretization]]
-
-    def build(self) -> BaseDiscretization:
-        return self.implementation(**self.params())
-
-
-class _RangeSpec(_BuiltinSpec):
-    sigma_min: float | None = _range_field("Lowest")
-    sigma_max: float | None = _range_field("Highest")
-
-    @model_validator(mode="after")
-    def _ordered(self) -> Any:
-        if self.sigma_min is not None and self.sigma_max is not None and not self.sigma_min < self.sigma_max:
-            raise ValueError(f"sigma_min ({self.sigma_min}) must be below sigma_max ({self.sigma_max})")
-        return self
-
-
-class ScheduleSpec(_BuiltinSpec):
-    """The noise schedule's own sampling steps, schedule.sigmas(N) (the default).
-
-    >>> import diffusion_schemes as ds
-    >>> ds.create("discretization", "schedule").sigmas(2, ds.create("noise_schedule", "ve"))
-    tensor([1.0000e+02, 2.0000e-02, 0.0000e+00], dtype=torch.float64)
-    """
-
-    implementation = ScheduleDiscretization
-    name: Literal["schedule"] = "schedule"
-
-
-class KarrasSpec(_RangeSpec):
-    """The rho ramp of Karras et al. 2022 (eq. 5) between sigma_max and sigma_min.
-
-    >>> import diffusion_schemes as ds
-    >>> ds.create("discretization", {"name": "karras", "sigma_min": 0.1, "sigma_max": 10, "rho": 1}).sigmas(3, None)
-    tensor([10.0000,  5.0500,  0.1000,  0.0000], dtype=torch.float64)
-    """
-
-    implementation = KarrasDiscretization
-    name: Literal["karras"] = "karras"
-    rho: float = Field(7.0, gt=0, description="Exponent of the ramp; larger puts more steps at low noise.")
-
-
-class LogSNRUniformSpec(_RangeSpec):
-    """Geometric noise levels, uniform in the log-SNR (k-diffusion's exponential grid).
-
-    >>> import torch
-    >>> import diffusion_schemes as ds
-    >>> grid = ds.create("discretization", {"name": "log_snr_uniform", "sigma_min": 1, "sigma_max": 100})
-    >>> levels = grid.sigmas(3, None)
-    >>> levels, (-2 * levels[:-1].log()).diff()                 # lambda = -2 log sigma: even steps
-    (tensor([100.,  10.,   1.,   0.], dtype=torch.float64), tensor([4.6052, 4.6052], dtype=torch.float64))
-    """
-
-    implementation = LogSNRUniformDiscretization
-    name: Literal["log_snr_uniform"] = "log_snr_uniform"
-
-
-class PolyexponentialSpec(_RangeSpec):
-    """log sigma falls like (1 - u)^rho between its ends (k-diffusion's polyexponential grid).
-
-    With ``rho = 1`` it is the ``log_snr_uniform`` grid; ``rho > 1`` spends more steps at low noise:
-
-    >>> import diffusion_schemes as ds
-    >>> vp = ds.create("noise_schedule", "vp")
-    >>> bent = {"name": "polyexponential", "sigma_min": 1, "sigma_max": 100, "rho": 2}
-    >>> ds.create("discretization", bent).sigmas(3, vp)
-    tensor([100.0000,   3.1623,   1.0000,   0.0000], dtype=torch.float64)
-    >>> import torch
-    >>> torch.allclose(ds.create("discretization", "polyexponential").sigmas(9, vp),
-    ...                ds.create("discretization", "log_snr_uniform").sigmas(9, vp), rtol=1e-12, atol=0)
-    True
-    """
-
-    implementation = PolyexponentialDiscretization
-    name: Literal["polyexponential"] = "polyexponential"
-    rho: float = Field(1.0, gt=0, description="Exponent of the ramp in log sigma; 1 is uniform in the log-SNR.")
-
-
-class LinearTimeSpec(_BuiltinSpec):
-    """Steps uniform in the schedule's own diffusion time over its sampling domain.
-
-    >>> import diffusion_schemes as ds
-    >>> ds.create("discretization", "linear_time").sigmas(3, ds.create("noise_schedule", "ve"))   # t = sigma
-    tensor([100.0000,  50.0100,   0.0200,   0.0000], dtype=torch.float64)
-    """
-
-    implementation = LinearTimeDiscretization
-    name: Literal["linear_time"] = "linear_time"
-
-
-for _spec in (ScheduleSpec, KarrasSpec, LogSNRUniformSpec, PolyexponentialSpec, LinearTimeSpec):
-    _spec.implementation.spec_class = _spec
-del _spec
