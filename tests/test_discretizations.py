@@ -13,7 +13,7 @@ import diffusion_schemes as ds
 from diffusion_schemes import conformance
 from diffusion_schemes.discretizations import BaseDiscretization
 from diffusion_schemes.cli import main as cli
-from k_diffusion_oracle import k_sampling
+from kdiffusion_oracle import load_sampling
 
 BUILT_IN = ("schedule", "karras", "log_snr_uniform", "polyexponential", "linear_time")
 STEPS = (1, 2, 5, 18, 50)
@@ -40,7 +40,7 @@ def grid(name: str, n: int, schedule: Any = None, **fields: Any) -> torch.Tensor
 @pytest.mark.parametrize("n", STEPS)
 @pytest.mark.parametrize(("sigma_min", "sigma_max", "rho"), [(0.002, 80.0, 7.0), (0.03, 14.6, 3.0), (1e-3, 1e3, 1.0)])
 def test_karras_is_k_diffusion_karras(n, sigma_min, sigma_max, rho):
-    K = k_sampling()
+    K = load_sampling()
     with float64_default():
         want = K.get_sigmas_karras(n, sigma_min, sigma_max, rho=rho)
     got = grid("karras", n, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho)
@@ -50,7 +50,7 @@ def test_karras_is_k_diffusion_karras(n, sigma_min, sigma_max, rho):
 @pytest.mark.parametrize("n", STEPS)
 @pytest.mark.parametrize(("sigma_min", "sigma_max"), [(0.002, 80.0), (0.0292, 14.6)])
 def test_log_snr_uniform_is_k_diffusion_exponential(n, sigma_min, sigma_max):
-    K = k_sampling()
+    K = load_sampling()
     with float64_default():
         want = K.get_sigmas_exponential(n, sigma_min, sigma_max)
     got = grid("log_snr_uniform", n, sigma_min=sigma_min, sigma_max=sigma_max)
@@ -60,7 +60,7 @@ def test_log_snr_uniform_is_k_diffusion_exponential(n, sigma_min, sigma_max):
 @pytest.mark.parametrize("n", STEPS)
 @pytest.mark.parametrize("rho", [1.0, 0.5, 2.5])
 def test_polyexponential_is_k_diffusion_polyexponential(n, rho):
-    K = k_sampling()
+    K = load_sampling()
     with float64_default():
         want = K.get_sigmas_polyexponential(n, 0.002, 80.0, rho=rho)
     got = grid("polyexponential", n, sigma_min=0.002, sigma_max=80.0, rho=rho)
@@ -69,7 +69,7 @@ def test_polyexponential_is_k_diffusion_polyexponential(n, rho):
 
 def test_linear_time_on_vp_is_k_diffusion_vp_grid():
     """VP's time is linear on [eps_s, 1] (Song et al. 2021): k-diffusion's get_sigmas_vp."""
-    K = k_sampling()
+    K = load_sampling()
     with float64_default():
         want = K.get_sigmas_vp(12, beta_d=19.9, beta_min=0.1, eps_s=1e-3)
     torch.testing.assert_close(grid("linear_time", 12, ds.create("noise_schedule", "vp")), want, rtol=1e-12, atol=0)
