@@ -306,3 +306,18 @@ def test_brownian_tree_drives_an_sde_solver_reproducibly(edm):
         exact, x, edm, 8, "euler_maruyama", noise_sampler=BrownianTreeNoiseSampler(x, 0.002, 80.0, seed=seed)
     ).samples
     assert torch.equal(run(1), run(1)) and not torch.equal(run(1), run(2))
+
+
+@pytest.mark.parametrize("solver", ["dpmpp_2m_sde", "dpmpp_3m_sde"])
+def test_brownian_tree_through_ds_sample_matches_k_diffusion(edm, solver):
+    """The SDE solvers k-diffusion runs on a Brownian tree: the same tree (same seed) through ds.sample
+    and through k-diffusion's function of the same name gives the same samples."""
+    from kdiffusion_oracle import load_sampling
+
+    K = load_sampling()
+    x = latents(edm, (16, 2))
+    sigmas = edm.sigmas(10)
+    tree = lambda: BrownianTreeNoiseSampler(x, float(sigmas[-2]), float(sigmas[0]), seed=[3 * i for i in range(16)])  # noqa: E731
+    ours = ds.sample(exact, x, edm, sigmas=sigmas, solver=solver, noise_sampler=tree()).samples
+    theirs = getattr(K, f"sample_{solver}")(lambda x, s: exact(x, s), x.clone(), sigmas, noise_sampler=tree(), disable=True)
+    assert float((ours - theirs).abs().max()) < 1e-6
