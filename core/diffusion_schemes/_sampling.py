@@ -124,7 +124,7 @@ def check_sigmas(sigmas: Any) -> torch.Tensor:
     >>> check_sigmas([2.0, 1.0])
     Traceback (most recent call last):
       ...
-    diffusion_schemes.SamplingError: sigmas must end at noise level 0 (the clean sample), got [2.0, 1.0]; append a 0
+    diffusion_schemes._errors.SamplingError: sigmas must end at noise level 0 (the clean sample), got [2.0, 1.0]; append a 0
     """
     if isinstance(sigmas, torch.Tensor):
         grid = sigmas if sigmas.is_floating_point() else sigmas.to(torch.float64)
@@ -310,7 +310,7 @@ def sample(
     >>> ds.sample(x0_predictor, latents, schedule, num_steps=0)
     Traceback (most recent call last):
       ...
-    diffusion_schemes.SamplingError: num_steps must be >= 1 (the number of solver steps), got 0
+    diffusion_schemes._errors.SamplingError: num_steps must be >= 1 (the number of solver steps), got 0
     """
     if not isinstance(latents, torch.Tensor) or not latents.is_floating_point():
         raise TypeError("latents must be a floating-point tensor; draw them with noise_schedule.init_latents(shape)")
