@@ -28,8 +28,10 @@ from typing import Any, NamedTuple
 
 import torch
 
+from ._conditioning import check_condition
 from ._denoiser import Denoiser, make_denoiser
-from ._errors import SamplingError
+from ._errors import ConditionError, SamplingError
+from ._guidance import GuidedDenoiser, as_guidance
 from ._registry import registry
 from ._solvers import BaseSolver
 from ._specs import SchemeSpec
@@ -88,12 +90,13 @@ def resolve_solver(solver: Any, options: Mapping[str, Any] | None = None) -> Bas
 
 
 def _check_device(denoiser: Denoiser, latents: torch.Tensor) -> None:
-    param = denoiser.parameter()
-    if param is not None and param.device != latents.device:
-        raise ValueError(
-            f"the latents are on {latents.device} but the model's parameters are on {param.device}; "
-            f"move one of them, e.g. latents.to({str(param.device)!r}) or model.to({str(latents.device)!r})"
-        )
+    guide = getattr(denoiser, "guide", None)
+    for param in (denoiser.parameter(), None if guide is None else guide.parameter()):
+        if param is not None and param.device != latents.device:
+            raise ValueError(
+                f"the latents are on {latents.device} but the model's parameters are on {param.device}; "
+                f"move one of them, e.g. latents.to({str(param.device)!r}) or model.to({str(latents.device)!r})"
+            )
 
 
 def resolve_discretization(discretization: Any) -> Any:
@@ -251,6 +254,8 @@ def sample(
     num_steps: int | None = None,
     solver: Any = "heun",
     *,
+    condition: Any = None,
+    guidance: Any = None,
     discretization: Any = None,
     sigmas: Any = None,
     mask: Any = None,
@@ -273,6 +278,11 @@ def sample(
         solver: a name (``"heun"``, ``"dpmpp_2m"``, ...), a config mapping, a spec or a
             solver object; ``solver_options`` are fields merged into a name or config and
             validated by the registry.
+        condition: a Tensor or TensorDict with one entry per sample, passed to the model at
+            every evaluation (through the noise-level path of a preconditioner, like an
+            unconditioned one).
+        guidance: ``None``, a weight ``w``, a mapping of :class:`Guidance` fields or a
+            :class:`Guidance`: ``D = D_null + w (D_cond - D_null)`` at each evaluation.
         discretization: the grid ``sigmas(num_steps, noise_schedule)`` by name (``"karras"``,
             ``"log_snr_uniform"``, ...), config, spec or object; default ``"schedule"``, the
             schedule's own steps.
@@ -292,7 +302,8 @@ def sample(
     The solvers call only ``denoiser.x0_sigma``; whether the path is deterministic or
     stochastic is the solver's choice. A denoiser built on another schedule than
     ``noise_schedule`` works: both meet at the noise level. Runs without gradient tracking.
-    Returns ``SampleResult(samples, nfe)``.
+    Returns ``SampleResult(samples, nfe)``, where ``nfe`` counts network evaluations per
+    sample: a guided evaluation costs two, batched or not.
 
     >>> import torch
     >>> import diffusion_schemes as ds
@@ -318,6 +329,17 @@ def sample(
     solver = resolve_solver(solver, solver_options)
     if not isinstance(denoiser, Denoiser):
         denoiser = make_denoiser(noise_schedule, x0_predictor=denoiser)
+    if condition is not None:
+        if denoiser.condition is not None:
+            raise ConditionError(
+                "the denoiser already carries a condition (get_denoiser(..., condition=...)) and sample got "
+                "condition= too; give it in one place"
+            )
+        denoiser = denoiser.with_condition(condition)
+    check_condition(denoiser.condition, latents.shape[0])
+    guidance = as_guidance(guidance)
+    if guidance is not None:
+        denoiser = guidance.bind(denoiser, latents.shape[0], noise_schedule)
     _check_device(denoiser, latents)
     mask, known, noise = _inpainting(latents, mask, known, grid[0])
     extra: dict[str, Any] = {}
@@ -330,4 +352,6 @@ def sample(
         samples, nfe = solver(denoiser, latents, grid, generator=generator, **extra)
         if mask is not None and hook is not None and hook.last_x is not samples:
             samples = samples * (1 - mask) + known * mask  # a solver that returned a copy of its last state
+    if isinstance(denoiser, GuidedDenoiser):
+        nfe = denoiser.evaluations  # the solver counts calls of D; a guided call may cost two
     return SampleResult(samples, nfe)
