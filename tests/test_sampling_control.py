@@ -340,3 +340,22 @@ def test_grid_table_of_the_sampling_page():
         x = noisy.quantile(u)[:, None]
         result = ds.sample(lambda x, t: MIX.denoise(x, vp.noise_level(t)), x, vp, 12, solver, discretization=grid)
         assert MIX.wasserstein1(result.samples) == pytest.approx(want, abs=6e-4), (grid, solver)
+
+
+def test_grid_inpainting_and_callback_compose_with_guidance(edm):
+    """condition=, guidance= (classifier-free: D = D_null + w (D_cond - D_null)) with a karras grid,
+    a mask and a callback: the guided estimate drives the free coordinates, the known one is kept."""
+    condition = torch.tensor([1.0, -1.0, 0.5], dtype=torch.float64)
+
+    def model(x, t, condition=None):
+        shift = 0.0 if condition is None else condition.reshape(-1, *([1] * (x.ndim - 1))).to(x.dtype)
+        return torch.zeros_like(x) + shift
+
+    mask = torch.tensor([1.0, 0.0], dtype=torch.float64)
+    known = torch.tensor([7.0, 0.0], dtype=torch.float64)
+    steps = []
+    result = ds.sample(model, latents(edm, (3, 2)), edm, 5, "euler", condition=condition, guidance=2.0,
+                       discretization="karras", mask=mask, known=known, callback=lambda info: steps.append(info["i"]))
+    assert steps == [0, 1, 2, 3, 4] and result.nfe == 2 * 5  # two evaluations per guided step
+    assert torch.equal(result.samples[:, 0], torch.full((3,), 7.0, dtype=torch.float64))
+    torch.testing.assert_close(result.samples[:, 1], 2.0 * condition, rtol=0, atol=1e-12)  # the last Euler step returns D
