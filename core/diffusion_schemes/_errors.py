@@ -169,13 +169,11 @@ class DomainError(DiffusionSchemesError, ValueError):
 class InvalidArgumentError(DiffusionSchemesError, ValueError):
     """An argument whose value a function cannot use (a step count, a shape, an option).
 
-    >>> import torch
     >>> import diffusion_schemes as ds
-    >>> schedule = ds.create("noise_schedule", "edm")
-    >>> ds.sample(lambda x, t: x, schedule.init_latents((1, 2)), schedule, num_steps=0)
+    >>> ds.create("noise_schedule", "edm").sigmas(0)
     Traceback (most recent call last):
       ...
-    diffusion_schemes._errors.InvalidArgumentError: num_steps must be >= 1 (the number of solver steps), got 0
+    diffusion_schemes._errors.InvalidArgumentError: num_steps must be an int >= 1 (the number of sampling steps), got 0
     """
 
 
@@ -296,6 +294,27 @@ class ModelSignatureError(DiffusionSchemesError, TypeError):
     Traceback (most recent call last):
       ...
     diffusion_schemes._errors.ModelSignatureError: the x0_predictor cannot be called as model(x, t, condition=...): ...
+    """
+
+
+# Kept out of __all__ so the public API stays within its budget of names; catch it as
+# DiffusionSchemesError or ValueError.
+
+
+class SamplingError(DiffusionSchemesError, ValueError):
+    """Arguments of :func:`diffusion_schemes.sample` that cannot be used together or as given.
+
+    A grid of noise levels that does not decrease to a final 0, a grid given twice (``sigmas``
+    and ``discretization``) or not at all, a ``mask`` without ``known``, shapes that do not fit
+    the latents.
+
+    >>> import torch
+    >>> import diffusion_schemes as ds
+    >>> schedule = ds.create("noise_schedule", "edm")
+    >>> ds.sample(lambda x, t: x, torch.zeros(1, 2), schedule, sigmas=[1.0, 2.0, 0.0])
+    Traceback (most recent call last):
+      ...
+    diffusion_schemes._errors.SamplingError: sigmas must decrease strictly from positive noise levels to a final 0, ...
     """
 
 
