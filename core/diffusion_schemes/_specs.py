@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import inspect
 import typing
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, SerializationInfo, model_serializer
 
 __all__ = [
     "KINDS",
@@ -70,7 +71,35 @@ class SchemeSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
 
     kind: ClassVar[str] = ""
+    #: Fields that must agree with the other schemes of the same family when they are composed
+    #: (EDM's ``sigma_data`` in its preconditioner, schedule and weighting): field names, or
+    #: ``{field: shared_name}`` where schemes of the family name the same quantity differently.
+    #: :class:`MSEDSMLoss` and the denoiser factory raise :class:`PairingError` on a disagreement.
+    shared_parameters: ClassVar[tuple[str, ...] | Mapping[str, str]] = ()
+    #: The family whose schemes share :attr:`shared_parameters`; empty means the scheme name.
+    shared_family: ClassVar[str] = ""
     name: str
+
+    @model_serializer(mode="wrap")
+    def _keep_name(self, handler: Any, info: SerializationInfo) -> Any:
+        # a "diff from defaults" dump (exclude_defaults / exclude_unset) must still say which scheme it is
+        data = handler(self)
+        wanted = info.exclude_defaults or info.exclude_unset
+        if wanted and isinstance(data, dict) and "name" not in data and "name" not in (info.exclude or ()):
+            data = {"name": self.name, **data}
+        return data
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema: Any, handler: Any) -> Any:
+        # editors show a description as hover help: the one-line summary, not the doctest examples
+        json_schema = handler(core_schema)
+        target = handler.resolve_ref_schema(json_schema)
+        summary = cls.summary()
+        if summary:
+            target["description"] = summary
+        else:
+            target.pop("description", None)
+        return json_schema
 
     @classmethod
     def scheme_name(cls) -> str:
