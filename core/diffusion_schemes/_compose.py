@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ._errors import PairingError
+from ._preconditioner import BaseAffinePreconditioner
 from ._specs import SchemeSpec
 
 __all__ = ["check_prediction_type", "check_shared_parameters"]
@@ -78,11 +79,9 @@ def check_shared_parameters(*parts: Any) -> None:
 
 
 def check_prediction_type(model: Any, prediction_type: str, where: str) -> None:
-    """Raise :class:`PairingError` when a preconditioner is used as anything but an x0-predictor."""
-    from ._denoiser import _preconditioner_of
-
-    precond, _, _ = _preconditioner_of(model)
-    if precond is None or prediction_type == "x0":
+    """Raise :class:`PairingError` when a preconditioner (or a ``partial`` of one) is used as anything but an x0-predictor."""
+    precond = model.func if isinstance(model, functools.partial) else model
+    if not isinstance(precond, BaseAffinePreconditioner) or prediction_type == "x0":
         return
     raise PairingError(
         f"{where}: {type(precond).__name__} is a preconditioner, whose output is an x0-prediction "
