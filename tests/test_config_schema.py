@@ -147,6 +147,13 @@ def test_descriptions_are_one_plain_sentence(kind, fresh_registry):
             assert ">>>" not in text and "\n" not in text, f"{where}: {text!r}"
 
 
+@pytest.mark.parametrize("kind", ds.KINDS)
+def test_the_serialization_schema_describes_the_same_configs(kind, fresh_registry):
+    """A dump is a config: keeping name in dumps must not hide the fields from mode='serialization'."""
+    adapter = pydantic.TypeAdapter(ds.spec_type(kind))
+    assert adapter.json_schema(mode="serialization") == adapter.json_schema(mode="validation")
+
+
 def test_cli_schema_prints_the_same_schema(capsys, fresh_registry):
     from diffusion_schemes import cli
 

@@ -92,6 +92,8 @@ class SchemeSpec(BaseModel):
     @classmethod
     def __get_pydantic_json_schema__(cls, core_schema: Any, handler: Any) -> Any:
         # editors show a description as hover help: the one-line summary, not the doctest examples
+        if handler.mode == "serialization":  # _keep_name only adds name back: the fields describe the output
+            core_schema = _without_model_serializer(core_schema)
         json_schema = handler(core_schema)
         target = handler.resolve_ref_schema(json_schema)
         summary = cls.summary()
@@ -133,6 +135,14 @@ class SchemeSpec(BaseModel):
     def build(self, **kwargs: Any) -> Any:
         """Build the object this spec describes (implemented by each scheme)."""
         raise NotImplementedError(f"{type(self).__qualname__} does not implement build()")
+
+
+def _without_model_serializer(schema: Any) -> Any:
+    if schema.get("type") == "model":
+        return {k: v for k, v in schema.items() if k != "serialization"}
+    if "schema" in schema and str(schema.get("type")).startswith("function"):  # a model validator around it
+        return {**schema, "schema": _without_model_serializer(schema["schema"])}
+    return schema
 
 
 class PreconditionerSpec(SchemeSpec):
