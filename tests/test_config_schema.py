@@ -255,3 +255,25 @@ def test_a_framework_config_diff_from_defaults_reloads(fresh_registry):
     # a default written as a name is not equal to the spec it validates into: those fields stay, as names only
     assert diff["weighting"] == {"name": "snr"} and "no_weighting" not in diff
     assert FrameworkConfig.model_validate(diff) == cfg
+
+
+def test_a_name_two_distributions_register_is_left_out_and_raises_the_conflict(fresh_registry):
+    from typing import Literal
+
+    class OneSpec(ds.WeightingSpec):
+        """One."""
+
+        name: Literal["twice"] = "twice"
+
+    class OtherSpec(ds.WeightingSpec):
+        """Other."""
+
+        name: Literal["twice"] = "twice"
+
+    with ds.registry.registered(OneSpec, distribution="dist-a"), ds.registry.registered(OtherSpec, distribution="dist-b"):
+        schema = ds.json_schema("weighting")
+        assert "twice" not in schema["anyOf"][0]["enum"] and "snr" in schema["anyOf"][0]["enum"]
+        adapter = pydantic.TypeAdapter(ds.spec_type("weighting"))
+        assert adapter.validate_python("snr") == ds.parse_spec("weighting", "snr")
+        with pytest.raises(ds.SchemeConflictError, match="dist-a, dist-b"):
+            adapter.validate_python("twice")

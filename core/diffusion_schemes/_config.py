@@ -49,7 +49,7 @@ from pydantic import TypeAdapter
 from pydantic.fields import FieldInfo
 from pydantic_core import core_schema
 
-from ._errors import DiffusionSchemesError
+from ._errors import DiffusionSchemesError, SchemeConflictError
 from ._registry import check_kind, registry
 from ._specs import SchemeSpec
 
@@ -118,6 +118,8 @@ def _parse(kind: str, value: Any, specs: Mapping[str, type[SchemeSpec]] | None =
             registry.lookup(kind, name)  # unknown, or registered twice: says so
             raise registry._unknown(kind, name)  # installed after this type was made: not in its schema
         return registry.parse_spec(kind, value)
+    except SchemeConflictError:  # not the config's fault: the environment's, raised as is
+        raise
     except DiffusionSchemesError as exc:  # pydantic reports ValueErrors under the field's path
         raise ValueError(str(exc)) from None
 
