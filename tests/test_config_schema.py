@@ -19,6 +19,8 @@ from pydantic import BaseModel, ConfigDict
 
 import diffusion_schemes as ds
 from diffusion_schemes._config import _WeightingRefOf
+from diffusion_schemes._specs import KINDS
+from diffusion_schemes._specs import KINDS
 
 UNKNOWN = "no_such_scheme"
 
@@ -100,7 +102,7 @@ def _pydantic_verdicts(kind: str, config: Any) -> tuple[bool, bool]:
     return via_type, via_parse
 
 
-@pytest.mark.parametrize("kind", ds.KINDS)
+@pytest.mark.parametrize("kind", KINDS)
 def test_json_schema_and_pydantic_agree_on_every_installed_scheme(kind, fresh_registry):
     validator = _validator(ds.json_schema(kind))
     disagreements, unexpected = [], []
@@ -136,7 +138,7 @@ def test_the_schema_follows_the_registry(fresh_registry):
     assert not _validator(ds.json_schema("weighting")).is_valid({"name": "needs_value", "value": 2.0})
 
 
-@pytest.mark.parametrize("kind", ds.KINDS)
+@pytest.mark.parametrize("kind", KINDS)
 def test_descriptions_are_one_plain_sentence(kind, fresh_registry):
     schema = ds.json_schema(kind)
     for def_name, definition in schema["$defs"].items():
@@ -147,7 +149,7 @@ def test_descriptions_are_one_plain_sentence(kind, fresh_registry):
             assert ">>>" not in text and "\n" not in text, f"{where}: {text!r}"
 
 
-@pytest.mark.parametrize("kind", ds.KINDS)
+@pytest.mark.parametrize("kind", KINDS)
 def test_the_serialization_schema_describes_the_same_configs(kind, fresh_registry):
     """A dump is a config: keeping name in dumps must not hide the fields from mode='serialization'."""
     adapter = pydantic.TypeAdapter(ds.spec_type(kind))
@@ -157,7 +159,7 @@ def test_the_serialization_schema_describes_the_same_configs(kind, fresh_registr
 def test_cli_schema_prints_the_same_schema(capsys, fresh_registry):
     from diffusion_schemes import cli
 
-    for kind in ds.KINDS:
+    for kind in KINDS:
         assert cli.main(["schema", kind]) == 0
         assert json.loads(capsys.readouterr().out) == ds.json_schema(kind)
 
@@ -232,7 +234,7 @@ def test_embedded_errors_are_as_helpful_as_parse_spec(data, expected, fresh_regi
     assert len(info.value.errors()) == 1
 
 
-@pytest.mark.parametrize("kind", ds.KINDS)
+@pytest.mark.parametrize("kind", KINDS)
 def test_dumps_without_defaults_keep_the_name_and_reload_equal(kind, fresh_registry):
     for info in ds.list_schemes(kind):
         spec = ds.parse_spec(kind, info.name)
