@@ -20,7 +20,6 @@ from pydantic import BaseModel, ConfigDict
 import diffusion_schemes as ds
 from diffusion_schemes._config import _WeightingRefOf
 from diffusion_schemes._specs import KINDS
-from diffusion_schemes._specs import KINDS
 
 UNKNOWN = "no_such_scheme"
 
