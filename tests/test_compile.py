@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import diffusion_schemes as ds
+from diffusion_schemes._loss import PREDICTION_TYPES
 
 BACKEND = "aot_eager"
 
@@ -47,7 +48,7 @@ def test_preconditioned_forward(name):
     assert torch.allclose(compiled(precond)(x, t), precond(x, t), atol=1e-6)
 
 
-@pytest.mark.parametrize("prediction_type", ds.PREDICTION_TYPES)
+@pytest.mark.parametrize("prediction_type", PREDICTION_TYPES)
 def test_loss_forward_and_backward(prediction_type):
     backbone = Backbone()
     precond = ds.create("preconditioner", "edm", model=backbone)  # an x0-predictor; other targets: the backbone

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import diffusion_schemes as ds
+from diffusion_schemes._denoiser import Denoiser, make_denoiser
 from gaussian_mixture import GaussianMixture
 
 MIX = GaussianMixture([0.4, 0.6], [[-1.0, 0.5], [1.0, -0.5]], [0.3, 0.6])
@@ -130,7 +131,7 @@ def test_bad_denoising_type_and_predictor(vp):
 
 
 def test_make_denoiser_is_the_schedules_factory(vp):
-    denoiser = ds.make_denoiser(vp, score_predictor=exact_score, denoising_type="sde")
-    assert isinstance(denoiser, ds.Denoiser)
+    denoiser = make_denoiser(vp, score_predictor=exact_score, denoising_type="sde")
+    assert isinstance(denoiser, Denoiser)
     assert (denoiser.prediction_type, denoiser.denoising_type, denoiser.schedule) == ("score", "sde", vp)
     assert "score" in repr(denoiser)

@@ -172,15 +172,9 @@ def test_plot_curves_come_from_the_public_api(fresh_registry):
     assert torch.allclose(density, torch.full_like(density, 1 / math.log(100.0 / 0.02)))
     assert float(points.min()) > math.log(0.02) and float(points.max()) < math.log(100.0)
 
-    class SamplesOnly(ds.BaseNoiseSchedule):  # log-uniform noise level in [0.01, 50], no inverse CDF
+    class SamplesOnly(ds.SigmaTimeSchedule):  # log-uniform noise level in [0.01, 50], no inverse CDF
         def __init__(self):
-            super().__init__("samples-only", "exploding")
-
-        def get_log_snr(self, t, training=False):
-            return -2 * self._t(t, training).log()
-
-        def get_t_from_log_snr(self, log_snr, training=False):
-            return torch.exp(-self._log_snr(log_snr) / 2)
+            super().__init__("samples-only")
 
         def domain(self, training=False):
             return (0.01, 50.0)

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import diffusion_schemes as ds
+from diffusion_schemes._loss import PREDICTION_TYPES
 from diffusion_schemes_vp import VPNoiseSchedule
 
 BETA_D, BETA_MIN, SIGMA_DATA = 19.9, 0.1, 0.5
@@ -95,7 +96,7 @@ def test_a_preconditioner_trains_only_as_an_x0_predictor(prediction_type):
             schedule.get_denoiser(**{predictor: precond})
 
 
-@pytest.mark.parametrize("prediction_type", ds.PREDICTION_TYPES)
+@pytest.mark.parametrize("prediction_type", PREDICTION_TYPES)
 def test_plain_model_gets_the_schedules_time(batch, prediction_type):
     x0, noise, t = batch
     backbone = Backbone()

@@ -15,6 +15,7 @@ import torch
 from scheme_reference import F64, REFS, SCHEMES, U, VP, time_grid
 
 import diffusion_schemes as ds
+from diffusion_schemes._preconditioner import compute_dtype
 
 DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -67,7 +68,7 @@ def _tolerance(dtype):
 
     float16 stores c_in ~ 5e-5 (iDDPM at u_0) as a subnormal, spaced 2^-24 apart: that is the atol.
     """
-    rtol = 16 * torch.finfo(ds.compute_dtype(dtype)).eps + torch.finfo(dtype).eps
+    rtol = 16 * torch.finfo(compute_dtype(dtype)).eps + torch.finfo(dtype).eps
     return dict(rtol=rtol, atol=2.0**-24 if dtype == torch.float16 else 0.0)
 
 
@@ -76,7 +77,7 @@ def _tolerance(dtype):
 def test_coefficients_match_table_1(name, dtype):
     precond, probe, _ = build(name)
     sigma = noise_levels(name)
-    compute = ds.compute_dtype(dtype)
+    compute = compute_dtype(dtype)
     level = sigma.to(compute)
     c_in, c_noise, c_out, c_skip = measure(precond, probe, level, dtype)
     # the reference is evaluated at the noise level the preconditioner actually received
@@ -216,18 +217,23 @@ def test_every_scheme_is_listed_from_its_own_distribution():
 
 
 @pytest.mark.parametrize(
-    "cls_path, kwargs, match",
+    "cls_path, kwargs, field",
     [
-        ("diffusion_schemes_vp:VPPreconditioner", {"beta_d": 0.0}, "beta_d > 0"),
-        ("diffusion_schemes_vp:VPPreconditioner", {"M": 2.5}, "M must be a positive integer"),
-        ("diffusion_schemes_iddpm:IDDPMPreconditioner", {"C_1": 2.0}, "0 < C_1 <= 1"),
-        ("diffusion_schemes_iddpm:IDDPMPreconditioner", {"M": 2.5}, "M >= 2"),
-        ("diffusion_schemes_edm:EDMPreconditioner", {"sigma_data": 0.0}, "sigma_data must be > 0"),
+        ("diffusion_schemes_vp:VPPreconditioner", {"beta_d": 0.0}, "beta_d"),
+        ("diffusion_schemes_vp:VPPreconditioner", {"M": 2.5}, "M"),
+        ("diffusion_schemes_iddpm:IDDPMPreconditioner", {"C_1": 2.0}, "C_1"),
+        ("diffusion_schemes_iddpm:IDDPMPreconditioner", {"M": 2.5}, "M"),
+        ("diffusion_schemes_edm:EDMPreconditioner", {"sigma_data": 0.0}, "sigma_data"),
     ],
 )
-def test_direct_construction_rejects_bad_parameters(cls_path, kwargs, match):
+def test_direct_construction_rejects_bad_parameters(cls_path, kwargs, field):
+    # Built directly or by name, a bad parameter gives the same error: both validate through the spec.
     import importlib
 
     module, name = cls_path.split(":")
-    with pytest.raises(ValueError, match=match):
-        getattr(importlib.import_module(module), name)(Probe(), **kwargs)
+    cls = getattr(importlib.import_module(module), name)
+    with pytest.raises(ds.SchemeConfigError, match=rf"  - {field}: ") as direct:
+        cls(Probe(), **kwargs)
+    with pytest.raises(ds.SchemeConfigError) as by_name:
+        ds.create("preconditioner", {"name": cls.spec_class.scheme_name(), **kwargs}, model=Probe())
+    assert str(direct.value) == str(by_name.value)

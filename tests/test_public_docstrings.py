@@ -11,13 +11,8 @@ import diffusion_schemes as ds
 
 #: Names that cannot carry a docstring of their own, each with the reason and where it is documented.
 EXEMPT = {
-    "KINDS": "a tuple constant (documented by a #: comment in _specs.py)",
-    "LOSS_TYPES": "a tuple constant (documented in _weighting.py)",
-    "PREDICTION_TYPES": "a tuple constant (documented in _loss.py)",
-    "VARIANCE_TYPES": "a tuple constant (documented in _schedule.py)",
     "WeightingRef": "a typing.Annotated alias (a #: comment and the _config.py module docstring's example)",
     "hookimpl": "a pluggy marker instance (its use is shown in the _hookspecs.py module docstring)",
-    "hookspec": "a pluggy marker instance (its use is shown in the _hookspecs.py module docstring)",
     "registry": "the Registry instance (the Registry class carries the example)",
 }
 

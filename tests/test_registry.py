@@ -10,6 +10,8 @@ import torch
 from pydantic import BaseModel, Field
 
 import diffusion_schemes as ds
+from diffusion_schemes._builtins import EDMStochasticHeunSpec, HeunSpec
+from diffusion_schemes._specs import KINDS
 
 
 class ScaleWeightingSpec(ds.WeightingSpec):
@@ -34,7 +36,7 @@ def test_edm_is_listed_from_its_own_distribution(fresh_registry):
 
 def test_list_is_sorted_by_kind_then_name(fresh_registry):
     infos = ds.list_schemes()
-    keys = [(ds.KINDS.index(i.kind), i.name) for i in infos]
+    keys = [(KINDS.index(i.kind), i.name) for i in infos]
     assert keys == sorted(keys)
 
 
@@ -74,7 +76,7 @@ def test_wrong_kind_says_what_the_name_is(fresh_registry):
     with pytest.raises(ds.UnknownSchemeError, match="'heun' is a solver, not a preconditioner"):
         ds.create("preconditioner", "heun", model=None)
     with pytest.raises(ds.SchemeConfigError, match="expected a preconditioner config, got a solver spec"):
-        ds.create("preconditioner", ds.HeunSpec(), model=None)
+        ds.create("preconditioner", HeunSpec(), model=None)
     with pytest.raises(ds.UnknownKindError, match="Did you mean 'preconditioner'"):
         ds.create("preconditoner", "edm")
 
@@ -100,11 +102,11 @@ def test_a_spec_without_a_literal_name_is_refused(fresh_registry):
 
 
 def test_specs_are_frozen_and_forbid_extra_fields():
-    spec = ds.EDMStochasticHeunSpec()
+    spec = EDMStochasticHeunSpec()
     with pytest.raises(pydantic.ValidationError):
         spec.S_churn = 3.0  # type: ignore[misc]
     with pytest.raises(pydantic.ValidationError, match="Extra inputs are not permitted"):
-        ds.EDMStochasticHeunSpec(S_chrun=3.0)
+        EDMStochasticHeunSpec(S_chrun=3.0)
     assert (spec.S_churn, spec.S_min, spec.S_max, spec.S_noise) == (40.0, 0.05, 50.0, 1.003)
 
 

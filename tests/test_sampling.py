@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import diffusion_schemes as ds
+from diffusion_schemes._sampling import SampleResult
 from gaussian_mixture import ExactX0, GaussianMixture, oracle_preconditioner
 
 MIX = GaussianMixture([0.5, 0.25, 0.25], [[-1.0, 0.0], [1.0, 1.0], [1.0, -1.0]], [0.2, 0.4, 0.3])
@@ -83,7 +84,7 @@ def test_sample_result_and_predictor_forms(schedules):
     latents = schedule.init_latents((16, 2), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     precond = edm_oracle()
     direct = ds.sample(precond, latents, schedule, 8)
-    assert isinstance(direct, ds.SampleResult) and direct.nfe == 15
+    assert isinstance(direct, SampleResult) and direct.nfe == 15
     samples, nfe = direct
     via_partial = ds.sample(schedule.get_denoiser(x0_predictor=partial(precond, condition=None)), latents, schedule, 8)
     by_spec = ds.sample(precond, latents, schedule, 8, solver=ds.parse_spec("solver", "heun"))

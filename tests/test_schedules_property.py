@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from scheme_reference import SCHEMES
 
 import diffusion_schemes as ds
+from diffusion_schemes._weighting import LOSS_TYPES
 
 SCHEDULES = {name: ds.create("noise_schedule", name) for name in SCHEMES}
 PRECONDS = {name: ds.create("preconditioner", name, model=lambda x, c, condition=None: x) for name in SCHEMES}
@@ -47,7 +48,7 @@ def test_finite_inside_the_domain(name, data):
     assert _finite(lam, s.noise_level(t), alpha, sigma, back, s.dlog_snr_dt(t, training))
     assert _finite(s.derivative_log_snr(lam, training), s.get_drift_diffusion(lam, training=training))
     assert bool((back > 0).all()) and bool((s.noise_level(t) > 0).all())
-    for prediction in ds.LOSS_TYPES:
+    for prediction in LOSS_TYPES:
         weight = s.loss_weight(t, prediction)
         assert weight.shape == t.shape and _finite(weight)
     x = torch.randn(*t.shape, 3, dtype=t.dtype)

@@ -7,6 +7,7 @@ import torch
 from scheme_reference import EDM, F64, REFS, SCHEMES, time_grid
 
 import diffusion_schemes as ds
+from diffusion_schemes._weighting import convert_weight
 
 LAM = torch.linspace(-20, 20, 81, dtype=F64)
 
@@ -53,17 +54,17 @@ def test_likelihood_weighting_is_minus_dlambda_dt(name):
 
 def test_convert_weight_closed_forms_and_round_trip():
     w_eps = torch.rand(LAM.shape, generator=torch.Generator().manual_seed(0), dtype=F64) + 0.1
-    to_x0 = ds.convert_weight(w_eps, LAM, "epsilon", "x0")
-    to_v = ds.convert_weight(to_x0, LAM, "x0", "v")
-    back = ds.convert_weight(to_v, LAM, "v", "epsilon")
+    to_x0 = convert_weight(w_eps, LAM, "epsilon", "x0")
+    to_v = convert_weight(to_x0, LAM, "x0", "v")
+    back = convert_weight(to_v, LAM, "v", "epsilon")
     torch.testing.assert_close(to_x0, w_eps * torch.exp(LAM), rtol=1e-12, atol=0)
     torch.testing.assert_close(to_v, w_eps / (1 + torch.exp(-LAM)), rtol=1e-12, atol=0)
     torch.testing.assert_close(back, w_eps, rtol=1e-12, atol=0)
-    score = ds.convert_weight(w_eps, LAM, "epsilon", "score")
+    score = convert_weight(w_eps, LAM, "epsilon", "score")
     torch.testing.assert_close(score, w_eps * torch.exp(-LAM), rtol=1e-12, atol=0)
-    torch.testing.assert_close(ds.convert_weight(score, LAM, "score", "epsilon"), w_eps, rtol=1e-12, atol=0)
+    torch.testing.assert_close(convert_weight(score, LAM, "score", "epsilon"), w_eps, rtol=1e-12, atol=0)
     with pytest.raises(ValueError, match="unknown loss type 'eps'"):
-        ds.convert_weight(w_eps, LAM, "epsilon", "eps")
+        convert_weight(w_eps, LAM, "epsilon", "eps")
 
 
 def test_conversion_keeps_the_objective():
@@ -91,7 +92,7 @@ def test_schedule_config_names_its_weighting(name):
     lam = REFS[name].log_snr(t)
     s = ds.create("noise_schedule", {"name": name, "weighting": "sigmoid"})
     assert type(s.weighting).__name__ == "SigmoidWeighting"
-    torch.testing.assert_close(s.get_weights_for_snr(lam), torch.sigmoid(2 - lam), rtol=1e-12, atol=0)
+    torch.testing.assert_close(s.weighting(lam, schedule=s), torch.sigmoid(2 - lam), rtol=1e-12, atol=0)
     torch.testing.assert_close(s.loss_weight(t, "epsilon"), torch.sigmoid(2 - lam), rtol=1e-12, atol=0)
     torch.testing.assert_close(s.loss_weight(t, "x0"), torch.sigmoid(2 - lam) * torch.exp(lam), rtol=1e-12, atol=0)
     s1 = ds.create("noise_schedule", {"name": name, "weighting": {"name": "sigmoid", "bias": 1}})

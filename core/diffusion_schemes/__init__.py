@@ -7,133 +7,39 @@ name from the installed plugin distributions:
 >>> ds.create("solver", "heun").spec.name
 'heun'
 
-See ``docs/`` for the concepts, every scheme's formulas and how to write a plugin.
+Each private module owns its ``__all__``; this package re-exports the public ones, so
+every public name prints as ``diffusion_schemes.<name>``. See ``docs/`` for the concepts,
+every scheme's formulas and how to write a plugin.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from . import _conditioning, _config, _epsilon_preconditioner, _errors, _hookspecs, _preconditioner
+from . import _protocols, _registry, _schedule, _sigma_time, _specs, _uniform_time, _weighting
+from ._conditioning import *  # noqa: F403
+from ._config import *  # noqa: F403
+from ._epsilon_preconditioner import *  # noqa: F403
+from ._errors import *  # noqa: F403
+from ._hookspecs import *  # noqa: F403
+from ._preconditioner import *  # noqa: F403
+from ._protocols import *  # noqa: F403
+from ._registry import *  # noqa: F403
+from ._schedule import *  # noqa: F403
+from ._sigma_time import *  # noqa: F403
+from ._specs import *  # noqa: F403
+from ._uniform_time import *  # noqa: F403
+from ._weighting import *  # noqa: F403
+from .lazy import lazy_exports
 
-from ._builtins import (
-    DPMpp2MSpec,
-    EDMStochasticEulerSpec,
-    EDMStochasticHeunSpec,
-    EulerMaruyamaSpec,
-    EulerSpec,
-    HeunSpec,
-    LikelihoodWeightingSpec,
-    SNRWeightingSpec,
-)
-from ._conditioning import ConcatConditionWrapper, check_condition
-from ._config import WeightingRef, json_schema, spec_type
-from ._epsilon_preconditioner import EpsilonPreconditioner
-from ._errors import (
-    ConditionError,
-    DiffusionSchemesError,
-    DomainError,
-    PairingError,
-    PluginError,
-    PluginWarning,
-    SchemeConfigError,
-    SchemeConflictError,
-    UnknownKindError,
-    UnknownSchemeError,
-)
-from ._hookspecs import hookimpl, hookspec
-from ._preconditioner import BaseAffinePreconditioner, compute_dtype
-from ._protocols import DiffusionModel, NoiseSchedule, Preconditioner
-from ._registry import PluginStatus, SchemeInfo, create, list_schemes, parse_spec, registry
-from ._schedule import VARIANCE_TYPES, BaseNoiseSchedule
-from ._sigma_time import SigmaTimeSchedule
-from ._specs import KINDS, NoiseScheduleSpec, PreconditionerSpec, SchemeSpec, SolverSpec, SpecBacked, WeightingSpec
-from ._weighting import LOSS_TYPES, BaseWeighting, LikelihoodWeighting, SNRWeighting, convert_weight
+# The pipeline (loss, solvers, sampling) is imported on first use.
+_LAZY = {"MSEDSMLoss": "._loss", "BaseSolver": "._solvers", "sample": "._sampling"}
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
 
-# The pipeline (loss, denoiser, solvers, sampling) is imported on first use.
-_LAZY = {
-    "MSEDSMLoss": "._loss",
-    "PREDICTION_TYPES": "._loss",
-    "Denoiser": "._denoiser",
-    "make_denoiser": "._denoiser",
-    "BaseSolver": "._solvers",
-    "SampleResult": "._sampling",
-    "sample": "._sampling",
-}
+_EAGER = [_conditioning, _config, _epsilon_preconditioner, _errors, _hookspecs, _preconditioner,
+          _protocols, _registry, _schedule, _sigma_time, _specs, _uniform_time, _weighting]
+__all__ = sorted({name for module in _EAGER for name in module.__all__} | set(_LAZY))
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'diffusion_schemes' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
-
-
-__all__ = sorted(
-    [
-        "BaseAffinePreconditioner",
-        "BaseNoiseSchedule",
-        "BaseSolver",
-        "BaseWeighting",
-        "ConcatConditionWrapper",
-        "ConditionError",
-        "DPMpp2MSpec",
-        "Denoiser",
-        "DiffusionModel",
-        "DiffusionSchemesError",
-        "DomainError",
-        "EDMStochasticEulerSpec",
-        "EDMStochasticHeunSpec",
-        "EpsilonPreconditioner",
-        "EulerMaruyamaSpec",
-        "EulerSpec",
-        "HeunSpec",
-        "KINDS",
-        "LOSS_TYPES",
-        "LikelihoodWeighting",
-        "LikelihoodWeightingSpec",
-        "MSEDSMLoss",
-        "NoiseSchedule",
-        "NoiseScheduleSpec",
-        "PREDICTION_TYPES",
-        "PairingError",
-        "PluginError",
-        "PluginStatus",
-        "PluginWarning",
-        "Preconditioner",
-        "PreconditionerSpec",
-        "SNRWeighting",
-        "SNRWeightingSpec",
-        "SampleResult",
-        "SchemeConfigError",
-        "SchemeConflictError",
-        "SchemeInfo",
-        "SchemeSpec",
-        "SigmaTimeSchedule",
-        "SolverSpec",
-        "SpecBacked",
-        "UnknownKindError",
-        "UnknownSchemeError",
-        "VARIANCE_TYPES",
-        "WeightingRef",
-        "WeightingSpec",
-        "check_condition",
-        "compute_dtype",
-        "convert_weight",
-        "create",
-        "hookimpl",
-        "hookspec",
-        "json_schema",
-        "list_schemes",
-        "make_denoiser",
-        "parse_spec",
-        "registry",
-        "sample",
-        "spec_type",
-    ]
-)
+# Errors and the spec bases print under the package's name (``diffusion_schemes.UnknownSchemeError``).
+for _name in [*_errors.__all__, *(n for n in _specs.__all__ if n.endswith("Spec"))]:
+    globals()[_name].__module__ = __name__
+del _name, _EAGER

@@ -6,14 +6,7 @@ A condition travels untouched from the caller to the backbone: it is never scale
 >>> import torch
 >>> from tensordict import TensorDict
 >>> import diffusion_schemes as ds
->>> class Backbone(torch.nn.Module):
-...     def __init__(self):
-...         super().__init__()
-...         self.net = torch.nn.Conv2d(3 + 1, 3, 1)
-...         self.vec = torch.nn.Linear(4, 3)
-...     def forward(self, x, t, condition=None):
-...         return self.net(x) + self.vec(condition)[:, :, None, None]
->>> model = ds.ConcatConditionWrapper(Backbone())
+>>> model = ds.ConcatConditionWrapper(CondBackbone())
 >>> condition = TensorDict(
 ...     {"cond_concat": torch.rand(2, 1, 8, 8), "cond_vec": torch.rand(2, 4)}, batch_size=[2]
 ... )
@@ -29,7 +22,7 @@ import torch
 
 from ._errors import ConditionError
 
-__all__ = ["ConcatConditionWrapper", "check_condition"]
+__all__ = ["ConcatConditionWrapper"]
 
 
 def check_condition(condition: Any, batch_size: int) -> None:
@@ -37,12 +30,12 @@ def check_condition(condition: Any, batch_size: int) -> None:
 
     >>> import torch
     >>> import diffusion_schemes as ds
-    >>> ds.check_condition(None, 2)
-    >>> ds.check_condition(torch.zeros(2, 5), 2)
-    >>> ds.check_condition(torch.zeros(3, 5), 2)
+    >>> check_condition(None, 2)
+    >>> check_condition(torch.zeros(2, 5), 2)
+    >>> check_condition(torch.zeros(3, 5), 2)
     Traceback (most recent call last):
       ...
-    diffusion_schemes._errors.ConditionError: the condition's batch size is 3 but the latent's is 2; ...
+    diffusion_schemes.ConditionError: the condition's batch size is 3 but the latent's is 2; ...
     """
     if condition is None:
         return

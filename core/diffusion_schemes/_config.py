@@ -1,6 +1,5 @@
 """Config-by-name for downstream frameworks: spec types to embed in their own pydantic models.
 
->>> from typing import Optional
 >>> from pydantic import BaseModel
 >>> import diffusion_schemes as ds
 >>> class SamplerConfig(BaseModel):
@@ -42,7 +41,7 @@ weighting
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Union
 
 from pydantic import TypeAdapter
@@ -233,4 +232,32 @@ class _WeightingRefOf:
 #: Field type for a weighting inside a spec: ``"default"`` (the scheme's own), ``None``
 #: (uniform), a registered name (``"sigmoid"``) or a config (``{"name": "sigmoid", "bias": 1}``).
 #: Names and configs are validated against the installed weightings.
-WeightingRef = Annotated[Union[str, dict, None], _WeightingRefOf()]
+WeightingRef = Annotated[Any, _WeightingRefOf()]  # a weighting object is kept as given
+
+
+def resolve_weighting(weighting: Any, default: Callable[[], Any] | None = None) -> Any:
+    """The weighting object a config names: the one place a weighting reference is resolved.
+
+    ``None`` stays ``None`` (uniform); ``"default"`` calls ``default`` (the scheme's own; ``None``
+    when there is none); a registered name, a config mapping or a spec is built through the
+    registry; any other callable ``w(log_snr, schedule=None)`` is used as given.
+
+    >>> import diffusion_schemes as ds
+    >>> from diffusion_schemes._config import resolve_weighting
+    >>> resolve_weighting({"name": "sigmoid", "bias": 1.0}), resolve_weighting(None)
+    (SigmoidWeighting(bias=1.0), None)
+    >>> resolve_weighting("default", default=lambda: "the scheme's own")
+    "the scheme's own"
+    """
+    if weighting is None:
+        return None
+    if isinstance(weighting, str) and weighting == "default":
+        return default() if default is not None else None
+    if isinstance(weighting, (str, dict)) or hasattr(weighting, "model_dump"):
+        return registry.create("weighting", weighting)
+    if callable(weighting):
+        return weighting
+    raise TypeError(
+        f"weighting must be 'default', None, a registered name, a config mapping or a callable "
+        f"w(log_snr, schedule=None); got {weighting!r}"
+    )

@@ -32,6 +32,7 @@ import torch
 from ._compose import check_prediction_type, check_shared_parameters
 from ._errors import PairingError
 from ._preconditioner import BaseAffinePreconditioner, compute_dtype
+from ._shape import append_dims
 
 __all__ = ["DENOISING_TYPES", "Denoiser", "make_denoiser"]
 
@@ -169,7 +170,7 @@ class Denoiser:
         out = predict(self.predictor, self.schedule, x, sigma)
         if self.prediction_type == "x0":
             return out
-        sigma_b = sigma.reshape(-1, *([1] * (x.ndim - 1))).to(x.dtype)
+        sigma_b = append_dims(sigma, x.ndim).to(x.dtype)
         if self.prediction_type == "epsilon":
             return x - sigma_b * out
         return x + sigma_b**2 * out  # score of the unscaled latent
@@ -189,7 +190,7 @@ class Denoiser:
         rate = self.schedule.noise_level_derivative(t) / sigma
         if self.denoising_type == "sde":
             rate = 2 * rate
-        rate = rate.reshape(-1, *([1] * (x.ndim - 1))) if rate.ndim else rate
+        rate = append_dims(rate, x.ndim)
         return rate.to(x.dtype) * (x - self.x0_sigma(x, sigma))
 
     def __repr__(self) -> str:

@@ -46,7 +46,7 @@ class UnknownKindError(DiffusionSchemesError, ValueError):
     >>> ds.create("sampler", "heun")
     Traceback (most recent call last):
       ...
-    diffusion_schemes._errors.UnknownKindError: unknown scheme kind 'sampler'. Did you mean 'solver'? ...
+    diffusion_schemes.UnknownKindError: unknown scheme kind 'sampler'. Did you mean 'solver'? ...
     """
 
 
@@ -60,7 +60,7 @@ class UnknownSchemeError(DiffusionSchemesError, LookupError):
     >>> ds.create("solver", "hune")
     Traceback (most recent call last):
       ...
-    diffusion_schemes._errors.UnknownSchemeError: no solver named 'hune' is installed. Did you mean 'heun'? ...
+    diffusion_schemes.UnknownSchemeError: no solver named 'hune' is installed. Did you mean 'heun'? ...
     >>> try:
     ...     ds.create("solver", "hune")
     ... except ds.UnknownSchemeError as exc:
@@ -87,7 +87,7 @@ class SchemeConfigError(DiffusionSchemesError, ValueError):
     >>> ds.create("solver", {"name": "edm_stochastic_heun", "S_churn": -1})
     Traceback (most recent call last):
       ...
-    diffusion_schemes._errors.SchemeConfigError: invalid config for solver 'edm_stochastic_heun' (EDMStochasticHeunSpec):
+    diffusion_schemes.SchemeConfigError: invalid config for solver 'edm_stochastic_heun' (EDMStochasticHeunSpec):
       - S_churn: Input should be greater than or equal to 0 (got -1)
     ...
     >>> try:
@@ -116,7 +116,7 @@ class SchemeConflictError(DiffusionSchemesError, LookupError):
     ...     ds.create("weighting", "twice")
     Traceback (most recent call last):
       ...
-    diffusion_schemes._errors.SchemeConflictError: weighting 'twice' is registered by several distributions (dist-a, dist-b), ...
+    diffusion_schemes.SchemeConflictError: weighting 'twice' is registered by several distributions (dist-a, dist-b), ...
     """
 
     def __str__(self) -> str:
@@ -146,7 +146,7 @@ class PluginError(DiffusionSchemesError, RuntimeError):
     ...     shutil.rmtree(site)
     Traceback (most recent call last):
       ...
-    diffusion_schemes._errors.PluginError: diffusion-schemes plugin distribution 'broken-plugin' (no_such_module) is skipped: failed to load: ModuleNotFoundError: ...
+    diffusion_schemes.PluginError: diffusion-schemes plugin distribution 'broken-plugin' (no_such_module) is skipped: failed to load: ModuleNotFoundError: ...
     """
 
 
@@ -157,7 +157,7 @@ class DomainError(DiffusionSchemesError, ValueError):
     >>> ds.create("noise_schedule", "ve").get_log_snr(-1.0)
     Traceback (most recent call last):
       ...
-    diffusion_schemes._errors.DomainError: ve: diffusion time t=[-1.0] is outside (0, inf), ...
+    diffusion_schemes.DomainError: ve: diffusion time t=[-1.0] is outside (0, inf), ...
     """
 
 
@@ -174,7 +174,7 @@ class PairingError(DiffusionSchemesError, ValueError):
     >>> ds.MSEDSMLoss(precond, ds.create("noise_schedule", "vp"))
     Traceback (most recent call last):
       ...
-    diffusion_schemes._errors.PairingError: the 'vp' preconditioner and the 'vp' schedule disagree on the noise level: ...
+    diffusion_schemes.PairingError: the 'vp' preconditioner and the 'vp' schedule disagree on the noise level: ...
     """
 
 
@@ -183,10 +183,11 @@ class ConditionError(DiffusionSchemesError, ValueError):
 
     >>> import torch
     >>> import diffusion_schemes as ds
-    >>> ds.check_condition({"label": torch.zeros(2)}, batch_size=2)
+    >>> from diffusion_schemes._conditioning import check_condition
+    >>> check_condition({"label": torch.zeros(2)}, batch_size=2)
     Traceback (most recent call last):
       ...
-    diffusion_schemes._errors.ConditionError: a condition must be a Tensor, a TensorDict or None, got dict. ...
+    diffusion_schemes.ConditionError: a condition must be a Tensor, a TensorDict or None, got dict. ...
     """
 
 

@@ -12,7 +12,7 @@ A plugin is a module (or any object) exposed under the entry-point group
 below (for the core only). Both belong to the ``diffusion_schemes`` project of pluggy:
 
 >>> from diffusion_schemes import _hookspecs
->>> ds.hookimpl.project_name, ds.hookspec.project_name
+>>> ds.hookimpl.project_name, _hookspecs.hookspec.project_name
 ('diffusion_schemes', 'diffusion_schemes')
 >>> hasattr(register_schemes, "diffusion_schemes_impl")
 True
@@ -25,6 +25,8 @@ from __future__ import annotations
 from typing import Any
 
 import pluggy
+
+__all__ = ["hookimpl"]
 
 PROJECT = "diffusion_schemes"
 

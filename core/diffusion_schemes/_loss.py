@@ -15,12 +15,6 @@ The seed 000 pipeline, with a small backbone of our own:
 >>> from functools import partial
 >>> import diffusion_schemes as ds
 >>> from diffusion_schemes_edm import EDMNoiseSchedule, EDMPreconditioner
->>> class Backbone(torch.nn.Module):
-...     def __init__(self, channels):
-...         super().__init__()
-...         self.net = torch.nn.Conv2d(channels, channels, 1)
-...     def forward(self, x, t, condition=None):
-...         return self.net(x)
 >>> scheduler = EDMNoiseSchedule()
 >>> precond = EDMPreconditioner(Backbone(3), sigma_data=0.5)
 >>> loss_fn = ds.MSEDSMLoss(precond, scheduler)
@@ -37,13 +31,6 @@ torch.Size([4, 3, 8, 8])
 With an image and a vector condition through :class:`ConcatConditionWrapper`:
 
 >>> from tensordict import TensorDict
->>> class CondBackbone(torch.nn.Module):
-...     def __init__(self):
-...         super().__init__()
-...         self.net = torch.nn.Conv2d(3 + 1, 3, 1)
-...         self.vec = torch.nn.Linear(4, 3)
-...     def forward(self, x, t, condition=None):
-...         return self.net(x) + self.vec(condition)[:, :, None, None]
 >>> precond = EDMPreconditioner(ds.ConcatConditionWrapper(CondBackbone()), sigma_data=0.5)
 >>> condition = TensorDict({"cond_concat": torch.rand(1, 1, 8, 8), "cond_vec": torch.rand(1, 4)}, batch_size=[1])
 >>> precond(torch.rand(1, 3, 8, 8), torch.rand(1), condition).shape
@@ -54,7 +41,6 @@ torch.Size([])
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -63,9 +49,9 @@ from ._compose import check_prediction_type, check_shared_parameters
 from ._conditioning import check_condition
 from ._denoiser import check_pair, predict
 from ._preconditioner import compute_dtype
-from ._registry import registry
-from ._specs import SchemeSpec
+from ._config import resolve_weighting
 from ._weighting import weight_for
+from ._shape import append_dims
 
 __all__ = ["PREDICTION_TYPES", "REDUCTIONS", "MSEDSMLoss"]
 
@@ -75,16 +61,10 @@ REDUCTIONS = ("mean", "sum", "none")
 
 
 def _resolve_weighting(weighting: Any) -> Any:
+    """None (the schedule's) and numbers (constant weights) stay; the rest is a weighting reference."""
     if weighting is None or isinstance(weighting, (int, float)) and not isinstance(weighting, bool):
         return weighting
-    if isinstance(weighting, (str, Mapping, SchemeSpec)):
-        return registry.create("weighting", weighting)
-    if callable(weighting):
-        return weighting
-    raise TypeError(
-        f"weighting must be None (the schedule's), a number (a constant weight; 1.0 for none), a registered "
-        f"name, a config mapping, a spec or a callable w(log_snr, schedule=None); got {weighting!r}"
-    )
+    return resolve_weighting(weighting)
 
 
 class MSEDSMLoss(torch.nn.Module):
@@ -98,12 +78,11 @@ class MSEDSMLoss(torch.nn.Module):
         noise_schedule: gives ``t`` (``sample_time``), ``lambda(t)`` and the default weighting.
         prediction_type: ``"x0"`` (a preconditioner's output, and the only type a preconditioner
             trains for), ``"epsilon"``, ``"v"`` or ``"score"`` (for a plain model).
-        weighting: ``None``: the schedule's weighting, converted to ``prediction_type``
-            (``noise_schedule.loss_weight``; a schedule built with ``weighting=None`` gives
-            weight 1). A number: that constant weight, so ``weighting=1.0`` is the unweighted
+        weighting: ``None`` or ``"default"``: the schedule's weighting, converted to
+            ``prediction_type`` (a schedule built with ``weighting=None`` gives weight 1). A number: that constant weight, so ``weighting=1.0`` is the unweighted
             loss on ``prediction_type``. A registered name, a config mapping, a spec or a
-            :class:`BaseWeighting`: its weight, converted from its ``loss_type`` with
-            :func:`convert_weight`.
+            :class:`BaseWeighting`: its weight, converted from its ``loss_type``
+            (``_weighting.weight_for``, the one place a weight meets a prediction type).
         reduction: ``"mean"``, ``"sum"`` or ``"none"`` (elementwise, shaped like ``x0``).
         low_discrepancy: draw the batch's times stratified, ``u_i = (i + U) / B`` with one
             ``U ~ U(0, 1)``, mapped by the schedule's ``time_from_uniform(u)`` (its training
@@ -162,9 +141,7 @@ class MSEDSMLoss(torch.nn.Module):
 
     def weight(self, log_snr: torch.Tensor) -> torch.Tensor:
         """The weight of each sample's loss at ``log_snr``, for :attr:`prediction_type`."""
-        w = self.weighting
-        if w is None:
-            return self.noise_schedule.loss_weight_at(log_snr, self.prediction_type)
+        w = self.noise_schedule.weighting if self.weighting is None else self.weighting
         if isinstance(w, (int, float)):
             return torch.full_like(log_snr, float(w))
         return weight_for(w, log_snr, self.prediction_type, schedule=self.noise_schedule)
@@ -203,11 +180,10 @@ class MSEDSMLoss(torch.nn.Module):
             raise ValueError(f"noise must be shaped like x0 {tuple(x0.shape)}, got {tuple(noise.shape)}")
         log_snr = self.noise_schedule.get_log_snr(t, training=True).to(compute_dtype(x0.dtype))
         level = torch.exp(-log_snr / 2)
-        shape = (batch, *([1] * (x0.ndim - 1)))
-        x_hat = x0 + level.reshape(shape).to(x0.dtype) * noise
+        x_hat = x0 + append_dims(level, x0.ndim).to(x0.dtype) * noise
         out = predict(self.model, self.noise_schedule, x_hat, level, t, condition, **model_kwargs)
-        target = self.target(x0, noise, log_snr.reshape(shape))
-        weight = self.weight(log_snr).to(log_snr.dtype).reshape(shape)
+        target = self.target(x0, noise, append_dims(log_snr, x0.ndim))
+        weight = append_dims(self.weight(log_snr).to(log_snr.dtype), x0.ndim)
         loss = weight * (out.to(weight.dtype) - target.to(weight.dtype)) ** 2
         if self.reduction == "mean":
             return loss.mean()

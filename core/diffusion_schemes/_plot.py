@@ -135,15 +135,13 @@ def preconditioner_curves(precond: Any, sigma_min: float = 0.002, sigma_max: flo
 
 def weighting_curves(weighting: Any, lam: torch.Tensor, schedule: Any = None) -> dict:
     """The weighting at log-SNR values ``lam``, converted to every loss type (keyed by loss type)."""
-    from ._weighting import convert_weight
+    from ._weighting import weight_for
 
     try:
-        w = torch.as_tensor(weighting(lam, schedule=schedule)).double()
+        return {target: weight_for(weighting, lam, target, schedule=schedule).double() for target in _loss_types()}
     except (ValueError, TypeError) as exc:
         hint = " Pass a noise schedule with --schedule NAME." if schedule is None else ""
         raise DiffusionSchemesError(f"cannot evaluate the weighting {weighting!r}: {exc}.{hint}") from exc
-    source = getattr(weighting, "loss_type", "epsilon")
-    return {target: convert_weight(w, lam, source, target) for target in _loss_types()}
 
 
 # ---------------------------------------------------------------------------------------------- drawing

@@ -6,12 +6,6 @@ not the noise level, the map ``sigma(t)``); the base class does the rest and its
 
 >>> import torch
 >>> import diffusion_schemes as ds
->>> class Backbone(torch.nn.Module):
-...     def __init__(self, channels):
-...         super().__init__()
-...         self.net = torch.nn.Conv2d(channels, channels, 1)
-...     def forward(self, x, t, condition=None):
-...         return self.net(x)
 >>> class MyPreconditioner(ds.BaseAffinePreconditioner):
 ...     def compute_coefficients(self, sigma):
 ...         c_skip = 1 / (sigma**2 + 1)
@@ -72,8 +66,9 @@ import torch
 from ._conditioning import check_condition
 from ._errors import DomainError
 from ._specs import SpecBacked
+from ._shape import append_dims
 
-__all__ = ["BaseAffinePreconditioner", "compute_dtype"]
+__all__ = ["BaseAffinePreconditioner"]
 
 _FINAL = ("forward", "forward_sigma")
 
@@ -83,7 +78,7 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
 
     >>> import torch
     >>> import diffusion_schemes as ds
-    >>> ds.compute_dtype(torch.bfloat16), ds.compute_dtype(torch.float64), ds.compute_dtype(torch.int64)
+    >>> compute_dtype(torch.bfloat16), compute_dtype(torch.float64), compute_dtype(torch.int64)
     (torch.float32, torch.float64, torch.float32)
     """
     return torch.promote_types(dtype, torch.float32) if dtype.is_floating_point else torch.float32
@@ -145,7 +140,7 @@ class BaseAffinePreconditioner(SpecBacked, torch.nn.Module, abc.ABC):
     >>> precond(torch.ones(1, 2), torch.tensor([0.0]))
     Traceback (most recent call last):
       ...
-    diffusion_schemes._errors.DomainError: a preconditioner needs noise levels > 0, got [0.0]; ...
+    diffusion_schemes.DomainError: a preconditioner needs noise levels > 0, got [0.0]; ...
     """
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -158,10 +153,21 @@ class BaseAffinePreconditioner(SpecBacked, torch.nn.Module, abc.ABC):
                     "level) instead, or write a plain torch.nn.Module satisfying DiffusionModel"
                 )
 
-    def __init__(self, model: torch.nn.Module, meta: Any = None) -> None:
+    def __init__(self, model: torch.nn.Module, *args: Any, meta: Any = None, **kwargs: Any) -> None:
         super().__init__()
         self.model = model
+        if self._built_from_spec(args, kwargs):  # the other arguments are the spec's fields
+            self._bind_spec(args, kwargs)
+        elif len(args) == 1 and meta is None and not kwargs:
+            meta = args[0]
+        elif args or kwargs:
+            raise TypeError(
+                f"{type(self).__qualname__} takes model and meta (it has no spec_class), "
+                f"got {len(args)} more positional and {sorted(kwargs)} keyword arguments"
+            )
         self.meta = meta
+
+    __repr__ = torch.nn.Module.__repr__  # the module tree, not SpecBacked's one-line repr
 
     def sigma(self, t: torch.Tensor) -> torch.Tensor:
         """Map diffusion time to noise level; the identity unless a scheme overrides it."""
@@ -202,7 +208,7 @@ class BaseAffinePreconditioner(SpecBacked, torch.nn.Module, abc.ABC):
         All stay in the dtype of ``sigma`` (the caller casts).
         """
         batch = sigma.shape[0]
-        sigma_b = sigma.reshape(batch, *([1] * (ndim - 1)))
+        sigma_b = append_dims(sigma, ndim)
         c_in, c_noise, c_out, c_skip = self.compute_coefficients(sigma_b)
         if not (isinstance(c_noise, torch.Tensor) and c_noise.shape == sigma_b.shape
                 and c_noise.dtype == sigma.dtype and c_noise.device == sigma.device):

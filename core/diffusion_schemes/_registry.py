@@ -51,9 +51,9 @@ from ._errors import (
     UnknownKindError,
     UnknownSchemeError,
 )
-from ._specs import KINDS, SchemeSpec
+from ._specs import KINDS, SchemeSpec, validate_spec
 
-__all__ = ["ENTRY_POINT_GROUP", "PluginStatus", "Registry", "SchemeInfo", "registry"]
+__all__ = ["create", "list_schemes", "parse_spec", "registry"]
 
 ENTRY_POINT_GROUP = "diffusion_schemes"
 CORE_DISTRIBUTION = "diffusion-schemes"
@@ -218,11 +218,9 @@ class Registry:
 
     def _collect(self, plugin: Any, dist: str, version: str, entry: str, core: bool = False) -> None:
         assert self._pm is not None
-        impls = [i for i in self._pm.hook.register_schemes.get_hookimpls() if i.plugin is plugin]
         try:
             found: list[tuple[str, str, type[SchemeSpec]]] = []
-            for impl in impls:
-                result = impl.function()
+            for result in call_plugin_hook(self._pm, "register_schemes", plugin):
                 if result is None:
                     continue
                 if isinstance(result, (str, bytes)) or not hasattr(result, "__iter__"):
@@ -377,35 +375,11 @@ class Registry:
             raise SchemeConfigError(
                 f"the {kind} config {dict(config)!r} is missing 'name'. Add one of: {', '.join(self.names(kind))}"
             )
-        name = config["name"]
-        spec_cls = self.lookup(kind, name)
-        from pydantic import ValidationError
-
-        try:
-            return spec_cls.model_validate(dict(config))
-        except ValidationError as exc:
-            raise SchemeConfigError(_format_validation(kind, name, spec_cls, exc), errors=exc.errors()) from None
+        return validate_spec(self.lookup(kind, config["name"]), dict(config))
 
     def create(self, kind: str, config: Any, **kwargs: Any) -> Any:
         """Validate ``config`` and build the scheme: ``parse_spec(kind, config).build(**kwargs)``."""
         return self.parse_spec(kind, config).build(**kwargs)
-
-
-def _format_validation(kind: str, name: str, spec_cls: type[SchemeSpec], exc: Any) -> str:
-    fields = [f for f in spec_cls.model_fields if f != "name"]
-    lines = [f"invalid config for {kind} {name!r} ({spec_cls.__qualname__}):"]
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "(config)"
-        if err["type"] == "extra_forbidden":
-            close = difflib.get_close_matches(str(err["loc"][-1]), fields, n=1, cutoff=0.5)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            lines.append(
-                f"  - {loc}: unknown field.{hint} The fields of {name!r} are: {', '.join(fields) or '(none)'}"
-            )
-        else:
-            lines.append(f"  - {loc}: {err['msg']} (got {err.get('input')!r})")
-    lines.append(f"Run `diffusion-schemes show {kind} {name}` for the fields, their types, defaults and constraints.")
-    return "\n".join(lines)
 
 
 def check_kind(kind: str) -> str:
@@ -415,6 +389,19 @@ def check_kind(kind: str) -> str:
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise UnknownKindError(f"unknown scheme kind {kind!r}.{hint} The kinds are: {', '.join(KINDS)}")
     return kind
+
+
+def call_plugin_hook(pm: pluggy.PluginManager, hook: str, plugin: Any, **kwargs: Any) -> list[Any]:
+    """Call ``hook`` through pluggy for ``plugin`` alone, so each result is attributed to its plugin.
+
+    >>> import diffusion_schemes as ds
+    >>> from diffusion_schemes import _builtins
+    >>> pm = ds.registry.plugin_manager()
+    >>> [spec.scheme_name() for spec in call_plugin_hook(pm, "register_schemes", _builtins)[0]][:2]
+    ['snr', 'likelihood_weighting']
+    """
+    others = [p for p in pm.get_plugins() if p is not plugin]
+    return pm.subset_hook_caller(hook, remove_plugins=others)(**kwargs)
 
 
 def _dist_info(ep: metadata.EntryPoint) -> tuple[str, str]:
@@ -467,6 +454,6 @@ def create(kind: str, config: Any, **kwargs: Any) -> Any:
     >>> ds.create("solver", "nope")
     Traceback (most recent call last):
       ...
-    diffusion_schemes._errors.UnknownSchemeError: no solver named 'nope' is installed. ...
+    diffusion_schemes.UnknownSchemeError: no solver named 'nope' is installed. ...
     """
     return registry.create(kind, config, **kwargs)

@@ -62,7 +62,7 @@ def resolve_solver(solver: Any, options: Mapping[str, Any] | None = None) -> Bas
     >>> resolve_solver("heun", {"S_churn": 1.0})
     Traceback (most recent call last):
       ...
-    diffusion_schemes._errors.SchemeConfigError: invalid config for solver 'heun' (HeunSpec):
+    diffusion_schemes.SchemeConfigError: invalid config for solver 'heun' (HeunSpec):
     ...
     """
     options = dict(options or {})

@@ -52,9 +52,12 @@ from typing import Any
 import torch
 
 from ._errors import DomainError
+from ._shape import append_dims
 from ._specs import SpecBacked
+from ._config import resolve_weighting
+from ._weighting import SNRWeighting, weight_for
 
-__all__ = ["VARIANCE_TYPES", "BaseNoiseSchedule"]
+__all__ = ["BaseNoiseSchedule"]
 
 #: ``preserving``: ``alpha^2 + sigma^2 = 1``; ``exploding``: ``alpha = 1``; ``custom``: the
 #: schedule overrides :meth:`BaseNoiseSchedule.get_alpha_sigma` (e.g. flow matching).
@@ -87,16 +90,27 @@ class BaseNoiseSchedule(SpecBacked, abc.ABC):
 
     #: The open interval of times where lambda(t) is finite; times outside it are an error.
     t_limits: tuple[float, float] = (0.0, math.inf)
+    #: The variance type of a schedule built from a spec (one written by hand passes it).
+    variance_type: str = "custom"
 
-    def __init__(self, name: str, variance_type: str, weighting: Any = None) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if self._built_from_spec(args, kwargs):  # the arguments are the spec's fields
+            spec = self._bind_spec(args, kwargs)
+            name, variance_type, weighting = spec.name, type(self).variance_type, getattr(spec, "weighting", None)
+        else:
+            name, variance_type, weighting = self._unspecced(*args, **kwargs)
         if variance_type not in VARIANCE_TYPES:
             raise ValueError(f"variance_type must be one of {VARIANCE_TYPES}, got {variance_type!r}")
         if variance_type == "custom" and type(self).get_alpha_sigma is BaseNoiseSchedule.get_alpha_sigma:
             raise TypeError(f"{type(self).__name__} has variance_type 'custom' and must override get_alpha_sigma")
         self.name = name
         self.variance_type = variance_type
-        self.weighting_config = weighting
-        self.weighting = self._resolve_weighting(weighting)
+        self.weighting = resolve_weighting(weighting, self.default_weighting)
+
+    @staticmethod
+    def _unspecced(name: str, variance_type: str, weighting: Any = None) -> tuple[str, str, Any]:
+        """The arguments of a schedule without ``spec_class``: its name, variance type and weighting."""
+        return name, variance_type, weighting
 
     # ------------------------------------------------------------------ to implement
     @abc.abstractmethod
@@ -318,41 +332,7 @@ class BaseNoiseSchedule(SpecBacked, abc.ABC):
         >>> ds.create("noise_schedule", "vp").default_weighting()
         SNRWeighting()
         """
-        from ._registry import registry
-
-        return registry.create("weighting", "snr")
-
-    def _resolve_weighting(self, weighting: Any) -> Any:
-        if weighting is None:
-            return None
-        if isinstance(weighting, str) and weighting == "default":
-            return self.default_weighting()
-        if isinstance(weighting, (str, dict)) or hasattr(weighting, "model_dump"):
-            from ._registry import registry
-
-            return registry.create("weighting", weighting)
-        if callable(weighting):
-            return weighting
-        raise TypeError(
-            f"weighting must be 'default', None, a registered name, a config mapping or a callable "
-            f"w(log_snr, schedule=None); got {weighting!r}"
-        )
-
-    def get_weights_for_snr(self, log_snr: Any) -> torch.Tensor:
-        """The weighting at ``log_snr`` in its own loss type (ones when there is none).
-
-        >>> import torch
-        >>> import diffusion_schemes as ds
-        >>> vp = ds.create("noise_schedule", {"name": "vp", "weighting": "sigmoid"})
-        >>> vp.get_weights_for_snr(torch.tensor([2.0]))          # sigmoid(2 - lambda), epsilon-loss
-        tensor([0.5000])
-        >>> ds.create("noise_schedule", {"name": "vp", "weighting": None}).get_weights_for_snr(torch.tensor([2.0]))
-        tensor([1.])
-        """
-        log_snr = self._log_snr(log_snr)
-        if self.weighting is None:
-            return torch.ones_like(log_snr)
-        return self.weighting(log_snr, schedule=self)
+        return SNRWeighting()
 
     def loss_weight(self, t: Any, prediction_type: str = "x0") -> torch.Tensor:
         """The loss weight at times ``t`` for a loss on ``prediction_type`` (converted from the weighting's own).
@@ -365,20 +345,7 @@ class BaseNoiseSchedule(SpecBacked, abc.ABC):
         >>> ve.loss_weight(torch.tensor([0.5, 2.0]), "epsilon")  # the same objective on epsilon
         tensor([1., 1.])
         """
-        return self.loss_weight_at(self.get_log_snr(t, training=True), prediction_type)
-
-    def loss_weight_at(self, log_snr: Any, prediction_type: str = "x0") -> torch.Tensor:
-        """:meth:`loss_weight` from the log-SNR directly (for a caller that already has it).
-
-        >>> import torch
-        >>> import diffusion_schemes as ds
-        >>> ve = ds.create("noise_schedule", "ve")
-        >>> ve.loss_weight_at(-2 * torch.tensor([0.5, 2.0]).log(), "epsilon")
-        tensor([1., 1.])
-        """
-        from ._weighting import weight_for
-
-        return weight_for(self.weighting, self._log_snr(log_snr), prediction_type, schedule=self)
+        return weight_for(self.weighting, self.get_log_snr(t, training=True), prediction_type, schedule=self)
 
     # ------------------------------------------------------------------ training and sampling helpers
     def add_noise(
@@ -397,7 +364,7 @@ class BaseNoiseSchedule(SpecBacked, abc.ABC):
         """
         if noise is None:
             noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-        lam = self._broadcast(self.get_log_snr(t, training=True), x0)
+        lam = append_dims(self.get_log_snr(t, training=True), x0.ndim)
         alpha, sigma = self.get_alpha_sigma(lam)
         return (alpha * x0 + sigma * noise).to(x0.dtype)
 
@@ -448,32 +415,6 @@ class BaseNoiseSchedule(SpecBacked, abc.ABC):
         return make_denoiser(self, **kwargs)
 
     # ------------------------------------------------------------------ config
-    def get_config(self) -> dict[str, Any]:
-        """The constructor arguments (JSON-serialisable); ``from_config`` rebuilds an equal schedule.
-
-        >>> import diffusion_schemes as ds
-        >>> vp = ds.create("noise_schedule", {"name": "vp", "weighting": {"name": "sigmoid", "bias": 1}})
-        >>> config = vp.get_config()
-        >>> config["beta_d"], config["weighting"]
-        (19.9, {'name': 'sigmoid', 'bias': 1.0})
-        """
-        return {}
-
-    def _weighting_config(self) -> Any:
-        """The weighting as given, in a JSON-serialisable form for :meth:`get_config`."""
-        w = self.weighting_config
-        if w is None or isinstance(w, (str, dict)):
-            return w
-        if hasattr(w, "model_dump"):
-            return w.model_dump(mode="json")
-        try:
-            return w.spec.model_dump(mode="json")
-        except (AttributeError, NotImplementedError) as exc:
-            raise TypeError(
-                f"the weighting {w!r} cannot be described by name, so this schedule's config cannot be "
-                "serialised; pass the weighting by name or config instead"
-            ) from exc
-
     @classmethod
     def from_config(cls, config: dict[str, Any], custom_objects: Any = None) -> BaseNoiseSchedule:
         """Rebuild a schedule from :meth:`get_config`.
@@ -489,10 +430,6 @@ class BaseNoiseSchedule(SpecBacked, abc.ABC):
         return type(self) is type(other) and self.get_config() == other.get_config()  # type: ignore[union-attr]
 
     __hash__ = object.__hash__
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
 
     # ------------------------------------------------------------------ validation
     def validate(self, num: int = 257) -> None:
@@ -517,41 +454,9 @@ class BaseNoiseSchedule(SpecBacked, abc.ABC):
           - sampling: lambda(t) is not decreasing near t=0.02
         ...
         """
-        problems = []
-        for training in (False, True):
-            lo, hi = self.domain(training)
-            where = "training" if training else "sampling"
-            if not (lo < hi):
-                problems.append(f"{where} domain ({lo}, {hi}) is empty")
-                continue
-            t = torch.linspace(lo, hi, num, dtype=torch.float64)
-            lam = self.get_log_snr(t, training)
-            if not bool(torch.isfinite(lam).all()):
-                problems.append(f"{where}: lambda(t) not finite at t={t[~torch.isfinite(lam)].tolist()[:4]}")
-                continue
-            if not bool((lam[1:] < lam[:-1]).all()):
-                bad = int((lam[1:] >= lam[:-1]).nonzero()[0])
-                problems.append(f"{where}: lambda(t) is not decreasing near t={float(t[bad]):.6g}")
-            back = self.get_t_from_log_snr(lam, training)
-            err = ((back - t).abs() / t.abs().clamp_min(1e-12)).max()
-            if not float(err) < 1e-6:
-                problems.append(
-                    f"{where}: get_t_from_log_snr(get_log_snr(t)) differs from t by {float(err):.2e} (relative)"
-                )
-            if not training:
-                level_err = (self.noise_level(t) / torch.exp(-lam / 2) - 1).abs().max()
-                if not float(level_err) < 1e-6:
-                    problems.append(f"{where}: noise_level(t) differs from exp(-lambda(t)/2) by {float(level_err):.2e}")
-            dlam = self.dlog_snr_dt(t, training)
-            if not bool(torch.isfinite(dlam).all()):
-                problems.append(f"{where}: d lambda/dt not finite")
-            elif type(self).dlog_snr_dt is not BaseNoiseSchedule.dlog_snr_dt:  # a closed form: check it
-                auto = BaseNoiseSchedule.dlog_snr_dt(self, t, training)
-                d_err = ((dlam - auto).abs() / auto.abs().clamp_min(1e-12)).max()
-                if not float(d_err) < 1e-6:
-                    problems.append(f"{where}: dlog_snr_dt differs from autograd of get_log_snr by {float(d_err):.2e}")
-        if problems:
-            raise ValueError(f"noise schedule {self.name!r} is invalid:\n  - " + "\n  - ".join(problems))
+        from ._schedule_checks import check_schedule
+
+        check_schedule(self, BaseNoiseSchedule.dlog_snr_dt, num)
 
     # ------------------------------------------------------------------ helpers for subclasses
     def _t(self, t: Any, training: bool = False) -> torch.Tensor:
@@ -582,13 +487,13 @@ class BaseNoiseSchedule(SpecBacked, abc.ABC):
         return log_snr
 
     @staticmethod
+    def _step_fractions(num_steps: int, device: Any = None) -> torch.Tensor:
+        """``i / (N - 1)`` for ``i = 0 .. N - 1`` in float64 (``[0]`` for one step); N must be >= 1."""
+        if num_steps < 1:
+            raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+        return torch.arange(num_steps, dtype=torch.float64, device=device) / max(num_steps - 1, 1)
+
+    @staticmethod
     def _with_zero(t: torch.Tensor) -> torch.Tensor:
         """Append the final 0 to ``num_steps`` sampling times."""
         return torch.cat([t, torch.zeros_like(t[:1])])
-
-    @staticmethod
-    def _broadcast(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        """``(B,)`` (or scalar) values shaped ``(B, 1, ..., 1)`` to broadcast against ``like``."""
-        if values.ndim == 0:
-            return values
-        return values.reshape(values.shape[0], *([1] * (like.ndim - 1)))

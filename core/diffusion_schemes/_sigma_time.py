@@ -51,8 +51,12 @@ class SigmaTimeSchedule(BaseNoiseSchedule):
     tensor([0.5000, 2.0000])
     """
 
-    def __init__(self, name: str, weighting: Any = None) -> None:
-        super().__init__(name, "exploding", weighting)
+    variance_type = "exploding"
+
+    @staticmethod
+    def _unspecced(name: str, weighting: Any = None) -> tuple[str, str, Any]:
+        """A schedule without ``spec_class`` passes its name and weighting."""
+        return name, "exploding", weighting
 
     def get_log_snr(self, t: Any, training: bool = False) -> torch.Tensor:
         """``lambda(t) = -2 ln t``.

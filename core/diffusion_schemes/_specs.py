@@ -24,22 +24,18 @@ valu
 
 from __future__ import annotations
 
+import difflib
 import inspect
+import sys
 import typing
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, SerializationInfo, model_serializer
+from pydantic import BaseModel, ConfigDict, SerializationInfo, model_serializer, model_validator
 
-__all__ = [
-    "KINDS",
-    "NoiseScheduleSpec",
-    "PreconditionerSpec",
-    "SchemeSpec",
-    "SolverSpec",
-    "SpecBacked",
-    "WeightingSpec",
-]
+from ._errors import SchemeConfigError
+
+__all__ = ["NoiseScheduleSpec", "PreconditionerSpec", "SchemeSpec", "SolverSpec", "SpecBacked", "WeightingSpec"]
 
 #: The kinds of scheme, in the order they are listed.
 KINDS: tuple[str, ...] = ("preconditioner", "noise_schedule", "weighting", "solver")
@@ -78,7 +74,18 @@ class SchemeSpec(BaseModel):
     shared_parameters: ClassVar[tuple[str, ...] | Mapping[str, str]] = ()
     #: The family whose schemes share :attr:`shared_parameters`; empty means the scheme name.
     shared_family: ClassVar[str] = ""
+    #: The name of the class :meth:`build` constructs, looked up (lazily) in the spec's module.
+    builds: ClassVar[str] = ""
+    #: Pairs of fields ``(low, high)`` that must satisfy ``low < high``.
+    ordered: ClassVar[tuple[tuple[str, str], ...]] = ()
     name: str
+
+    @model_validator(mode="after")
+    def _check_ordered(self) -> SchemeSpec:
+        for low, high in self.ordered:
+            if not getattr(self, low) < getattr(self, high):
+                raise ValueError(f"{low} ({getattr(self, low)}) must be below {high} ({getattr(self, high)})")
+        return self
 
     @model_serializer(mode="wrap")
     def _keep_name(self, handler: Any, info: SerializationInfo) -> Any:
@@ -132,9 +139,18 @@ class SchemeSpec(BaseModel):
         """The fields other than ``name``, as keyword arguments for the built object."""
         return {k: getattr(self, k) for k in type(self).model_fields if k != "name"}
 
+    def _implementation(self) -> Any:
+        """The class named by :attr:`builds`, from the spec's own module (a lazy export imports it)."""
+        if not self.builds:
+            raise NotImplementedError(
+                f"{type(self).__qualname__} does not implement build(); set builds to the name of the "
+                "class it constructs (exported by the spec's module) or override build()"
+            )
+        return getattr(sys.modules[type(self).__module__], self.builds)
+
     def build(self, **kwargs: Any) -> Any:
-        """Build the object this spec describes (implemented by each scheme)."""
-        raise NotImplementedError(f"{type(self).__qualname__} does not implement build()")
+        """Build the object this spec describes: ``builds`` called with the spec's fields."""
+        return self._implementation()(**kwargs, **self.params())
 
 
 def _without_model_serializer(schema: Any) -> Any:
@@ -160,21 +176,18 @@ class PreconditionerSpec(SchemeSpec):
 
     kind: ClassVar[str] = "preconditioner"
 
-    def build(self, model: Any) -> Any:  # pragma: no cover - abstract
+    def build(self, model: Any) -> Any:
         """Wrap ``model`` in the preconditioner this spec describes."""
-        raise NotImplementedError(f"{type(self).__qualname__} does not implement build(model)")
+        return self._implementation()(model, **self.params())
 
 
 class NoiseScheduleSpec(SchemeSpec):
     """Spec of a noise schedule; ``build()`` takes no argument.
 
     >>> import diffusion_schemes as ds
-    >>> spec = ds.parse_spec("noise_schedule", "ve")
-    >>> isinstance(spec, ds.NoiseScheduleSpec), spec.kind
-    (True, 'noise_schedule')
-    >>> schedule = spec.build()
-    >>> isinstance(schedule, ds.BaseNoiseSchedule), schedule.spec == spec
-    (True, True)
+    >>> spec = ds.parse_spec("noise_schedule", {"name": "ve", "sigma_max": 50})
+    >>> spec.kind, spec.build().domain(), spec.build().spec == spec
+    ('noise_schedule', (0.02, 50.0), True)
     """
 
     kind: ClassVar[str] = "noise_schedule"
@@ -185,11 +198,8 @@ class WeightingSpec(SchemeSpec):
 
     >>> import torch
     >>> import diffusion_schemes as ds
-    >>> spec = ds.parse_spec("weighting", "snr")
-    >>> isinstance(spec, ds.WeightingSpec), spec.kind
-    (True, 'weighting')
-    >>> spec.build()(torch.tensor([0.0]))
-    tensor([1.])
+    >>> ds.parse_spec("weighting", "snr").kind, ds.create("weighting", "snr")(torch.tensor([0.0]))
+    ('weighting', tensor([1.]))
     """
 
     kind: ClassVar[str] = "weighting"
@@ -210,11 +220,16 @@ class SolverSpec(SchemeSpec):
 
 
 class SpecBacked:
-    """Mixin for objects that can give back the spec they are (re)built from.
+    """Mixin for objects built from a spec: the spec is the single source of their parameters.
 
-    Set ``spec_class`` to the spec type and implement :meth:`get_config` to return its
-    fields (without ``name``); ``obj.spec`` is then the validated spec, so a checkpoint
-    can store ``obj.spec.model_dump()`` and rebuild the object by name.
+    Set ``spec_class``; the base classes of the core (:class:`BaseAffinePreconditioner`,
+    :class:`BaseNoiseSchedule`, :class:`BaseWeighting`) then take the spec's fields as
+    constructor arguments (positional in field order, or by keyword), validate them through
+    the spec (the same :class:`SchemeConfigError` as :func:`diffusion_schemes.create`), keep
+    the spec as ``obj.spec`` and each field as an attribute. ``get_config()`` and ``repr``
+    derive from the spec, so a checkpoint can store ``obj.spec.model_dump()`` and rebuild the
+    object by name. (A class that writes its own ``get_config`` keeps its own constructor;
+    ``obj.spec`` is then validated from that config.)
 
     >>> import diffusion_schemes as ds
     >>> solver = ds.create("solver", {"name": "edm_stochastic_euler", "S_churn": 0})
@@ -228,17 +243,116 @@ class SpecBacked:
     """
 
     spec_class: ClassVar[type[SchemeSpec] | None] = None
+    _spec: SchemeSpec | None = None
+
+    @classmethod
+    def _built_from_spec(cls, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+        """Whether the constructor's arguments are the spec's fields.
+
+        Not for a class that writes its own ``get_config`` (it keeps its own constructor), nor
+        for arguments given to a class whose spec has no field (a hand-written base call).
+        """
+        if cls.spec_class is None or cls.get_config is not SpecBacked.get_config:
+            return False
+        return len(cls.spec_class.model_fields) > 1 or not (args or kwargs)
+
+    def _bind_spec(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> SchemeSpec:
+        """Validate constructor arguments through ``spec_class``; keep the spec and its fields."""
+        assert self.spec_class is not None
+        fields = [f for f in self.spec_class.model_fields if f != "name"]
+        owner = type(self).__qualname__
+        if len(args) > len(fields):
+            raise TypeError(f"{owner} takes at most {len(fields)} positional arguments ({', '.join(fields)}), got {len(args)}")
+        config = dict(zip(fields, args))
+        twice = sorted(set(config) & set(kwargs))
+        if twice:
+            raise TypeError(f"{owner} got several values for {', '.join(twice)}")
+        config.update(kwargs)
+        spec = validate_spec(self.spec_class, config)
+        for key, value in spec.params().items():
+            setattr(self, key, value)
+        # an object given for a field (a weighting) is described by its own spec when asked
+        self._spec = spec if all(_plain(v) for v in spec.params().values()) else None
+        self._config = spec.params()
+        return spec
 
     def get_config(self) -> dict[str, Any]:
-        """The spec's fields other than ``name`` (JSON-serialisable)."""
-        return {}
+        """The spec's fields other than ``name``, JSON-serialisable.
+
+        >>> import diffusion_schemes as ds
+        >>> ds.create("noise_schedule", {"name": "ve", "sigma_max": 50}).get_config()
+        {'sigma_min': 0.02, 'sigma_max': 50.0, 'weighting': 'default'}
+        """
+        return {key: _jsonable(value) for key, value in getattr(self, "_config", {}).items()}
 
     @property
     def spec(self) -> SchemeSpec:
         """The spec that rebuilds this object by name."""
+        if self._spec is not None:
+            return self._spec
         if self.spec_class is None:
             raise NotImplementedError(
                 f"{type(self).__qualname__} has no spec_class, so it cannot be described by name; "
                 "set spec_class to the spec type that builds it"
             )
         return self.spec_class.model_validate(self.get_config())
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+def _plain(value: Any) -> bool:
+    return value is None or isinstance(value, (str, int, float, bool, list, dict, tuple))
+
+
+def _jsonable(value: Any) -> Any:
+    """A spec field's value in JSON form; an object built from a spec becomes that spec's config."""
+    if isinstance(value, SchemeSpec):
+        return value.model_dump(mode="json")
+    if _plain(value):
+        return value
+    try:
+        return value.spec.model_dump(mode="json")
+    except (AttributeError, NotImplementedError) as exc:
+        raise TypeError(
+            f"{value!r} cannot be described by name, so this object's config cannot be serialised; "
+            "pass it by name or config instead"
+        ) from exc
+
+
+def validate_spec(spec_cls: type[SchemeSpec], config: dict[str, Any]) -> SchemeSpec:
+    """``spec_cls`` validated from ``config``; a :class:`SchemeConfigError` that names each bad field.
+
+    >>> from diffusion_schemes._weighting import SNRWeightingSpec
+    >>> validate_spec(SNRWeightingSpec, {"bias": 1})
+    Traceback (most recent call last):
+      ...
+    diffusion_schemes.SchemeConfigError: invalid config for weighting 'snr' (SNRWeightingSpec):
+      - bias: unknown field. The fields of 'snr' are: (none)
+    ...
+    """
+    from pydantic import ValidationError
+
+    name = spec_cls.scheme_name()
+    try:
+        return spec_cls.model_validate({"name": name, **config})
+    except ValidationError as exc:
+        raise SchemeConfigError(_format_validation(spec_cls.kind, name, spec_cls, exc), errors=exc.errors()) from None
+
+
+def _format_validation(kind: str, name: str, spec_cls: type[SchemeSpec], exc: Any) -> str:
+    fields = [f for f in spec_cls.model_fields if f != "name"]
+    lines = [f"invalid config for {kind} {name!r} ({spec_cls.__qualname__}):"]
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(config)"
+        if err["type"] == "extra_forbidden":
+            close = difflib.get_close_matches(str(err["loc"][-1]), fields, n=1, cutoff=0.5)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            lines.append(
+                f"  - {loc}: unknown field.{hint} The fields of {name!r} are: {', '.join(fields) or '(none)'}"
+            )
+        else:
+            lines.append(f"  - {loc}: {err['msg']} (got {err.get('input')!r})")
+    lines.append(f"Run `diffusion-schemes show {kind} {name}` for the fields, their types, defaults and constraints.")
+    return "\n".join(lines)

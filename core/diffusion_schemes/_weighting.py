@@ -21,15 +21,14 @@ tensor([1., 1., 1.])
 from __future__ import annotations
 
 import abc
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 
-from ._builtins import LikelihoodWeightingSpec, SNRWeightingSpec
-from ._specs import SpecBacked
+from ._specs import SpecBacked, WeightingSpec
 
-__all__ = ["LOSS_TYPES", "BaseWeighting", "LikelihoodWeighting", "SNRWeighting", "convert_weight", "weight_for"]
+__all__ = ["BaseWeighting"]
 
 #: The loss types (prediction targets) a weighting can be written for.
 LOSS_TYPES = ("epsilon", "x0", "v", "score")
@@ -56,11 +55,11 @@ def convert_weight(weight: torch.Tensor, log_snr: torch.Tensor, source: str, tar
     >>> import torch
     >>> import diffusion_schemes as ds
     >>> lam = torch.tensor([0.0, 2.0], dtype=torch.float64)
-    >>> w_x0 = ds.convert_weight(torch.ones(2, dtype=torch.float64), lam, "epsilon", "x0")
+    >>> w_x0 = convert_weight(torch.ones(2, dtype=torch.float64), lam, "epsilon", "x0")
     >>> w_x0
     tensor([1.0000, 7.3891], dtype=torch.float64)
-    >>> w_v = ds.convert_weight(w_x0, lam, "x0", "v")
-    >>> ds.convert_weight(w_v, lam, "v", "epsilon")
+    >>> w_v = convert_weight(w_x0, lam, "x0", "v")
+    >>> convert_weight(w_v, lam, "v", "epsilon")
     tensor([1., 1.], dtype=torch.float64)
     """
     if source == target:
@@ -90,7 +89,7 @@ class BaseWeighting(SpecBacked, abc.ABC):
     """A loss weighting written for ``loss_type``; called as ``w(log_snr, schedule=None)``.
 
     Subclasses set ``loss_type`` and implement :meth:`weight`; give them a ``spec_class``
-    and ``get_config`` to make them buildable by name.
+    to make them buildable by name (its fields become the constructor's arguments).
 
     >>> import torch
     >>> import diffusion_schemes as ds
@@ -103,6 +102,12 @@ class BaseWeighting(SpecBacked, abc.ABC):
     """
 
     loss_type: ClassVar[str] = "epsilon"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if self._built_from_spec(args, kwargs):
+            self._bind_spec(args, kwargs)
+        elif args or kwargs:
+            raise TypeError(f"{type(self).__qualname__} takes no arguments (it has no spec_class)")
 
     @abc.abstractmethod
     def weight(self, log_snr: torch.Tensor, schedule: Any = None) -> torch.Tensor:
@@ -130,9 +135,36 @@ class BaseWeighting(SpecBacked, abc.ABC):
         """
         return weight_for(self, torch.as_tensor(log_snr), to, schedule=schedule)
 
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
+
+
+class SNRWeightingSpec(WeightingSpec):
+    """1/sigma^2 on the x0-loss (uniform on epsilon): Karras et al. 2022, Table 1, VE/VP/iDDPM.
+
+    >>> import torch
+    >>> weighting = SNRWeightingSpec().build()
+    >>> weighting, weighting.loss_type, weighting(torch.tensor([0.0, 2.0]))   # exp(lambda) = 1 / sigma^2
+    (SNRWeighting(), 'x0', tensor([1.0000, 7.3891]))
+    """
+
+    name: Literal["snr"] = "snr"
+    builds = "SNRWeighting"
+
+
+class LikelihoodWeightingSpec(WeightingSpec):
+    """-d lambda/dt on the epsilon-loss: likelihood weighting (Song et al. 2021).
+
+    >>> import torch
+    >>> import diffusion_schemes as ds
+    >>> ds.parse_spec("weighting", "likelihood_weighting")
+    LikelihoodWeightingSpec(name='likelihood_weighting')
+    >>> weighting = ds.create("weighting", "likelihood_weighting")
+    >>> ve = ds.create("noise_schedule", "ve")                   # t = sigma: -d lambda/dt = 2 / t
+    >>> weighting(ve.get_log_snr(torch.tensor([1.0, 0.5])), schedule=ve)
+    tensor([2., 4.])
+    """
+
+    name: Literal["likelihood_weighting"] = "likelihood_weighting"
+    builds = "LikelihoodWeighting"
 
 
 class SNRWeighting(BaseWeighting):

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ._errors import DiffusionSchemesError, PluginWarning
-from ._registry import ENV_ALLOW, ENV_BLOCK, ENV_STRICT, registry
+from ._registry import ENV_ALLOW, ENV_BLOCK, ENV_STRICT, call_plugin_hook, registry
 from ._specs import KINDS
 
 EXIT_OK = 0
@@ -120,12 +120,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_schema)
     p = sub.add_parser("doctor", help="report every plugin distribution and every conflict")
     p.set_defaults(func=cmd_doctor)
+    from ._plot import add_parser  # the core's own ``plot`` (matplotlib is imported only when drawing)
+
+    add_parser(sub)
     pm = registry.plugin_manager()
-    for impl in pm.hook.register_commands.get_hookimpls():
+    for name, plugin in pm.list_name_plugin():
         try:
-            impl.function(cli=sub)
+            call_plugin_hook(pm, "register_commands", plugin, cli=sub)
         except Exception as exc:  # noqa: BLE001 - one plugin's commands never break the CLI
-            warnings.warn(f"plugin {impl.plugin_name!r} failed to add its commands: {exc}", PluginWarning, stacklevel=2)
+            warnings.warn(f"plugin {name!r} failed to add its commands: {exc}", PluginWarning, stacklevel=2)
     return parser
 
 

@@ -18,6 +18,8 @@ from typing import Any
 
 import torch
 
+from .._shape import append_dims
+
 __all__ = ["Context", "ProbeBackbone", "compare", "fmt", "time_grid"]
 
 
@@ -120,7 +122,7 @@ class ProbeBackbone(torch.nn.Module):
     @staticmethod
     def reference(x: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
         """The probe's output for these inputs (what the preconditioner's ``F`` returns)."""
-        return torch.sin(x) + torch.tanh(c_noise).reshape(-1, *([1] * (x.ndim - 1))).to(x.dtype)
+        return torch.sin(x) + append_dims(torch.tanh(c_noise), x.ndim).to(x.dtype)
 
     def forward(self, x: torch.Tensor, c_noise: torch.Tensor, condition: Any = None, **kwargs: Any) -> torch.Tensor:
         if not torch.compiler.is_compiling():

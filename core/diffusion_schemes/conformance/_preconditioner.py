@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from .._errors import DomainError
+from .._shape import append_dims
 from ._context import compare, fmt, time_grid
 from ._report import invariant
 
@@ -49,7 +50,7 @@ def _mid_time(ctx: Any) -> torch.Tensor:
 
 def _latent(ctx: Any, t: torch.Tensor, shape: tuple[int, ...], dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """Unscaled latents ``x0 + noise_level(t) eps`` for unit-variance data."""
-    level = ctx.schedule.noise_level(t).to(torch.float64).reshape(-1, *([1] * (len(shape) - 1)))
+    level = append_dims(ctx.schedule.noise_level(t).to(torch.float64), len(shape))
     g = ctx.generator
     x = torch.randn(shape, generator=g, dtype=torch.float64) * (1 + level**2).sqrt()
     return x.to(dtype)
@@ -57,7 +58,7 @@ def _latent(ctx: Any, t: torch.Tensor, shape: tuple[int, ...], dtype: torch.dtyp
 
 def _coefficients(precond: Any, sigma: torch.Tensor, ndim: int):
     """The scheme's ``(c_in, c_noise, c_out, c_skip)`` in float64, broadcast for latents of ``ndim`` dims."""
-    sigma_b = sigma.to(torch.float64).reshape(-1, *([1] * (ndim - 1)))
+    sigma_b = append_dims(sigma.to(torch.float64), ndim)
     c_in, c_noise, c_out, c_skip = precond.compute_coefficients(sigma_b)
     as64 = lambda c: torch.broadcast_to(torch.as_tensor(c, dtype=torch.float64), sigma_b.shape)  # noqa: E731
     return as64(c_in), as64(c_noise).reshape(-1), as64(c_out), as64(c_skip)

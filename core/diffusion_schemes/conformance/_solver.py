@@ -21,6 +21,8 @@ from typing import Any
 
 import torch
 
+from .._shape import append_dims
+
 from ._context import fmt
 from ._reference import ReferenceSchedule
 from ._report import invariant
@@ -52,7 +54,7 @@ class GaussianProblem:
         """The exact ``D(x; sigma)``; the reference schedule's time is the noise level. Records each call."""
         t = torch.as_tensor(t)
         self.calls.append(t.detach().reshape(-1)[:1].clone())
-        sigma = t.reshape(-1, *([1] * (x.ndim - 1))).to(x.dtype) if t.ndim else t.to(x.dtype)
+        sigma = append_dims(t, x.ndim).to(x.dtype)
         return self.mu + self.s**2 / (self.s**2 + sigma**2) * (x - self.mu)
 
     def denoiser(self) -> Any:

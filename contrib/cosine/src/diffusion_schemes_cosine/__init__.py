@@ -15,11 +15,12 @@ This module only declares the spec; building the schedule imports its implementa
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field, model_validator
 
 import diffusion_schemes as ds
+from diffusion_schemes.lazy import lazy_exports
 
 __all__ = ["CosineNoiseSchedule", "CosineNoiseScheduleSpec"]
 
@@ -28,6 +29,8 @@ class CosineNoiseScheduleSpec(ds.NoiseScheduleSpec):
     """Shifted cosine schedule: lambda = -2 log tan(pi t/2) + 2 shift, clipped (Kingma & Gao 2023)."""
 
     name: Literal["cosine"] = "cosine"
+    builds = "CosineNoiseSchedule"
+    ordered = (("log_snr_min", "log_snr_max"),)
     shift: float = Field(
         0.0, description="Shift of lambda (2*shift is added); log(64/d) for resolution d in simple diffusion."
     )
@@ -35,26 +38,10 @@ class CosineNoiseScheduleSpec(ds.NoiseScheduleSpec):
     log_snr_max: float = Field(15.0, description="Highest log-SNR (at the smallest time).")
     weighting: ds.WeightingRef = Field("default", description="Loss weighting: 'default', None, a name or a config.")
 
-    @model_validator(mode="after")
-    def _ordered(self) -> CosineNoiseScheduleSpec:
-        if not self.log_snr_min < self.log_snr_max:
-            raise ValueError(f"log_snr_min ({self.log_snr_min}) must be below log_snr_max ({self.log_snr_max})")
-        return self
-
-    def build(self) -> Any:
-        from ._schedule import CosineNoiseSchedule
-
-        return CosineNoiseSchedule(**self.params())
-
 
 @ds.hookimpl
 def register_schemes() -> list[type[ds.SchemeSpec]]:
     return [CosineNoiseScheduleSpec]
 
 
-def __getattr__(name: str) -> Any:
-    if name == "CosineNoiseSchedule":
-        from ._schedule import CosineNoiseSchedule
-
-        return CosineNoiseSchedule
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, {"CosineNoiseSchedule": "._schedule"})

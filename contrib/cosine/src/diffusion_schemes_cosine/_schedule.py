@@ -12,7 +12,7 @@ import diffusion_schemes as ds
 from . import CosineNoiseScheduleSpec
 
 
-class CosineNoiseSchedule(ds.BaseNoiseSchedule):
+class CosineNoiseSchedule(ds.UniformTimeSchedule):
     """Variance preserving, ``lambda(t) = -2 log tan(pi t / 2) + 2 shift`` for ``t`` in ``[t_min, t_max]``.
 
     The cosine schedule ``alpha^2 = cos^2(pi t / 2)`` has ``lambda = -2 log tan(pi t / 2)``
@@ -34,16 +34,12 @@ class CosineNoiseSchedule(ds.BaseNoiseSchedule):
 
     spec_class = CosineNoiseScheduleSpec
     t_limits = (0.0, 1.0)
+    variance_type = "preserving"
 
-    def __init__(
-        self, shift: float = 0.0, log_snr_min: float = -15.0, log_snr_max: float = 15.0, weighting: Any = "default"
-    ) -> None:
-        if not log_snr_min < log_snr_max:
-            raise ValueError(f"log_snr_min ({log_snr_min}) must be below log_snr_max ({log_snr_max})")
-        self.shift, self.log_snr_min, self.log_snr_max = float(shift), float(log_snr_min), float(log_snr_max)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.t_min = self._time(self.log_snr_max)
         self.t_max = self._time(self.log_snr_min)
-        super().__init__("cosine", "preserving", weighting)
 
     def _time(self, log_snr: float) -> float:
         return 2 / math.pi * math.atan(math.exp(self.shift - log_snr / 2))
@@ -61,21 +57,3 @@ class CosineNoiseSchedule(ds.BaseNoiseSchedule):
 
     def domain(self, training: bool = False) -> tuple[float, float]:
         return self.t_min, self.t_max
-
-    def time_from_uniform(self, u: torch.Tensor) -> torch.Tensor:
-        """The inverse CDF of the training times (uniform on ``[t_min, t_max]``) at ``u`` in ``[0, 1)``."""
-        return self.t_min + (self.t_max - self.t_min) * torch.as_tensor(u, dtype=torch.float64)
-
-    def timesteps(self, num_steps: int, device: Any = None) -> torch.Tensor:
-        if num_steps < 1:
-            raise ValueError(f"num_steps must be >= 1, got {num_steps}")
-        i = torch.arange(num_steps, dtype=torch.float64, device=device) / max(num_steps - 1, 1)
-        return self._with_zero(self.t_max + i * (self.t_min - self.t_max))
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            "shift": self.shift,
-            "log_snr_min": self.log_snr_min,
-            "log_snr_max": self.log_snr_max,
-            "weighting": self._weighting_config(),
-        }

@@ -17,19 +17,16 @@ This module only declares the specs; building one imports its implementation.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field, model_validator
 
 import diffusion_schemes as ds
+from diffusion_schemes.lazy import lazy_exports
 
 __all__ = [
-    "FlowMatchingNoiseSchedule",
-    "FlowMatchingNoiseScheduleSpec",
-    "FlowMatchingPreconditioner",
-    "FlowMatchingPreconditionerSpec",
-    "VelocityWeighting",
-    "VelocityWeightingSpec",
+    "FlowMatchingNoiseSchedule", "FlowMatchingNoiseScheduleSpec", "FlowMatchingPreconditioner",
+    "FlowMatchingPreconditionerSpec", "VelocityWeighting", "VelocityWeightingSpec",
 ]
 
 
@@ -37,44 +34,27 @@ class FlowMatchingNoiseScheduleSpec(ds.NoiseScheduleSpec):
     """Rectified flow: alpha = 1 - t, sigma = t, uniform t for training and sampling (Liu et al. 2023)."""
 
     name: Literal["flow_matching"] = "flow_matching"
+    builds = "FlowMatchingNoiseSchedule"
+    ordered = (("t_min", "t_max"),)
     t_min: float = Field(1e-3, gt=0, lt=1, description="Smallest time (highest log-SNR) for training and sampling.")
     t_max: float = Field(0.999, gt=0, lt=1, description="Largest time (lowest log-SNR); 1 would be pure noise.")
     weighting: ds.WeightingRef = Field(
         "default", description="Loss weighting: 'default' (uniform on the velocity), None, a name or a config."
     )
 
-    @model_validator(mode="after")
-    def _ordered(self) -> FlowMatchingNoiseScheduleSpec:
-        if not self.t_min < self.t_max:
-            raise ValueError(f"t_min ({self.t_min}) must be below t_max ({self.t_max})")
-        return self
-
-    def build(self) -> Any:
-        from ._schedule import FlowMatchingNoiseSchedule
-
-        return FlowMatchingNoiseSchedule(**self.params())
-
 
 class FlowMatchingPreconditionerSpec(ds.PreconditionerSpec):
     """Velocity-predicting network as an x0-predictor: D = (1 - t) x - t F((1 - t) x, t)."""
 
     name: Literal["flow_matching"] = "flow_matching"
-
-    def build(self, model: Any) -> Any:
-        from ._preconditioner import FlowMatchingPreconditioner
-
-        return FlowMatchingPreconditioner(model)
+    builds = "FlowMatchingPreconditioner"
 
 
 class VelocityWeightingSpec(ds.WeightingSpec):
     """Uniform weight on the flow-matching velocity loss: (1 + exp(lambda/2))^2 on the x0-loss."""
 
     name: Literal["flow_matching_velocity"] = "flow_matching_velocity"
-
-    def build(self) -> Any:
-        from ._weighting import VelocityWeighting
-
-        return VelocityWeighting()
+    builds = "VelocityWeighting"
 
 
 @ds.hookimpl
@@ -89,9 +69,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name], __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

@@ -24,6 +24,7 @@ from __future__ import annotations
 from typing import Any
 
 import diffusion_schemes as ds
+from diffusion_schemes.lazy import lazy_exports
 
 __all__ = [
     "MLP",
@@ -75,15 +76,4 @@ def register_commands(cli: Any) -> None:
     add_commands(cli)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

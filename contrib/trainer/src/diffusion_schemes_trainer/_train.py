@@ -111,8 +111,7 @@ class _Trainer:
             net = torch.nn.parallel.DistributedDataParallel(self.backbone, device_ids=ids)
         self.precond = ds.create("preconditioner", config.preconditioner, model=net)
         self.schedule = ds.create("noise_schedule", config.noise_schedule)
-        weighting = None if config.weighting == "default" else config.weighting
-        self.loss_fn = ds.MSEDSMLoss(self.precond, self.schedule, weighting=weighting)
+        self.loss_fn = ds.MSEDSMLoss(self.precond, self.schedule, weighting=config.weighting)
         opt = config.optimizer
         cls = torch.optim.AdamW if opt.name == "adamw" else torch.optim.Adam
         self.optimizer = cls(self.backbone.parameters(), lr=opt.lr, betas=opt.betas, weight_decay=opt.weight_decay)

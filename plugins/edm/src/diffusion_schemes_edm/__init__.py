@@ -14,19 +14,16 @@ This module only declares the specs; building one imports its implementation.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field, model_validator
 
 import diffusion_schemes as ds
+from diffusion_schemes.lazy import lazy_exports
 
 __all__ = [
-    "EDMNoiseSchedule",
-    "EDMNoiseScheduleSpec",
-    "EDMPreconditioner",
-    "EDMPreconditionerSpec",
-    "EDMWeighting",
-    "EDMWeightingSpec",
+    "EDMNoiseSchedule", "EDMNoiseScheduleSpec", "EDMPreconditioner",
+    "EDMPreconditionerSpec", "EDMWeighting", "EDMWeightingSpec",
 ]
 
 _SIGMA_DATA = Field(0.5, gt=0, description="Standard deviation of the training data.")
@@ -36,19 +33,17 @@ class EDMPreconditionerSpec(ds.PreconditionerSpec):
     """EDM preconditioner (Karras et al. 2022, Table 1): unit-variance input and target."""
 
     name: Literal["edm"] = "edm"
+    builds = "EDMPreconditioner"
     sigma_data: float = _SIGMA_DATA
     shared_parameters = ("sigma_data",)  # one sigma_data across the EDM family
-
-    def build(self, model: Any) -> Any:
-        from ._preconditioner import EDMPreconditioner
-
-        return EDMPreconditioner(model, **self.params())
 
 
 class EDMNoiseScheduleSpec(ds.NoiseScheduleSpec):
     """EDM schedule: t = sigma, rho-ramp sampling, log-normal training (Karras et al. 2022)."""
 
     name: Literal["edm"] = "edm"
+    builds = "EDMNoiseSchedule"
+    ordered = (("sigma_min", "sigma_max"),)
     sigma_min: float = Field(0.002, gt=0, description="Lowest sampling noise level.")
     sigma_max: float = Field(80.0, gt=0, description="Highest sampling noise level.")
     rho: float = Field(7.0, gt=0, description="Curvature of the sampling ramp (eq. 5).")
@@ -58,29 +53,14 @@ class EDMNoiseScheduleSpec(ds.NoiseScheduleSpec):
     P_std: float = Field(1.2, gt=0, description="Standard deviation of ln(sigma) during training.")
     weighting: ds.WeightingRef = Field("default", description="Loss weighting: 'default' (EDM's), None, a name or a config.")
 
-    @model_validator(mode="after")
-    def _ordered(self) -> EDMNoiseScheduleSpec:
-        if not self.sigma_min < self.sigma_max:
-            raise ValueError(f"sigma_min ({self.sigma_min}) must be below sigma_max ({self.sigma_max})")
-        return self
-
-    def build(self) -> Any:
-        from ._schedule import EDMNoiseSchedule
-
-        return EDMNoiseSchedule(**self.params())
-
 
 class EDMWeightingSpec(ds.WeightingSpec):
     """EDM loss weight (sigma^2 + sigma_data^2) / (sigma sigma_data)^2 on the x0-loss."""
 
     name: Literal["edm"] = "edm"
+    builds = "EDMWeighting"
     sigma_data: float = _SIGMA_DATA
     shared_parameters = ("sigma_data",)  # one sigma_data across the EDM family
-
-    def build(self) -> Any:
-        from ._weighting import EDMWeighting
-
-        return EDMWeighting(**self.params())
 
 
 @ds.hookimpl
@@ -88,16 +68,7 @@ def register_schemes() -> list[type[ds.SchemeSpec]]:
     return [EDMPreconditionerSpec, EDMNoiseScheduleSpec, EDMWeightingSpec]
 
 
-_LAZY = {
-    "EDMPreconditioner": "._preconditioner",
-    "EDMNoiseSchedule": "._schedule",
-    "EDMWeighting": "._weighting",
-}
+_LAZY = {"EDMPreconditioner": "._preconditioner", "EDMNoiseSchedule": "._schedule", "EDMWeighting": "._weighting"}
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name], __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

@@ -22,12 +22,6 @@ class EDMPreconditioner(ds.BaseAffinePreconditioner):
 
     >>> import torch
     >>> from diffusion_schemes_edm import EDMPreconditioner
-    >>> class Backbone(torch.nn.Module):
-    ...     def __init__(self, channels):
-    ...         super().__init__()
-    ...         self.net = torch.nn.Conv2d(channels, channels, 1)
-    ...     def forward(self, x, t, condition=None):
-    ...         return self.net(x)
     >>> precond = EDMPreconditioner(Backbone(3), sigma_data=0.5)
     >>> precond(torch.randn(2, 3, 16, 16), torch.rand(2) + 0.01, condition=None).shape
     torch.Size([2, 3, 16, 16])
@@ -36,12 +30,6 @@ class EDMPreconditioner(ds.BaseAffinePreconditioner):
     spec_class = EDMPreconditionerSpec
     unit_variance = ("input", "target")  # for data of std sigma_data: Karras et al. 2022, eqs. 114-118
 
-    def __init__(self, model: Any, sigma_data: float = 0.5, meta: Any = None) -> None:
-        super().__init__(model, meta)
-        if not sigma_data > 0:
-            raise ValueError(f"sigma_data must be > 0, got {sigma_data}")
-        self.sigma_data = float(sigma_data)
-
     def compute_coefficients(self, sigma: torch.Tensor):
         sd = self.sigma_data
         c_in = (sigma**2 + sd**2).rsqrt()  # 1 / sqrt(sigma^2 + sigma_data^2), shared by three coefficients
@@ -49,6 +37,3 @@ class EDMPreconditioner(ds.BaseAffinePreconditioner):
         c_out = sigma * sd * c_in
         c_noise = sigma.log() / 4
         return c_in, c_noise, c_out, c_skip
-
-    def get_config(self) -> dict[str, Any]:
-        return {"sigma_data": self.sigma_data}

@@ -29,24 +29,6 @@ class EDMNoiseSchedule(ds.SigmaTimeSchedule):
 
     spec_class = EDMNoiseScheduleSpec
 
-    def __init__(
-        self,
-        sigma_min: float = 0.002,
-        sigma_max: float = 80.0,
-        rho: float = 7.0,
-        sigma_data: float = 0.5,
-        P_mean: float = -1.2,
-        P_std: float = 1.2,
-        weighting: Any = "default",
-    ) -> None:
-        if not 0 < sigma_min < sigma_max:
-            raise ValueError(f"need 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
-        if not (rho > 0 and sigma_data > 0 and P_std > 0):
-            raise ValueError("rho, sigma_data and P_std must be > 0")
-        self.sigma_min, self.sigma_max, self.rho = float(sigma_min), float(sigma_max), float(rho)
-        self.sigma_data, self.P_mean, self.P_std = float(sigma_data), float(P_mean), float(P_std)
-        super().__init__("edm", weighting)
-
     def domain(self, training: bool = False) -> tuple[float, float]:
         if training:  # ln sigma within 4.5 standard deviations: all but ~7e-6 of the draws
             return math.exp(self.P_mean - 4.5 * self.P_std), math.exp(self.P_mean + 4.5 * self.P_std)
@@ -58,23 +40,10 @@ class EDMNoiseSchedule(ds.SigmaTimeSchedule):
         return torch.exp(self.P_mean + self.P_std * torch.special.ndtri(u))
 
     def timesteps(self, num_steps: int, device: Any = None) -> torch.Tensor:
-        if num_steps < 1:
-            raise ValueError(f"num_steps must be >= 1, got {num_steps}")
-        i = torch.arange(num_steps, dtype=torch.float64, device=device)
+        i = self._step_fractions(num_steps, device)
         inv_rho = 1 / self.rho
-        ramp = self.sigma_max**inv_rho + i / max(num_steps - 1, 1) * (self.sigma_min**inv_rho - self.sigma_max**inv_rho)
+        ramp = self.sigma_max**inv_rho + i * (self.sigma_min**inv_rho - self.sigma_max**inv_rho)
         return self._with_zero(ramp**self.rho)
 
     def default_weighting(self) -> Any:
         return ds.create("weighting", {"name": "edm", "sigma_data": self.sigma_data})
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            "sigma_min": self.sigma_min,
-            "sigma_max": self.sigma_max,
-            "rho": self.rho,
-            "sigma_data": self.sigma_data,
-            "P_mean": self.P_mean,
-            "P_std": self.P_std,
-            "weighting": self._weighting_config(),
-        }

@@ -27,13 +27,5 @@ class EDMWeighting(ds.BaseWeighting):
     loss_type = "x0"
     spec_class = EDMWeightingSpec
 
-    def __init__(self, sigma_data: float = 0.5) -> None:
-        if not sigma_data > 0:
-            raise ValueError(f"sigma_data must be > 0, got {sigma_data}")
-        self.sigma_data = float(sigma_data)
-
     def weight(self, log_snr: torch.Tensor, schedule: Any = None) -> torch.Tensor:
         return torch.exp(log_snr) + 1 / self.sigma_data**2
-
-    def get_config(self) -> dict[str, Any]:
-        return {"sigma_data": self.sigma_data}

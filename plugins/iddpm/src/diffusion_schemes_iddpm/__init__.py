@@ -16,18 +16,16 @@ This module only declares the specs; building one imports its implementation.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field, model_validator
 
 import diffusion_schemes as ds
+from diffusion_schemes.lazy import lazy_exports
 
 __all__ = [
-    "IDDPMNoiseSchedule",
-    "IDDPMNoiseScheduleSpec",
-    "IDDPMPreconditioner",
-    "IDDPMPreconditionerSpec",
-    "noise_level_table",
+    "IDDPMNoiseSchedule", "IDDPMNoiseScheduleSpec", "IDDPMPreconditioner",
+    "IDDPMPreconditionerSpec", "noise_level_table",
 ]
 
 _C_1 = Field(0.001, gt=0, le=1, description="Lowest ratio alpha_bar(j-1)/alpha_bar(j) (clips the table at low j).")
@@ -45,14 +43,10 @@ class IDDPMPreconditionerSpec(ds.PreconditionerSpec):
     """
 
     name: Literal["iddpm"] = "iddpm"
+    builds = "IDDPMPreconditioner"
     C_1: float = _C_1
     C_2: float = _C_2
     M: int = _M
-
-    def build(self, model: Any) -> Any:
-        from ._preconditioner import IDDPMPreconditioner
-
-        return IDDPMPreconditioner(model, **self.params())
 
 
 class IDDPMNoiseScheduleSpec(ds.NoiseScheduleSpec):
@@ -64,6 +58,7 @@ class IDDPMNoiseScheduleSpec(ds.NoiseScheduleSpec):
     """
 
     name: Literal["iddpm"] = "iddpm"
+    builds = "IDDPMNoiseSchedule"
     C_1: float = _C_1
     C_2: float = _C_2
     M: int = _M
@@ -78,27 +73,13 @@ class IDDPMNoiseScheduleSpec(ds.NoiseScheduleSpec):
             raise ValueError(f"j0 ({self.j0}) must be below M - 1 ({self.M - 1})")
         return self
 
-    def build(self) -> Any:
-        from ._schedule import IDDPMNoiseSchedule
-
-        return IDDPMNoiseSchedule(**self.params())
-
 
 @ds.hookimpl
 def register_schemes() -> list[type[ds.SchemeSpec]]:
     return [IDDPMPreconditionerSpec, IDDPMNoiseScheduleSpec]
 
 
-_LAZY = {
-    "IDDPMPreconditioner": "._preconditioner",
-    "IDDPMNoiseSchedule": "._schedule",
-    "noise_level_table": "._table",
-}
+_LAZY = {"IDDPMPreconditioner": "._preconditioner", "IDDPMNoiseSchedule": "._schedule", "noise_level_table": "._table"}
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name], __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

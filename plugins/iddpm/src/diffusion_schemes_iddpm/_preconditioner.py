@@ -24,12 +24,6 @@ class IDDPMPreconditioner(ds.EpsilonPreconditioner):
 
     >>> import torch
     >>> from diffusion_schemes_iddpm import IDDPMPreconditioner, noise_level_table
-    >>> class Backbone(torch.nn.Module):
-    ...     def __init__(self, channels):
-    ...         super().__init__()
-    ...         self.net = torch.nn.Conv2d(channels, channels, 1)
-    ...     def forward(self, x, t, condition=None):
-    ...         return self.net(x)
     >>> precond = IDDPMPreconditioner(Backbone(3), C_1=0.001, C_2=0.008, M=1000)
     >>> precond(torch.randn(2, 3, 16, 16), torch.tensor([0.1, 10.0])).shape
     torch.Size([2, 3, 16, 16])
@@ -41,17 +35,11 @@ class IDDPMPreconditioner(ds.EpsilonPreconditioner):
     spec_class = IDDPMPreconditionerSpec
     unit_variance = ("input", "target")  # for unit-variance data (Karras et al. 2022, Table 1)
 
-    def __init__(
-        self, model: Any, C_1: float = 0.001, C_2: float = 0.008, M: int = 1000, meta: Any = None
-    ) -> None:
-        super().__init__(model, meta)
-        self.u = noise_level_table(C_1, C_2, M)  # checks the parameters
-        self.C_1, self.C_2, self.M = float(C_1), float(C_2), int(M)
+    def __init__(self, model: Any, *args: Any, meta: Any = None, **kwargs: Any) -> None:
+        super().__init__(model, *args, meta=meta, **kwargs)
+        self.u = noise_level_table(self.C_1, self.C_2, self.M)
 
     def c_noise(self, sigma: torch.Tensor) -> torch.Tensor:
         u = self.u.to(device=sigma.device, dtype=sigma.dtype)
         j = (sigma.unsqueeze(-1) - u).abs().argmin(-1)
         return (self.M - 1 - j).to(sigma.dtype)
-
-    def get_config(self) -> dict[str, Any]:
-        return {"C_1": self.C_1, "C_2": self.C_2, "M": self.M}

@@ -34,14 +34,9 @@ class IDDPMNoiseSchedule(ds.SigmaTimeSchedule):
 
     spec_class = IDDPMNoiseScheduleSpec
 
-    def __init__(
-        self, C_1: float = 0.001, C_2: float = 0.008, M: int = 1000, j0: int = 8, weighting: Any = "default"
-    ) -> None:
-        self.u = noise_level_table(C_1, C_2, M)  # checks the parameters
-        if int(j0) != j0 or not 0 <= j0 < M - 1:
-            raise ValueError(f"j0 must be an integer in [0, M - 1) = [0, {M - 1}), got {j0!r}")
-        self.C_1, self.C_2, self.M, self.j0 = float(C_1), float(C_2), int(M), int(j0)
-        super().__init__("iddpm", weighting)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.u = noise_level_table(self.C_1, self.C_2, self.M)
 
     def domain(self, training: bool = False) -> tuple[float, float]:
         return float(self.u[self.M - 1]), float(self.u[0])
@@ -53,11 +48,6 @@ class IDDPMNoiseSchedule(ds.SigmaTimeSchedule):
         return self.u.to(j.device)[j]
 
     def timesteps(self, num_steps: int, device: Any = None) -> torch.Tensor:
-        if num_steps < 1:
-            raise ValueError(f"num_steps must be >= 1, got {num_steps}")
-        i = torch.arange(num_steps, dtype=torch.float64) / max(num_steps - 1, 1)
+        i = self._step_fractions(num_steps)
         j = torch.floor(self.j0 + (self.M - 1 - self.j0) * i + 0.5).long()
         return self._with_zero(self.u[j]).to(device)
-
-    def get_config(self) -> dict[str, Any]:
-        return {"C_1": self.C_1, "C_2": self.C_2, "M": self.M, "j0": self.j0, "weighting": self._weighting_config()}

@@ -15,11 +15,12 @@ This module only declares the spec; building one imports its implementation.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field
 
 import diffusion_schemes as ds
+from diffusion_schemes.lazy import lazy_exports
 
 __all__ = ["SigmoidWeighting", "SigmoidWeightingSpec"]
 
@@ -33,14 +34,10 @@ class SigmoidWeightingSpec(ds.WeightingSpec):
     """
 
     name: Literal["sigmoid"] = "sigmoid"
+    builds = "SigmoidWeighting"
     bias: float = Field(
         2.0, allow_inf_nan=False, description="Shift b of w = sigmoid(b - lambda); a larger b weighs low noise more."
     )
-
-    def build(self) -> Any:
-        from ._weighting import SigmoidWeighting
-
-        return SigmoidWeighting(**self.params())
 
 
 @ds.hookimpl
@@ -48,9 +45,4 @@ def register_schemes() -> list[type[ds.SchemeSpec]]:
     return [SigmoidWeightingSpec]
 
 
-def __getattr__(name: str) -> Any:
-    if name == "SigmoidWeighting":
-        from ._weighting import SigmoidWeighting
-
-        return SigmoidWeighting
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, {"SigmoidWeighting": "._weighting"})

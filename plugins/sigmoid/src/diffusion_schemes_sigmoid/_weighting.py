@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -31,13 +30,5 @@ class SigmoidWeighting(ds.BaseWeighting):
     loss_type = "epsilon"
     spec_class = SigmoidWeightingSpec
 
-    def __init__(self, bias: float = 2.0) -> None:
-        if not math.isfinite(bias):
-            raise ValueError(f"bias must be a finite number, got {bias!r}")
-        self.bias = float(bias)
-
     def weight(self, log_snr: torch.Tensor, schedule: Any = None) -> torch.Tensor:
         return torch.sigmoid(self.bias - log_snr)
-
-    def get_config(self) -> dict[str, Any]:
-        return {"bias": self.bias}

@@ -15,11 +15,12 @@ This module only declares the specs; building one imports its implementation.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field, model_validator
 
 import diffusion_schemes as ds
+from diffusion_schemes.lazy import lazy_exports
 
 __all__ = ["VENoiseSchedule", "VENoiseScheduleSpec", "VEPreconditioner", "VEPreconditionerSpec"]
 
@@ -34,11 +35,7 @@ class VEPreconditionerSpec(ds.PreconditionerSpec):
     """
 
     name: Literal["ve"] = "ve"
-
-    def build(self, model: Any) -> Any:
-        from ._preconditioner import VEPreconditioner
-
-        return VEPreconditioner(model)
+    builds = "VEPreconditioner"
 
 
 class VENoiseScheduleSpec(ds.NoiseScheduleSpec):
@@ -50,22 +47,13 @@ class VENoiseScheduleSpec(ds.NoiseScheduleSpec):
     """
 
     name: Literal["ve"] = "ve"
+    builds = "VENoiseSchedule"
+    ordered = (("sigma_min", "sigma_max"),)
     sigma_min: float = Field(0.02, gt=0, description="Lowest noise level (sampling and training).")
     sigma_max: float = Field(100.0, gt=0, description="Highest noise level (sampling and training).")
     weighting: ds.WeightingRef = Field(
         "default", description="Loss weighting: 'default' (1/sigma^2 on x0), None, a name or a config."
     )
-
-    @model_validator(mode="after")
-    def _ordered(self) -> VENoiseScheduleSpec:
-        if not self.sigma_min < self.sigma_max:
-            raise ValueError(f"sigma_min ({self.sigma_min}) must be below sigma_max ({self.sigma_max})")
-        return self
-
-    def build(self) -> Any:
-        from ._schedule import VENoiseSchedule
-
-        return VENoiseSchedule(**self.params())
 
 
 @ds.hookimpl
@@ -76,9 +64,4 @@ def register_schemes() -> list[type[ds.SchemeSpec]]:
 _LAZY = {"VEPreconditioner": "._preconditioner", "VENoiseSchedule": "._schedule"}
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name], __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

@@ -21,12 +21,6 @@ class VEPreconditioner(ds.BaseAffinePreconditioner):
 
     >>> import torch
     >>> from diffusion_schemes_ve import VEPreconditioner
-    >>> class Backbone(torch.nn.Module):
-    ...     def __init__(self, channels):
-    ...         super().__init__()
-    ...         self.net = torch.nn.Conv2d(channels, channels, 1)
-    ...     def forward(self, x, t, condition=None):
-    ...         return self.net(x)
     >>> precond = VEPreconditioner(Backbone(3))
     >>> precond(torch.randn(2, 3, 16, 16), torch.tensor([0.5, 20.0])).shape
     torch.Size([2, 3, 16, 16])
@@ -41,6 +35,3 @@ class VEPreconditioner(ds.BaseAffinePreconditioner):
     def compute_coefficients(self, sigma: torch.Tensor):
         one = torch.ones_like(sigma)
         return one, (0.5 * sigma).log(), sigma, one
-
-    def get_config(self) -> dict[str, Any]:
-        return {}

@@ -38,12 +38,6 @@ class VENoiseSchedule(ds.SigmaTimeSchedule):
 
     spec_class = VENoiseScheduleSpec
 
-    def __init__(self, sigma_min: float = 0.02, sigma_max: float = 100.0, weighting: Any = "default") -> None:
-        if not 0 < sigma_min < sigma_max:
-            raise ValueError(f"need 0 < sigma_min < sigma_max, got sigma_min={sigma_min}, sigma_max={sigma_max}")
-        self.sigma_min, self.sigma_max = float(sigma_min), float(sigma_max)
-        super().__init__("ve", weighting)
-
     def domain(self, training: bool = False) -> tuple[float, float]:
         return self.sigma_min, self.sigma_max
 
@@ -53,10 +47,5 @@ class VENoiseSchedule(ds.SigmaTimeSchedule):
         return torch.exp(math.log(self.sigma_min) + u * math.log(self.sigma_max / self.sigma_min))
 
     def timesteps(self, num_steps: int, device: Any = None) -> torch.Tensor:
-        if num_steps < 1:
-            raise ValueError(f"num_steps must be >= 1, got {num_steps}")
-        i = torch.arange(num_steps, dtype=torch.float64, device=device) / max(num_steps - 1, 1)
+        i = self._step_fractions(num_steps, device)
         return self._with_zero(self.sigma_max * (self.sigma_min / self.sigma_max) ** i)
-
-    def get_config(self) -> dict[str, Any]:
-        return {"sigma_min": self.sigma_min, "sigma_max": self.sigma_max, "weighting": self._weighting_config()}

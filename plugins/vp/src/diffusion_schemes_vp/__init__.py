@@ -16,11 +16,12 @@ This module only declares the specs; building one imports its implementation.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field
 
 import diffusion_schemes as ds
+from diffusion_schemes.lazy import lazy_exports
 
 __all__ = ["VPNoiseSchedule", "VPNoiseScheduleSpec", "VPPreconditioner", "VPPreconditionerSpec", "VPTime"]
 
@@ -38,14 +39,10 @@ class VPPreconditionerSpec(ds.PreconditionerSpec):
     """
 
     name: Literal["vp"] = "vp"
+    builds = "VPPreconditioner"
     beta_d: float = _BETA_D
     beta_min: float = _BETA_MIN
     M: int = Field(1000, ge=1, description="Number of DDPM steps; c_noise = (M - 1) t.")
-
-    def build(self, model: Any) -> Any:
-        from ._preconditioner import VPPreconditioner
-
-        return VPPreconditioner(model, **self.params())
 
 
 class VPNoiseScheduleSpec(ds.NoiseScheduleSpec):
@@ -57,6 +54,7 @@ class VPNoiseScheduleSpec(ds.NoiseScheduleSpec):
     """
 
     name: Literal["vp"] = "vp"
+    builds = "VPNoiseSchedule"
     beta_d: float = _BETA_D
     beta_min: float = _BETA_MIN
     epsilon_t: float = Field(1e-5, gt=0, lt=1, description="Lowest training time: t ~ U(epsilon_t, 1).")
@@ -64,11 +62,6 @@ class VPNoiseScheduleSpec(ds.NoiseScheduleSpec):
     weighting: ds.WeightingRef = Field(
         "default", description="Loss weighting: 'default' (1/sigma^2 on x0), None, a name or a config."
     )
-
-    def build(self) -> Any:
-        from ._schedule import VPNoiseSchedule
-
-        return VPNoiseSchedule(**self.params())
 
 
 @ds.hookimpl
@@ -79,9 +72,4 @@ def register_schemes() -> list[type[ds.SchemeSpec]]:
 _LAZY = {"VPPreconditioner": "._preconditioner", "VPNoiseSchedule": "._schedule", "VPTime": "._time"}
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name], __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

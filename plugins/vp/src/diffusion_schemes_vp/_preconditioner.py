@@ -24,12 +24,6 @@ class VPPreconditioner(ds.EpsilonPreconditioner):
 
     >>> import torch
     >>> from diffusion_schemes_vp import VPPreconditioner
-    >>> class Backbone(torch.nn.Module):
-    ...     def __init__(self, channels):
-    ...         super().__init__()
-    ...         self.net = torch.nn.Conv2d(channels, channels, 1)
-    ...     def forward(self, x, t, condition=None):
-    ...         return self.net(x)
     >>> precond = VPPreconditioner(Backbone(3), beta_d=19.9, beta_min=0.1, M=1000)
     >>> precond(torch.randn(2, 3, 16, 16), torch.tensor([0.25, 0.75])).shape
     torch.Size([2, 3, 16, 16])
@@ -42,13 +36,8 @@ class VPPreconditioner(ds.EpsilonPreconditioner):
     spec_class = VPPreconditionerSpec
     unit_variance = ("input", "target")  # for unit-variance data (Karras et al. 2022, Table 1)
 
-    def __init__(
-        self, model: Any, beta_d: float = 19.9, beta_min: float = 0.1, M: int = 1000, meta: Any = None
-    ) -> None:
-        super().__init__(model, meta)
-        if int(M) != M or M < 1:
-            raise ValueError(f"M must be a positive integer, got {M!r}")
-        self.beta_d, self.beta_min, self.M = float(beta_d), float(beta_min), int(M)
+    def __init__(self, model: Any, *args: Any, meta: Any = None, **kwargs: Any) -> None:
+        super().__init__(model, *args, meta=meta, **kwargs)
         self.time = VPTime(self.beta_d, self.beta_min)
 
     def sigma(self, t: torch.Tensor) -> torch.Tensor:
@@ -56,6 +45,3 @@ class VPPreconditioner(ds.EpsilonPreconditioner):
 
     def c_noise(self, sigma: torch.Tensor) -> torch.Tensor:
         return (self.M - 1) * self.time.time_from_noise_level(sigma)
-
-    def get_config(self) -> dict[str, Any]:
-        return {"beta_d": self.beta_d, "beta_min": self.beta_min, "M": self.M}

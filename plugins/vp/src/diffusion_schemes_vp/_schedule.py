@@ -12,7 +12,7 @@ from . import VPNoiseScheduleSpec
 from ._time import VPTime
 
 
-class VPNoiseSchedule(ds.BaseNoiseSchedule):
+class VPNoiseSchedule(ds.UniformTimeSchedule):
     """Variance preserving, ``lambda(t) = -log(expm1(beta_d t^2 / 2 + beta_min t))``.
 
     The forward process is scaled: ``alpha(t) = 1 / sqrt(1 + sigma(t)^2)`` with the noise level
@@ -34,21 +34,11 @@ class VPNoiseSchedule(ds.BaseNoiseSchedule):
     """
 
     spec_class = VPNoiseScheduleSpec
+    variance_type = "preserving"
 
-    def __init__(
-        self,
-        beta_d: float = 19.9,
-        beta_min: float = 0.1,
-        epsilon_t: float = 1e-5,
-        epsilon_s: float = 1e-3,
-        weighting: Any = "default",
-    ) -> None:
-        if not (0 < epsilon_t < 1 and 0 < epsilon_s < 1):
-            raise ValueError(f"epsilon_t and epsilon_s must lie in (0, 1), got {epsilon_t}, {epsilon_s}")
-        self.beta_d, self.beta_min = float(beta_d), float(beta_min)
-        self.epsilon_t, self.epsilon_s = float(epsilon_t), float(epsilon_s)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.time = VPTime(self.beta_d, self.beta_min)
-        super().__init__("vp", "preserving", weighting)
 
     def get_log_snr(self, t: Any, training: bool = False) -> torch.Tensor:
         return -self.time.log_noise_level_sq(self._t(t, training))
@@ -64,22 +54,3 @@ class VPNoiseSchedule(ds.BaseNoiseSchedule):
 
     def domain(self, training: bool = False) -> tuple[float, float]:
         return (self.epsilon_t if training else self.epsilon_s), 1.0
-
-    def time_from_uniform(self, u: torch.Tensor) -> torch.Tensor:
-        """``epsilon_t + (1 - epsilon_t) u``: t uniform on ``[epsilon_t, 1]``."""
-        return self.epsilon_t + (1 - self.epsilon_t) * torch.as_tensor(u, dtype=torch.float64)
-
-    def timesteps(self, num_steps: int, device: Any = None) -> torch.Tensor:
-        if num_steps < 1:
-            raise ValueError(f"num_steps must be >= 1, got {num_steps}")
-        i = torch.arange(num_steps, dtype=torch.float64, device=device) / max(num_steps - 1, 1)
-        return self._with_zero(1 + i * (self.epsilon_s - 1))
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            "beta_d": self.beta_d,
-            "beta_min": self.beta_min,
-            "epsilon_t": self.epsilon_t,
-            "epsilon_s": self.epsilon_s,
-            "weighting": self._weighting_config(),
-        }
