@@ -23,6 +23,7 @@ setup: $(STAMP)
 $(STAMP): requirements-dev.txt requirements-docs.txt pyproject.toml $(wildcard plugins/*/pyproject.toml contrib/*/pyproject.toml)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps k-diffusion==0.1.1.post1
 	$(PY) -m pip install -q --disable-pip-version-check --no-build-isolation $(EXTRAS)
 	touch $(STAMP)
 
@@ -33,9 +34,11 @@ docs: $(STAMP)
 docs-serve: $(STAMP)
 	$(VENV)/bin/mkdocs serve
 
-# The figures of the site, drawn by our own plot command; docs/plots.txt lists one command per line.
+# The figures of the site, drawn by our own plot command (docs/plots.txt lists one command per line),
+# and the benchmark figures, drawn from docs/performance.json.
 docs-plots: $(STAMP)
 	grep -v '^#' docs/plots.txt | while read -r args; do $(VENV)/bin/diffusion-schemes plot $$args --out docs/img || exit 1; done
+	$(PY) -c "from benchmarks.solvers import plot; plot('docs/performance.json', 'docs/img/solvers.png')"
 
 clean:
 	rm -rf $(VENV)

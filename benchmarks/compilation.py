@@ -39,14 +39,14 @@ def _parts(backbone_name: str):
         return loss_fn(x0, t=t, noise=noise)
 
     def heun_step(x, t):
-        return solvers["heun"].step(denoiser, x, t, t * 0.8)
+        return solvers["heun"].step(denoiser, x, t, t * 0.8)[0]
 
     def dpm_step(x, t):
-        return solvers["dpmpp_2m"].step(denoiser, x, t, t * 0.8)[0]
+        return solvers["dpmpp_2m"].step(denoiser, x, t, t * 0.8, [])[0]
 
     def stochastic_step(x, t):
         solver = solvers["edm_stochastic_heun"]
-        return solver.step(denoiser, x, t, t * 0.8, torch.randn_like(x), solver.churn(18))
+        return solver.step(denoiser, x, t, t * 0.8, solver.churn(18), torch.randn_like(x))[0]
 
     def args(name, batch, t):
         g = torch.Generator().manual_seed(batch)

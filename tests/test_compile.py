@@ -63,36 +63,33 @@ def test_loss_forward_and_backward(prediction_type):
     compiled(loss_fn)(x0)  # t and noise drawn inside the graph
 
 
-def _step_args(name, denoiser, x, sigma, sigma_next):
-    noise = torch.randn_like(x)
-    prev = (torch.randn_like(x), torch.tensor(0.3))
-    return {
-        "euler": (denoiser, x, sigma, sigma_next),
-        "heun": (denoiser, x, sigma, sigma_next),
-        "edm_stochastic_euler": (denoiser, x, sigma, sigma_next, noise, 0.2),
-        "edm_stochastic_heun": (denoiser, x, sigma, sigma_next, noise, 0.2),
-        "euler_maruyama": (denoiser, x, sigma, sigma_next, noise),
-        "dpmpp_2m": (denoiser, x, sigma, sigma_next, prev),
-    }[name]
+STEP_SOLVERS = [i.name for i in ds.list_schemes("solver") if not ds.create("solver", i.name).adaptive]
 
 
-@pytest.mark.parametrize(
-    "name", ["euler", "heun", "edm_stochastic_euler", "edm_stochastic_heun", "euler_maruyama", "dpmpp_2m"]
-)
+def _args(solver, denoiser, x, sigmas, i, state):
+    noise = torch.randn_like(x) if solver.adds_noise(False) else None
+    return (denoiser, x, sigmas[i], sigmas[i + 1], state, noise, False)
+
+
+@pytest.mark.parametrize("name", STEP_SOLVERS)
 def test_one_solver_step(name):
+    """A middle step, with the state four eager steps leave (a multistep solver's full history)."""
     schedule = ds.create("noise_schedule", "vp")
     precond = ds.create("preconditioner", "edm", model=Backbone())
     denoiser = schedule.get_denoiser(x0_predictor=precond)
     solver = ds.create("solver", name)
     x = torch.randn(2, 3, 4, 4)
-    sigmas = schedule.sigmas(4).float()
-    args = _step_args(name, denoiser, x, sigmas[1], sigmas[2])
+    sigmas = schedule.sigmas(8).float()
+    state = solver.start(sigmas)
+    with torch.no_grad():
+        for i in range(4):
+            x, _, state = solver.step(*_args(solver, denoiser, x, sigmas, i, state))
+    args = _args(solver, denoiser, x, sigmas, 4, state)
     step = compiled(solver.step)
     with torch.no_grad():
-        got = step(*args)
-        expected = solver.step(*args)
-        got, expected = (got[0], expected[0]) if isinstance(got, tuple) else (got, expected)
+        got, _, _ = step(*args)
+        expected, _, expected_state = solver.step(*args)
         assert torch.allclose(got, expected, atol=1e-5)
         # the next step's tensors reuse the same graph (no recompilation for another noise level)
         with torch._dynamo.config.patch(error_on_recompile=True):
-            step(*_step_args(name, denoiser, x, sigmas[2], sigmas[3]))
+            step(*_args(solver, denoiser, got, sigmas, 5, expected_state))

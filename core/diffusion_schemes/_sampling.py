@@ -58,7 +58,7 @@ def resolve_solver(solver: Any, options: Mapping[str, Any] | None = None) -> Bas
     """A solver object from a name, a config mapping, a spec or an object (options override fields).
 
     >>> resolve_solver({"name": "edm_stochastic_euler", "S_churn": 0})
-    EDMStochastic(S_churn=0.0, S_min=0.05, S_max=50.0, S_noise=1.003)
+    EDMStochasticEuler(S_churn=0.0, S_min=0.05, S_max=50.0, S_noise=1.003)
     >>> resolve_solver("heun", {"S_churn": 1.0})
     Traceback (most recent call last):
       ...
