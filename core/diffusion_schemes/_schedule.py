@@ -51,6 +51,7 @@ from typing import Any
 
 import torch
 
+from ._deprecation import LOG_SNR_METHODS, accept_log_snr_t
 from ._errors import DomainError
 from ._shape import append_dims
 from ._specs import SpecBacked
@@ -80,6 +81,19 @@ class BaseNoiseSchedule(SpecBacked, abc.ABC):
             registered name (``"sigmoid"``), a config mapping or an object called as
             ``w(log_snr, schedule=None)`` with a ``loss_type``.
 
+    **The** ``training`` **flag.** ``t`` is the schedule's native time in both modes (``t = sigma``
+    for EDM, VE and iDDPM; ``t`` in ``[eps, 1]`` for VP), never a fraction in ``[0, 1]``. The flag
+    says which of the scheme's two uses a time belongs to: ``True`` for a time drawn for the loss
+    (:meth:`sample_time`, :meth:`add_noise`, the loss call it so), ``False`` (the default) for a
+    sampling time (:meth:`timesteps`, solvers). The built-in schemes have one ``lambda(t)`` for
+    both, so every method returns the same values for either flag; the flag only names the domain
+    in error messages. A schedule that defines a different ``lambda`` for training must make
+    :meth:`get_log_snr`, :meth:`get_t_from_log_snr` and :meth:`dlog_snr_dt` agree for each flag.
+    BayesFlow's flag means something else (``t`` in ``[0, 1]`` through the training distribution
+    or the sampling grid); the ``diffusion-schemes-bayesflow`` distribution provides that.
+    Methods taking a log-SNR also accept BayesFlow's keyword ``log_snr_t=`` (deprecated: it
+    warns with ``DeprecationWarning``; pass ``log_snr``).
+
     The built-in schemes are subclasses, built by name:
 
     >>> import diffusion_schemes as ds
@@ -92,6 +106,12 @@ class BaseNoiseSchedule(SpecBacked, abc.ABC):
     t_limits: tuple[float, float] = (0.0, math.inf)
     #: The variance type of a schedule built from a spec (one written by hand passes it).
     variance_type: str = "custom"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in LOG_SNR_METHODS:  # BayesFlow-style keyword calls reach overrides too
+            if name in cls.__dict__:
+                setattr(cls, name, accept_log_snr_t(cls.__dict__[name]))
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         if self._built_from_spec(args, kwargs):  # the arguments are the spec's fields
@@ -497,3 +517,9 @@ class BaseNoiseSchedule(SpecBacked, abc.ABC):
     def _with_zero(t: torch.Tensor) -> torch.Tensor:
         """Append the final 0 to ``num_steps`` sampling times."""
         return torch.cat([t, torch.zeros_like(t[:1])])
+
+
+for _name in LOG_SNR_METHODS:
+    if hasattr(BaseNoiseSchedule, _name):
+        setattr(BaseNoiseSchedule, _name, accept_log_snr_t(getattr(BaseNoiseSchedule, _name)))
+del _name
