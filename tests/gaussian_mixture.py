@@ -74,6 +74,36 @@ class GaussianMixture:
         return float((x - self.quantile(u)).abs().mean())
 
 
+class ClassConditionalMixture:
+    """Classes ``k`` with probabilities ``p_k``, each a :class:`GaussianMixture`; exact conditional denoisers.
+
+    The condition is a one-hot row per sample (float64, shape ``(B, K)``); a row of zeros, or
+    no condition at all, means "unconditional": the denoiser of the whole mixture
+    ``sum_k p_k p(x0 | k)``. Used to check guidance, whose two branches are then known exactly.
+    """
+
+    def __init__(self, class_weights, classes):
+        self.classes = list(classes)
+        p = torch.as_tensor(class_weights, dtype=torch.float64)
+        p = p / p.sum()
+        self.whole = GaussianMixture(
+            torch.cat([pk * c.weights for pk, c in zip(p, self.classes)]),
+            torch.cat([c.means for c in self.classes]),
+            torch.cat([c.stds for c in self.classes]),
+        )
+        self.dim = self.whole.dim
+
+    def denoise(self, x: torch.Tensor, sigma, condition=None) -> torch.Tensor:
+        whole = self.whole.denoise(x, sigma)
+        if condition is None:
+            return whole
+        condition = condition.to(torch.float64)
+        per_class = torch.stack([c.denoise(x, sigma) for c in self.classes])  # (K, B, dim)
+        picked = per_class[condition.argmax(1), torch.arange(x.shape[0])]
+        null = (condition == 0).all(1, keepdim=True)
+        return torch.where(null, whole, picked.to(whole.dtype))
+
+
 class ExactX0(torch.nn.Module):
     """The mixture's exact denoiser as an x0-predictor ``f(x, t)`` for a schedule (t -> noise level).
 
@@ -86,7 +116,9 @@ class ExactX0(torch.nn.Module):
         self.anchor = torch.nn.Parameter(torch.zeros(()))
 
     def forward(self, x, t, condition=None):
-        return self.mixture.denoise(x, self.schedule.noise_level(t))
+        if condition is None:
+            return self.mixture.denoise(x, self.schedule.noise_level(t))
+        return self.mixture.denoise(x, self.schedule.noise_level(t), condition)
 
 
 class OracleBackbone(torch.nn.Module):
@@ -106,7 +138,8 @@ class OracleBackbone(torch.nn.Module):
         sigma = self.noise_level_of(c_noise.to(torch.float64))
         c_in, _, c_out, c_skip = self.precond.coefficients(sigma, x_in.ndim)
         x = x_in.to(torch.float64) / c_in
-        return ((self.mixture.denoise(x, sigma) - c_skip * x) / c_out).to(x_in.dtype)
+        d = self.mixture.denoise(x, sigma) if condition is None else self.mixture.denoise(x, sigma, condition)
+        return ((d - c_skip * x) / c_out).to(x_in.dtype)
 
 
 def oracle_preconditioner(build, mixture: GaussianMixture, noise_level_of):

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import diffusion_schemes as ds
+from diffusion_schemes._loss import PREDICTION_TYPES
 from diffusion_schemes._denoiser import Denoiser, make_denoiser
 from gaussian_mixture import GaussianMixture
 
@@ -44,7 +45,27 @@ def exact_score(x, t):  # score of the unscaled latent (Tweedie: D = x + sigma^2
     return (MIX.denoise(x, sigma[:, 0]) - x) / sigma**2
 
 
-@pytest.mark.parametrize("kind, predictor", [("x0", exact_x0), ("epsilon", exact_eps), ("score", exact_score)])
+def exact_v(x, t):
+    """v = alpha eps - sigma_vp x0 (Salimans & Ho 2022) in expectation, alpha = 1/sqrt(1 + s^2), sigma_vp = s alpha."""
+    s = vp_noise_level(t)[:, None]
+    alpha, sigma_vp = 1 / (1 + s**2).sqrt(), s / (1 + s**2).sqrt()
+    return alpha * exact_eps(x, t) - sigma_vp * exact_x0(x, t)
+
+
+def autograd_score(x, t):
+    """grad_x log p(x; s) of the noisy mixture by autograd: no Tweedie, no posterior mean."""
+    s = vp_noise_level(t)[:, None]
+    with torch.enable_grad():
+        x = x.detach().requires_grad_(True)
+        var = MIX.stds**2 + s**2  # (B, K)
+        sq = ((x[:, None, :] - MIX.means[None]) ** 2).sum(-1)
+        log_p = torch.logsumexp(MIX.weights.log() - 0.5 * sq / var - 0.5 * MIX.dim * torch.log(2 * torch.pi * var), 1)
+        (grad,) = torch.autograd.grad(log_p.sum(), x)
+    return grad
+
+
+@pytest.mark.parametrize("kind, predictor", [("x0", exact_x0), ("epsilon", exact_eps), ("v", exact_v),
+                                             ("score", exact_score), ("score", autograd_score)])
 def test_every_predictor_gives_the_same_denoiser(vp, x, kind, predictor):
     denoiser = vp.get_denoiser(**{f"{kind}_predictor": predictor})
     assert denoiser.prediction_type == kind
@@ -135,3 +156,66 @@ def test_make_denoiser_is_the_schedules_factory(vp):
     assert isinstance(denoiser, Denoiser)
     assert (denoiser.prediction_type, denoiser.denoising_type, denoiser.schedule) == ("score", "sde", vp)
     assert "score" in repr(denoiser)
+
+
+@pytest.mark.parametrize("schedule_name", ["edm", "vp", "ve", "iddpm"])
+@pytest.mark.parametrize("kind", PREDICTION_TYPES)
+def test_each_conversion_inverts_the_loss_target_in_float64(schedule_name, kind):
+    """Fed the loss's own regression target for a known x0, every denoiser gives that x0 back."""
+    schedule = ds.create("noise_schedule", schedule_name)
+    loss = ds.MSEDSMLoss(lambda x, t, condition=None: x, schedule, prediction_type=kind)
+    g = torch.Generator().manual_seed(3)
+    x0 = torch.randn(5, 2, 3, generator=g, dtype=torch.float64)
+    noise = torch.randn(5, 2, 3, generator=g, dtype=torch.float64)
+    sigma = torch.tensor([0.01, 0.3, 1.0, 4.0, 20.0], dtype=torch.float64)
+    x = x0 + sigma[:, None, None] * noise
+    target = loss.target(x0, noise, (-2 * sigma.log())[:, None, None])
+    denoiser = schedule.get_denoiser(**{f"{kind}_predictor": lambda x_in, t, condition=None: target})
+    assert torch.allclose(denoiser.x0_sigma(x, sigma), x0, rtol=0, atol=1e-10)
+
+
+def test_wrong_output_shape_is_a_clear_error(vp, x):
+    from diffusion_schemes._errors import ModelOutputError
+
+    for name in ("x0_predictor", "epsilon_predictor", "v_predictor", "score_predictor"):
+        denoiser = vp.get_denoiser(**{name: lambda x, t: torch.cat([x, x], 1)})  # learned variance: 2x channels
+        with pytest.raises(ModelOutputError, match=rf"the {name} returned shape \(6, 4\) but the latent has shape \(6, 2\)"):
+            denoiser.x0_sigma(x, 1.0)
+    precond = ds.create("preconditioner", "edm", model=lambda x, c, condition=None: x[:, :1])
+    with pytest.raises(ModelOutputError, match=r"backbone returned shape \(6, 1\)"):
+        precond(x, torch.ones(6))
+    assert issubclass(ModelOutputError, ValueError) and issubclass(ModelOutputError, ds.DiffusionSchemesError)
+
+
+def test_signature_and_output_objects_say_what_to_wrap(vp, x):
+    from types import SimpleNamespace
+
+    from diffusion_schemes._errors import ModelSignatureError
+    from diffusion_schemes.adapters import BackboneAdapter
+
+    class DiffusersLike(torch.nn.Module):  # UNet2DModel's call and output shape
+        def forward(self, sample, timestep, class_labels=None, return_dict=True):
+            shift = 0 if class_labels is None else class_labels[:, None]
+            return SimpleNamespace(sample=0 * sample + shift)
+
+    precond = ds.create("preconditioner", "edm", model=DiffusersLike())
+    with pytest.raises(ModelSignatureError, match=r"returned a SimpleNamespace, not a tensor; wrap the network in diffusion_schemes.adapters.BackboneAdapter"):
+        precond(x, torch.ones(6))
+    adapted = ds.create("preconditioner", "edm", model=BackboneAdapter(DiffusersLike(), condition="class_labels"))
+    labels = torch.arange(6, dtype=torch.float64)
+    out = adapted(x, torch.ones(6), labels)  # c_skip x + c_out * label at sigma = 1, sigma_data = 0.5
+    assert torch.allclose(out, 0.25 / 1.25 * x + 0.5 / 1.25**0.5 * labels[:, None], rtol=1e-12)
+
+    no_condition = ds.create("preconditioner", "edm", model=lambda x, c: x)
+    with pytest.raises(ModelSignatureError, match=r"cannot be called as model\(x, t, condition=...\).*lambda x, t, condition=None"):
+        no_condition(x, torch.ones(6))
+    with pytest.raises(ModelSignatureError, match=r"the x0_predictor cannot be called as model\(x, t, condition=...\)"):
+        vp.get_denoiser(x0_predictor=lambda x, t: x, condition=torch.zeros(6, 1)).x0_sigma(x, 1.0)
+
+    def raises_inside(x, t, condition=None):  # a TypeError from inside a fitting network is not rewritten
+        raise TypeError("inner bug")
+
+    with pytest.raises(TypeError, match="inner bug") as info:
+        vp.get_denoiser(x0_predictor=raises_inside).x0_sigma(x, 1.0)
+    assert not isinstance(info.value, ModelSignatureError)
+    assert BackboneAdapter(lambda x, t: (x, None), output=0, condition=False)(x, t=None).shape == x.shape

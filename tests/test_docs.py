@@ -4,7 +4,8 @@
   after ``<!-- no-test -->`` is skipped; only for output shown as an illustration);
 - every ```pycon block runs as a doctest in the same namespace;
 - every ``diffusion-schemes ...`` line of a ```bash block parses with the real command line;
-- every image a page shows exists and is drawn by a line of ``docs/plots.txt`` (``make docs-plots``);
+- every image a page shows exists and is drawn by a line of ``docs/plots.txt`` (``make docs-plots``) or, for
+  figures of trained runs, by the commands of a line of ``docs/figures.txt``;
 - the API reference names every public name of ``diffusion_schemes``;
 - ``mkdocs build --strict`` succeeds.
 
@@ -110,12 +111,40 @@ def test_images_exist_and_are_drawn_by_the_plot_command():
             if "--schedule" in rest:
                 names.remove(rest[rest.index("--schedule") + 1])
             plotted.add(f"img/{kind}-{'+'.join(names)}.png")
+    plotted |= set(trained_figures())
     for page in DOCS.rglob("*.md"):
         for ref in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", page.read_text()):
             path = (page.parent / ref).resolve()
             assert path.is_file(), f"{page.name} shows {ref}, which does not exist; run `make docs-plots`"
             rel = path.relative_to(DOCS).as_posix()
-            assert rel in plotted, f"{page.name} shows {ref}, which no line of docs/plots.txt draws"
+            assert rel in plotted, f"{page.name} shows {ref}, which no line of docs/plots.txt or docs/figures.txt draws"
+
+
+def trained_figures() -> dict[str, list[list[str]]]:
+    """``docs/figures.txt``: figures of trained runs, ``IMAGE: command ; command ...`` (the commands that drew it)."""
+    out = {}
+    for line in (DOCS / "figures.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            image, _, commands = line.partition(":")
+            out[image.strip()] = [shlex.split(c) for c in commands.split(";") if c.strip()]
+    return out
+
+
+def test_trained_figures_name_commands_that_parse(fresh_registry):
+    from diffusion_schemes import cli
+
+    parser = cli.build_parser()
+    figures = trained_figures()
+    assert figures
+    for image, commands in figures.items():
+        assert (DOCS / image).is_file(), f"docs/figures.txt lists {image}, which does not exist"
+        runs = [c[1:] for c in commands if c[0] == "diffusion-schemes"]
+        assert runs, f"{image}: no diffusion-schemes command"
+        for args in runs:
+            try:
+                parser.parse_args(args)
+            except SystemExit as exc:
+                raise AssertionError(f"docs/figures.txt, {image}: `{' '.join(args)}` does not parse") from exc
 
 
 def test_api_reference_names_every_public_name():

@@ -239,3 +239,107 @@ def test_float32_loss_matches_float64(batch):
     loss32 = ds.MSEDSMLoss(precond, schedule)(x0.float(), t=t.float(), noise=noise.float())
     assert loss32.dtype == torch.float32
     assert math.isclose(loss32.item(), loss64.item(), rel_tol=1e-5)
+
+
+class Recorder(torch.nn.Module):
+    """A model that records the conditions it is called with and returns x + condition."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def forward(self, x, t, condition=None):
+        self.calls.append((x.shape[0], None if condition is None else condition.clone()))
+        return x if condition is None else x + condition
+
+
+@pytest.mark.parametrize("null", ["tensor", "none"])
+def test_condition_dropout_replaces_dropped_samples(batch, null):
+    x0, noise, t = batch
+    schedule = ds.create("noise_schedule", "vp")
+    condition = torch.arange(1.0, 6.0, dtype=torch.float64)[:, None].expand(5, 3)
+    null_condition = torch.full((1, 3), -7.0, dtype=torch.float64) if null == "tensor" else None
+    model = Recorder()
+    loss = ds.MSEDSMLoss(model, schedule, weighting=1.0, reduction="none", condition_dropout=0.5,
+                         null_condition=null_condition)
+    out = loss(x0, t=t, noise=noise, condition=condition, generator=torch.Generator().manual_seed(2))
+    dropped = torch.rand(5, generator=torch.Generator().manual_seed(2)) < 0.5  # the loss's draw, same generator
+    assert 0 < int(dropped.sum()) < 5
+    used = torch.where(dropped[:, None], -7.0 if null == "tensor" else 0.0, condition)
+    level = torch.exp(-vp_log_snr(t) / 2)[:, None]
+    x_hat = x0 + level * noise
+    assert torch.allclose(out, (x_hat + used - x0) ** 2, rtol=1e-12, atol=1e-12)
+    if null == "none":  # two calls: the kept samples with their condition, the dropped ones with none
+        assert [(n, c is None) for n, c in model.calls] == [(int((~dropped).sum()), False), (int(dropped.sum()), True)]
+    else:
+        assert len(model.calls) == 1
+
+
+def test_condition_dropout_rate_and_extremes(batch):
+    x0, noise, t = batch
+    schedule = ds.create("noise_schedule", "vp")
+    big = torch.randn(4000, 3, dtype=torch.float64)
+    condition = torch.ones(4000, 1, dtype=torch.float64)
+    model = Recorder()
+    ds.MSEDSMLoss(model, schedule, condition_dropout=0.1, null_condition=torch.zeros(1, 1, dtype=torch.float64))(
+        big, condition=condition, generator=torch.Generator().manual_seed(0))
+    rate = 1 - float(model.calls[-1][1].mean())
+    assert abs(rate - 0.1) < 4 * (0.1 * 0.9 / 4000) ** 0.5  # binomial: four standard errors
+    for p, expected in ((0.0, 1.0), (1.0, 0.0)):
+        ds.MSEDSMLoss(model, schedule, condition_dropout=p, null_condition=torch.zeros(1, 1, dtype=torch.float64))(
+            big, condition=condition)
+        assert float(model.calls[-1][1].mean()) == expected
+
+
+def test_condition_dropout_bad_input(batch):
+    x0, noise, t = batch
+    schedule = ds.create("noise_schedule", "vp")
+    for p in (-0.1, 1.5, "0.1", True):
+        with pytest.raises(ValueError, match="condition_dropout must be a probability"):
+            ds.MSEDSMLoss(Recorder(), schedule, condition_dropout=p)
+    loss = ds.MSEDSMLoss(Recorder(), schedule, condition_dropout=1.0, null_condition=torch.zeros(1, 2))
+    with pytest.raises(ds.ConditionError, match=r"null condition has shape \(1, 2\) but the condition \(5, 3\)"):
+        loss(x0, t=t, condition=torch.ones(5, 3, dtype=torch.float64))
+
+
+def test_wrong_output_shape_is_an_error_not_a_broadcast(batch):
+    from diffusion_schemes._errors import ModelOutputError
+
+    x0, noise, t = batch
+    schedule = ds.create("noise_schedule", "vp")
+    for bad in (lambda x, t, condition=None: x[:, :1], lambda x, t, condition=None: x.mean(1)):
+        loss = ds.MSEDSMLoss(bad, schedule, reduction="none")
+        with pytest.raises(ModelOutputError, match=r"the model returned shape .* but the latent has shape \(5, 3\)"):
+            loss(x0, t=t, noise=noise)
+
+
+def test_condition_dropout_with_tensordicts_and_split_keyword_arguments(batch):
+    from tensordict import TensorDict
+
+    x0, noise, t = batch
+    schedule = ds.create("noise_schedule", "vp")
+    seen = []
+
+    def model(x, t, condition=None, scale=None):
+        seen.append((x.shape[0], condition is None, scale.shape[0]))
+        shift = 0 if condition is None else condition["shift"]
+        return x * scale[:, None] + shift
+
+    condition = TensorDict({"shift": torch.arange(5.0, dtype=torch.float64)[:, None].expand(5, 3)}, batch_size=[5])
+    null = TensorDict({"shift": torch.full((1, 3), -1.0, dtype=torch.float64)}, batch_size=[1])
+    scale = torch.linspace(1, 2, 5, dtype=torch.float64)
+    g = lambda: torch.Generator().manual_seed(2)  # noqa: E731
+    dropped = torch.rand(5, generator=g()) < 0.5
+    level = torch.exp(-vp_log_snr(t) / 2)[:, None]
+    x_hat = x0 + level * noise
+    with_null = ds.MSEDSMLoss(model, schedule, weighting=1.0, reduction="none", condition_dropout=0.5, null_condition=null)
+    out = with_null(x0, t=t, noise=noise, condition=condition, generator=g(), scale=scale)
+    used = torch.where(dropped[:, None], -1.0, condition["shift"])
+    assert torch.allclose(out, (x_hat * scale[:, None] + used - x0) ** 2, rtol=1e-12, atol=1e-12)
+    seen.clear()
+    split = ds.MSEDSMLoss(model, schedule, weighting=1.0, reduction="none", condition_dropout=0.5)
+    out = split(x0, t=t, noise=noise, condition=condition, generator=g(), scale=scale)
+    used = torch.where(dropped[:, None], 0.0, condition["shift"])
+    assert torch.allclose(out, (x_hat * scale[:, None] + used - x0) ** 2, rtol=1e-12, atol=1e-12)
+    kept = int((~dropped).sum())
+    assert seen == [(kept, False, kept), (5 - kept, True, 5 - kept)]  # per-sample keyword arguments split too

@@ -56,6 +56,58 @@ def check_condition(condition: Any, batch_size: int) -> None:
         )
 
 
+def batch_size_of(condition: Any) -> int | None:
+    """The leading batch size of a Tensor or TensorDict condition (None for a scalar or no batch)."""
+    if isinstance(condition, torch.Tensor):
+        return condition.shape[0] if condition.ndim else None
+    dims = tuple(getattr(condition, "batch_size", ()))
+    return dims[0] if dims else None
+
+
+def expand_null_condition(null: Any, condition: Any, batch: int) -> Any:
+    """A null condition (for classifier-free guidance) checked against ``condition``, expanded to ``batch``.
+
+    ``null`` is given for the whole batch or for one sample (batch size 1, broadcast); it must
+    be of the condition's type (Tensor or TensorDict) with the same shapes after the batch
+    dimension. ``None`` stays ``None`` (the model is then called with ``condition=None``).
+
+    >>> import torch
+    >>> expand_null_condition(torch.zeros(1, 3), torch.ones(4, 3), 4).shape
+    torch.Size([4, 3])
+    >>> expand_null_condition(torch.zeros(1, 2), torch.ones(4, 3), 4)
+    Traceback (most recent call last):
+      ...
+    diffusion_schemes.ConditionError: the null condition has shape (1, 2) but the condition (4, 3); ...
+    """
+    if null is None:
+        return None
+    got = batch_size_of(null)
+    if got not in (1, batch):
+        raise ConditionError(
+            f"the null condition's batch size is {got}; give it for the whole batch ({batch}) or for one sample (1)"
+        )
+    if isinstance(null, torch.Tensor) != isinstance(condition, torch.Tensor):
+        raise ConditionError(
+            f"the null condition is a {type(null).__name__} but the condition a {type(condition).__name__}; "
+            "give both as Tensors or both as TensorDicts"
+        )
+    if isinstance(null, torch.Tensor):
+        if null.shape[1:] != condition.shape[1:]:
+            raise ConditionError(
+                f"the null condition has shape {tuple(null.shape)} but the condition {tuple(condition.shape)}; "
+                "they must agree after the batch dimension"
+            )
+        return null.expand(batch, *null.shape[1:]) if got == 1 else null
+    mine = {k: tuple(v.shape[1:]) for k, v in null.items(include_nested=True, leaves_only=True)}
+    theirs = {k: tuple(v.shape[1:]) for k, v in condition.items(include_nested=True, leaves_only=True)}
+    if mine != theirs:
+        raise ConditionError(
+            f"the null condition's entries {mine} do not match the condition's {theirs} (shapes after the batch "
+            "dimension)"
+        )
+    return null.expand(batch) if got == 1 else null
+
+
 class ConcatConditionWrapper(torch.nn.Module):
     """Adapt a backbone to conditions: an image condition is concatenated, a vector one passed on.
 

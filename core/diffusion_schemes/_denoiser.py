@@ -7,7 +7,10 @@ Every solver integrates in the noise level ``sigma`` with the unscaled latent
 
 where ``D`` is the x0-prediction. A predictor of another kind is converted: an
 epsilon-prediction gives ``D = x - sigma eps_hat``, a score of the unscaled latent gives
-``D = x + sigma^2 score_hat`` (Tweedie). A :class:`BaseAffinePreconditioner` (also inside a
+``D = x + sigma^2 score_hat`` (Tweedie), a v-prediction (Salimans & Ho 2022, with the
+variance-preserving ``alpha = 1 / sqrt(1 + sigma^2)``, ``sigma_vp = sigma alpha`` of the same
+log-SNR and ``z = alpha x``) gives ``D = alpha z - sigma_vp v_hat = x / (1 + sigma^2) - sigma /
+sqrt(1 + sigma^2) v_hat``. A :class:`BaseAffinePreconditioner` (also inside a
 ``functools.partial``) is called through ``forward_sigma`` with the noise level, so any
 preconditioner runs with any schedule; any other callable gets the unscaled latent and the
 schedule's own time ``t = schedule.get_t_from_log_snr(-2 log sigma)``.
@@ -30,7 +33,9 @@ from typing import Any
 import torch
 
 from ._compose import check_prediction_type, check_shared_parameters
+from ._conditioning import batch_size_of, check_condition
 from ._errors import PairingError
+from ._model_checks import call_model, check_output
 from ._preconditioner import BaseAffinePreconditioner, compute_dtype
 from ._shape import append_dims
 
@@ -38,7 +43,7 @@ __all__ = ["DENOISING_TYPES", "Denoiser", "make_denoiser"]
 
 #: ``"ode"``: the probability-flow ODE; ``"sde"``: the drift of the reverse-time SDE.
 DENOISING_TYPES = ("ode", "sde")
-_PREDICTORS = ("x0_predictor", "epsilon_predictor", "score_predictor")
+_PREDICTORS = ("x0_predictor", "epsilon_predictor", "v_predictor", "score_predictor")
 
 
 def _preconditioner_of(model: Any) -> tuple[BaseAffinePreconditioner | None, tuple, dict]:
@@ -108,6 +113,7 @@ def predict(
     sigma: torch.Tensor,
     t: torch.Tensor | None = None,
     condition: Any = None,
+    who: str = "model",
     **model_kwargs: Any,
 ) -> torch.Tensor:
     """Call ``model`` on the unscaled latent ``x`` at noise level ``sigma`` (shape ``(B,)``).
@@ -115,16 +121,17 @@ def predict(
     A preconditioner (or a partial of one) gets ``forward_sigma(x, sigma, ...)``; any other
     callable gets ``model(x, t, ...)`` with the schedule's time ``t`` (computed from
     ``sigma`` when not given). ``condition`` is passed only when it is not None, so a
-    condition bound in a ``partial`` is kept.
+    condition bound in a ``partial`` is kept. The output must be a tensor shaped like ``x``
+    (:class:`ModelOutputError` / :class:`ModelSignatureError` otherwise, naming ``who``).
     """
     if condition is not None:
         model_kwargs["condition"] = condition
     precond, args, keywords = _preconditioner_of(model)
     if precond is not None:
-        return precond.forward_sigma(x, sigma, *args, **{**keywords, **model_kwargs})
+        return check_output(precond.forward_sigma(x, sigma, *args, **{**keywords, **model_kwargs}), x, who)
     if t is None:
         t = schedule.get_t_from_log_snr(-2 * sigma.log())
-    return model(x, t, **model_kwargs)
+    return call_model(model, who, x, t, **model_kwargs)
 
 
 class Denoiser:
@@ -153,11 +160,18 @@ class Denoiser:
     tensor([[0.5000, 0.5000]])
     """
 
-    def __init__(self, schedule: Any, predictor: Any, prediction_type: str, denoising_type: str = "ode") -> None:
+    def __init__(
+        self, schedule: Any, predictor: Any, prediction_type: str, denoising_type: str = "ode", condition: Any = None
+    ) -> None:
         self.schedule = schedule
         self.predictor = predictor
         self.prediction_type = prediction_type
         self.denoising_type = denoising_type
+        self.condition = condition
+
+    def with_condition(self, condition: Any) -> Denoiser:
+        """A copy of this denoiser that passes ``condition`` to the predictor at every evaluation."""
+        return Denoiser(self.schedule, self.predictor, self.prediction_type, self.denoising_type, condition)
 
     def parameter(self) -> torch.Tensor | None:
         """The predictor's first parameter (where its weights live), or None."""
@@ -165,14 +179,23 @@ class Denoiser:
 
     def x0_sigma(self, x: torch.Tensor, sigma: Any) -> torch.Tensor:
         """``D(x; sigma)``: the x0-prediction at noise level ``sigma`` (never call it at 0)."""
+        return self.x0_given(x, sigma, self.condition)
+
+    def x0_given(self, x: torch.Tensor, sigma: Any, condition: Any) -> torch.Tensor:
+        """``D(x; sigma)`` with ``condition`` in place of the bound one (``None``: the model gets none)."""
         sigma = torch.as_tensor(sigma, device=x.device).to(compute_dtype(x.dtype))
         sigma = sigma.expand(x.shape[0]) if sigma.ndim == 0 else sigma
-        out = predict(self.predictor, self.schedule, x, sigma)
+        check_condition(condition, x.shape[0])
+        name = f"{self.prediction_type}_predictor"
+        out = predict(self.predictor, self.schedule, x, sigma, condition=condition, who=name)
         if self.prediction_type == "x0":
             return out
         sigma_b = append_dims(sigma, x.ndim).to(x.dtype)
         if self.prediction_type == "epsilon":
             return x - sigma_b * out
+        if self.prediction_type == "v":
+            alpha_sq = 1 / (1 + sigma_b**2)  # sigmoid(lambda) of the variance-preserving process
+            return alpha_sq * x - sigma_b * alpha_sq.sqrt() * out
         return x + sigma_b**2 * out  # score of the unscaled latent
 
     def x0(self, x: torch.Tensor, t: Any) -> torch.Tensor:
@@ -194,9 +217,10 @@ class Denoiser:
         return rate.to(x.dtype) * (x - self.x0_sigma(x, sigma))
 
     def __repr__(self) -> str:
+        bound = "" if self.condition is None else ", condition=..."
         return (
             f"Denoiser(prediction_type={self.prediction_type!r}, denoising_type={self.denoising_type!r}, "
-            f"schedule={self.schedule!r})"
+            f"schedule={self.schedule!r}{bound})"
         )
 
 
@@ -205,14 +229,17 @@ def make_denoiser(
     *,
     x0_predictor: Any = None,
     epsilon_predictor: Any = None,
+    v_predictor: Any = None,
     score_predictor: Any = None,
+    condition: Any = None,
     denoising_type: str = "ode",
 ) -> Denoiser:
     """Bind exactly one predictor to ``schedule`` as a :class:`Denoiser`.
 
     Each predictor is called as ``f(x, t, ...)`` on the unscaled latent (a preconditioner,
     or a ``functools.partial`` of one binding e.g. ``condition``, is called with the noise
-    level instead). ``denoising_type`` is ``"ode"`` or ``"sde"``.
+    level instead). ``condition`` (a Tensor or TensorDict with the latent's batch size) is
+    passed to it at every evaluation. ``denoising_type`` is ``"ode"`` or ``"sde"``.
 
     >>> import torch
     >>> import diffusion_schemes as ds
@@ -221,13 +248,27 @@ def make_denoiser(
     Traceback (most recent call last):
       ...
     ValueError: give exactly one predictor, got 2 (x0_predictor, score_predictor); ...
+
+    The four kinds of prediction give the same ``D`` for the same data (here a dataset holding
+    the one point 0.5, whose exact predictors are known):
+
+    >>> schedule = ds.create("noise_schedule", "edm")
+    >>> x0 = lambda x, t: torch.full_like(x, 0.5)
+    >>> eps = lambda x, t: (x - 0.5) / t                              # t = sigma on EDM's schedule
+    >>> v = lambda x, t: ((x - 0.5) / t - t * 0.5) / (1 + t**2) ** 0.5     # alpha eps - sigma_vp x0
+    >>> score = lambda x, t: (0.5 - x) / t**2
+    >>> x = torch.tensor([[2.0, -1.0]])
+    >>> [schedule.get_denoiser(**{name: f}).x0_sigma(x, 3.0).tolist()
+    ...  for name, f in [("x0_predictor", x0), ("epsilon_predictor", eps), ("v_predictor", v), ("score_predictor", score)]]
+    [[[0.5, 0.5]], [[0.5, 0.5]], [[0.5, 0.5]], [[0.5, 0.5]]]
     """
-    given = {k: v for k, v in zip(_PREDICTORS, (x0_predictor, epsilon_predictor, score_predictor)) if v is not None}
+    predictors = (x0_predictor, epsilon_predictor, v_predictor, score_predictor)
+    given = {k: v for k, v in zip(_PREDICTORS, predictors) if v is not None}
     if len(given) != 1:
         raise ValueError(
             f"give exactly one predictor, got {len(given)}"
             + (f" ({', '.join(given)})" if given else "")
-            + "; pass one of x0_predictor=, epsilon_predictor=, score_predictor= (a preconditioner's output is "
+            + "; pass one of x0_predictor=, epsilon_predictor=, v_predictor=, score_predictor= (a preconditioner's output is "
             "an x0-prediction)"
         )
     if denoising_type not in DENOISING_TYPES:
@@ -237,4 +278,7 @@ def make_denoiser(
         raise TypeError(f"{name} must be callable as f(x, t, ...), got {type(predictor).__name__}")
     check_prediction_type(predictor, name.removesuffix("_predictor"), "get_denoiser")
     check_pair(predictor, schedule)
-    return Denoiser(schedule, predictor, name.removesuffix("_predictor"), denoising_type)
+    if condition is not None:
+        check_condition(condition, batch_size_of(condition))
+    return Denoiser(schedule, predictor, name.removesuffix("_predictor"), denoising_type, condition)
+

@@ -191,6 +191,55 @@ class ConditionError(DiffusionSchemesError, ValueError):
     """
 
 
+# Raised by guidance and by the model-call checks; catchable as DiffusionSchemesError and as the
+# built-in base, and kept out of __all__ so the public API stays within its budget of names.
+
+
+class GuidanceError(DiffusionSchemesError, ValueError):
+    """A guidance setting that cannot be applied: a scale that is not finite, an empty interval, ...
+
+    >>> import diffusion_schemes as ds
+    >>> ds.Guidance(float("inf"))
+    Traceback (most recent call last):
+      ...
+    diffusion_schemes._errors.GuidanceError: the guidance scale must be finite, got inf; ...
+    """
+
+
+class ModelOutputError(DiffusionSchemesError, ValueError):
+    """A network's output does not have the latent's shape (no silent broadcasting).
+
+    A learned-variance network with twice the channels, or one that drops a dimension, would
+    otherwise train through broadcasting; the loss and the denoiser refuse it.
+
+    >>> import torch
+    >>> import diffusion_schemes as ds
+    >>> schedule = ds.create("noise_schedule", "edm")
+    >>> two_channels = lambda x, t: torch.cat([x, x], dim=1)
+    >>> schedule.get_denoiser(x0_predictor=two_channels).x0_sigma(torch.zeros(2, 1, 4), 1.0)
+    Traceback (most recent call last):
+      ...
+    diffusion_schemes._errors.ModelOutputError: the x0_predictor returned shape (2, 2, 4) but the latent has shape (2, 1, 4); ...
+    """
+
+
+class ModelSignatureError(DiffusionSchemesError, TypeError):
+    """A network that cannot be called as ``model(x, t, condition)`` or does not return a tensor.
+
+    The message says what to wrap the network in (``diffusion_schemes.adapters.BackboneAdapter``
+    for an output object such as diffusers' ``UNet2DOutput``).
+
+    >>> import torch
+    >>> import diffusion_schemes as ds
+    >>> schedule = ds.create("noise_schedule", "edm")
+    >>> denoiser = schedule.get_denoiser(x0_predictor=lambda x: x, condition=torch.zeros(2, 3))
+    >>> denoiser.x0_sigma(torch.zeros(2, 4), 1.0)
+    Traceback (most recent call last):
+      ...
+    diffusion_schemes._errors.ModelSignatureError: the x0_predictor cannot be called as model(x, t, condition=...): ...
+    """
+
+
 class PluginWarning(UserWarning):
     """A plugin distribution was skipped because it failed to load or to register.
 

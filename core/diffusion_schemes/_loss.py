@@ -46,7 +46,7 @@ from typing import Any
 import torch
 
 from ._compose import check_prediction_type, check_shared_parameters
-from ._conditioning import check_condition
+from ._conditioning import batch_size_of, check_condition, expand_null_condition
 from ._denoiser import check_pair, predict
 from ._preconditioner import compute_dtype
 from ._config import resolve_weighting
@@ -87,6 +87,13 @@ class MSEDSMLoss(torch.nn.Module):
         low_discrepancy: draw the batch's times stratified, ``u_i = (i + U) / B`` with one
             ``U ~ U(0, 1)``, mapped by the schedule's ``time_from_uniform(u)`` (its training
             distribution's inverse CDF); the schedule must offer that method.
+        condition_dropout: the probability, drawn per sample, that a sample's condition is
+            replaced by ``null_condition``, so one network learns the conditional and the
+            unconditional denoiser that classifier-free guidance combines (Ho & Salimans 2022).
+        null_condition: the dropped samples' condition, for the whole batch or for one sample
+            (batch size 1, broadcast); ``None``: the dropped samples are evaluated in a separate
+            call with ``condition=None`` (tensor keyword arguments with the batch's leading size
+            are split with them).
 
     Called as ``loss(x0, t=None, condition=None, noise=None, generator=None, **model_kwargs)``;
     ``t`` (shape ``(B,)``) and ``noise`` (like ``x0``) are drawn when not given.
@@ -109,8 +116,19 @@ class MSEDSMLoss(torch.nn.Module):
         weighting: Any = None,
         reduction: str = "mean",
         low_discrepancy: bool = False,
+        condition_dropout: float = 0.0,
+        null_condition: Any = None,
     ) -> None:
         super().__init__()
+        if isinstance(condition_dropout, bool) or not isinstance(condition_dropout, (int, float)) or not (
+            0 <= condition_dropout <= 1
+        ):
+            raise ValueError(
+                f"condition_dropout must be a probability in [0, 1] (0.1 is usual for classifier-free guidance), "
+                f"got {condition_dropout!r}"
+            )
+        if null_condition is not None:
+            check_condition(null_condition, batch_size_of(null_condition))
         if prediction_type not in PREDICTION_TYPES:
             raise ValueError(f"unknown prediction_type {prediction_type!r}; expected one of {PREDICTION_TYPES}")
         if reduction not in REDUCTIONS:
@@ -130,6 +148,8 @@ class MSEDSMLoss(torch.nn.Module):
         check_shared_parameters(model, noise_schedule, self.weighting)
         self.reduction = reduction
         self.low_discrepancy = low_discrepancy
+        self.condition_dropout = float(condition_dropout)
+        self.null_condition = null_condition
 
     def sample_time(self, n: int, device: Any = None, generator: torch.Generator | None = None) -> torch.Tensor:
         """``n`` training times (stratified when ``low_discrepancy``)."""
@@ -181,7 +201,16 @@ class MSEDSMLoss(torch.nn.Module):
         log_snr = self.noise_schedule.get_log_snr(t, training=True).to(compute_dtype(x0.dtype))
         level = torch.exp(-log_snr / 2)
         x_hat = x0 + append_dims(level, x0.ndim).to(x0.dtype) * noise
-        out = predict(self.model, self.noise_schedule, x_hat, level, t, condition, **model_kwargs)
+        dropped = None
+        if self.condition_dropout and condition is not None:
+            dropped = torch.rand(batch, generator=generator, device=x0.device) < self.condition_dropout
+        if dropped is None or not bool(dropped.any()):
+            out = predict(self.model, self.noise_schedule, x_hat, level, t, condition, **model_kwargs)
+        elif self.null_condition is not None:
+            condition = _replace(condition, dropped, expand_null_condition(self.null_condition, condition, batch))
+            out = predict(self.model, self.noise_schedule, x_hat, level, t, condition, **model_kwargs)
+        else:
+            out = self._predict_split(x_hat, level, t, condition, dropped, model_kwargs)
         target = self.target(x0, noise, append_dims(log_snr, x0.ndim))
         weight = append_dims(self.weight(log_snr).to(log_snr.dtype), x0.ndim)
         loss = weight * (out.to(weight.dtype) - target.to(weight.dtype)) ** 2
@@ -190,3 +219,27 @@ class MSEDSMLoss(torch.nn.Module):
         if self.reduction == "sum":
             return loss.sum()
         return loss
+
+    def _predict_split(self, x_hat, level, t, condition, dropped, model_kwargs) -> torch.Tensor:
+        """The kept samples with their condition, the dropped ones in a second call with none."""
+        batch = x_hat.shape[0]
+        out = torch.empty_like(x_hat)
+        for rows, cond in ((~dropped).nonzero().squeeze(1), True), (dropped.nonzero().squeeze(1), False):
+            if rows.numel() == 0:
+                continue
+            kwargs = {k: v[rows] if isinstance(v, torch.Tensor) and v.ndim and v.shape[0] == batch else v
+                      for k, v in model_kwargs.items()}
+            part = predict(self.model, self.noise_schedule, x_hat[rows], level[rows], t[rows],
+                           condition[rows] if cond else None, **kwargs)
+            out = out.index_put((rows,), part.to(out.dtype))
+        return out
+
+
+def _replace(condition: Any, dropped: torch.Tensor, null: Any) -> Any:
+    """``condition`` with the ``dropped`` samples' entries taken from ``null``."""
+    if isinstance(condition, torch.Tensor):
+        mask = append_dims(dropped, condition.ndim)
+        return torch.where(mask, null.to(condition.dtype), condition)
+    out = condition.clone()
+    out[dropped] = null[dropped]
+    return out

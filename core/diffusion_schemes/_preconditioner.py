@@ -65,6 +65,7 @@ import torch
 
 from ._conditioning import check_condition
 from ._errors import DomainError
+from ._model_checks import call_model
 from ._specs import SpecBacked
 from ._shape import append_dims
 
@@ -196,7 +197,7 @@ class BaseAffinePreconditioner(SpecBacked, torch.nn.Module, abc.ABC):
                 "the end of sampling, where the clean sample is returned without calling the model"
             )
         c_in, c_noise, c_out, c_skip = self.coefficients(sigma, x.ndim)
-        out = self.model(_cast(c_in, dtype) * x, c_noise, condition, **model_kwargs)
+        out = call_model(self.model, "backbone", _cast(c_in, dtype) * x, c_noise, condition, **model_kwargs)
         return _cast(c_skip, dtype) * x + _cast(c_out, dtype) * _cast(out, dtype)
 
     def coefficients(

@@ -26,7 +26,10 @@ from typing import Any, NamedTuple
 
 import torch
 
+from ._conditioning import check_condition
 from ._denoiser import Denoiser, make_denoiser
+from ._errors import ConditionError
+from ._guidance import GuidedDenoiser, as_guidance
 from ._registry import registry
 from ._solvers import BaseSolver
 from ._specs import SchemeSpec
@@ -85,12 +88,13 @@ def resolve_solver(solver: Any, options: Mapping[str, Any] | None = None) -> Bas
 
 
 def _check_device(denoiser: Denoiser, latents: torch.Tensor) -> None:
-    param = denoiser.parameter()
-    if param is not None and param.device != latents.device:
-        raise ValueError(
-            f"the latents are on {latents.device} but the model's parameters are on {param.device}; "
-            f"move one of them, e.g. latents.to({str(param.device)!r}) or model.to({str(latents.device)!r})"
-        )
+    guide = getattr(denoiser, "guide", None)
+    for param in (denoiser.parameter(), None if guide is None else guide.parameter()):
+        if param is not None and param.device != latents.device:
+            raise ValueError(
+                f"the latents are on {latents.device} but the model's parameters are on {param.device}; "
+                f"move one of them, e.g. latents.to({str(param.device)!r}) or model.to({str(latents.device)!r})"
+            )
 
 
 def sample(
@@ -99,8 +103,11 @@ def sample(
     noise_schedule: Any,
     num_steps: int,
     solver: Any = "heun",
-    solver_options: Mapping[str, Any] | None = None,
+    *,
+    condition: Any = None,
+    guidance: Any = None,
     generator: torch.Generator | None = None,
+    solver_options: Mapping[str, Any] | None = None,
 ) -> SampleResult:
     """Integrate from ``latents`` (unscaled, at the first sampling time) down to noise level 0.
 
@@ -113,6 +120,11 @@ def sample(
         solver: a name (``"heun"``, ``"dpmpp_2m"``, ...), a config mapping, a spec or a
             solver object; ``solver_options`` are fields merged into a name or config and
             validated by the registry.
+        condition: a Tensor or TensorDict with one entry per sample, passed to the model at
+            every evaluation (through the noise-level path of a preconditioner, like an
+            unconditioned one).
+        guidance: ``None``, a weight ``w``, a mapping of :class:`Guidance` fields or a
+            :class:`Guidance`: ``D = D_null + w (D_cond - D_null)`` at each evaluation.
         generator: for the stochastic solvers' noise.
 
     The solvers call only ``denoiser.x0_sigma``; whether the path is deterministic or
@@ -120,7 +132,8 @@ def sample(
     add noise), not the denoiser's ``denoising_type``. A denoiser built on another schedule
     than ``noise_schedule`` works: both meet at the noise level.
 
-    Runs without gradient tracking. Returns ``SampleResult(samples, nfe)``.
+    Runs without gradient tracking. Returns ``SampleResult(samples, nfe)``, where ``nfe``
+    counts network evaluations per sample: a guided evaluation costs two, batched or not.
 
     >>> import torch
     >>> import diffusion_schemes as ds
@@ -145,8 +158,21 @@ def sample(
     solver = resolve_solver(solver, solver_options)
     if not isinstance(denoiser, Denoiser):
         denoiser = make_denoiser(noise_schedule, x0_predictor=denoiser)
+    if condition is not None:
+        if denoiser.condition is not None:
+            raise ConditionError(
+                "the denoiser already carries a condition (get_denoiser(..., condition=...)) and sample got "
+                "condition= too; give it in one place"
+            )
+        denoiser = denoiser.with_condition(condition)
+    check_condition(denoiser.condition, latents.shape[0])
+    guidance = as_guidance(guidance)
+    if guidance is not None:
+        denoiser = guidance.bind(denoiser, latents.shape[0], noise_schedule)
     _check_device(denoiser, latents)
     sigmas = noise_schedule.sigmas(num_steps)
     with torch.no_grad():
         samples, nfe = solver(denoiser, latents, sigmas, generator=generator)
+    if isinstance(denoiser, GuidedDenoiser):
+        nfe = denoiser.evaluations  # the solver counts calls of D; a guided call may cost two
     return SampleResult(samples, nfe)

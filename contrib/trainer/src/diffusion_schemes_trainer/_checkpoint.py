@@ -97,8 +97,11 @@ def rebuild(payload: dict[str, Any], ema: bool = True) -> tuple[Any, Any, Any]:
 
     from ._config import load_config
 
+    from ._train import num_classes
+
     config = load_config(base=payload["config"])
-    backbone = config.model.build(config.data.build().shape)
+    data = config.data.build()
+    backbone = config.model.build(data.shape, num_classes(config, data))
     state = payload.get("ema") if ema and payload.get("ema") is not None else payload["model"]
     try:
         backbone.load_state_dict(state)

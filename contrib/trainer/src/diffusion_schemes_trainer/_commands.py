@@ -39,6 +39,9 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, metavar="N", help="seed of data, weights, noise and sampling")
     g.add_argument("--device", metavar="DEV", help="cpu, cuda, cuda:N or auto")
     g.add_argument("--eval-every", type=int, metavar="N", help="measure the model every N steps")
+    g.add_argument("--class-conditional", action="store_true", default=None,
+                   help="condition on the class (digits; gaussian_mixture: the component), with condition dropout "
+                   "so that sampling can use classifier-free guidance")
     g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="set any field, dotted, value in TOML syntax: optimizer.lr=1e-3, data.name=two_moons")
 
@@ -69,6 +72,19 @@ def add_commands(cli: Any) -> None:
     p.add_argument("--seed", type=int, metavar="N", help="seed of the latents (default: the run's)")
     p.add_argument("--no-ema", action="store_true", help="use the trained weights, not their moving average")
     p.add_argument("--out", metavar="DIR", help="output folder (default: the run directory)")
+    g = p.add_argument_group("class-conditional runs (trained with --class-conditional)")
+    g.add_argument("--class", dest="label", type=int, metavar="K", help="sample only class K (default: every class)")
+    g.add_argument("--guidance", type=float, metavar="W",
+                   help="guidance weight w: D = D_null + w (D_cond - D_null); 1 is plain conditional sampling "
+                   "(default 2 when another guidance flag is given)")
+    g.add_argument("--guidance-interval", metavar="LO,HI",
+                   help="guide only at noise levels in [LO, HI] (e.g. 0.3,5); elsewhere w = 1")
+    g.add_argument("--guidance-rescale", type=float, metavar="PHI", help="rescale the guided estimate (0 to 1)")
+    g.add_argument("--guide", metavar="RUN",
+                   help="autoguidance: a weaker run of the same data and classes guides in place of the null class")
+    g.add_argument("--guidance-scales", metavar="LIST",
+                   help="sample held-out set B's classes at each of these weights (e.g. 0,1,2,4) from the same "
+                   "seeds: a table of class accuracy and distance, and guidance.png")
     p.set_defaults(func=_run("sample"))
 
     p = cli.add_parser("compare", help="train several schemes under the same budget and seed; table and plot")
@@ -77,6 +93,9 @@ def add_commands(cli: Any) -> None:
                    "PRECONDITIONER:SCHEDULE pairs (default: edm,vp,ve,iddpm)")
     _add_config_flags(p)
     p.add_argument("--evals", type=int, default=5, metavar="K", help="measurements per run (default 5)")
+    p.add_argument("--guidance-scales", metavar="LIST",
+                   help="class-conditional runs: after training, sample each at these guidance weights "
+                   "(e.g. 0,1,2,4) and tabulate class accuracy and distance")
     p.add_argument("--run-dir", metavar="DIR", help="output folder (default: a new one under runs/)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_run("compare"))

@@ -141,11 +141,11 @@ class MLPConfig(_Section):
     depth: int = Field(3, ge=1, description="Number of residual blocks.")
     frequencies: int = Field(32, ge=1, description="Fourier frequencies of the noise embedding.")
 
-    def build(self, shape: Sequence[int]) -> Any:
-        """The backbone for data of per-sample ``shape``."""
+    def build(self, shape: Sequence[int], num_classes: int = 0) -> Any:
+        """The backbone for data of per-sample ``shape`` (class-conditional when ``num_classes``)."""
         from ._models import MLP
 
-        return MLP(math.prod(shape), self.hidden, self.depth, self.frequencies)
+        return MLP(math.prod(shape), self.hidden, self.depth, self.frequencies, num_classes)
 
 
 class ConvConfig(_Section):
@@ -156,13 +156,13 @@ class ConvConfig(_Section):
     blocks: int = Field(4, ge=1, description="Number of residual blocks.")
     frequencies: int = Field(32, ge=1, description="Fourier frequencies of the noise embedding.")
 
-    def build(self, shape: Sequence[int]) -> Any:
-        """The backbone for images of per-sample ``shape`` ``(C, H, W)``."""
+    def build(self, shape: Sequence[int], num_classes: int = 0) -> Any:
+        """The backbone for images of per-sample ``shape`` ``(C, H, W)`` (class-conditional when ``num_classes``)."""
         from ._models import ConvNet
 
         if len(shape) != 3:
             raise TrainerError(f"the conv backbone needs images shaped (C, H, W), got data of shape {tuple(shape)}")
-        return ConvNet(shape[0], self.channels, self.blocks, self.frequencies)
+        return ConvNet(shape[0], self.channels, self.blocks, self.frequencies, num_classes)
 
 
 ModelConfig = Annotated[Union[MLPConfig, ConvConfig], Field(discriminator="name")]
@@ -270,6 +270,12 @@ def _build_model(installed: tuple[tuple[str, str], ...]) -> type[BaseModel]:
         eval_every: int = Field(0, ge=0, description="Measure the sliced Wasserstein distance every this many steps (0: at the end only).")
         log_every: int = Field(10, ge=1, description="Record the mean loss every this many steps.")
         projections: int = Field(512, ge=1, description="Random directions of the sliced Wasserstein distance.")
+        class_conditional: bool = Field(
+            False, description="Condition the model on the data's class (digits, gaussian_mixture: the component)."
+        )
+        condition_dropout: float = Field(
+            0.1, ge=0, le=1, description="Class-conditional: probability of training a sample without its class."
+        )
 
         @field_validator("weighting", mode="before")
         @classmethod

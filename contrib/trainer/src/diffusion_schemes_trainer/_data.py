@@ -25,11 +25,14 @@ __all__ = ["Checkerboard", "Digits", "MixtureData", "PointCloud", "Splits", "Two
 
 
 class Splits(NamedTuple):
-    """Training data and two disjoint held-out sets of the same size."""
+    """Training data and two disjoint held-out sets of the same size (with class labels when the set has classes)."""
 
     train: torch.Tensor
     eval_a: torch.Tensor
     eval_b: torch.Tensor
+    train_labels: torch.Tensor | None = None
+    eval_a_labels: torch.Tensor | None = None
+    eval_b_labels: torch.Tensor | None = None
 
 
 class PointCloud:
@@ -41,6 +44,8 @@ class PointCloud:
 
     kind = "points"
     shape: tuple[int, ...] = (2,)
+    #: Number of classes (0: the set has none; class-conditional training needs some).
+    num_classes = 0
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:  # pragma: no cover
         """``n`` draws, float32, shaped ``(n, *shape)``."""
@@ -49,9 +54,16 @@ class PointCloud:
     def splits(self, train_size: int, eval_size: int, seed: int) -> Splits:
         """``train_size`` training points and two held-out sets of ``eval_size`` points."""
         streams = [torch.Generator().manual_seed(seed * 3 + i) for i in range(3)]
-        return Splits(
-            self.sample(train_size, streams[0]), self.sample(eval_size, streams[1]), self.sample(eval_size, streams[2])
-        )
+        if not self.num_classes:
+            return Splits(
+                self.sample(train_size, streams[0]), self.sample(eval_size, streams[1]), self.sample(eval_size, streams[2])
+            )
+        (train, y), (a, y_a), (b, y_b) = (self.sample_labelled(n, g) for n, g in zip((train_size, eval_size, eval_size), streams))
+        return Splits(train, a, b, y, y_a, y_b)
+
+    def sample_labelled(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``n`` draws and their class labels (sets with classes only)."""
+        raise NotImplementedError
 
 
 class MixtureData(PointCloud):
@@ -65,9 +77,13 @@ class MixtureData(PointCloud):
     def __init__(self, means: Any, stds: Any, weights: Any = None) -> None:
         self.mixture = GaussianMixture(means, stds, weights)
         self.shape = (self.mixture.dim,)
+        self.num_classes = self.mixture.means.shape[0]  # the component is the class
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         return self.mixture.sample(n, generator)
+
+    def sample_labelled(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.mixture.sample_labelled(n, generator)
 
 
 class TwoMoons(PointCloud):
@@ -130,6 +146,7 @@ class Digits:
 
     kind = "images"
     shape: tuple[int, ...] = (1, 8, 8)
+    num_classes = 10
 
     def splits(self, train_size: int, eval_size: int, seed: int) -> Splits:
         """Two held-out sets of ``eval_size`` images and up to ``train_size`` training images."""
@@ -140,10 +157,15 @@ class Digits:
                 "the digits data set needs scikit-learn, which is not installed. Install the extra: "
                 "pip install 'diffusion-schemes-trainer[digits]' (or pick a 2-D data set)"
             ) from exc
-        images = torch.as_tensor(load_digits().images, dtype=torch.float32) / 8 - 1  # pixel values 0..16
+        digits = load_digits()
+        images = torch.as_tensor(digits.images, dtype=torch.float32) / 8 - 1  # pixel values 0..16
         n = images.shape[0]
         if 2 * eval_size >= n:
             raise TrainerError(f"eval_size {eval_size} leaves no training images out of {n}; use at most {n // 3}")
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
         images = images[perm][:, None]
-        return Splits(images[2 * eval_size :][:train_size], images[:eval_size], images[eval_size : 2 * eval_size])
+        labels = torch.as_tensor(digits.target, dtype=torch.long)[perm]
+        parts = slice(2 * eval_size, None), slice(None, eval_size), slice(eval_size, 2 * eval_size)
+        train, a, b = (images[p] for p in parts)
+        y, y_a, y_b = (labels[p] for p in parts)
+        return Splits(train[:train_size], a, b, y[:train_size], y_a, y_b)

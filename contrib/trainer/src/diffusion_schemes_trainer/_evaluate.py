@@ -28,6 +28,7 @@ import torch
 
 import diffusion_schemes as ds
 
+from ._classifier import class_accuracy
 from ._metrics import sliced_wasserstein
 
 __all__ = ["evaluate", "exact_predictor"]
@@ -42,11 +43,15 @@ def exact_predictor(mixture: Any, schedule: Any) -> Any:
     return predict
 
 
-def generate(model: Any, schedule: Any, shape: tuple[int, ...], solver: Any, num_steps: int, seed: int, device: Any = "cpu") -> Any:
+def generate(model: Any, schedule: Any, shape: tuple[int, ...], solver: Any, num_steps: int, seed: int,
+             device: Any = "cpu", condition: Any = None, guidance: Any = None) -> Any:
     """``ds.sample`` from latents drawn with ``seed``; returns ``(samples, nfe)``."""
     g = torch.Generator(device=device).manual_seed(seed)
     latents = schedule.init_latents(shape, generator=g, device=device)
-    result = ds.sample(model, latents, schedule, num_steps, solver=solver, generator=g)
+    if condition is not None:
+        condition = condition.to(device)
+    result = ds.sample(model, latents, schedule, num_steps, solver=solver, generator=g, condition=condition,
+                       guidance=guidance)
     return result.samples, result.nfe
 
 
@@ -61,15 +66,23 @@ def evaluate(
     seed: int = 0,
     exact: bool = True,
     device: Any = "cpu",
+    conditional: bool = False,
+    guidance: Any = None,
+    classifier: Any = None,
 ) -> dict[str, Any]:
     """Sample ``model`` (a preconditioner or x0-predictor) and measure it; see the module docstring.
 
     Returns ``sw_model``, ``sw_floor``, ``sw_exact`` (None without a mixture), ``nfe``,
     ``num_samples``, and the tensors ``samples`` and ``exact_samples`` (for pictures).
+    ``conditional``: sample held-out set B's labels (with ``guidance``), so the samples have the
+    class make-up of set B and their distance to set A is comparable with the floor (B against
+    A); with a ``classifier`` (see ``_classifier``)
+    ``class_accuracy`` is the fraction of samples it assigns the class they were generated for.
     """
     ref = splits.eval_a
     shape = tuple(ref.shape)
-    samples, nfe = generate(model, schedule, shape, solver, num_steps, seed + 1, device)
+    labels = splits.eval_b_labels if conditional else None
+    samples, nfe = generate(model, schedule, shape, solver, num_steps, seed + 1, device, labels, guidance)
     samples = samples.cpu()
     out: dict[str, Any] = {
         "sw_model": float(sliced_wasserstein(samples, ref, projections, seed)),
@@ -79,9 +92,12 @@ def evaluate(
         "num_samples": shape[0],
         "samples": samples,
         "exact_samples": None,
+        "class_accuracy": None,
     }
+    if labels is not None and classifier is not None:
+        out["class_accuracy"] = class_accuracy(classifier, samples, labels)
     mixture = getattr(data, "mixture", None)
-    if exact and mixture is not None:
+    if exact and mixture is not None and not conditional:
         exact_samples, _ = generate(exact_predictor(mixture, schedule), schedule, shape, solver, num_steps, seed + 1)
         out["sw_exact"] = float(sliced_wasserstein(exact_samples, ref, projections, seed))
         out["exact_samples"] = exact_samples

@@ -17,7 +17,7 @@ from ._errors import TrainerError
 
 __all__ = ["config_changes", "sample", "train"]
 
-_PLAIN = ("solver", "sampling_steps", "steps", "batch_size", "seed", "device", "eval_every")
+_PLAIN = ("solver", "sampling_steps", "steps", "batch_size", "seed", "device", "eval_every", "class_conditional")
 
 
 def config_changes(args: argparse.Namespace) -> dict[str, Any]:
@@ -79,6 +79,46 @@ def train(args: argparse.Namespace) -> int:
     return 0
 
 
+def guidance_from_args(args: argparse.Namespace, config: Any, classes: int) -> Any:
+    """The ``ds.Guidance`` the ``sample`` flags ask for (None: plain sampling); the guide run is rebuilt by name."""
+    import torch
+
+    import diffusion_schemes as ds
+
+    from ._checkpoint import load_checkpoint, rebuild
+
+    asked = [f for f, v in (("--guidance", args.guidance), ("--guidance-interval", args.guidance_interval),
+                            ("--guidance-rescale", args.guidance_rescale), ("--guide", args.guide)) if v is not None]
+    if not asked:
+        return None
+    if not classes and args.guide is None:
+        raise TrainerError(
+            f"{', '.join(asked)} needs a class-conditional run (train it with --class-conditional) or a guide "
+            "run for autoguidance (--guide RUN)"
+        )
+    interval = None
+    if args.guidance_interval is not None:
+        try:
+            lo, hi = (float(v) for v in args.guidance_interval.split(","))
+        except ValueError:
+            raise TrainerError(
+                f"--guidance-interval takes two noise levels LO,HI such as 0.3,5; got {args.guidance_interval!r}"
+            ) from None
+        interval = (lo, hi)
+    guide = None
+    if args.guide is not None:
+        guide_config, guide, _ = rebuild(load_checkpoint(args.guide), ema=not args.no_ema)
+        if (guide_config.data, guide_config.class_conditional) != (config.data, config.class_conditional):
+            raise TrainerError(
+                f"the guide run {args.guide!r} was trained on other data or classes ({guide_config.data.name}, "
+                f"class_conditional={guide_config.class_conditional}) than this run ({config.data.name}, "
+                f"class_conditional={config.class_conditional}); autoguidance needs the same data and conditioning"
+            )
+    null = torch.tensor([classes]) if classes and guide is None else None  # label K: "no class"
+    scale = 2.0 if args.guidance is None else args.guidance
+    return ds.Guidance(scale, null_condition=null, interval=interval, rescale=args.guidance_rescale or 0.0, guide=guide)
+
+
 def sample(args: argparse.Namespace) -> int:
     """``diffusion-schemes sample``."""
     import torch
@@ -87,10 +127,14 @@ def sample(args: argparse.Namespace) -> int:
 
     from . import _plots
     from ._checkpoint import load_checkpoint, rebuild
+    from ._classifier import class_accuracy, classifier_for
     from ._config import parse_overrides
     from ._evaluate import evaluate, generate
+    from ._train import num_classes
 
     path = Path(args.checkpoint)
+    if args.guidance_scales is not None:
+        return _sweep(args, path)
     payload = load_checkpoint(path)
     config, precond, schedule = rebuild(payload, ema=not args.no_ema)
     if config.threads:
@@ -102,6 +146,13 @@ def sample(args: argparse.Namespace) -> int:
     steps = args.steps or config.sampling_steps
     seed = config.seed if args.seed is None else args.seed
     data = config.data.build()
+    classes = num_classes(config, data)
+    if args.label is not None and not 0 <= args.label < max(classes, 1):
+        raise TrainerError(
+            f"--class {args.label} is not a class of this run" + (f"; its classes are 0..{classes - 1}" if classes
+            else "; it was trained without classes (train with --class-conditional)")
+        )
+    guidance = guidance_from_args(args, config, classes)
     n = args.num_samples or config.data.eval_size
     out = Path(args.out) if args.out else (path if path.is_dir() else path.parent)
     try:
@@ -109,28 +160,63 @@ def sample(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise TrainerError(f"cannot create the output folder {str(out)!r}: {exc.strerror or exc}") from None
     stem = f"samples-{solver_spec.name}-{steps}"
+    if guidance is not None:
+        stem += f"-w{guidance.scale:g}"
+    if args.label is not None:
+        stem += f"-class{args.label}"
     weights = "trained" if args.no_ema or payload.get("ema") is None else "ema"
-    print(f"sampling {n} samples at step {payload['step']} ({weights} weights) with {solver_spec.name}, {steps} steps",
-          file=sys.stderr)
-    if n == config.data.eval_size:
-        splits = data.splits(config.data.train_size, config.data.eval_size, config.seed)
-        result = evaluate(precond, schedule, splits, data, solver_spec, steps, config.projections, seed)
+    print(f"sampling {n} samples at step {payload['step']} ({weights} weights) with {solver_spec.name}, {steps} steps"
+          + (f", guidance {guidance!r}" if guidance is not None else ""), file=sys.stderr)
+    splits = data.splits(config.data.train_size, config.data.eval_size, config.seed) if classes or n == config.data.eval_size else None
+    judge = classifier_for(data, splits, config.seed) if classes else None
+    if n == config.data.eval_size and args.label is None:
+        result = evaluate(precond, schedule, splits, data, solver_spec, steps, config.projections, seed,
+                          conditional=bool(classes), guidance=guidance, classifier=judge)
         samples, nfe = result["samples"], result["nfe"]
         lines = [f"sliced Wasserstein distance to held-out data: {result['sw_model']:.4f} "
                  f"(floor {result['sw_floor']:.4f}, {result['sw_model'] / result['sw_floor']:.2f}x)"]
         if result["sw_exact"] is not None:
             lines.append(f"exact denoiser with the same solver and steps: {result['sw_exact']:.4f}")
+        if result["class_accuracy"] is not None:
+            lines.append(f"class accuracy (held-out set B's labels, judged by a classifier): {result['class_accuracy']:.3f}")
     else:
-        samples, nfe = generate(precond, schedule, (n, *data.shape), solver_spec, steps, seed + 1)
-        lines = [f"(no distance measured: it needs --num-samples {config.data.eval_size}, the held-out set's size)"]
+        labels = None
+        if classes:
+            labels = torch.full((n,), args.label) if args.label is not None else torch.arange(n) % classes
+        samples, nfe = generate(precond, schedule, (n, *data.shape), solver_spec, steps, seed + 1,
+                                condition=labels, guidance=guidance)
+        lines = [f"(no distance measured: it needs --num-samples {config.data.eval_size}, the held-out set's size, "
+                 "and every class)"]
+        if judge is not None:
+            lines.append(f"class accuracy (judged by a classifier): {class_accuracy(judge, samples, labels):.3f}")
     try:
         torch.save(samples, out / f"{stem}.pt")
     except OSError as exc:
         raise TrainerError(f"cannot write to {str(out)!r}: {exc.strerror or exc}; pick a folder with --out") from None
-    picture = _plots.samples_picture(str(out / f"{stem}.png"), [(f"{solver_spec.name}, {steps} steps", samples)], data.kind)
+    title = f"{solver_spec.name}, {steps} steps" + (f", w = {guidance.scale:g}" if guidance is not None else "")
+    picture = _plots.samples_picture(str(out / f"{stem}.png"), [(title, samples)], data.kind)
     print(f"{n} samples, {nfe} model evaluations")
     print("\n".join(lines))
     print(f"written: {out / (stem + '.pt')}" + (f", {picture}" if picture else f" ({_plots.MISSING})"))
+    return 0
+
+
+def _sweep(args: argparse.Namespace, path: Path) -> int:
+    """``sample RUN --guidance-scales LIST``: the run's own solver and steps at each weight, same seeds."""
+    import json
+
+    from ._compare import guidance_table, parse_scales, sweep_guidance
+
+    other = [f for f in ("label", "guidance", "guidance_interval", "guidance_rescale", "guide", "solver", "steps",
+                         "num_samples", "seed") if getattr(args, f) not in (None, [])]
+    if other or args.solver_option:
+        raise TrainerError("--guidance-scales samples with the run's own settings; drop the other sampling flags")
+    out = Path(args.out) if args.out else (path if path.is_dir() else path.parent)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = sweep_guidance(path, parse_scales(args.guidance_scales), ema=not args.no_ema, picture=str(out / "guidance.png"))
+    (out / "guidance.json").write_text(json.dumps(rows, indent=2) + "\n")
+    print(guidance_table({str(path): rows}))
+    print(f"written: {out / 'guidance.json'}" + (f", {out / 'guidance.png'}" if (out / "guidance.png").is_file() else ""))
     return 0
 
 

@@ -75,9 +75,17 @@ class GaussianMixture:
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """``n`` float32 draws."""
+        return self.sample_labelled(n, generator)[0]
+
+    def sample_labelled(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``n`` float32 draws and the component each was drawn from (its class label)."""
         comp = torch.multinomial(self.weights, n, replacement=True, generator=generator)
         noise = torch.randn(n, self.dim, generator=generator, dtype=torch.float64)
-        return (self.means[comp] + self.stds[comp, None] * noise).float()
+        return (self.means[comp] + self.stds[comp, None] * noise).float(), comp
+
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        """The most probable component of each point (the Bayes classifier of the data density)."""
+        return self._log_components(x, 0.0)[0].argmax(1)
 
     def _log_components(self, x: torch.Tensor, sigma: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """``log pi_k N(x; mu_k, v_k I)`` shaped ``(B, K)`` and the variances ``v_k = s_k^2 + sigma^2``."""

@@ -23,12 +23,44 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["MLP", "ConvNet", "NoiseEmbedding"]
+__all__ = ["MLP", "ClassEmbedding", "ConvNet", "NoiseEmbedding"]
 
 
 def _unconditional(condition: Any, name: str) -> None:
     if condition is not None:
-        raise ValueError(f"the {name} backbone is unconditional; got a condition of type {type(condition).__name__}")
+        raise ValueError(
+            f"the {name} backbone is unconditional; got a condition of type {type(condition).__name__} "
+            "(build it with num_classes=K, or train with --class-conditional, to condition on a class)"
+        )
+
+
+class ClassEmbedding(nn.Module):
+    """A learned vector per class label ``0 .. K-1`` plus one for "no class" (label ``K``, or no condition).
+
+    The extra row is the null condition of classifier-free guidance: the loss's condition
+    dropout trains it, and guided sampling evaluates it (Ho & Salimans 2022).
+
+    >>> import torch
+    >>> from diffusion_schemes_trainer._models import ClassEmbedding
+    >>> embed = ClassEmbedding(num_classes=10, dim=4)
+    >>> embed(torch.tensor([3, 10]), 2).shape, torch.equal(embed(None, 2)[0], embed(torch.tensor([10]), 1)[0])
+    (torch.Size([2, 4]), True)
+    """
+
+    def __init__(self, num_classes: int, dim: int) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.table = nn.Embedding(num_classes + 1, dim)
+
+    def forward(self, labels: Any, batch: int) -> torch.Tensor:
+        if labels is None:
+            labels = torch.full((batch,), self.num_classes, dtype=torch.long, device=self.table.weight.device)
+        if not isinstance(labels, torch.Tensor) or labels.dtype not in (torch.int32, torch.int64) or labels.shape != (batch,):
+            raise ValueError(
+                f"a class condition must be integer labels shaped ({batch},), got "
+                f"{getattr(labels, 'dtype', type(labels).__name__)} {tuple(getattr(labels, 'shape', ()))}"
+            )
+        return self.table(labels)
 
 
 class NoiseEmbedding(nn.Module):
@@ -84,10 +116,14 @@ class MLP(nn.Module):
         hidden: width of the hidden layers.
         depth: number of residual blocks.
         frequencies: Fourier frequencies of the noise embedding.
+        num_classes: ``K > 0`` makes it class-conditional: the condition is integer labels
+            ``(B,)`` (``K`` or no condition: unconditional), embedded and added to the noise embedding.
     """
 
-    def __init__(self, dim: int = 2, hidden: int = 128, depth: int = 3, frequencies: int = 32) -> None:
+    def __init__(self, dim: int = 2, hidden: int = 128, depth: int = 3, frequencies: int = 32,
+                 num_classes: int = 0) -> None:
         super().__init__()
+        self.classes = ClassEmbedding(num_classes, hidden) if num_classes else None
         self.embed = NoiseEmbedding(frequencies)
         self.emb_mlp = nn.Sequential(nn.Linear(self.embed.dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
         self.inp = nn.Linear(dim, hidden)
@@ -99,10 +135,13 @@ class MLP(nn.Module):
             nn.init.zeros_(layer.bias)
 
     def forward(self, x: torch.Tensor, c_noise: torch.Tensor, condition: Any = None) -> torch.Tensor:
-        _unconditional(condition, "MLP")
         shape = x.shape
         x = x.reshape(shape[0], -1)
         emb = self.emb_mlp(self.embed(c_noise).to(x.dtype))
+        if self.classes is None:
+            _unconditional(condition, "MLP")
+        else:
+            emb = emb + self.classes(condition, shape[0]).to(emb.dtype)
         h = self.inp(x)
         for block in self.blocks:
             h = block(h, emb)
@@ -135,8 +174,10 @@ class ConvNet(nn.Module):
     torch.Size([3, 1, 8, 8])
     """
 
-    def __init__(self, in_channels: int = 1, channels: int = 64, blocks: int = 4, frequencies: int = 32) -> None:
+    def __init__(self, in_channels: int = 1, channels: int = 64, blocks: int = 4, frequencies: int = 32,
+                 num_classes: int = 0) -> None:
         super().__init__()
+        self.classes = ClassEmbedding(num_classes, channels) if num_classes else None
         groups = math.gcd(8, channels)
         self.embed = NoiseEmbedding(frequencies)
         self.emb_mlp = nn.Sequential(nn.Linear(self.embed.dim, channels), nn.SiLU(), nn.Linear(channels, channels))
@@ -149,8 +190,11 @@ class ConvNet(nn.Module):
             nn.init.zeros_(layer.bias)
 
     def forward(self, x: torch.Tensor, c_noise: torch.Tensor, condition: Any = None) -> torch.Tensor:
-        _unconditional(condition, "ConvNet")
         emb = self.emb_mlp(self.embed(c_noise).to(x.dtype))
+        if self.classes is None:
+            _unconditional(condition, "ConvNet")
+        else:
+            emb = emb + self.classes(condition, x.shape[0]).to(emb.dtype)
         h = self.inp(x)
         for block in self.blocks:
             h = block(h, emb)

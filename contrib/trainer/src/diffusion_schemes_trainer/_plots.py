@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["MISSING", "compare_curves", "loss_curve", "samples_picture"]
+__all__ = ["MISSING", "compare_curves", "guidance_picture", "loss_curve", "samples_picture"]
 
 #: What to tell a user whose environment has no matplotlib.
 MISSING = "pictures need matplotlib: pip install 'diffusion-schemes-trainer[plot]'"
@@ -55,6 +55,47 @@ def samples_picture(path: str, panels: Sequence[tuple[str, torch.Tensor]], kind:
             ax.imshow(_grid(x[:64]).numpy(), cmap="gray", vmin=-1, vmax=1)
             ax.axis("off")
         ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def guidance_picture(path: str, rows: Sequence[tuple[str, torch.Tensor]], labels: torch.Tensor, kind: str = "points",
+                     per_class: int = 3) -> str | None:
+    """The same latents sampled at several guidance weights: one row (images) or panel (points) per weight.
+
+    ``rows`` are ``(title, samples)`` drawn from the same latents and ``labels``. Images: the first
+    ``per_class`` samples of every class, in class order, the same ones in every row. Points: all
+    samples, coloured by the class they were asked for.
+    """
+    plt = _pyplot()
+    if plt is None:
+        return None
+    labels = labels.cpu()
+    if kind == "points":
+        fig, axes = plt.subplots(1, len(rows), figsize=(3.6 * len(rows), 3.8), squeeze=False)
+        lim = max(float(x.abs().quantile(0.995)) for _, x in rows) * 1.1
+        for ax, (title, x) in zip(axes[0], rows):
+            x = x.detach().float().cpu()
+            ax.scatter(x[:, 0].numpy(), x[:, 1].numpy(), c=labels.numpy(), cmap="tab10", s=2, alpha=0.6, linewidths=0)
+            ax.set_xlim(-lim, lim)
+            ax.set_ylim(-lim, lim)
+            ax.set_aspect("equal")
+            ax.set_title(title, fontsize=10)
+    else:
+        picked = torch.cat([(labels == k).nonzero().flatten()[:per_class] for k in range(int(labels.max()) + 1)])
+        fig, axes = plt.subplots(len(rows), 1, figsize=(0.45 * len(picked) + 1.2, 0.75 * len(rows) + 0.3), squeeze=False)
+        for ax, (title, x) in zip(axes[:, 0], rows):
+            strip = x.detach().float().cpu()[picked, 0].clamp(-1, 1)
+            h, w = strip.shape[1:]
+            canvas = torch.full((h, len(picked) * (w + 1) - 1), -1.0)
+            for i, image in enumerate(strip):
+                canvas[:, i * (w + 1) : i * (w + 1) + w] = image
+            ax.imshow(canvas.numpy(), cmap="gray", vmin=-1, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_ylabel(title, rotation=0, ha="right", va="center", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

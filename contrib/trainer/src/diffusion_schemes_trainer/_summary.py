@@ -45,6 +45,8 @@ def summary(metrics: dict[str, Any]) -> str:
         f"{f['solver']['name']}, {f['sampling_steps']} steps, {f['nfe']} model evaluations):",
         *(f"  {name.ljust(width)}  {value:.4f}{extra}" for name, value, extra in rows),
         f"within 2x of the floor: {'yes' if f['sw_model'] <= 2 * floor else 'no'}",
+        *([f"class accuracy of the samples (conditional, w = 1), judged by a classifier: {f['class_accuracy']:.3f}"]
+          if f.get("class_accuracy") is not None else []),
         f"outputs in {metrics['run_dir']}: {'  '.join(metrics['files'].values())}",
     ]
     if metrics.get("note"):

@@ -39,7 +39,19 @@ from ._errors import TrainerError
 from ._evaluate import evaluate
 from ._progress import Progress
 
-__all__ = ["step_generator", "train"]
+__all__ = ["num_classes", "step_generator", "train"]
+
+
+def num_classes(config: Any, data: Any) -> int:
+    """The number of classes the backbone is conditioned on: 0 unless ``class_conditional``."""
+    if not config.class_conditional:
+        return 0
+    if not getattr(data, "num_classes", 0):
+        raise TrainerError(
+            f"--class-conditional needs a data set with classes; {config.data.name!r} has none. "
+            "Use --data digits or --data gaussian_mixture (whose component is the class)."
+        )
+    return int(data.num_classes)
 
 
 def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
@@ -102,8 +114,12 @@ class _Trainer:
         self.data = config.data.build()
         self.splits = self.data.splits(config.data.train_size, config.data.eval_size, config.seed)
         self.shard = self.splits.train[ctx.rank :: ctx.world_size].to(ctx.device)
+        self.num_classes = num_classes(config, self.data)
+        self.labels = None
+        if self.num_classes:
+            self.labels = self.splits.train_labels[ctx.rank :: ctx.world_size].to(ctx.device)
         torch.manual_seed(config.seed)  # the backbone's initial weights
-        self.backbone = config.model.build(self.data.shape).to(ctx.device)
+        self.backbone = config.model.build(self.data.shape, self.num_classes).to(ctx.device)
         self.ema = copy.deepcopy(self.backbone).requires_grad_(False) if config.optimizer.ema_decay > 0 else None
         net = self.backbone
         if ctx.distributed:
@@ -111,7 +127,12 @@ class _Trainer:
             net = torch.nn.parallel.DistributedDataParallel(self.backbone, device_ids=ids)
         self.precond = ds.create("preconditioner", config.preconditioner, model=net)
         self.schedule = ds.create("noise_schedule", config.noise_schedule)
-        self.loss_fn = ds.MSEDSMLoss(self.precond, self.schedule, weighting=config.weighting)
+        dropout = {}
+        if self.num_classes:  # the extra label K is "no class", the null condition of guidance
+            null = torch.tensor([self.num_classes], device=ctx.device)
+            dropout = {"condition_dropout": config.condition_dropout, "null_condition": null}
+        self.loss_fn = ds.MSEDSMLoss(self.precond, self.schedule, weighting=config.weighting, **dropout)
+        self.classifier = None
         opt = config.optimizer
         cls = torch.optim.AdamW if opt.name == "adamw" else torch.optim.Adam
         self.optimizer = cls(self.backbone.parameters(), lr=opt.lr, betas=opt.betas, weight_decay=opt.weight_decay)
@@ -174,7 +195,11 @@ class _Trainer:
         noise = torch.randn(x0.shape, generator=g, dtype=x0.dtype)
         for group in self.optimizer.param_groups:
             group["lr"] = self.config.optimizer.lr * lr_factor(self.config.optimizer, self.step, self.config.steps)
-        loss = self.loss_fn(x0, t=t.to(x0.device), noise=noise.to(x0.device))
+        if self.labels is None:
+            loss = self.loss_fn(x0, t=t.to(x0.device), noise=noise.to(x0.device))
+        else:
+            labels = self.labels[idx.to(self.labels.device)]
+            loss = self.loss_fn(x0, t=t.to(x0.device), noise=noise.to(x0.device), condition=labels, generator=g)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.config.optimizer.grad_clip is not None:
@@ -197,9 +222,14 @@ class _Trainer:
 
     def measure(self) -> dict[str, Any]:
         cfg = self.config
+        if self.num_classes and self.classifier is None:
+            from ._classifier import classifier_for
+
+            self.classifier = classifier_for(self.data, self.splits, cfg.seed)
         return evaluate(
             self.sampler(), self.schedule, self.splits, self.data, solver=cfg.solver, num_steps=cfg.sampling_steps,
             projections=cfg.projections, seed=cfg.seed, device=self.ctx.device,
+            conditional=bool(self.num_classes), classifier=self.classifier,
         )
 
     def run(self, progress: Progress | None, callback: Callable[[int], None] | None) -> None:
@@ -254,6 +284,8 @@ def _write_outputs(trainer: _Trainer, result: dict[str, Any], wall: float, in_sy
     if _plots.loss_curve(str(run_dir / "loss.png"), trainer.history["loss"]):
         files["loss_picture"] = "loss.png"
     final = {k: result[k] for k in ("sw_model", "sw_floor", "sw_exact", "nfe", "num_samples")}
+    if result["class_accuracy"] is not None:  # class-conditional runs
+        final["class_accuracy"] = result["class_accuracy"]
     final.update(
         ratio_to_floor=result["sw_model"] / result["sw_floor"] if result["sw_floor"] > 0 else None,
         projections=cfg.projections,
