@@ -79,15 +79,42 @@ def test_other_point_sets_train(capsys, tmp_path, data):
     assert "exact denoiser" not in out
 
 
-def test_digits_train_with_the_conv_backbone(capsys, tmp_path):
+def test_digits_train_with_the_unet_backbone_and_report_fd_digits(capsys, tmp_path):
     pytest.importorskip("sklearn")
-    code, _, err = run(capsys, "train", "--data", "digits", "--steps", "4", "--batch-size", "8", "--sampling-steps", "2",
-                       "-q", "--set", "data.eval_size=16", "--set", "model.channels=8", "--set", "model.blocks=1",
-                       "--set", "projections=8", "--run-dir", tmp_path / "d")
+    code, out, err = run(capsys, "train", "--data", "digits", "--steps", "4", "--batch-size", "8", "--sampling-steps", "2",
+                         "--set", "data.eval_size=16", "--set", "model.channels=8", "--set", "model.blocks=1",
+                         "--set", "projections=8", "--set", "ema_snapshot_every=2", "-q", "--run-dir", tmp_path / "d")
     assert code == 0, err
     metrics = json.loads((tmp_path / "d" / "metrics.json").read_text())
-    assert metrics["config"]["model"]["name"] == "conv" and metrics["final"]["num_samples"] == 16
-    assert (tmp_path / "d" / "samples.png").is_file()
+    final = metrics["final"]
+    assert metrics["config"]["model"]["name"] == "unet" and final["num_samples"] == 16
+    assert final["fd_digits"] > final["fd_digits_floor"] > 0 and 0 < final["class_confidence"] <= 1
+    assert "class_accuracy" not in final  # unconditional samples have no requested class
+    assert sum(final["class_counts"]) == 16
+    assert "fd_digits" in out and "within 3x of the floor" in out
+    assert (tmp_path / "d" / "samples.png").is_file() and (tmp_path / "d" / "digits_classifier.pt").is_file()
+    code, out, err = run(capsys, "sample", tmp_path / "d", "--steps", "2")
+    assert code == 0, err
+    assert "fd_digits" in out
+    code, out, err = run(capsys, "ema", tmp_path / "d", "--sigma-rel", "0.05,0.15", "--sampling-steps", "2")
+    assert code == 0, err
+    report = json.loads((tmp_path / "d" / "ema.json").read_text())
+    assert [r["sigma_rel"] for r in report["rows"]] == [0.05, 0.15] and report["by"] == "fd_digits"
+    assert report["best"] == min(report["rows"], key=lambda r: r["fd_digits"])["sigma_rel"]
+
+
+def test_compare_on_digits_ranks_by_fd_digits(capsys, tmp_path):
+    pytest.importorskip("sklearn")
+    code, out, err = run(capsys, "compare", "--data", "digits", "--schemes", "edm,vp", "--evals", "1", "--steps", "2",
+                         "--batch-size", "8", "--sampling-steps", "2", "--set", "data.eval_size=16",
+                         "--set", "model.channels=8", "--set", "model.blocks=1", "--set", "projections=8",
+                         "-q", "--run-dir", tmp_path)
+    assert code == 0, err
+    report = json.loads((tmp_path / "compare.json").read_text())
+    fds = [r["fd_digits"] for r in report["schemes"]]
+    assert report["ranked_by"] == "fd_digits" and fds == sorted(fds)
+    first = report["schemes"][0]["scheme"]
+    assert f"| 1 | {first} |" in (tmp_path / "compare.md").read_text() and (tmp_path / "compare.png").is_file()
 
 
 def test_compare_trains_each_scheme_and_writes_table_json_and_plot(capsys, tmp_path):

@@ -38,8 +38,9 @@ def test_two_processes_train_with_ddp_and_only_rank_0_writes(tmp_path):
     payload = load_checkpoint(run_dir)
     assert payload["step"] == 12 and payload["world_size"] == 2
     assert sorted(p.name for p in run_dir.iterdir()) == sorted(
-        ["checkpoint.pt", "metrics.json", "samples.pt", "samples.png", "loss.png"]
+        ["checkpoint.pt", "metrics.json", "samples.pt", "samples.png", "loss.png", "ema"]
     )
+    assert [p.name for p in (run_dir / "ema").iterdir()] == ["ema-00000012.pt"]  # the post-hoc EMA snapshot, once
 
     # a run started on 2 processes resumes on 1
     from diffusion_schemes import cli

@@ -60,8 +60,9 @@ def test_resumed_run_equals_an_uninterrupted_one(tmp_path):
 
     a, b = load_checkpoint(tmp_path / "whole"), load_checkpoint(tmp_path / "cut")
     assert a["step"] == b["step"] == 30
-    for key in ("model", "ema", "optimizer", "history"):
+    for key in ("model", "ema", "posthoc_ema", "optimizer", "history"):
         assert_same_state(a[key], b[key], key)
+    assert a["posthoc_ema"] is not None  # EDM2's two profiles are tracked by default and resume exactly
     assert whole["final"]["sw_model"] == resumed["final"]["sw_model"]
     assert torch.equal(torch.load(tmp_path / "whole" / "samples.pt"), torch.load(tmp_path / "cut" / "samples.pt"))
 

@@ -50,6 +50,7 @@ from ._conditioning import batch_size_of, check_condition, expand_null_condition
 from ._denoiser import check_pair, predict
 from ._preconditioner import compute_dtype
 from ._config import resolve_weighting
+from ._uncertainty import resolve_uncertainty
 from ._weighting import weight_for
 from ._shape import append_dims
 
@@ -84,6 +85,10 @@ class MSEDSMLoss(torch.nn.Module):
             :class:`BaseWeighting`: its weight, converted from its ``loss_type``
             (``_weighting.weight_for``, the one place a weight meets a prediction type).
         reduction: ``"mean"``, ``"sum"`` or ``"none"`` (elementwise, shaped like ``x0``).
+        uncertainty: learn the loss weight per noise level (EDM2's uncertainty weighting):
+            ``True`` for a :class:`~diffusion_schemes._uncertainty.UncertaintyWeight` ``u(sigma)``,
+            or such a module; each element's loss ``L`` becomes ``L / exp(u) + u``. The module is
+            :attr:`uncertainty`: add its parameters to the optimiser. ``False`` (default): none.
         low_discrepancy: draw the batch's times stratified, ``u_i = (i + U) / B`` with one
             ``U ~ U(0, 1)``, mapped by the schedule's ``time_from_uniform(u)`` (its training
             distribution's inverse CDF); the schedule must offer that method.
@@ -118,6 +123,7 @@ class MSEDSMLoss(torch.nn.Module):
         low_discrepancy: bool = False,
         condition_dropout: float = 0.0,
         null_condition: Any = None,
+        uncertainty: Any = False,
     ) -> None:
         super().__init__()
         if isinstance(condition_dropout, bool) or not isinstance(condition_dropout, (int, float)) or not (
@@ -150,6 +156,7 @@ class MSEDSMLoss(torch.nn.Module):
         self.low_discrepancy = low_discrepancy
         self.condition_dropout = float(condition_dropout)
         self.null_condition = null_condition
+        self.uncertainty = resolve_uncertainty(uncertainty)
 
     def sample_time(self, n: int, device: Any = None, generator: torch.Generator | None = None) -> torch.Tensor:
         """``n`` training times (stratified when ``low_discrepancy``)."""
@@ -214,6 +221,8 @@ class MSEDSMLoss(torch.nn.Module):
         target = self.target(x0, noise, append_dims(log_snr, x0.ndim))
         weight = append_dims(self.weight(log_snr).to(log_snr.dtype), x0.ndim)
         loss = weight * (out.to(weight.dtype) - target.to(weight.dtype)) ** 2
+        if self.uncertainty is not None:
+            loss = self.uncertainty.weigh(loss, append_dims(level, x0.ndim))
         if self.reduction == "mean":
             return loss.mean()
         if self.reduction == "sum":

@@ -1,6 +1,6 @@
 """diffusion-schemes-trainer: train, sample and compare diffusion schemes by name from the command line.
 
-It adds three commands to ``diffusion-schemes`` through the ``register_commands`` hook:
+It adds four commands to ``diffusion-schemes`` through the ``register_commands`` hook:
 
 - ``diffusion-schemes train``: with no argument, the EDM scheme on a 2-D Gaussian mixture
   with a small MLP on the CPU (about a minute); any installed scheme by name
@@ -8,6 +8,8 @@ It adds three commands to ``diffusion-schemes`` through the ``register_commands`
   under ``torchrun`` it trains with DistributedDataParallel.
 - ``diffusion-schemes sample``: samples from a checkpoint with any installed solver.
 - ``diffusion-schemes compare``: trains several schemes under the same budget and seed.
+- ``diffusion-schemes ema``: reconstructs EMAs of other lengths from a run's snapshots (EDM2's
+  post-hoc EMA) and measures each.
 
 It is written only against the public contract (``import diffusion_schemes as ds``), the way
 a framework would embed the schemes in its own config. This module stays light: the
@@ -39,6 +41,7 @@ __all__ = [
     "TrainConfig",
     "TrainerError",
     "TwoMoons",
+    "UNet",
     "load_checkpoint",
     "load_config",
     "register_commands",
@@ -51,6 +54,7 @@ _LAZY = {
     "MLP": "._models",
     "ConvNet": "._models",
     "NoiseEmbedding": "._models",
+    "UNet": "._models",
     "GaussianMixture": "._mixture",
     "Checkerboard": "._data",
     "Digits": "._data",
@@ -70,7 +74,7 @@ _LAZY = {
 
 @ds.hookimpl
 def register_commands(cli: Any) -> None:
-    """Add ``train``, ``sample`` and ``compare`` to the ``diffusion-schemes`` command line."""
+    """Add ``train``, ``sample``, ``compare`` and ``ema`` to the ``diffusion-schemes`` command line."""
     from ._commands import add_commands
 
     add_commands(cli)

@@ -30,10 +30,14 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--preconditioner", metavar="NAME", help="preconditioner by name (diffusion-schemes list)")
     g.add_argument("--schedule", dest="noise_schedule", metavar="NAME", help="noise schedule by name")
     g.add_argument("--weighting", metavar="NAME", help="loss weighting: 'default' (the schedule's), a number or a name")
+    g.add_argument("--uncertainty", action="store_true", default=None,
+                   help="learn the loss weight per noise level, u(sigma) (EDM2's uncertainty weighting)")
+    g.add_argument("--ema-profiles", metavar="LIST",
+                   help="widths sigma_rel of the two post-hoc EMAs (EDM2), e.g. 0.05,0.10 (the default); 'none' for none")
     g.add_argument("--solver", metavar="NAME", help="solver used to sample after training")
     g.add_argument("--sampling-steps", type=int, metavar="N", help="solver steps")
     g.add_argument("--data", metavar="NAME", help="gaussian_mixture, two_moons, checkerboard or digits")
-    g.add_argument("--model", metavar="NAME", help="backbone: mlp or conv (default: the data's usual one)")
+    g.add_argument("--model", metavar="NAME", help="backbone: mlp, conv or unet (default: the data's usual one)")
     g.add_argument("--steps", type=int, metavar="N", help="optimiser steps")
     g.add_argument("--batch-size", type=int, metavar="N", help="global batch size")
     g.add_argument("--seed", type=int, metavar="N", help="seed of data, weights, noise and sampling")
@@ -86,6 +90,16 @@ def add_commands(cli: Any) -> None:
                    help="sample held-out set B's classes at each of these weights (e.g. 0,1,2,4) from the same "
                    "seeds: a table of class accuracy and distance, and guidance.png")
     p.set_defaults(func=_run("sample"))
+
+    p = cli.add_parser("ema", help="post-hoc EMA: reconstruct EMAs of other lengths from a run's snapshots and measure each",
+                       description="Reconstruct the power-function EMA of each width sigma_rel from the snapshots a "
+                       "training run kept (EDM2's post-hoc EMA) and measure each, so the EMA length is picked after "
+                       "training. Writes ema.json in the run directory.")
+    p.add_argument("run", help="a run directory (with its checkpoint.pt and ema/ snapshots)")
+    p.add_argument("--sigma-rel", default="0.05,0.10,0.15", metavar="LIST",
+                   help="comma-separated EMA widths relative to the run's length (default 0.05,0.10,0.15)")
+    p.add_argument("--sampling-steps", type=int, metavar="N", help="solver steps (default: the run's)")
+    p.set_defaults(func=_run("ema"))
 
     p = cli.add_parser("compare", help="train several schemes under the same budget and seed; table and plot")
     p.add_argument("--schemes", default="edm,vp,ve,iddpm", metavar="LIST",

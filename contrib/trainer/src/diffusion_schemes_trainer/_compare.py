@@ -4,7 +4,8 @@ Each scheme is a name (its preconditioner and noise schedule of that name, e.g. 
 ``PRECONDITIONER:SCHEDULE`` pair (``edm:vp``). Every run uses the same config otherwise (data,
 backbone, optimiser, steps, seed, solver), is measured ``--evals`` times along the way, and
 lands in its own folder; the comparison is written as ``compare.md``, ``compare.json`` and
-``compare.png`` (sliced Wasserstein distance against training step).
+``compare.png`` (sliced Wasserstein distance against training step; on digits, ``fd_digits``, which
+also ranks the schemes).
 
 >>> from diffusion_schemes_trainer._compare import parse_schemes
 >>> parse_schemes("edm, vp,edm:vp")
@@ -107,21 +108,40 @@ def parse_schemes(text: str) -> list[tuple[str, str, str]]:
     return out
 
 
-def markdown_table(rows: list[dict[str, Any]], floor: float) -> str:
-    """The comparison as a markdown table (one row per scheme, one column per measured step)."""
+def markdown_table(rows: list[dict[str, Any]], floor: float, fd_floor: float | None = None) -> str:
+    """The comparison as a markdown table (one row per scheme, best first, one column per measured step).
+
+    Rows are ranked by ``fd_digits`` when measured (digits), else by the final sliced Wasserstein
+    distance; the curve columns show that same measure.
+    """
+    fd = fd_floor is not None
+    measure = "fd_digits" if fd else "sw"
     steps = sorted({e["step"] for r in rows for e in r["curve"]})
-    head = ["scheme", "preconditioner", "schedule", *(f"SW @ {s}" for s in steps), "x floor", "exact denoiser", "train s"]
+    head = ["rank", "scheme", "preconditioner", "schedule", *(f"{'FD' if fd else 'SW'} @ {s}" for s in steps)]
+    head += ["fd_digits", "x floor", "SW", "x floor"] if fd else ["x floor", "exact denoiser"]
+    head.append("train s")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        at = {e["step"]: e["sw"] for e in r["curve"]}
-        exact = f"{r['sw_exact']:.4f}" if r["sw_exact"] is not None else "-"
-        cells = [r["scheme"], r["preconditioner"], r["noise_schedule"],
-                 *(f"{at[s]:.4f}" if s in at else "-" for s in steps),
-                 f"{r['sw_model'] / floor:.2f}", exact, f"{r['train_time_s']:.1f}"]
+    ranked = sorted(rows, key=lambda r: r["fd_digits"] if fd else r["sw_model"])
+    for rank, r in enumerate(ranked, 1):
+        at = {e["step"]: e.get(measure) for e in r["curve"]}
+        fmt = "{:.2f}" if fd else "{:.4f}"
+        cells = [str(rank), r["scheme"], r["preconditioner"], r["noise_schedule"],
+                 *(fmt.format(at[s]) if at.get(s) is not None else "-" for s in steps)]
+        if fd:
+            cells += [f"{r['fd_digits']:.2f}", f"{r['fd_digits'] / fd_floor:.2f}", f"{r['sw_model']:.4f}",
+                      f"{r['sw_model'] / floor:.2f}"]
+        else:
+            cells += [f"{r['sw_model'] / floor:.2f}", f"{r['sw_exact']:.4f}" if r["sw_exact"] is not None else "-"]
+        cells.append(f"{r['train_time_s']:.1f}")
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
-    lines.append(f"Sliced Wasserstein distance (SW) of generated samples to held-out data; floor (held-out vs "
-                 f"held-out) {floor:.4f}. 'exact denoiser': the perfect model through the same solver and schedule.")
+    if fd:
+        lines.append(f"Ranked by fd_digits, the Frechet distance of generated samples to held-out digits in the features of "
+                     f"a digits classifier; floor (held-out vs held-out) {fd_floor:.2f}. SW: sliced Wasserstein distance "
+                     f"(floor {floor:.4f}).")
+    else:
+        lines.append(f"Sliced Wasserstein distance (SW) of generated samples to held-out data; floor (held-out vs "
+                     f"held-out) {floor:.4f}. 'exact denoiser': the perfect model through the same solver and schedule.")
     return "\n".join(lines) + "\n"
 
 
@@ -152,7 +172,7 @@ def compare(args: argparse.Namespace) -> int:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise TrainerError(f"cannot create the run directory {str(root)!r}: {exc.strerror or exc}") from None
-    rows, floor = [], None
+    rows, floor, fd_floor = [], None, None
     for label, cfg in configs:
         if changes.get("eval_every") is None:
             cfg = cfg.model_copy(update={"eval_every": max(1, cfg.steps // args.evals)})
@@ -163,7 +183,8 @@ def compare(args: argparse.Namespace) -> int:
             continue
         final = metrics["final"]
         floor = final["sw_floor"]
-        curve = [{"step": e["step"], "sw": e["sw"]} for e in metrics["eval"]]
+        fd_floor = final.get("fd_digits_floor")
+        curve = [{k: e[k] for k in ("step", "sw", "fd_digits") if k in e} for e in metrics["eval"]]
         rows.append({
             "scheme": label,
             "preconditioner": cfg.preconditioner.name,
@@ -175,23 +196,33 @@ def compare(args: argparse.Namespace) -> int:
             "run_dir": metrics["run_dir"],
             "curve": curve,
         })
+        if fd_floor is not None:
+            rows[-1].update(fd_digits=final["fd_digits"], fd_ratio_to_floor=final["fd_ratio_to_floor"])
         if not args.quiet:
-            print(f"{label}: SW {final['sw_model']:.4f} ({final['sw_model'] / floor:.2f}x the floor {floor:.4f})",
+            fd = f"; fd_digits {final['fd_digits']:.2f} ({final['fd_ratio_to_floor']:.2f}x)" if fd_floor is not None else ""
+            print(f"{label}: SW {final['sw_model']:.4f} ({final['sw_model'] / floor:.2f}x the floor {floor:.4f}){fd}",
                   file=sys.stderr, flush=True)
         if scales:
             path = str(root / f"guidance-{label.replace(':', '-')}.png")
             sweeps[label] = rows[-1]["guidance"] = sweep_guidance(metrics["run_dir"], scales, picture=path)
     if not rows:
         return 0
-    table = markdown_table(rows, floor)
+    table = markdown_table(rows, floor, fd_floor)
     if sweeps:
         table += "\n" + guidance_table(sweeps)
     (root / "compare.md").write_text(table)
-    report = {"floor": floor, "schemes": rows, "config": configs[0][1].model_dump(mode="json", exclude={"run_dir"})}
+    if fd_floor is not None:
+        rows.sort(key=lambda r: r["fd_digits"])
+    report = {"floor": floor, "fd_digits_floor": fd_floor, "ranked_by": "fd_digits" if fd_floor is not None else "sw",
+              "schemes": rows, "config": configs[0][1].model_dump(mode="json", exclude={"run_dir"})}
     tmp = root / ".compare.json.tmp"
     tmp.write_text(json.dumps(report, indent=2) + "\n")
     os.replace(tmp, root / "compare.json")
-    picture = _plots.compare_curves(str(root / "compare.png"), {r["scheme"]: r["curve"] for r in rows}, floor)
+    if fd_floor is not None:
+        picture = _plots.compare_curves(str(root / "compare.png"), {r["scheme"]: r["curve"] for r in rows}, fd_floor,
+                                        measure="fd_digits")
+    else:
+        picture = _plots.compare_curves(str(root / "compare.png"), {r["scheme"]: r["curve"] for r in rows}, floor)
     print(table)
     print(f"written: {root / 'compare.md'}, {root / 'compare.json'}" + (f", {picture}" if picture else f" ({_plots.MISSING})"))
     return 0

@@ -115,7 +115,7 @@ class DigitsConfig(_Section):
     train_size: int = Field(1797, ge=1, description="At most this many training images (what the held-out sets leave).")
     eval_size: int = Field(300, ge=16, description="Images in each of the two held-out sets.")
 
-    default_model: ClassVar[str] = "conv"
+    default_model: ClassVar[str] = "unet"
 
     def build(self) -> Any:
         """The data set (a :class:`Digits`)."""
@@ -165,7 +165,31 @@ class ConvConfig(_Section):
         return ConvNet(shape[0], self.channels, self.blocks, self.frequencies, num_classes)
 
 
-ModelConfig = Annotated[Union[MLPConfig, ConvConfig], Field(discriminator="name")]
+class UNetConfig(_Section):
+    """Small U-Net (images; the default for digits): residual blocks, skips, attention at low resolution."""
+
+    name: Literal["unet"] = "unet"
+    channels: int = Field(16, ge=1, description="Feature channels of the first level.")
+    channel_mult: tuple[int, ...] = Field((1, 2), min_length=1, description="Channel multiplier of each level (each halves the resolution).")
+    blocks: int = Field(1, ge=1, description="Residual blocks per level.")
+    attention: tuple[int, ...] = Field((4,), description="Resolutions with self-attention after each block.")
+    frequencies: int = Field(32, ge=1, description="Fourier frequencies of the noise embedding.")
+    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout in the residual blocks.")
+
+    def build(self, shape: Sequence[int], num_classes: int = 0) -> Any:
+        """The backbone for square images of per-sample ``shape`` ``(C, H, W)`` (class-conditional when ``num_classes``)."""
+        from ._models import UNet
+
+        if len(shape) != 3 or shape[1] != shape[2]:
+            raise TrainerError(f"the unet backbone needs square images shaped (C, H, W), got data of shape {tuple(shape)}")
+        try:
+            return UNet(shape[0], self.channels, self.channel_mult, self.blocks, self.attention, shape[1],
+                        self.frequencies, self.dropout, num_classes)
+        except ValueError as exc:
+            raise TrainerError(f"invalid model.unet: {exc}") from None
+
+
+ModelConfig = Annotated[Union[MLPConfig, ConvConfig, UNetConfig], Field(discriminator="name")]
 
 
 class OptimizerConfig(_Section):
@@ -253,6 +277,13 @@ def _build_model(installed: tuple[tuple[str, str], ...]) -> type[BaseModel]:
         weighting: Union[Literal["default"], float, SerializeAsAny[ds.WeightingSpec]] = Field(
             "default", description="Loss weighting: 'default' (the schedule's own), a constant, or a weighting by name."
         )
+        uncertainty: bool = Field(
+            False, description="Learn the loss weight per noise level, u(sigma) (EDM2's uncertainty weighting)."
+        )
+        ema_profiles: tuple[float, ...] = Field(
+            (0.05, 0.10), description="Widths sigma_rel of the power-function EMAs kept for post-hoc EMA (EDM2; () for none)."
+        )
+        ema_snapshot_every: int = Field(200, ge=1, description="Save the post-hoc EMA snapshots every this many steps.")
         solver: solver_type = Field("heun", description="Solver used to sample after training.")
         sampling_steps: int = Field(32, ge=1, description="Solver steps when sampling.")
         data: DataConfig = Field(default_factory=GaussianMixtureConfig, description="Training data.")
@@ -276,6 +307,20 @@ def _build_model(installed: tuple[tuple[str, str], ...]) -> type[BaseModel]:
         condition_dropout: float = Field(
             0.1, ge=0, le=1, description="Class-conditional: probability of training a sample without its class."
         )
+
+        @field_validator("ema_profiles")
+        @classmethod
+        def _ema_profiles(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+            from ._posthoc_ema import sigma_rel_to_gamma
+
+            for sigma_rel in value:
+                try:
+                    sigma_rel_to_gamma(sigma_rel)
+                except TrainerError as exc:
+                    raise ValueError(str(exc)) from None
+            if len(set(value)) != len(value):
+                raise ValueError("ema_profiles lists a width twice")
+            return value
 
         @field_validator("weighting", mode="before")
         @classmethod

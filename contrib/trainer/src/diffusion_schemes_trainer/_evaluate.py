@@ -69,6 +69,7 @@ def evaluate(
     conditional: bool = False,
     guidance: Any = None,
     classifier: Any = None,
+    judge: Any = None,
 ) -> dict[str, Any]:
     """Sample ``model`` (a preconditioner or x0-predictor) and measure it; see the module docstring.
 
@@ -78,6 +79,8 @@ def evaluate(
     class make-up of set B and their distance to set A is comparable with the floor (B against
     A); with a ``classifier`` (see ``_classifier``)
     ``class_accuracy`` is the fraction of samples it assigns the class they were generated for.
+    With a ``judge`` (a :class:`~diffusion_schemes_trainer._fd.DigitsJudge`), also what it
+    measures: ``fd_digits``, ``fd_digits_floor``, ``class_confidence``, ... (and its class accuracy).
     """
     ref = splits.eval_a
     shape = tuple(ref.shape)
@@ -94,7 +97,9 @@ def evaluate(
         "exact_samples": None,
         "class_accuracy": None,
     }
-    if labels is not None and classifier is not None:
+    if judge is not None:
+        out.update(judge.measure(samples, labels))
+    if labels is not None and classifier is not None and out["class_accuracy"] is None:
         out["class_accuracy"] = class_accuracy(classifier, samples, labels)
     mixture = getattr(data, "mixture", None)
     if exact and mixture is not None and not conditional:

@@ -3,7 +3,7 @@
 >>> import argparse
 >>> from diffusion_schemes_trainer._handlers import config_changes
 >>> config_changes(argparse.Namespace(scheme="vp", data="digits", model=None, steps=50, weighting="1.0"))
-{'preconditioner': 'vp', 'noise_schedule': 'vp', 'weighting': 1.0, 'data': 'digits', 'model': 'conv', 'steps': 50}
+{'preconditioner': 'vp', 'noise_schedule': 'vp', 'weighting': 1.0, 'data': 'digits', 'model': 'unet', 'steps': 50}
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ from typing import Any
 
 from ._errors import TrainerError
 
-__all__ = ["config_changes", "sample", "train"]
+__all__ = ["config_changes", "ema", "sample", "train"]
 
-_PLAIN = ("solver", "sampling_steps", "steps", "batch_size", "seed", "device", "eval_every", "class_conditional")
+_PLAIN = ("uncertainty", "solver", "sampling_steps", "steps", "batch_size", "seed", "device", "eval_every",
+          "class_conditional")
 
 
 def config_changes(args: argparse.Namespace) -> dict[str, Any]:
@@ -33,6 +34,8 @@ def config_changes(args: argparse.Namespace) -> dict[str, Any]:
             changes[key] = get(key)
     if get("weighting") is not None:
         changes["weighting"] = _parse_value(args.weighting)
+    if get("ema_profiles") is not None:
+        changes["ema_profiles"] = _widths(args.ema_profiles, "--ema-profiles")
     if get("data"):
         changes["data"] = args.data
         if not get("model") and args.data in DATA_CLASSES:
@@ -43,6 +46,16 @@ def config_changes(args: argparse.Namespace) -> dict[str, Any]:
         if get(key) is not None:
             changes[key] = get(key)
     return changes
+
+
+def _widths(text: str, flag: str) -> list[float]:
+    """Comma-separated EMA widths (``none``: an empty list)."""
+    if text.strip().lower() == "none":
+        return []
+    try:
+        return [float(w) for w in text.split(",") if w.strip()]
+    except ValueError:
+        raise TrainerError(f"{flag} takes comma-separated numbers such as 0.05,0.10,0.15; got {text!r}") from None
 
 
 def train(args: argparse.Namespace) -> int:
@@ -130,6 +143,7 @@ def sample(args: argparse.Namespace) -> int:
     from ._classifier import class_accuracy, classifier_for
     from ._config import parse_overrides
     from ._evaluate import evaluate, generate
+    from ._summary import fd_lines
     from ._train import num_classes
 
     path = Path(args.checkpoint)
@@ -171,10 +185,12 @@ def sample(args: argparse.Namespace) -> int:
     judge = classifier_for(data, splits, config.seed) if classes else None
     if n == config.data.eval_size and args.label is None:
         result = evaluate(precond, schedule, splits, data, solver_spec, steps, config.projections, seed,
-                          conditional=bool(classes), guidance=guidance, classifier=judge)
+                          conditional=bool(classes), guidance=guidance, classifier=judge,
+                          judge=_judge(config, data, path if path.is_dir() else path.parent))
         samples, nfe = result["samples"], result["nfe"]
         lines = [f"sliced Wasserstein distance to held-out data: {result['sw_model']:.4f} "
                  f"(floor {result['sw_floor']:.4f}, {result['sw_model'] / result['sw_floor']:.2f}x)"]
+        lines += fd_lines(result)
         if result["sw_exact"] is not None:
             lines.append(f"exact denoiser with the same solver and steps: {result['sw_exact']:.4f}")
         if result["class_accuracy"] is not None:
@@ -198,6 +214,72 @@ def sample(args: argparse.Namespace) -> int:
     print(f"{n} samples, {nfe} model evaluations")
     print("\n".join(lines))
     print(f"written: {out / (stem + '.pt')}" + (f", {picture}" if picture else f" ({_plots.MISSING})"))
+    return 0
+
+
+def _judge(config: Any, data: Any, run_dir: Path) -> Any:
+    """The digits judge of a run (its cached classifier), or None for other data."""
+    from ._fd import digits_judge, has_judge
+
+    if not has_judge(data):
+        return None
+
+    return digits_judge(data, config.data.train_size, config.data.eval_size, config.seed, run_dir)
+
+
+def ema(args: argparse.Namespace) -> int:
+    """``diffusion-schemes ema``."""
+    import json
+    import os
+
+    import torch
+
+    from ._checkpoint import load_checkpoint, rebuild
+    from ._evaluate import evaluate
+    from ._posthoc_ema import load_snapshots, reconstruct
+
+    widths = _widths(args.sigma_rel, "--sigma-rel")
+    if not widths:
+        raise TrainerError("--sigma-rel is empty; give widths such as 0.05,0.10,0.15")
+    run_dir = Path(args.run)
+    payload = load_checkpoint(run_dir)
+    run_dir = run_dir if run_dir.is_dir() else run_dir.parent
+    snapshots = load_snapshots(run_dir)
+    config, precond, schedule = rebuild(payload, ema=False)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    data = config.data.build()
+    splits = data.splits(config.data.train_size, config.data.eval_size, config.seed)
+    judge = _judge(config, data, run_dir)
+    steps = args.sampling_steps or config.sampling_steps
+    rows = []
+    for width in widths:
+        state, report = reconstruct(snapshots, width)
+        precond.model.load_state_dict(state)
+        result = evaluate(precond, schedule, splits, data, config.solver, steps, config.projections, config.seed,
+                          judge=judge)
+        row = {**report, "sw_model": result["sw_model"], "sw_floor": result["sw_floor"]}
+        if judge is not None:
+            row.update(fd_digits=result["fd_digits"], fd_digits_floor=result["fd_digits_floor"],
+                       class_confidence=result["class_confidence"])
+        rows.append(row)
+    key = "fd_digits" if judge is not None else "sw_model"
+    best = min(rows, key=lambda r: r[key])
+    head = f"{'sigma_rel':>9}  {'gamma':>7}  {'SW':>8}  {'x floor':>7}" + (f"  {'fd_digits':>9}  {'x floor':>7}" if judge else "")
+    print(f"post-hoc EMA at step {rows[0]['step']} from {len(snapshots)} snapshots "
+          f"({config.solver.name}, {steps} steps, {config.data.eval_size} samples):")
+    print(head)
+    for r in rows:
+        line = f"{r['sigma_rel']:>9.3f}  {r['gamma']:>7.2f}  {r['sw_model']:>8.4f}  {r['sw_model'] / r['sw_floor']:>7.2f}"
+        if judge is not None:
+            line += f"  {r['fd_digits']:>9.2f}  {r['fd_digits'] / r['fd_digits_floor']:>7.2f}"
+        print(line)
+    print(f"best by {key}: sigma_rel {best['sigma_rel']}")
+    tmp = run_dir / ".ema.json.tmp"
+    tmp.write_text(json.dumps({"step": rows[0]["step"], "snapshots": len(snapshots), "best": best["sigma_rel"],
+                               "by": key, "rows": rows}, indent=2) + "\n")
+    os.replace(tmp, run_dir / "ema.json")
+    print(f"written: {run_dir / 'ema.json'}")
     return 0
 
 

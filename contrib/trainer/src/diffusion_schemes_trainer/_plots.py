@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["MISSING", "compare_curves", "guidance_picture", "loss_curve", "samples_picture"]
+__all__ = ["MISSING", "compare_curves", "guidance_picture", "loss_curve", "samples_picture", "uncertainty_curve"]
 
 #: What to tell a user whose environment has no matplotlib.
 MISSING = "pictures need matplotlib: pip install 'diffusion-schemes-trainer[plot]'"
@@ -128,30 +128,44 @@ def loss_curve(path: str, loss: Sequence[Sequence[float]]) -> str | None:
         ax.plot(steps[window - 1 :], smooth.tolist(), lw=1.5, label=f"moving average of {window}")
         ax.legend()
     ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, ax, path, "step", "loss")
 
 
-def compare_curves(path: str, runs: dict[str, Sequence[dict[str, float]]], floor: float | None = None) -> str | None:
-    """Sliced Wasserstein distance against training step, one line per scheme, with the floor dashed."""
+def compare_curves(path: str, runs: dict[str, Sequence[dict[str, float]]], floor: float | None = None,
+                   measure: str = "sw") -> str | None:
+    """A distance (``"sw"`` or ``"fd_digits"``) against training step, one line per scheme, with the floor dashed."""
     plt = _pyplot()
     if plt is None:
         return None
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for name, curve in runs.items():
-        ax.plot([p["step"] for p in curve], [p["sw"] for p in curve], marker="o", ms=3, label=name)
+        points = [p for p in curve if p.get(measure) is not None]
+        ax.plot([p["step"] for p in points], [p[measure] for p in points], marker="o", ms=3, label=name)
     if floor is not None:
         ax.axhline(floor, color="k", ls="--", lw=1, label="floor (held-out vs held-out)")
     ax.set_yscale("log")
-    ax.set_xlabel("training step")
-    ax.set_ylabel("sliced Wasserstein distance")
-    ax.grid(alpha=0.3)
     ax.legend()
+    ylabel = "sliced Wasserstein distance" if measure == "sw" else "fd_digits (Frechet distance, classifier features)"
+    return _save(plt, fig, ax, path, "training step", ylabel)
+
+
+def uncertainty_curve(path: str, curve: Sequence[Sequence[float]]) -> str | None:
+    """The learned uncertainty ``u(sigma)`` (``[sigma, u]`` pairs) against the noise level, log-scaled."""
+    plt = _pyplot()
+    if plt is None or not curve:
+        return None
+    sigma, u = zip(*curve)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(sigma, u, lw=1.5)
+    ax.set_xscale("log")
+    return _save(plt, fig, ax, path, "noise level sigma", "u(sigma) (log of the expected loss)")
+
+
+def _save(plt: Any, fig: Any, ax: Any, path: str, xlabel: str, ylabel: str) -> str:
+    """Label the axes, draw the grid, write ``path`` and free the figure."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

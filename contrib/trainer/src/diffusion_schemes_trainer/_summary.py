@@ -20,13 +20,40 @@ from typing import Any
 
 from ._progress import format_duration
 
-__all__ = ["summary"]
+__all__ = ["fd_lines", "summary"]
 
 
 def _ratio(value: float | None, floor: float) -> str:
     if value is None or not floor > 0:
         return ""
     return f"   {value / floor:.2f}x the floor"
+
+
+def fd_lines(f: dict[str, Any]) -> list[str]:
+    """The digits judge's numbers (``fd_digits`` and the class read-out), when measured.
+
+    >>> for line in fd_lines({"fd_digits": 20.0, "fd_digits_floor": 10.0, "class_confidence": 0.9,
+    ...                       "classifier_accuracy": 0.98}):
+    ...     print(line)
+    Frechet distance in the digits classifier's features (fd_digits):
+      trained model                     20.00   2.00x the floor
+      held-out vs held-out (the floor)  10.00
+    within 3x of the floor: yes
+    classifier's mean confidence in the samples' classes: 0.900 (its accuracy on held-out digits: 0.980)
+    """
+    if f.get("fd_digits") is None:
+        return []
+    floor = f["fd_digits_floor"]
+    lines = [
+        "Frechet distance in the digits classifier's features (fd_digits):",
+        f"  {'trained model'.ljust(32)}  {f['fd_digits']:.2f}{_ratio(f['fd_digits'], floor)}",
+        f"  {'held-out vs held-out (the floor)'.ljust(32)}  {floor:.2f}",
+        f"within 3x of the floor: {'yes' if f['fd_digits'] <= 3 * floor else 'no'}",
+    ]
+    held_out = f.get("classifier_accuracy")
+    lines.append(f"classifier's mean confidence in the samples' classes: {f['class_confidence']:.3f}"
+                 + (f" (its accuracy on held-out digits: {held_out:.3f})" if held_out is not None else ""))
+    return lines
 
 
 def summary(metrics: dict[str, Any]) -> str:
@@ -45,6 +72,7 @@ def summary(metrics: dict[str, Any]) -> str:
         f"{f['solver']['name']}, {f['sampling_steps']} steps, {f['nfe']} model evaluations):",
         *(f"  {name.ljust(width)}  {value:.4f}{extra}" for name, value, extra in rows),
         f"within 2x of the floor: {'yes' if f['sw_model'] <= 2 * floor else 'no'}",
+        *fd_lines(f),
         *([f"class accuracy of the samples (conditional, w = 1), judged by a classifier: {f['class_accuracy']:.3f}"]
           if f.get("class_accuracy") is not None else []),
         f"outputs in {metrics['run_dir']}: {'  '.join(metrics['files'].values())}",

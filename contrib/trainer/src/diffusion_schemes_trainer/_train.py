@@ -37,6 +37,8 @@ from ._checkpoint import CHECKPOINT_NAME, FORMAT, save_checkpoint
 from ._distributed import Context, setup
 from ._errors import TrainerError
 from ._evaluate import evaluate
+from ._fd import CLASSIFIER_NAME
+from ._posthoc_ema import PowerEMA, save_snapshot
 from ._progress import Progress
 
 __all__ = ["num_classes", "step_generator", "train"]
@@ -52,6 +54,9 @@ def num_classes(config: Any, data: Any) -> int:
             "Use --data digits or --data gaussian_mixture (whose component is the class)."
         )
     return int(data.num_classes)
+
+#: What a digits run adds to ``metrics.json``'s ``final`` (``class_accuracy`` only for samples drawn for given classes).
+FD_KEYS = ("fd_digits", "fd_digits_floor", "class_confidence", "class_counts", "classifier_accuracy", "class_accuracy")
 
 
 def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
@@ -113,6 +118,12 @@ class _Trainer:
         self.local_batch = config.batch_size // ctx.world_size
         self.data = config.data.build()
         self.splits = self.data.splits(config.data.train_size, config.data.eval_size, config.seed)
+        self.judge = None
+        from ._fd import digits_judge, has_judge
+
+        if ctx.is_main and has_judge(self.data):  # digits: judged by fd_digits
+
+            self.judge = digits_judge(self.data, config.data.train_size, config.data.eval_size, config.seed, run_dir)
         self.shard = self.splits.train[ctx.rank :: ctx.world_size].to(ctx.device)
         self.num_classes = num_classes(config, self.data)
         self.labels = None
@@ -121,6 +132,7 @@ class _Trainer:
         torch.manual_seed(config.seed)  # the backbone's initial weights
         self.backbone = config.model.build(self.data.shape, self.num_classes).to(ctx.device)
         self.ema = copy.deepcopy(self.backbone).requires_grad_(False) if config.optimizer.ema_decay > 0 else None
+        self.posthoc = PowerEMA(self.backbone, config.ema_profiles) if config.ema_profiles else None
         net = self.backbone
         if ctx.distributed:
             ids = [ctx.device] if ctx.device.type == "cuda" else None
@@ -131,11 +143,16 @@ class _Trainer:
         if self.num_classes:  # the extra label K is "no class", the null condition of guidance
             null = torch.tensor([self.num_classes], device=ctx.device)
             dropout = {"condition_dropout": config.condition_dropout, "null_condition": null}
-        self.loss_fn = ds.MSEDSMLoss(self.precond, self.schedule, weighting=config.weighting, **dropout)
+        self.loss_fn = ds.MSEDSMLoss(self.precond, self.schedule, weighting=config.weighting,
+                                     uncertainty=config.uncertainty, **dropout)
         self.classifier = None
+        params = list(self.backbone.parameters())
+        if self.loss_fn.uncertainty is not None:  # EDM2's learned weighting u(sigma) trains with the model
+            self.loss_fn.uncertainty.to(ctx.device)
+            params += list(self.loss_fn.uncertainty.parameters())
         opt = config.optimizer
         cls = torch.optim.AdamW if opt.name == "adamw" else torch.optim.Adam
-        self.optimizer = cls(self.backbone.parameters(), lr=opt.lr, betas=opt.betas, weight_decay=opt.weight_decay)
+        self.optimizer = cls(params, lr=opt.lr, betas=opt.betas, weight_decay=opt.weight_decay)
         self.step = 0
         self.history: dict[str, list[Any]] = {"loss": [], "eval": []}
         self.train_time = 0.0
@@ -148,6 +165,10 @@ class _Trainer:
             self.backbone.load_state_dict(payload["model"])
             if self.ema is not None:
                 self.ema.load_state_dict(payload.get("ema") or payload["model"])
+            if self.posthoc is not None and payload.get("posthoc_ema") is not None:
+                self.posthoc.load_state_dict(payload["posthoc_ema"])
+            if self.loss_fn.uncertainty is not None and payload.get("uncertainty") is not None:
+                self.loss_fn.uncertainty.load_state_dict(payload["uncertainty"])
             if payload.get("optimizer"):
                 self.optimizer.load_state_dict(payload["optimizer"])
         except (RuntimeError, ValueError, KeyError) as exc:
@@ -174,6 +195,8 @@ class _Trainer:
             },
             "model": self.backbone.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None,
+            "posthoc_ema": self.posthoc.state_dict() if self.posthoc is not None else None,
+            "uncertainty": self.loss_fn.uncertainty.state_dict() if self.loss_fn.uncertainty is not None else None,
             "optimizer": self.optimizer.state_dict(),
             "rng": {"torch": torch.get_rng_state()},
             "history": self.history,
@@ -212,6 +235,10 @@ class _Trainer:
                 for e, p in zip(self.ema.parameters(), self.backbone.parameters()):
                     e.lerp_(p.detach(), 1 - decay)
         self.step += 1
+        if self.posthoc is not None:
+            self.posthoc.update(self.step)
+            if self.ctx.is_main and (self.step % self.config.ema_snapshot_every == 0 or self.step == self.config.steps):
+                save_snapshot(self.run_dir, self.step, self.posthoc)
         return loss.detach()
 
     def sampler(self) -> Any:
@@ -229,7 +256,7 @@ class _Trainer:
         return evaluate(
             self.sampler(), self.schedule, self.splits, self.data, solver=cfg.solver, num_steps=cfg.sampling_steps,
             projections=cfg.projections, seed=cfg.seed, device=self.ctx.device,
-            conditional=bool(self.num_classes), classifier=self.classifier,
+            conditional=bool(self.num_classes), classifier=self.classifier, judge=self.judge,
         )
 
     def run(self, progress: Progress | None, callback: Callable[[int], None] | None) -> None:
@@ -264,9 +291,25 @@ class _Trainer:
         result = self.measure() if self.ctx.is_main else None
         if result is not None:
             entry = {"step": self.step, "sw": result["sw_model"], "sw_floor": result["sw_floor"]}
+            if "fd_digits" in result:
+                entry.update(fd_digits=result["fd_digits"], fd_digits_floor=result["fd_digits_floor"])
             self.history["eval"] = [e for e in self.history["eval"] if e["step"] != self.step] + [entry]
         self.ctx.barrier()
         return result
+
+
+def uncertainty_curve(trainer: _Trainer, points: int = 33) -> list[list[float]] | None:
+    """``[[sigma, u(sigma)], ...]`` of the learned uncertainty weighting over the schedule's sampling
+    range of noise levels (geometric), or None when the run does not learn one."""
+    u = trainer.loss_fn.uncertainty
+    if u is None:
+        return None
+    levels = trainer.schedule.noise_level(trainer.schedule.timesteps(2)[:2].to(torch.float64))
+    hi, lo = (float(v) for v in levels)
+    sigma = torch.logspace(math.log10(lo), math.log10(hi), points, dtype=torch.float64)
+    with torch.no_grad():
+        values = u(sigma.to(next(u.parameters()).device)).cpu()
+    return [[float(s), float(v)] for s, v in zip(sigma, values)]
 
 
 def _write_outputs(trainer: _Trainer, result: dict[str, Any], wall: float, in_sync: bool) -> dict[str, Any]:
@@ -283,6 +326,9 @@ def _write_outputs(trainer: _Trainer, result: dict[str, Any], wall: float, in_sy
         files["samples_picture"] = "samples.png"
     if _plots.loss_curve(str(run_dir / "loss.png"), trainer.history["loss"]):
         files["loss_picture"] = "loss.png"
+    curve = uncertainty_curve(trainer)
+    if curve is not None and _plots.uncertainty_curve(str(run_dir / "uncertainty.png"), curve):
+        files["uncertainty_picture"] = "uncertainty.png"
     final = {k: result[k] for k in ("sw_model", "sw_floor", "sw_exact", "nfe", "num_samples")}
     if result["class_accuracy"] is not None:  # class-conditional runs
         final["class_accuracy"] = result["class_accuracy"]
@@ -293,6 +339,12 @@ def _write_outputs(trainer: _Trainer, result: dict[str, Any], wall: float, in_sy
         sampling_steps=cfg.sampling_steps,
         weights="ema" if trainer.ema is not None else "trained",
     )
+    if curve is not None:
+        final["uncertainty"] = curve
+    if "fd_digits" in result:
+        final.update({k: result[k] for k in FD_KEYS if result[k] is not None})
+        final["fd_ratio_to_floor"] = result["fd_digits"] / result["fd_digits_floor"]
+        files["classifier"] = CLASSIFIER_NAME
     metrics = {
         "step": trainer.step,
         "run_dir": str(run_dir),
