@@ -240,6 +240,27 @@ class ModelSignatureError(DiffusionSchemesError, TypeError):
     """
 
 
+# Kept out of __all__ so the public API stays within its budget of names; catch it as
+# DiffusionSchemesError or ValueError.
+
+
+class SamplingError(DiffusionSchemesError, ValueError):
+    """Arguments of :func:`diffusion_schemes.sample` that cannot be used together or as given.
+
+    A grid of noise levels that does not decrease to a final 0, a grid given twice (``sigmas``
+    and ``discretization``) or not at all, a ``mask`` without ``known``, shapes that do not fit
+    the latents.
+
+    >>> import torch
+    >>> import diffusion_schemes as ds
+    >>> schedule = ds.create("noise_schedule", "edm")
+    >>> ds.sample(lambda x, t: x, torch.zeros(1, 2), schedule, sigmas=[1.0, 2.0, 0.0])
+    Traceback (most recent call last):
+      ...
+    diffusion_schemes._errors.SamplingError: sigmas must decrease strictly from positive noise levels to a final 0, ...
+    """
+
+
 class PluginWarning(UserWarning):
     """A plugin distribution was skipped because it failed to load or to register.
 

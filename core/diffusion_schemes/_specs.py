@@ -35,17 +35,26 @@ from pydantic import BaseModel, ConfigDict, SerializationInfo, model_serializer,
 
 from ._errors import SchemeConfigError
 
-__all__ = ["NoiseScheduleSpec", "PreconditionerSpec", "SchemeSpec", "SolverSpec", "SpecBacked", "WeightingSpec"]
+__all__ = [
+    "DiscretizationSpec",
+    "NoiseScheduleSpec",
+    "PreconditionerSpec",
+    "SchemeSpec",
+    "SolverSpec",
+    "SpecBacked",
+    "WeightingSpec",
+]
 
 #: The kinds of scheme, in the order they are listed.
-KINDS: tuple[str, ...] = ("preconditioner", "noise_schedule", "weighting", "solver")
+KINDS: tuple[str, ...] = ("preconditioner", "noise_schedule", "weighting", "solver", "discretization")
 
 
 class SchemeSpec(BaseModel):
     """Base of every scheme spec: frozen, no unknown fields, a ``Literal`` ``name``.
 
     Subclass one of the per-kind bases (:class:`PreconditionerSpec`,
-    :class:`NoiseScheduleSpec`, :class:`WeightingSpec`, :class:`SolverSpec`), declare
+    :class:`NoiseScheduleSpec`, :class:`WeightingSpec`, :class:`SolverSpec`,
+    :class:`DiscretizationSpec`), declare
     ``name: Literal["my-name"] = "my-name"`` and the scheme's fields with their
     constraints and descriptions, and implement :meth:`build`. The first line of the
     class docstring is the summary that ``diffusion-schemes list`` shows.
@@ -76,13 +85,15 @@ class SchemeSpec(BaseModel):
     shared_family: ClassVar[str] = ""
     #: The name of the class :meth:`build` constructs, looked up (lazily) in the spec's module.
     builds: ClassVar[str] = ""
-    #: Pairs of fields ``(low, high)`` that must satisfy ``low < high``.
+    #: Pairs of fields ``(low, high)`` that must satisfy ``low < high`` (when neither is None).
     ordered: ClassVar[tuple[tuple[str, str], ...]] = ()
     name: str
 
     @model_validator(mode="after")
     def _check_ordered(self) -> SchemeSpec:
         for low, high in self.ordered:
+            if getattr(self, low) is None or getattr(self, high) is None:
+                continue
             if not getattr(self, low) < getattr(self, high):
                 raise ValueError(f"{low} ({getattr(self, low)}) must be below {high} ({getattr(self, high)})")
         return self
@@ -217,6 +228,20 @@ class SolverSpec(SchemeSpec):
     """
 
     kind: ClassVar[str] = "solver"
+
+
+class DiscretizationSpec(SchemeSpec):
+    """Spec of a discretization: ``build()`` returns an object whose ``sigmas(N, schedule)`` is a sampler's grid.
+
+    >>> import diffusion_schemes as ds
+    >>> spec = ds.parse_spec("discretization", "karras")
+    >>> isinstance(spec, ds.DiscretizationSpec), spec.kind
+    (True, 'discretization')
+    >>> spec.build().sigmas(2, ds.create("noise_schedule", "edm"))
+    tensor([8.0000e+01, 2.0000e-03, 0.0000e+00], dtype=torch.float64)
+    """
+
+    kind: ClassVar[str] = "discretization"
 
 
 class SpecBacked:
