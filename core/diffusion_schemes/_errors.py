@@ -223,7 +223,11 @@ def interval(lo: float, hi: float) -> str:
 
 
 class PairingError(DiffusionSchemesError, ValueError):
-    """A preconditioner and a schedule of the same scheme whose ``sigma(t)`` and noise level disagree.
+    """Pieces composed together that disagree, found when they meet rather than after training.
+
+    A preconditioner and a schedule of the same scheme whose ``sigma(t)`` and noise level
+    disagree; schemes of one family that disagree on a parameter they declare shared
+    (EDM's ``sigma_data``); a preconditioner used as anything but an x0-predictor.
 
     >>> import torch
     >>> import diffusion_schemes as ds

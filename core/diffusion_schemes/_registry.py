@@ -400,7 +400,7 @@ class Registry:
             )
         if "name" not in config:
             raise SchemeConfigError(
-                f"the {kind} config {dict(config)!r} has no 'name'. Add one of: {', '.join(self.names(kind))}"
+                f"the {kind} config {dict(config)!r} is missing 'name'. Add one of: {', '.join(self.names(kind))}"
             )
         return validate_spec(self.lookup(kind, config["name"]), dict(config))
 

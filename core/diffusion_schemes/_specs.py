@@ -28,9 +28,10 @@ import difflib
 import inspect
 import sys
 import typing
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, SerializationInfo, model_serializer, model_validator
 
 from ._errors import ArgumentTypeError, SchemeConfigError
 
@@ -75,6 +76,13 @@ class SchemeSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True, allow_inf_nan=False)
 
     kind: ClassVar[str] = ""
+    #: Fields that must agree with the other schemes of the same family when they are composed
+    #: (EDM's ``sigma_data`` in its preconditioner, schedule and weighting): field names, or
+    #: ``{field: shared_name}`` where schemes of the family name the same quantity differently.
+    #: :class:`MSEDSMLoss` and the denoiser factory raise :class:`PairingError` on a disagreement.
+    shared_parameters: ClassVar[tuple[str, ...] | Mapping[str, str]] = ()
+    #: The family whose schemes share :attr:`shared_parameters`; empty means the scheme name.
+    shared_family: ClassVar[str] = ""
     #: The name of the class :meth:`build` constructs, looked up (lazily) in the spec's module.
     builds: ClassVar[str] = ""
     #: Pairs of fields ``(low, high)`` that must satisfy ``low < high`` (when neither is None).
@@ -89,6 +97,29 @@ class SchemeSpec(BaseModel):
             if not getattr(self, low) < getattr(self, high):
                 raise ValueError(f"{low} ({getattr(self, low)}) must be below {high} ({getattr(self, high)})")
         return self
+
+    @model_serializer(mode="wrap")
+    def _keep_name(self, handler: Any, info: SerializationInfo) -> Any:
+        # a "diff from defaults" dump (exclude_defaults / exclude_unset) must still say which scheme it is
+        data = handler(self)
+        wanted = info.exclude_defaults or info.exclude_unset
+        if wanted and isinstance(data, dict) and "name" not in data and "name" not in (info.exclude or ()):
+            data = {"name": self.name, **data}
+        return data
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema: Any, handler: Any) -> Any:
+        # editors show a description as hover help: the one-line summary, not the doctest examples
+        if handler.mode == "serialization":  # _keep_name only adds name back: the fields describe the output
+            core_schema = _without_model_serializer(core_schema)
+        json_schema = handler(core_schema)
+        target = handler.resolve_ref_schema(json_schema)
+        summary = cls.summary()
+        if summary:
+            target["description"] = summary
+        else:
+            target.pop("description", None)
+        return json_schema
 
     @classmethod
     def scheme_name(cls) -> str:
@@ -131,6 +162,14 @@ class SchemeSpec(BaseModel):
     def build(self, **kwargs: Any) -> Any:
         """Build the object this spec describes: ``builds`` called with the spec's fields."""
         return self._implementation()(**kwargs, **self.params())
+
+
+def _without_model_serializer(schema: Any) -> Any:
+    if schema.get("type") == "model":
+        return {k: v for k, v in schema.items() if k != "serialization"}
+    if "schema" in schema and str(schema.get("type")).startswith("function"):  # a model validator around it
+        return {**schema, "schema": _without_model_serializer(schema["schema"])}
+    return schema
 
 
 class PreconditionerSpec(SchemeSpec):
