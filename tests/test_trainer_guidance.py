@@ -120,3 +120,23 @@ def test_the_digits_judge_is_accurate_on_held_out_images():
     judge = classifier_for(Digits(), splits, seed=0)
     assert class_accuracy(judge, splits.eval_a, splits.eval_a_labels) >= 0.95
     assert class_accuracy(judge, splits.eval_b, splits.eval_b_labels) >= 0.95
+
+
+def test_digits_guidance_sweep_reports_fd_digits_with_the_runs_classifier(capsys, tmp_path):
+    pytest.importorskip("sklearn")
+    code, _, err = run(capsys, "train", "--data", "digits", "--class-conditional", "--steps", "4", "--batch-size", "8",
+                       "--sampling-steps", "2", "--set", "data.eval_size=20", "--set", "model.channels=8",
+                       "--set", "model.blocks=1", "--set", "projections=8", "-q", "--run-dir", tmp_path / "d")
+    assert code == 0, err
+    final = json.loads((tmp_path / "d" / "metrics.json").read_text())["final"]
+    code, out, err = run(capsys, "sample", tmp_path / "d", "--guidance-scales", "0,1,2", "--out", tmp_path / "sweep")
+    assert code == 0, err
+    rows = json.loads((tmp_path / "sweep" / "guidance.json").read_text())
+    assert [r["nfe"] for r in rows] == [3, 3, 6]
+    # w = 1 is the conditional sampling that training measured, from the same latents and weights.
+    assert rows[1]["fd_digits"] == pytest.approx(final["fd_digits"], rel=1e-6)
+    assert rows[1]["class_accuracy"] == pytest.approx(final["class_accuracy"])
+    assert all(r["fd_digits_floor"] == pytest.approx(final["fd_digits_floor"], rel=1e-9) for r in rows)
+    assert len({round(r["fd_digits"], 6) for r in rows}) == 3  # each weight's samples measured on their own
+    assert f"fd_digits (floor {final['fd_digits_floor']:.2f})" in out
+    assert f"{rows[2]['class_accuracy']:.3f} / {rows[2]['sw']:.4f} / {rows[2]['fd_digits']:.2f} |" in out
