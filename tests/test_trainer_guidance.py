@@ -122,6 +122,24 @@ def test_the_digits_judge_is_accurate_on_held_out_images():
     assert class_accuracy(judge, splits.eval_b, splits.eval_b_labels) >= 0.95
 
 
+def test_digits_classes_are_judged_by_the_fd_digits_classifier():
+    pytest.importorskip("sklearn")
+    from diffusion_schemes_trainer import Digits, TwoMoons
+    from diffusion_schemes_trainer._classifier import classifier_for
+    from diffusion_schemes_trainer._fd import DigitsJudge, train_classifier
+
+    splits = Digits().splits(train_size=1797, eval_size=300, seed=0)
+    judge = classifier_for(Digits(), splits, seed=0)
+    # One classifier: the judge's labels are the argmax of a classifier trained afresh the way fd_digits trains its own.
+    fresh = train_classifier(splits.train, splits.train_labels, seed=0)
+    images = torch.cat([splits.eval_a, torch.randn(64, 1, 8, 8, generator=torch.Generator().manual_seed(1))])
+    assert torch.equal(judge(images), fresh(images).argmax(1))
+    measured = DigitsJudge(fresh, splits.eval_a, splits.eval_b).measure(splits.eval_b, splits.eval_b_labels)
+    assert measured["class_accuracy"] == float((fresh(splits.eval_b).argmax(1) == splits.eval_b_labels).double().mean())
+    moons = TwoMoons()
+    assert classifier_for(moons, moons.splits(100, 10, 0)) is None  # no classes, no judge
+
+
 def test_digits_guidance_sweep_reports_fd_digits_with_the_runs_classifier(capsys, tmp_path):
     pytest.importorskip("sklearn")
     code, _, err = run(capsys, "train", "--data", "digits", "--class-conditional", "--steps", "4", "--batch-size", "8",
