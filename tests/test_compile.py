@@ -51,8 +51,9 @@ def test_preconditioned_forward(name):
 @pytest.mark.parametrize("prediction_type", PREDICTION_TYPES)
 def test_loss_forward_and_backward(prediction_type):
     backbone = Backbone()
-    precond = ds.create("preconditioner", "edm", model=backbone)
-    loss_fn = ds.MSEDSMLoss(precond, ds.create("noise_schedule", "vp"), prediction_type=prediction_type)
+    precond = ds.create("preconditioner", "edm", model=backbone)  # an x0-predictor; other targets: the backbone
+    model = precond if prediction_type == "x0" else backbone
+    loss_fn = ds.MSEDSMLoss(model, ds.create("noise_schedule", "vp"), prediction_type=prediction_type)
     x0, noise = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
     t = torch.tensor([0.2, 0.8])
     loss = compiled(loss_fn)(x0, t=t, noise=noise)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import pytest
@@ -63,8 +64,7 @@ def batch():
     return x0, noise, t
 
 
-@pytest.mark.parametrize("prediction_type", PREDICTION_TYPES)
-def test_edm_preconditioner_on_vp_schedule(batch, prediction_type):
+def test_edm_preconditioner_on_vp_schedule(batch, prediction_type="x0"):
     """A mixed pair: the EDM preconditioner reached with the VP schedule's noise level."""
     x0, noise, t = batch
     backbone = Backbone()
@@ -79,6 +79,21 @@ def test_edm_preconditioner_on_vp_schedule(batch, prediction_type):
     assert torch.allclose(loss, expected, rtol=1e-10, atol=0)
     loss.backward()
     assert all(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in backbone.parameters())
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v", "score"])
+def test_a_preconditioner_trains_only_as_an_x0_predictor(prediction_type):
+    """Its output is D = c_skip x + c_out F; regressing that on noise would be a silent mistake."""
+    precond = ds.create("preconditioner", "edm", model=Backbone())
+    schedule = ds.create("noise_schedule", "vp")
+    with pytest.raises(ds.PairingError, match=f"EDMPreconditioner is a preconditioner.*prediction of '{prediction_type}'"):
+        ds.MSEDSMLoss(precond, schedule, prediction_type=prediction_type)
+    with pytest.raises(ds.PairingError, match="x0-prediction"):
+        ds.MSEDSMLoss(functools.partial(precond, condition=None), schedule, prediction_type=prediction_type)
+    predictor = {"epsilon": "epsilon_predictor", "score": "score_predictor"}.get(prediction_type)
+    if predictor:
+        with pytest.raises(ds.PairingError, match="get_denoiser: EDMPreconditioner is a preconditioner"):
+            schedule.get_denoiser(**{predictor: precond})
 
 
 @pytest.mark.parametrize("prediction_type", PREDICTION_TYPES)

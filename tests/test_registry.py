@@ -82,7 +82,7 @@ def test_wrong_kind_says_what_the_name_is(fresh_registry):
 
 
 def test_config_without_name_or_of_a_wrong_type(fresh_registry):
-    with pytest.raises(ds.SchemeConfigError, match="has no 'name'. Add one of: edm"):
+    with pytest.raises(ds.SchemeConfigError, match="is missing 'name'. Add one of: edm"):
         ds.create("preconditioner", {"sigma_data": 0.5}, model=None)
     with pytest.raises(ds.SchemeConfigError, match="must be a scheme name, a mapping"):
         ds.create("preconditioner", 3, model=None)
@@ -122,7 +122,7 @@ def test_spec_type_embeds_in_a_downstream_config(fresh_registry):
     assert round_trip == config
     with pytest.raises(pydantic.ValidationError, match="no solver named 'hune'.*Did you mean 'heun'"):
         TrainConfig(solver="hune")
-    with pytest.raises(pydantic.ValidationError, match="Extra inputs are not permitted"):
+    with pytest.raises(pydantic.ValidationError, match=r"(?s)solver.*S_churn: unknown field. The fields of .heun. are: \(none\)"):
         TrainConfig(solver={"name": "heun", "S_churn": 1})
 
 
@@ -136,7 +136,7 @@ def test_spec_type_includes_schemes_registered_later(fresh_registry):
 
 def test_json_schema_lists_every_installed_scheme_of_the_kind(fresh_registry):
     schema = ds.json_schema("solver")
-    assert set(schema["discriminator"]["mapping"]) == set(ds.registry.names("solver"))
+    assert set(schema["anyOf"][1]["discriminator"]["mapping"]) == set(ds.registry.names("solver"))
     heun_stochastic = schema["$defs"]["EDMStochasticHeunSpec"]
     assert heun_stochastic["properties"]["S_churn"]["minimum"] == 0
     assert heun_stochastic["additionalProperties"] is False

@@ -64,10 +64,13 @@ def test_tiny_run_end_to_end(capsys, tmp_path):
     code, out, err = run(capsys, "sample", run_dir, "--solver", "euler", "--steps", "5")
     assert code == 0, err
     assert "5 model evaluations" in out and (run_dir / "samples-euler-5.png").is_file()
+    bar = [line for line in err.splitlines() if line.startswith("sample ")]
+    assert bar and bar[-1].split()[:2] == ["sample", "5/5"], err  # the progress bar, fed by ds.sample's callback
     code, out, err = run(capsys, "sample", run_dir / "checkpoint.pt", "--solver", "edm_stochastic_heun",
                          "--solver-option", "S_churn=10", "--steps", "3", "--num-samples", "10", "--out", tmp_path / "o")
     assert code == 0, err
     assert torch.load(tmp_path / "o" / "samples-edm_stochastic_heun-3.pt", weights_only=True).shape == (10, 2)
+    assert "sample 3/3" in err
 
 
 @pytest.mark.parametrize("data", ["two_moons", "checkerboard"])

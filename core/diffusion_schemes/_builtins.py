@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from ._adaptive import DPMAdaptiveSpec
 from ._ancestral import DPM2AncestralSpec, DPM2Spec, DPMpp2SAncestralSpec, EulerAncestralSpec
+from .discretizations import KarrasSpec, LinearTimeSpec, LogSNRUniformSpec, PolyexponentialSpec, ScheduleSpec
 from ._hookspecs import hookimpl
 from ._multistep import DPMpp2MSDESpec, DPMpp2MSpec, DPMpp3MSDESpec, LMSSpec, UniPCSpec
 from ._solvers import EDMStochasticEulerSpec, EDMStochasticHeunSpec, EulerMaruyamaSpec, EulerSpec, HeunSpec
@@ -35,4 +36,9 @@ def register_schemes():
         LMSSpec,
         UniPCSpec,
         DPMAdaptiveSpec,
+        ScheduleSpec,
+        KarrasSpec,
+        LogSNRUniformSpec,
+        PolyexponentialSpec,
+        LinearTimeSpec,
     ]

@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 
+from ._compose import check_prediction_type, check_shared_parameters
 from ._conditioning import batch_size_of, check_condition
 from ._errors import PairingError
 from ._model_checks import call_model, check_output
@@ -62,9 +63,12 @@ def check_pair(model: Any, schedule: Any, num: int = 65) -> None:
     over the schedule's domains; otherwise (e.g. the VP pair built with two different
     ``beta_d``) calling the preconditioner with the schedule's times would train on the wrong
     noise level. Raises :class:`PairingError`. Preconditioners of another scheme are reached
-    through the noise level and are not compared.
+    through the noise level and are not compared. Parameters the family declares shared
+    (:attr:`SchemeSpec.shared_parameters`) must agree between the model, the schedule and the
+    schedule's weighting.
     """
     precond, _, _ = _preconditioner_of(model)
+    check_shared_parameters(precond, schedule, getattr(schedule, "weighting", None))
     if precond is None:
         return
     try:
@@ -272,6 +276,7 @@ def make_denoiser(
     (name, predictor), = given.items()
     if not callable(predictor):
         raise TypeError(f"{name} must be callable as f(x, t, ...), got {type(predictor).__name__}")
+    check_prediction_type(predictor, name.removesuffix("_predictor"), "get_denoiser")
     check_pair(predictor, schedule)
     if condition is not None:
         check_condition(condition, batch_size_of(condition))

@@ -162,7 +162,11 @@ class DomainError(DiffusionSchemesError, ValueError):
 
 
 class PairingError(DiffusionSchemesError, ValueError):
-    """A preconditioner and a schedule of the same scheme whose ``sigma(t)`` and noise level disagree.
+    """Pieces composed together that disagree, found when they meet rather than after training.
+
+    A preconditioner and a schedule of the same scheme whose ``sigma(t)`` and noise level
+    disagree; schemes of one family that disagree on a parameter they declare shared
+    (EDM's ``sigma_data``); a preconditioner used as anything but an x0-predictor.
 
     >>> import torch
     >>> import diffusion_schemes as ds
@@ -233,6 +237,27 @@ class ModelSignatureError(DiffusionSchemesError, TypeError):
     Traceback (most recent call last):
       ...
     diffusion_schemes._errors.ModelSignatureError: the x0_predictor cannot be called as model(x, t, condition=...): ...
+    """
+
+
+# Kept out of __all__ so the public API stays within its budget of names; catch it as
+# DiffusionSchemesError or ValueError.
+
+
+class SamplingError(DiffusionSchemesError, ValueError):
+    """Arguments of :func:`diffusion_schemes.sample` that cannot be used together or as given.
+
+    A grid of noise levels that does not decrease to a final 0, a grid given twice (``sigmas``
+    and ``discretization``) or not at all, a ``mask`` without ``known``, shapes that do not fit
+    the latents.
+
+    >>> import torch
+    >>> import diffusion_schemes as ds
+    >>> schedule = ds.create("noise_schedule", "edm")
+    >>> ds.sample(lambda x, t: x, torch.zeros(1, 2), schedule, sigmas=[1.0, 2.0, 0.0])
+    Traceback (most recent call last):
+      ...
+    diffusion_schemes._errors.SamplingError: sigmas must decrease strictly from positive noise levels to a final 0, ...
     """
 
 

@@ -45,6 +45,7 @@ from typing import Any
 
 import torch
 
+from ._compose import check_prediction_type, check_shared_parameters
 from ._conditioning import batch_size_of, check_condition, expand_null_condition
 from ._denoiser import check_pair, predict
 from ._preconditioner import compute_dtype
@@ -76,7 +77,8 @@ class MSEDSMLoss(torch.nn.Module):
             any preconditioner trains with any schedule; or any callable
             ``model(x_hat, t, condition, **kw)``, which gets the schedule's own time.
         noise_schedule: gives ``t`` (``sample_time``), ``lambda(t)`` and the default weighting.
-        prediction_type: ``"x0"`` (a preconditioner's output), ``"epsilon"``, ``"v"`` or ``"score"``.
+        prediction_type: ``"x0"`` (a preconditioner's output, and the only type a preconditioner
+            trains for), ``"epsilon"``, ``"v"`` or ``"score"`` (for a plain model).
         weighting: ``None`` or ``"default"``: the schedule's weighting, converted to
             ``prediction_type`` (a schedule built with ``weighting=None`` gives weight 1). A number: that constant weight, so ``weighting=1.0`` is the unweighted
             loss on ``prediction_type``. A registered name, a config mapping, a spec or a
@@ -143,11 +145,13 @@ class MSEDSMLoss(torch.nn.Module):
                 f"time_from_uniform(u), which {type(noise_schedule).__name__} does not offer; "
                 "use low_discrepancy=False or pass t yourself"
             )
+        check_prediction_type(model, prediction_type, "MSEDSMLoss")
         check_pair(model, noise_schedule)
         self.model = model
         self.noise_schedule = noise_schedule
         self.prediction_type = prediction_type
         self.weighting = _resolve_weighting(weighting)
+        check_shared_parameters(model, noise_schedule, self.weighting)
         self.reduction = reduction
         self.low_discrepancy = low_discrepancy
         self.condition_dropout = float(condition_dropout)

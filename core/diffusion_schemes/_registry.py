@@ -123,7 +123,7 @@ def _kind_of(spec: Any) -> str:
     if kind not in KINDS:
         raise TypeError(
             f"{spec.__qualname__} derives from SchemeSpec directly; derive from one of "
-            "PreconditionerSpec, NoiseScheduleSpec, WeightingSpec, SolverSpec so its kind is known"
+            "PreconditionerSpec, NoiseScheduleSpec, WeightingSpec, SolverSpec, DiscretizationSpec so its kind is known"
         )
     spec.scheme_name()  # raises TypeError when name is not a single Literal
     return kind
@@ -373,7 +373,7 @@ class Registry:
             )
         if "name" not in config:
             raise SchemeConfigError(
-                f"the {kind} config {dict(config)!r} has no 'name'. Add one of: {', '.join(self.names(kind))}"
+                f"the {kind} config {dict(config)!r} is missing 'name'. Add one of: {', '.join(self.names(kind))}"
             )
         return validate_spec(self.lookup(kind, config["name"]), dict(config))
 

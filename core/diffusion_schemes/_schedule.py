@@ -403,9 +403,17 @@ class BaseNoiseSchedule(SpecBacked, abc.ABC):
         shape: Any,
         generator: torch.Generator | None = None,
         device: Any = None,
-        dtype: torch.dtype = torch.float32,
+        dtype: torch.dtype | None = None,
+        *,
+        x0: torch.Tensor | None = None,
+        sigma: Any = None,
     ) -> torch.Tensor:
-        """Unscaled latents at the first sampling time: ``noise_level(t_0) * N(0, I)``.
+        """Unscaled latents at the first noise level of a grid: ``x0 + sigma * eps``, ``eps ~ N(0, I)``.
+
+        By default ``x0 = 0`` and ``sigma`` is the first noise level of :meth:`sigmas` (pure
+        noise at the top of the schedule). For img2img give the image ``x0`` and the first noise
+        level ``sigma`` of the grid the sampler will follow (a scalar, or one per sample); ``shape``
+        must then be ``x0``'s shape, whose device and dtype are used unless given.
 
         >>> import torch
         >>> import diffusion_schemes as ds
@@ -413,10 +421,31 @@ class BaseNoiseSchedule(SpecBacked, abc.ABC):
         >>> x = edm.init_latents((2, 3, 8, 8), generator=torch.Generator().manual_seed(0))
         >>> x.shape, round(float(x.std() / 80), 1)
         (torch.Size([2, 3, 8, 8]), 1.0)
+        >>> image = torch.ones(2, 3, 8, 8)
+        >>> x = edm.init_latents(image.shape, generator=torch.Generator().manual_seed(0), x0=image, sigma=0.5)
+        >>> eps = torch.randn(image.shape, generator=torch.Generator().manual_seed(0))
+        >>> bool(torch.equal(x, image + 0.5 * eps))
+        True
         """
-        sigma_max = self.sigmas(2)[0]
-        noise = torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype)
-        return noise * sigma_max.to(device=noise.device, dtype=dtype)
+        shape = tuple(shape)
+        if x0 is not None:
+            x0 = torch.as_tensor(x0)
+            if tuple(x0.shape) != shape:
+                raise ValueError(f"shape {shape} differs from x0's shape {tuple(x0.shape)}; pass x0.shape")
+            device = x0.device if device is None else device
+            dtype = (x0.dtype if x0.is_floating_point() else torch.float32) if dtype is None else dtype
+        dtype = torch.float32 if dtype is None else dtype
+        if sigma is None:
+            sigma = self.sigmas(2)[0]
+        sigma = torch.as_tensor(sigma)
+        if sigma.device.type == "cpu" and not bool((torch.isfinite(sigma) & (sigma > 0)).all()):
+            raise DomainError(
+                f"init_latents needs a positive, finite noise level sigma, got {sigma.tolist()}; "
+                "pass the first value of the grid the sampler will follow"
+            )
+        noise = torch.randn(shape, generator=generator, device=device, dtype=dtype)
+        sigma = append_dims(sigma.to(device=noise.device, dtype=dtype), noise.ndim)
+        return noise * sigma if x0 is None else x0.to(device=noise.device, dtype=dtype) + sigma * noise
 
     def get_denoiser(self, **kwargs: Any) -> Any:
         """The right-hand side of the probability-flow ODE or reverse SDE for a predictor.

@@ -28,23 +28,33 @@ import difflib
 import inspect
 import sys
 import typing
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, SerializationInfo, model_serializer, model_validator
 
 from ._errors import SchemeConfigError
 
-__all__ = ["NoiseScheduleSpec", "PreconditionerSpec", "SchemeSpec", "SolverSpec", "SpecBacked", "WeightingSpec"]
+__all__ = [
+    "DiscretizationSpec",
+    "NoiseScheduleSpec",
+    "PreconditionerSpec",
+    "SchemeSpec",
+    "SolverSpec",
+    "SpecBacked",
+    "WeightingSpec",
+]
 
 #: The kinds of scheme, in the order they are listed.
-KINDS: tuple[str, ...] = ("preconditioner", "noise_schedule", "weighting", "solver")
+KINDS: tuple[str, ...] = ("preconditioner", "noise_schedule", "weighting", "solver", "discretization")
 
 
 class SchemeSpec(BaseModel):
     """Base of every scheme spec: frozen, no unknown fields, a ``Literal`` ``name``.
 
     Subclass one of the per-kind bases (:class:`PreconditionerSpec`,
-    :class:`NoiseScheduleSpec`, :class:`WeightingSpec`, :class:`SolverSpec`), declare
+    :class:`NoiseScheduleSpec`, :class:`WeightingSpec`, :class:`SolverSpec`,
+    :class:`DiscretizationSpec`), declare
     ``name: Literal["my-name"] = "my-name"`` and the scheme's fields with their
     constraints and descriptions, and implement :meth:`build`. The first line of the
     class docstring is the summary that ``diffusion-schemes list`` shows.
@@ -66,18 +76,50 @@ class SchemeSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
 
     kind: ClassVar[str] = ""
+    #: Fields that must agree with the other schemes of the same family when they are composed
+    #: (EDM's ``sigma_data`` in its preconditioner, schedule and weighting): field names, or
+    #: ``{field: shared_name}`` where schemes of the family name the same quantity differently.
+    #: :class:`MSEDSMLoss` and the denoiser factory raise :class:`PairingError` on a disagreement.
+    shared_parameters: ClassVar[tuple[str, ...] | Mapping[str, str]] = ()
+    #: The family whose schemes share :attr:`shared_parameters`; empty means the scheme name.
+    shared_family: ClassVar[str] = ""
     #: The name of the class :meth:`build` constructs, looked up (lazily) in the spec's module.
     builds: ClassVar[str] = ""
-    #: Pairs of fields ``(low, high)`` that must satisfy ``low < high``.
+    #: Pairs of fields ``(low, high)`` that must satisfy ``low < high`` (when neither is None).
     ordered: ClassVar[tuple[tuple[str, str], ...]] = ()
     name: str
 
     @model_validator(mode="after")
     def _check_ordered(self) -> SchemeSpec:
         for low, high in self.ordered:
+            if getattr(self, low) is None or getattr(self, high) is None:
+                continue
             if not getattr(self, low) < getattr(self, high):
                 raise ValueError(f"{low} ({getattr(self, low)}) must be below {high} ({getattr(self, high)})")
         return self
+
+    @model_serializer(mode="wrap")
+    def _keep_name(self, handler: Any, info: SerializationInfo) -> Any:
+        # a "diff from defaults" dump (exclude_defaults / exclude_unset) must still say which scheme it is
+        data = handler(self)
+        wanted = info.exclude_defaults or info.exclude_unset
+        if wanted and isinstance(data, dict) and "name" not in data and "name" not in (info.exclude or ()):
+            data = {"name": self.name, **data}
+        return data
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema: Any, handler: Any) -> Any:
+        # editors show a description as hover help: the one-line summary, not the doctest examples
+        if handler.mode == "serialization":  # _keep_name only adds name back: the fields describe the output
+            core_schema = _without_model_serializer(core_schema)
+        json_schema = handler(core_schema)
+        target = handler.resolve_ref_schema(json_schema)
+        summary = cls.summary()
+        if summary:
+            target["description"] = summary
+        else:
+            target.pop("description", None)
+        return json_schema
 
     @classmethod
     def scheme_name(cls) -> str:
@@ -120,6 +162,14 @@ class SchemeSpec(BaseModel):
     def build(self, **kwargs: Any) -> Any:
         """Build the object this spec describes: ``builds`` called with the spec's fields."""
         return self._implementation()(**kwargs, **self.params())
+
+
+def _without_model_serializer(schema: Any) -> Any:
+    if schema.get("type") == "model":
+        return {k: v for k, v in schema.items() if k != "serialization"}
+    if "schema" in schema and str(schema.get("type")).startswith("function"):  # a model validator around it
+        return {**schema, "schema": _without_model_serializer(schema["schema"])}
+    return schema
 
 
 class PreconditionerSpec(SchemeSpec):
@@ -178,6 +228,20 @@ class SolverSpec(SchemeSpec):
     """
 
     kind: ClassVar[str] = "solver"
+
+
+class DiscretizationSpec(SchemeSpec):
+    """Spec of a discretization: ``build()`` returns an object whose ``sigmas(N, schedule)`` is a sampler's grid.
+
+    >>> import diffusion_schemes as ds
+    >>> spec = ds.parse_spec("discretization", "karras")
+    >>> isinstance(spec, ds.DiscretizationSpec), spec.kind
+    (True, 'discretization')
+    >>> spec.build().sigmas(2, ds.create("noise_schedule", "edm"))
+    tensor([8.0000e+01, 2.0000e-03, 0.0000e+00], dtype=torch.float64)
+    """
+
+    kind: ClassVar[str] = "discretization"
 
 
 class SpecBacked:

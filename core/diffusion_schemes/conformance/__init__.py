@@ -18,12 +18,13 @@ A scheme author runs it from pytest with one line (see :mod:`.pytest_plugin`)::
 
 Declaring properties: a preconditioner class may set ``unit_variance = ("input", "target")``
 (see :mod:`diffusion_schemes.conformance._preconditioner`); a solver class sets ``order``
-(its order of convergence on the probability-flow ODE) and ``stochastic``.
+(its order of convergence on the probability-flow ODE) and ``stochastic``. A discretization is
+checked on the ``schedule=`` given, or on the kit's reference schedule.
 """
 
 from __future__ import annotations
 
-from . import _common, _noise_schedule, _preconditioner, _solver, _weighting  # noqa: F401 - register the invariants
+from . import _common, _discretization, _noise_schedule, _preconditioner, _solver, _weighting  # noqa: F401 - register the invariants
 from ._check import check
 from ._preconditioner import UNIT_VARIANCE_PROPERTIES
 from ._report import CHECKS, ConformanceError, ConformanceReport, Failure, Invariant, invariant

@@ -15,6 +15,7 @@ _OPTIONS = {
     "preconditioner": {"seed", "schedule", "compile"},
     "weighting": {"seed", "schedule"},
     "solver": {"seed"},
+    "discretization": {"seed", "schedule"},
 }
 
 
@@ -34,7 +35,7 @@ def check(
     :class:`ConformanceReport` lists what held and what did not apply.
 
     Args:
-        kind: ``"noise_schedule"``, ``"preconditioner"``, ``"weighting"`` or ``"solver"``.
+        kind: ``"noise_schedule"``, ``"preconditioner"``, ``"weighting"``, ``"solver"`` or ``"discretization"``.
         config: a name, a mapping with ``name``, or a spec.
         only: run only these invariants (names as in ``CHECKS[kind]``).
         skip: invariants not to run.
@@ -43,6 +44,8 @@ def check(
             schedule of the same name when one is installed; for a weighting without one, the
             kit's reference schedule (``lambda = -2 log t`` on ``[1e-3, 1e3]``, plus a lambda grid
             on [-20, 20]). A preconditioner without a same-named schedule needs it.
+            A discretization runs on ``schedule`` (a config or a schedule object) when given, else
+            on the kit's reference schedule.
         compile: (preconditioner) set False to skip the ``torch.compile`` invariant.
         seed: seed of every random draw (default 0).
 
@@ -116,5 +119,14 @@ def _context(kind: str, spec: Any, options: dict[str, Any]) -> Context:
         return Context(kind, name, spec, registry.create(kind, spec, model=probe), options, schedule, probe)
     if kind == "weighting":
         schedule = _paired_schedule(kind, name, options)
+        return Context(kind, name, spec, registry.create(kind, spec), options, schedule)
+    if kind == "discretization":
+        config = options.get("schedule")
+        if config is None:
+            from ._reference import ReferenceSchedule
+
+            schedule = ReferenceSchedule()
+        else:
+            schedule = config if hasattr(config, "get_log_snr") else registry.create("noise_schedule", config)
         return Context(kind, name, spec, registry.create(kind, spec), options, schedule)
     return Context(kind, name, spec, registry.create(kind, spec), options)

@@ -59,11 +59,11 @@ def json_schema_valid(ctx: Any) -> str | None:
     if name_prop.get("const", (name_prop.get("enum") or [None])[0]) != ctx.name:
         return f"the schema's 'name' property is {name_prop!r}; expected the constant {ctx.name!r}"
     whole = json_schema(ctx.kind)
-    mapping = whole.get("discriminator", {}).get("mapping")
-    if mapping is not None and ctx.name not in mapping:
-        return f"ds.json_schema({ctx.kind!r}) does not map {ctx.name!r}: {sorted(mapping)}"
-    if mapping is None and whole.get("title") != cls.__name__:
-        return f"ds.json_schema({ctx.kind!r}) does not describe {cls.__qualname__}"
+    mapping = whole["anyOf"][-1].get("discriminator", {}).get("mapping", {})  # the config form of the kind
+    ref = mapping.get(ctx.name, "")
+    described = whole.get("$defs", {}).get(ref.rsplit("/", 1)[-1], {}).get("properties", {}).get("name", {})
+    if described.get("const") != ctx.name:
+        return f"ds.json_schema({ctx.kind!r}) does not map {ctx.name!r} to the schema of {cls.__qualname__}: {mapping}"
     # the way a downstream framework embeds it: as the type of a field of its own config
     holder = create_model("DownstreamConfig", scheme=(spec_type(ctx.kind), ...))
     via_union = holder.model_validate_json(f'{{"scheme": {ctx.spec.model_dump_json()}}}').scheme

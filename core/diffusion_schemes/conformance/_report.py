@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .._errors import DiffusionSchemesError
+from .._specs import KINDS
 
 __all__ = ["CHECKS", "ConformanceError", "ConformanceReport", "Failure", "Invariant", "invariant"]
 
@@ -41,7 +42,7 @@ class Invariant:
 
 
 #: The invariants of each kind, in the order they run: ``CHECKS[kind][name]``.
-CHECKS: dict[str, dict[str, Invariant]] = {"noise_schedule": {}, "preconditioner": {}, "weighting": {}, "solver": {}}
+CHECKS: dict[str, dict[str, Invariant]] = {kind: {} for kind in KINDS}
 
 
 CheckFn = Callable[[Any], "str | None"]

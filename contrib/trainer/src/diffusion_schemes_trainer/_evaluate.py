@@ -44,14 +44,14 @@ def exact_predictor(mixture: Any, schedule: Any) -> Any:
 
 
 def generate(model: Any, schedule: Any, shape: tuple[int, ...], solver: Any, num_steps: int, seed: int,
-             device: Any = "cpu", condition: Any = None, guidance: Any = None) -> Any:
-    """``ds.sample`` from latents drawn with ``seed``; returns ``(samples, nfe)``."""
+             device: Any = "cpu", condition: Any = None, guidance: Any = None, callback: Any = None) -> Any:
+    """``ds.sample`` from latents drawn with ``seed`` (``callback`` after every step); returns ``(samples, nfe)``."""
     g = torch.Generator(device=device).manual_seed(seed)
     latents = schedule.init_latents(shape, generator=g, device=device)
     if condition is not None:
         condition = condition.to(device)
     result = ds.sample(model, latents, schedule, num_steps, solver=solver, generator=g, condition=condition,
-                       guidance=guidance)
+                       guidance=guidance, callback=callback)
     return result.samples, result.nfe
 
 
@@ -70,8 +70,11 @@ def evaluate(
     guidance: Any = None,
     classifier: Any = None,
     judge: Any = None,
+    callback: Any = None,
 ) -> dict[str, Any]:
     """Sample ``model`` (a preconditioner or x0-predictor) and measure it; see the module docstring.
+
+    ``callback`` is passed to :func:`diffusion_schemes.sample` for the model's samples (a progress bar).
 
     Returns ``sw_model``, ``sw_floor``, ``sw_exact`` (None without a mixture), ``nfe``,
     ``num_samples``, and the tensors ``samples`` and ``exact_samples`` (for pictures).
@@ -85,7 +88,7 @@ def evaluate(
     ref = splits.eval_a
     shape = tuple(ref.shape)
     labels = splits.eval_b_labels if conditional else None
-    samples, nfe = generate(model, schedule, shape, solver, num_steps, seed + 1, device, labels, guidance)
+    samples, nfe = generate(model, schedule, shape, solver, num_steps, seed + 1, device, labels, guidance, callback)
     samples = samples.cpu()
     out: dict[str, Any] = {
         "sw_model": float(sliced_wasserstein(samples, ref, projections, seed)),

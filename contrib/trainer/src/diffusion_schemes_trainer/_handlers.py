@@ -143,6 +143,7 @@ def sample(args: argparse.Namespace) -> int:
     from ._classifier import class_accuracy, classifier_for
     from ._config import parse_overrides
     from ._evaluate import evaluate, generate
+    from ._progress import Progress
     from ._summary import fd_lines
     from ._train import num_classes
 
@@ -183,10 +184,13 @@ def sample(args: argparse.Namespace) -> int:
           + (f", guidance {guidance!r}" if guidance is not None else ""), file=sys.stderr)
     splits = data.splits(config.data.train_size, config.data.eval_size, config.seed) if classes or n == config.data.eval_size else None
     judge = classifier_for(data, splits, config.seed) if classes else None
+    bar = Progress(steps, stream=sys.stderr, label="sample")
+    callback = lambda info: bar.update(info["i"] + 1)  # noqa: E731 - one step of the solver done
     if n == config.data.eval_size and args.label is None:
         result = evaluate(precond, schedule, splits, data, solver_spec, steps, config.projections, seed,
                           conditional=bool(classes), guidance=guidance, classifier=judge,
-                          judge=_judge(config, data, path if path.is_dir() else path.parent))
+                          judge=_judge(config, data, path if path.is_dir() else path.parent),
+                          callback=callback)
         samples, nfe = result["samples"], result["nfe"]
         lines = [f"sliced Wasserstein distance to held-out data: {result['sw_model']:.4f} "
                  f"(floor {result['sw_floor']:.4f}, {result['sw_model'] / result['sw_floor']:.2f}x)"]
@@ -200,11 +204,12 @@ def sample(args: argparse.Namespace) -> int:
         if classes:
             labels = torch.full((n,), args.label) if args.label is not None else torch.arange(n) % classes
         samples, nfe = generate(precond, schedule, (n, *data.shape), solver_spec, steps, seed + 1,
-                                condition=labels, guidance=guidance)
+                                condition=labels, guidance=guidance, callback=callback)
         lines = [f"(no distance measured: it needs --num-samples {config.data.eval_size}, the held-out set's size, "
                  "and every class)"]
         if judge is not None:
             lines.append(f"class accuracy (judged by a classifier): {class_accuracy(judge, samples, labels):.3f}")
+    bar.close()
     try:
         torch.save(samples, out / f"{stem}.pt")
     except OSError as exc:

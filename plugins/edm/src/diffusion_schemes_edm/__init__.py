@@ -35,6 +35,7 @@ class EDMPreconditionerSpec(ds.PreconditionerSpec):
     name: Literal["edm"] = "edm"
     builds = "EDMPreconditioner"
     sigma_data: float = _SIGMA_DATA
+    shared_parameters = ("sigma_data",)  # one sigma_data across the EDM family
 
 
 class EDMNoiseScheduleSpec(ds.NoiseScheduleSpec):
@@ -47,6 +48,7 @@ class EDMNoiseScheduleSpec(ds.NoiseScheduleSpec):
     sigma_max: float = Field(80.0, gt=0, description="Highest sampling noise level.")
     rho: float = Field(7.0, gt=0, description="Curvature of the sampling ramp (eq. 5).")
     sigma_data: float = _SIGMA_DATA
+    shared_parameters = ("sigma_data",)  # one sigma_data across the EDM family
     P_mean: float = Field(-1.2, description="Mean of ln(sigma) during training.")
     P_std: float = Field(1.2, gt=0, description="Standard deviation of ln(sigma) during training.")
     weighting: ds.WeightingRef = Field("default", description="Loss weighting: 'default' (EDM's), None, a name or a config.")
@@ -58,6 +60,7 @@ class EDMWeightingSpec(ds.WeightingSpec):
     name: Literal["edm"] = "edm"
     builds = "EDMWeighting"
     sigma_data: float = _SIGMA_DATA
+    shared_parameters = ("sigma_data",)  # one sigma_data across the EDM family
 
 
 @ds.hookimpl
