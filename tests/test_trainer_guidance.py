@@ -120,3 +120,41 @@ def test_the_digits_judge_is_accurate_on_held_out_images():
     judge = classifier_for(Digits(), splits, seed=0)
     assert class_accuracy(judge, splits.eval_a, splits.eval_a_labels) >= 0.95
     assert class_accuracy(judge, splits.eval_b, splits.eval_b_labels) >= 0.95
+
+
+def test_digits_classes_are_judged_by_the_fd_digits_classifier():
+    pytest.importorskip("sklearn")
+    from diffusion_schemes_trainer import Digits, TwoMoons
+    from diffusion_schemes_trainer._classifier import classifier_for
+    from diffusion_schemes_trainer._fd import DigitsJudge, train_classifier
+
+    splits = Digits().splits(train_size=1797, eval_size=300, seed=0)
+    judge = classifier_for(Digits(), splits, seed=0)
+    # One classifier: the judge's labels are the argmax of a classifier trained afresh the way fd_digits trains its own.
+    fresh = train_classifier(splits.train, splits.train_labels, seed=0)
+    images = torch.cat([splits.eval_a, torch.randn(64, 1, 8, 8, generator=torch.Generator().manual_seed(1))])
+    assert torch.equal(judge(images), fresh(images).argmax(1))
+    measured = DigitsJudge(fresh, splits.eval_a, splits.eval_b).measure(splits.eval_b, splits.eval_b_labels)
+    assert measured["class_accuracy"] == float((fresh(splits.eval_b).argmax(1) == splits.eval_b_labels).double().mean())
+    moons = TwoMoons()
+    assert classifier_for(moons, moons.splits(100, 10, 0)) is None  # no classes, no judge
+
+
+def test_digits_guidance_sweep_reports_fd_digits_with_the_runs_classifier(capsys, tmp_path):
+    pytest.importorskip("sklearn")
+    code, _, err = run(capsys, "train", "--data", "digits", "--class-conditional", "--steps", "4", "--batch-size", "8",
+                       "--sampling-steps", "2", "--set", "data.eval_size=20", "--set", "model.channels=8",
+                       "--set", "model.blocks=1", "--set", "projections=8", "-q", "--run-dir", tmp_path / "d")
+    assert code == 0, err
+    final = json.loads((tmp_path / "d" / "metrics.json").read_text())["final"]
+    code, out, err = run(capsys, "sample", tmp_path / "d", "--guidance-scales", "0,1,2", "--out", tmp_path / "sweep")
+    assert code == 0, err
+    rows = json.loads((tmp_path / "sweep" / "guidance.json").read_text())
+    assert [r["nfe"] for r in rows] == [3, 3, 6]
+    # w = 1 is the conditional sampling that training measured, from the same latents and weights.
+    assert rows[1]["fd_digits"] == pytest.approx(final["fd_digits"], rel=1e-6)
+    assert rows[1]["class_accuracy"] == pytest.approx(final["class_accuracy"])
+    assert all(r["fd_digits_floor"] == pytest.approx(final["fd_digits_floor"], rel=1e-9) for r in rows)
+    assert len({round(r["fd_digits"], 6) for r in rows}) == 3  # each weight's samples measured on their own
+    assert f"fd_digits (floor {final['fd_digits_floor']:.2f})" in out
+    assert f"{rows[2]['class_accuracy']:.3f} / {rows[2]['sw']:.4f} / {rows[2]['fd_digits']:.2f} |" in out

@@ -1,10 +1,11 @@
 """The judge of class-conditional samples: a classifier, and the class accuracy of generated samples.
 
 For a Gaussian mixture the classifier is exact: the most probable component of a point (the
-Bayes classifier of the data density). For images it is a small MLP trained here on the run's
-training split only (never on the held-out sets it is then checked on), so the accuracy it
-gives generated samples measures the model, not a leak. Its own held-out accuracy is reported
-beside, as the ceiling of what the judge can tell.
+Bayes classifier of the data density). For the digits it is the classifier behind ``fd_digits``
+(:func:`~diffusion_schemes_trainer._fd.digits_classifier`), trained on the run's training split
+only (never on the held-out sets it is then checked on), so the accuracy it gives generated
+samples measures the model, not a leak. Its own held-out accuracy is reported beside, as the
+ceiling of what the judge can tell.
 
 >>> import torch
 >>> from diffusion_schemes_trainer import MixtureData
@@ -22,68 +23,31 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch import nn
 
-__all__ = ["ImageClassifier", "class_accuracy", "classifier_for"]
-
-
-class ImageClassifier(nn.Module):
-    """A two-layer MLP on flattened images, trained with Adam on ``(images, labels)``.
-
-    ``fit`` draws its initial weights and mini-batches from ``seed`` only, so the judge of a run
-    is a function of its training split. Training also sees the images with a little Gaussian
-    noise (std ``noise``) so that the near-misses of a generator are judged by their shape.
-    """
-
-    def __init__(self, shape: tuple[int, ...], num_classes: int, hidden: int = 256) -> None:
-        super().__init__()
-        features = int(torch.tensor(shape).prod())
-        self.net = nn.Sequential(nn.Flatten(), nn.Linear(features, hidden), nn.SiLU(), nn.Linear(hidden, num_classes))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
-
-    def fit(self, images: torch.Tensor, labels: torch.Tensor, steps: int = 600, seed: int = 0,
-            noise: float = 0.1) -> ImageClassifier:
-        g = torch.Generator().manual_seed(seed)
-        with torch.no_grad():
-            for p in self.parameters():  # a seeded initialisation, independent of the global RNG
-                p.copy_(torch.randn(p.shape, generator=g) * (0.0 if p.ndim == 1 else 1 / p.shape[1] ** 0.5))
-        opt = torch.optim.Adam(self.parameters(), lr=3e-3, weight_decay=1e-4)
-        for _ in range(steps):
-            idx = torch.randint(0, images.shape[0], (256,), generator=g)
-            x = images[idx] + noise * torch.randn(images[idx].shape, generator=g)
-            loss = nn.functional.cross_entropy(self(x), labels[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        return self.eval()
-
-    @torch.no_grad()
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
-        """The predicted label of each image."""
-        return self(x.float()).argmax(1)
+__all__ = ["class_accuracy", "classifier_for"]
 
 
 def classifier_for(data: Any, splits: Any, seed: int = 0) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    """A function from samples to predicted labels for ``data``, or None when the set has no classes."""
+    """A function from samples to predicted labels for ``data``; None for a set without a judge of its classes.
+
+    A mixture's judge is its exact most probable component; the digits' is the classifier behind
+    ``fd_digits``, trained once per run. The other data sets have no classes.
+    """
     mixture = getattr(data, "mixture", None)
     if mixture is not None:
         return mixture.classify
-    if not getattr(data, "num_classes", 0) or splits.train_labels is None:
-        return None
     from ._fd import digits_classifier, has_judge
 
-    if has_judge(data):  # the digits: the classifier behind fd_digits, trained once per run
-        digits = digits_classifier(splits, seed)
-        return lambda x: digits(x.float()).argmax(1)
-    model = ImageClassifier(tuple(data.shape), data.num_classes)
-    with torch.enable_grad():
-        model.fit(splits.train, splits.train_labels, seed=seed)
-    return model.predict
+    if not has_judge(data) or splits.train_labels is None:
+        return None
+    return digits_classifier(splits, seed).predict
 
 
 def class_accuracy(classifier: Callable[[torch.Tensor], torch.Tensor], samples: torch.Tensor, labels: torch.Tensor) -> float:
-    """The fraction of ``samples`` whose predicted class is the label they were generated for."""
-    predicted = classifier(samples.cpu())
+    """The fraction of ``samples`` whose predicted class is the label they were generated for.
+
+    ``classifier`` maps samples to predicted labels (:func:`classifier_for`).
+    """
+    with torch.no_grad():
+        predicted = classifier(samples.cpu())
     return float((predicted.cpu() == labels.cpu()).double().mean())

@@ -49,8 +49,10 @@ def sweep_guidance(run_dir: str | Path, scales: list[float], ema: bool = True,
     """Sample a class-conditional run at each guidance weight: class accuracy, distance and nfe per weight.
 
     Every weight uses the same latents (the run's seed) and held-out set B's labels, and the
-    same judge (:func:`classifier_for`), so the rows differ by the guidance only. ``picture``:
-    also draw the samples of every weight, same seeds side by side (:func:`guidance_picture`).
+    same judge (:func:`classifier_for`), so the rows differ by the guidance only. On digits the
+    rows also hold ``fd_digits`` and ``fd_digits_floor``, measured with the run's cached classifier
+    (the same one that judges the classes). ``picture``: also draw the samples of every weight,
+    same seeds side by side (:func:`guidance_picture`).
     """
     from . import _plots
     import torch
@@ -60,6 +62,7 @@ def sweep_guidance(run_dir: str | Path, scales: list[float], ema: bool = True,
     from ._checkpoint import load_checkpoint, rebuild
     from ._classifier import classifier_for
     from ._evaluate import evaluate
+    from ._fd import digits_judge, has_judge
     from ._train import num_classes
 
     config, precond, schedule = rebuild(load_checkpoint(run_dir), ema=ema)
@@ -69,13 +72,19 @@ def sweep_guidance(run_dir: str | Path, scales: list[float], ema: bool = True,
         raise TrainerError("--guidance-scales needs class-conditional runs; add --class-conditional")
     splits = data.splits(config.data.train_size, config.data.eval_size, config.seed)
     judge = classifier_for(data, splits, config.seed)
+    folder = Path(run_dir) if Path(run_dir).is_dir() else Path(run_dir).parent
+    fd_judge = digits_judge(data, config.data.train_size, config.data.eval_size, config.seed, folder) \
+        if has_judge(data) else None
     null = torch.tensor([classes])
     rows, drawn = [], []
     for w in scales:
         result = evaluate(precond, schedule, splits, data, config.solver, config.sampling_steps, config.projections,
-                          config.seed, conditional=True, guidance=ds.Guidance(w, null_condition=null), classifier=judge)
+                          config.seed, conditional=True, guidance=ds.Guidance(w, null_condition=null), classifier=judge,
+                          judge=fd_judge)
         rows.append({"scale": w, "class_accuracy": result["class_accuracy"], "sw": result["sw_model"],
                      "sw_floor": result["sw_floor"], "nfe": result["nfe"]})
+        if fd_judge is not None:
+            rows[-1].update(fd_digits=result["fd_digits"], fd_digits_floor=result["fd_digits_floor"])
         drawn.append((f"w = {w:g} (accuracy {result['class_accuracy']:.2f})", result["samples"]))
     if picture is not None:
         _plots.guidance_picture(picture, drawn, splits.eval_b_labels, data.kind)
@@ -83,15 +92,31 @@ def sweep_guidance(run_dir: str | Path, scales: list[float], ema: bool = True,
 
 
 def guidance_table(sweeps: dict[str, list[dict[str, Any]]]) -> str:
-    """Class accuracy and distance of each scheme (rows) at each guidance weight (columns)."""
+    """Class accuracy and distances of each scheme (rows) at each guidance weight (columns).
+
+    On digits each cell also holds ``fd_digits``, and the note below the table its floor:
+
+    >>> table = guidance_table({"run": [{"scale": 1.0, "class_accuracy": 0.99, "sw": 0.0737, "fd_digits": 11.08,
+    ...                                  "fd_digits_floor": 10.55}]}).splitlines()
+    >>> table[:3]
+    ['| scheme | w = 1 |', '|---|---|', '| run | 0.990 / 0.0737 / 11.08 |']
+    >>> "/ fd_digits (floor 10.55)." in table[-1]
+    True
+    """
     scales = [r["scale"] for r in next(iter(sweeps.values()))]
+    fd = all("fd_digits" in r for rows in sweeps.values() for r in rows)
     head = ["scheme", *(f"w = {w:g}" for w in scales)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for label, rows in sweeps.items():
-        lines.append("| " + " | ".join([label, *(f"{r['class_accuracy']:.3f} / {r['sw']:.4f}" for r in rows)]) + " |")
+        cells = [f"{r['class_accuracy']:.3f} / {r['sw']:.4f}" + (f" / {r['fd_digits']:.2f}" if fd else "")
+                 for r in rows]
+        lines.append("| " + " | ".join([label, *cells]) + " |")
     lines.append("")
+    floors = sorted({f"{r['fd_digits_floor']:.2f}" for rows in sweeps.values() for r in rows}) if fd else []
     lines.append("Each cell: class accuracy of the samples (judged by a classifier trained on the training split) / "
-                 "sliced Wasserstein distance to held-out data. w = 1 is plain conditional sampling, w = 0 unconditional.")
+                 "sliced Wasserstein distance to held-out data"
+                 + (f" / fd_digits (floor {', '.join(floors)})" if fd else "")
+                 + ". w = 1 is plain conditional sampling, w = 0 unconditional.")
     return "\n".join(lines) + "\n"
 
 

@@ -29,9 +29,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from ._classifier import class_accuracy
 from ._errors import TrainerError
 
-__all__ = ["CLASSIFIER_NAME", "DigitsClassifier", "DigitsJudge", "class_accuracy", "digits_classifier", "digits_judge",
+__all__ = ["CLASSIFIER_NAME", "DigitsClassifier", "DigitsJudge", "digits_classifier", "digits_judge",
            "frechet_distance", "has_judge", "train_classifier"]
 
 #: The cached classifier's file in a run directory.
@@ -55,6 +56,11 @@ class DigitsClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class logits ``(B, 10)``."""
         return self.head(self.features(x))
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """The predicted class of each image, ``(B,)``."""
+        return self(x).argmax(1)
 
 
 def train_classifier(images: torch.Tensor, labels: torch.Tensor, seed: int = 0, steps: int = 600) -> DigitsClassifier:
@@ -105,13 +111,6 @@ def frechet_distance(x: torch.Tensor, y: torch.Tensor) -> float:
     return float((mu_x - mu_y).pow(2).sum() + c_x.trace() + c_y.trace() - 2 * cross)
 
 
-def class_accuracy(classifier: DigitsClassifier, samples: torch.Tensor, labels: torch.Tensor) -> float:
-    """Fraction of ``samples`` the classifier reads as their requested ``labels``."""
-    with torch.no_grad():
-        predicted = classifier(samples.cpu()).argmax(1)
-    return float((predicted == labels.cpu()).double().mean())
-
-
 class DigitsJudge:
     """Measures generated digits against a run's held-out sets with a trained classifier."""
 
@@ -124,7 +123,7 @@ class DigitsJudge:
         self.classifier_accuracy = None
         if labels_a is not None and labels_b is not None:
             both = torch.cat([eval_a, eval_b]).cpu()
-            self.classifier_accuracy = class_accuracy(classifier, both, torch.cat([labels_a, labels_b]))
+            self.classifier_accuracy = class_accuracy(classifier.predict, both, torch.cat([labels_a, labels_b]))
 
     def measure(self, samples: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, Any]:
         """``fd_digits``, ``fd_digits_floor``, ``class_confidence``, ``class_counts`` and, given the
@@ -138,7 +137,7 @@ class DigitsJudge:
             "fd_digits_floor": self.floor,
             "class_confidence": float(probs.max(1).values.double().mean()),
             "class_counts": torch.bincount(probs.argmax(1), minlength=_CLASSES).tolist(),
-            "class_accuracy": None if labels is None else class_accuracy(self.classifier, samples, labels),
+            "class_accuracy": None if labels is None else class_accuracy(self.classifier.predict, samples, labels),
             "classifier_accuracy": self.classifier_accuracy,
         }
 
