@@ -134,21 +134,14 @@ class PluginError(DiffusionSchemesError, RuntimeError):
     Strict mode is ``DIFFUSION_SCHEMES_STRICT_PLUGINS=1``; otherwise a :class:`PluginWarning`
     is issued and the plugin skipped.
 
-    >>> import os, pathlib, shutil, sys, tempfile, warnings
+    >>> import os
     >>> import diffusion_schemes as ds
-    >>> site = pathlib.Path(tempfile.mkdtemp())                  # a distribution whose module is missing
-    >>> info = site / "broken_plugin-1.0.dist-info"
-    >>> info.mkdir()
-    >>> _ = (info / "METADATA").write_text("Metadata-Version: 2.1\\nName: broken-plugin\\nVersion: 1.0\\n")
-    >>> _ = (info / "entry_points.txt").write_text("[diffusion_schemes]\\nbroken = no_such_module\\n")
-    >>> sys.path.insert(0, str(site))
     >>> os.environ["DIFFUSION_SCHEMES_STRICT_PLUGINS"] = "1"
     >>> try:
-    ...     type(ds.registry)().plugins()                        # a fresh registry discovers again
+    ...     with broken_plugin_on_path():                        # a distribution whose module is missing
+    ...         type(ds.registry)().plugins()                    # a fresh registry discovers again
     ... finally:
     ...     del os.environ["DIFFUSION_SCHEMES_STRICT_PLUGINS"]
-    ...     sys.path.remove(str(site))
-    ...     shutil.rmtree(site)
     Traceback (most recent call last):
       ...
     diffusion_schemes.PluginError: diffusion-schemes plugin distribution 'broken-plugin' (no_such_module) is skipped: failed to load: ModuleNotFoundError: ...
@@ -325,19 +318,11 @@ class SamplingError(DiffusionSchemesError, ValueError):
 class PluginWarning(UserWarning):
     """A plugin distribution was skipped because it failed to load or to register.
 
-    >>> import os, pathlib, shutil, sys, tempfile, warnings
+    >>> import warnings
     >>> import diffusion_schemes as ds
-    >>> site = pathlib.Path(tempfile.mkdtemp())                  # a distribution whose module is missing
-    >>> info = site / "broken_plugin-1.0.dist-info"
-    >>> info.mkdir()
-    >>> _ = (info / "METADATA").write_text("Metadata-Version: 2.1\\nName: broken-plugin\\nVersion: 1.0\\n")
-    >>> _ = (info / "entry_points.txt").write_text("[diffusion_schemes]\\nbroken = no_such_module\\n")
-    >>> sys.path.insert(0, str(site))
-    >>> with warnings.catch_warnings(record=True) as caught:
+    >>> with warnings.catch_warnings(record=True) as caught, broken_plugin_on_path():
     ...     warnings.simplefilter("always")
     ...     statuses = type(ds.registry)().plugins()             # a fresh registry discovers again
-    >>> sys.path.remove(str(site))
-    >>> shutil.rmtree(site)
     >>> [str(w.message) for w in caught if w.category is ds.PluginWarning]
     ["diffusion-schemes plugin distribution 'broken-plugin' (no_such_module) is skipped: failed to load: ModuleNotFoundError: ..."]
     >>> [s.status for s in statuses if s.distribution == "broken-plugin"]
