@@ -346,7 +346,7 @@ class UniPC(_Multistep):
         denoised = denoiser.x0_sigma(x, sigma)
         history, previous = state["history"], state["previous"]
         lam = -sigma.log()
-        if previous is not None:  # UniC: correct x with the evaluation just made
+        if previous is not None and not last:  # UniC: correct x with the evaluation just made (unused on the step to 0)
             x_prev, sigma_prev, used = previous
             x = self._update(x_prev, sigma_prev, sigma, history[len(history) - used:], denoised, predictor=False)
         history = [*history, (denoised, lam)][-self.spec.order:]

@@ -98,10 +98,12 @@ def _euler(denoiser: Any, x: torch.Tensor, sigma: torch.Tensor, sigma_next: torc
 
 def _heun(denoiser: Any, x: torch.Tensor, sigma: torch.Tensor, sigma_next: torch.Tensor):
     """Heun's step (Karras et al. 2022, Algorithm 1, lines 5-8); returns ``(x_next, denoised)``."""
-    x_euler, denoised = _euler(denoiser, x, sigma, sigma_next)
-    d_next = to_d(x_euler, sigma_next, denoiser.x0_sigma(x_euler, sigma_next))
+    denoised = denoiser.x0_sigma(x, sigma)
     d = to_d(x, sigma, denoised)
-    return x + (sigma_next - sigma).to(x.dtype) * (0.5 * d + 0.5 * d_next), denoised
+    step = (sigma_next - sigma).to(x.dtype)
+    x_euler = x + step * d
+    d_next = to_d(x_euler, sigma_next, denoiser.x0_sigma(x_euler, sigma_next))
+    return x + step * (0.5 * d + 0.5 * d_next), denoised
 
 
 def _check_sigmas(sigmas: Any) -> torch.Tensor:
