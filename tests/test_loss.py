@@ -343,3 +343,13 @@ def test_condition_dropout_with_tensordicts_and_split_keyword_arguments(batch):
     assert torch.allclose(out, (x_hat * scale[:, None] + used - x0) ** 2, rtol=1e-12, atol=1e-12)
     kept = int((~dropped).sum())
     assert seen == [(kept, False, kept), (5 - kept, True, 5 - kept)]  # per-sample keyword arguments split too
+
+
+def test_weighting_config_may_be_any_mapping():
+    from types import MappingProxyType
+
+    schedule = ds.create("noise_schedule", "vp")
+    model = lambda x, t, condition=None: torch.zeros_like(x)  # noqa: E731
+    as_dict = ds.MSEDSMLoss(model, schedule, weighting={"name": "snr"})
+    as_mapping = ds.MSEDSMLoss(model, schedule, weighting=MappingProxyType({"name": "snr"}))
+    assert as_mapping.weighting.spec == as_dict.weighting.spec == ds.parse_spec("weighting", "snr")

@@ -209,9 +209,9 @@ def json_schema(kind: str) -> dict[str, Any]:
 
 
 def _check_weighting(value: Any) -> Any:
-    if value is None or value == "default" or hasattr(value, "__call__") and not isinstance(value, (str, dict)):
+    if value is None or value == "default" or hasattr(value, "__call__") and not isinstance(value, (str, Mapping)):
         return value
-    if isinstance(value, SchemeSpec) or isinstance(value, (str, dict)):
+    if isinstance(value, SchemeSpec) or isinstance(value, (str, Mapping)):
         try:
             spec = registry.parse_spec("weighting", value)
         except DiffusionSchemesError as exc:  # pydantic reports ValueErrors with the field's location
@@ -256,7 +256,7 @@ def resolve_weighting(weighting: Any, default: Callable[[], Any] | None = None) 
         return None
     if isinstance(weighting, str) and weighting == "default":
         return default() if default is not None else None
-    if isinstance(weighting, (str, dict)) or hasattr(weighting, "model_dump"):
+    if isinstance(weighting, (str, Mapping)) or hasattr(weighting, "model_dump"):
         return registry.create("weighting", weighting)
     if callable(weighting):
         return weighting
