@@ -8,7 +8,8 @@ import pytest
 import torch
 
 import diffusion_schemes as ds
-from diffusion_schemes._uncertainty import UncertaintyTypeError, UncertaintyWeight
+from diffusion_schemes._errors import ArgumentTypeError
+from diffusion_schemes._uncertainty import UncertaintyWeight
 
 
 def _zero_backbone(x, c_noise, condition=None):
@@ -88,9 +89,9 @@ def test_every_schedule_and_weighting_trains_u(scheme, weighting):
 def test_bad_uncertainty_arguments_say_what_is_expected():
     schedule = ds.create("noise_schedule", "edm")
     precond = ds.create("preconditioner", "edm", model=_zero_backbone)
-    with pytest.raises(UncertaintyTypeError, match="True, False or a module"):
+    with pytest.raises(ArgumentTypeError, match="True, False or a module"):
         ds.MSEDSMLoss(precond, schedule, uncertainty="yes")
-    assert issubclass(UncertaintyTypeError, (ds.DiffusionSchemesError, TypeError))
+    assert issubclass(ArgumentTypeError, (ds.DiffusionSchemesError, TypeError))
     with pytest.raises(ds.DomainError, match="sigma > 0"):
         UncertaintyWeight()(torch.tensor([0.0, 1.0]))
     assert ds.MSEDSMLoss(precond, schedule).uncertainty is None

@@ -34,32 +34,28 @@ import math
 import torch
 from torch import nn
 
-from ._errors import DiffusionSchemesError, DomainError
+from ._errors import ArgumentTypeError, DomainError, outside
 
-__all__ = ["UncertaintyTypeError", "UncertaintyWeight", "resolve_uncertainty"]
+__all__ = ["UncertaintyWeight", "resolve_uncertainty"]
 
 
-class UncertaintyTypeError(DiffusionSchemesError, TypeError):
-    """A loss's ``uncertainty=`` that is neither a bool nor a module with ``weigh(loss, sigma)``.
+def resolve_uncertainty(uncertainty: object) -> UncertaintyWeight | None:
+    """The loss's ``u(sigma)`` module for its ``uncertainty=`` argument (None when off).
 
     >>> import diffusion_schemes as ds
     >>> ds.MSEDSMLoss(ds.create("preconditioner", "edm", model=lambda x, c, condition=None: x),
     ...               ds.create("noise_schedule", "edm"), uncertainty="yes")
     Traceback (most recent call last):
       ...
-    diffusion_schemes._uncertainty.UncertaintyTypeError: uncertainty must be True, False or ...
+    diffusion_schemes._errors.ArgumentTypeError: uncertainty must be True, False or ...
     """
-
-
-def resolve_uncertainty(uncertainty: object) -> UncertaintyWeight | None:
-    """The loss's ``u(sigma)`` module for its ``uncertainty=`` argument (None when off)."""
     if uncertainty is False or uncertainty is None:
         return None
     if uncertainty is True:
         return UncertaintyWeight()
     if isinstance(uncertainty, nn.Module) and callable(getattr(uncertainty, "weigh", None)):
         return uncertainty  # type: ignore[return-value]
-    raise UncertaintyTypeError(
+    raise ArgumentTypeError(
         f"uncertainty must be True, False or a module with weigh(loss, sigma) (an UncertaintyWeight); got {uncertainty!r}"
     )
 
@@ -84,7 +80,8 @@ class UncertaintyWeight(nn.Module):
     def forward(self, sigma: torch.Tensor) -> torch.Tensor:
         """``u`` at noise levels ``sigma`` (any shape; float32 or wider), shaped like ``sigma``."""
         sigma = torch.as_tensor(sigma)
-        if not bool((sigma > 0).all()):
+        # checked on the CPU only, like the preconditioner's noise levels (no device sync in the training step)
+        if sigma.device.type == "cpu" and not torch.compiler.is_compiling() and outside(sigma, 0.0, math.inf) is not None:
             raise DomainError("the uncertainty weight u(sigma) needs noise levels sigma > 0; got a sigma <= 0 (or NaN)")
         c = sigma.to(torch.promote_types(sigma.dtype, torch.float32)).log().reshape(-1, 1) / 4
         feats = math.sqrt(2) * torch.cos(2 * math.pi * (c * self.freqs + self.phases))
