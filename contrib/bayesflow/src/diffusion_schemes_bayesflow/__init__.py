@@ -17,16 +17,12 @@ imported when ``as_bayesflow`` or ``BayesFlowNoiseSchedule`` is first used.
 from __future__ import annotations
 
 import os
-from typing import Any
+
+from diffusion_schemes.lazy import lazy_exports
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
 __all__ = ["BayesFlowNoiseSchedule", "as_bayesflow"]
 
 
-def __getattr__(name: str) -> Any:
-    if name in __all__:
-        from . import _schedule
-
-        return getattr(_schedule, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, {name: "._schedule" for name in __all__})

@@ -27,6 +27,7 @@ from bayesflow.networks.inference.diffusion import NoiseSchedule  # noqa: E402  
 from bayesflow.utils.serialization import serializable  # noqa: E402
 
 import diffusion_schemes as ds  # noqa: E402
+from diffusion_schemes._weighting import weight_for  # noqa: E402
 
 from ._maps import GridMap, TrainingMap  # noqa: E402
 
@@ -222,11 +223,7 @@ class BayesFlowNoiseSchedule(NoiseSchedule):
 
     def get_weights_for_snr(self, log_snr_t: Any) -> Any:
         """The schedule's weighting as noise-prediction (epsilon-loss) weights; ones without a weighting."""
-        lam = _to_torch(log_snr_t)
-        weighting = self.schedule.weighting
-        if weighting is None:
-            return _from_torch(torch.ones_like(lam), log_snr_t)
-        weight = ds.BaseWeighting.convert(weighting, lam, "epsilon", schedule=self.schedule)
+        weight = weight_for(self.schedule.weighting, _to_torch(log_snr_t), "epsilon", schedule=self.schedule)
         return _from_torch(weight, log_snr_t)
 
     # ------------------------------------------------------------------ config
