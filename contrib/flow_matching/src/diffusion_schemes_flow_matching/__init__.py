@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 import diffusion_schemes as ds
 from diffusion_schemes.lazy import lazy_exports

@@ -201,7 +201,6 @@ class ConvNet(nn.Module):
         for block in self.blocks:
             h = block(h, emb)
         return self.out(h) + self.gate(emb)[:, :, None, None] * x
-        return self.out(h) + self.gate(emb)[:, :, None, None] * x
 
 
 class _UNetBlock(nn.Module):
