@@ -27,11 +27,14 @@ import torch
 __all__ = ["class_accuracy", "classifier_for"]
 
 
-def classifier_for(data: Any, splits: Any, seed: int = 0) -> Callable[[torch.Tensor], torch.Tensor] | None:
+def classifier_for(
+    data: Any, splits: Any, seed: int = 0, run_dir: Any = None
+) -> Callable[[torch.Tensor], torch.Tensor] | None:
     """A function from samples to predicted labels for ``data``; None for a set without a judge of its classes.
 
     A mixture's judge is its exact most probable component; the digits' is the classifier behind
-    ``fd_digits``, trained once per run. The other data sets have no classes.
+    ``fd_digits``, trained once per run (and read back from ``run_dir`` when the run saved it).
+    The other data sets have no classes.
     """
     mixture = getattr(data, "mixture", None)
     if mixture is not None:
@@ -40,7 +43,7 @@ def classifier_for(data: Any, splits: Any, seed: int = 0) -> Callable[[torch.Ten
 
     if not has_judge(data) or splits.train_labels is None:
         return None
-    return digits_classifier(splits, seed).predict
+    return digits_classifier(splits, seed, run_dir).predict
 
 
 def class_accuracy(classifier: Callable[[torch.Tensor], torch.Tensor], samples: torch.Tensor, labels: torch.Tensor) -> float:

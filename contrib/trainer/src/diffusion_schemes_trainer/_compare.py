@@ -71,8 +71,8 @@ def sweep_guidance(run_dir: str | Path, scales: list[float], ema: bool = True,
     if not classes:
         raise TrainerError("--guidance-scales needs class-conditional runs; add --class-conditional")
     splits = data.splits(config.data.train_size, config.data.eval_size, config.seed)
-    judge = classifier_for(data, splits, config.seed)
     folder = Path(run_dir) if Path(run_dir).is_dir() else Path(run_dir).parent
+    judge = classifier_for(data, splits, config.seed, folder)
     fd_judge = digits_judge(data, config.data.train_size, config.data.eval_size, config.seed, folder) \
         if has_judge(data) else None
     null = torch.tensor([classes])

@@ -209,7 +209,7 @@ def sample(args: argparse.Namespace) -> int:
     print(f"sampling {n} samples at step {payload['step']} ({weights} weights) with {solver_spec.name}, {steps} steps"
           + (f", guidance {guidance!r}" if guidance is not None else ""), file=sys.stderr)
     splits = data.splits(config.data.train_size, config.data.eval_size, config.seed) if classes or n == config.data.eval_size else None
-    judge = classifier_for(data, splits, config.seed) if classes else None
+    judge = classifier_for(data, splits, config.seed, path if path.is_dir() else path.parent) if classes else None
     bar = Progress(steps, stream=sys.stderr, label="sample")
     callback = lambda info: bar.update(info["i"] + 1)  # noqa: E731 - one step of the solver done
     if n == config.data.eval_size and args.label is None:
