@@ -21,8 +21,8 @@ from conftest import pip_install_target, write_distribution
 from pydantic import BaseModel
 
 import diffusion_schemes as ds
-from diffusion_schemes import cli
-from diffusion_schemes._errors import InvalidArgumentError
+from diffusion_schemes.cli import commands as cli
+from diffusion_schemes.errors import InvalidArgumentError
 from diffusion_schemes_trainer import load_checkpoint, load_config, train
 from diffusion_schemes_trainer._runguard import LOCK_NAME, RunLock
 

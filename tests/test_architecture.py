@@ -1,9 +1,11 @@
-"""The structure the core promises: no import cycle, a small public API listed once, plugins
-that state only their parameters (the spec is their single source)."""
+"""The structure the project promises (docs/architecture.md): the core as a few packages by role on a
+few import layers, no import circle anywhere in the repository, every public thing at a public path,
+a small top-level contract, and plugins that state only their parameters."""
 
 from __future__ import annotations
 
 import ast
+import importlib
 import pathlib
 
 import pytest
@@ -12,39 +14,65 @@ import diffusion_schemes as ds
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CORE = ROOT / "core" / "diffusion_schemes"
+MAX_ENTRIES, MAX_LAYERS, MAX_TOP_LEVEL = 16, 7, 45
 
 
-def _imports(path: pathlib.Path, modules: set[str]) -> set[str]:
-    """Core modules ``path`` imports, inside functions too, but not under ``if TYPE_CHECKING``."""
-    tree = ast.parse(path.read_text())
-    skipped = {
+def _type_checking_nodes(tree: ast.AST) -> set[int]:
+    return {
         id(n)
         for node in ast.walk(tree)
         if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
         for n in ast.walk(node)
     }
-    found = set()
+
+
+def _module_name(path: pathlib.Path, src: pathlib.Path) -> str:
+    parts = list(path.relative_to(src).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def imported_modules(path: pathlib.Path, name: str) -> set[str]:
+    """Every module ``path`` (module ``name``) imports, inside functions too, not under ``TYPE_CHECKING``;
+    ``from a import b`` counts as importing ``a.b`` too (``b`` may be a module)."""
+    tree = ast.parse(path.read_text())
+    skipped = _type_checking_nodes(tree)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
     for node in ast.walk(tree):
-        if id(node) in skipped or not isinstance(node, ast.ImportFrom):
+        if id(node) in skipped:
             continue
-        if node.level == 1:
-            names = [node.module] if node.module else [a.name for a in node.names]
-        elif node.module and node.module.split(".")[0] == "diffusion_schemes":
-            parts = node.module.split(".")
-            names = [parts[1]] if len(parts) > 1 else [a.name for a in node.names]
-        else:
-            continue
-        found |= {n.split(".")[0] for n in names} & modules
-    return found - {path.stem}
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - node.level + 1]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            found.add(module)
+            found |= {f"{module}.{alias.name}" for alias in node.names}
+    return found
 
 
-def import_graph() -> dict[str, set[str]]:
-    modules = {p.stem for p in CORE.glob("*.py")}
-    return {p.stem: _imports(p, modules) for p in CORE.glob("*.py")}
+def module_graph(sources: dict[str, pathlib.Path]) -> dict[str, set[str]]:
+    """``module -> modules it imports`` over the packages found under each source folder
+    (``name -> folder``; a folder named like its key is itself a package, such as ``benchmarks``)."""
+    files: dict[str, pathlib.Path] = {}
+    for key, src in sources.items():
+        root = src.parent if src.name == key else src
+        for path in src.rglob("*.py"):
+            files[_module_name(path, root)] = path
+    graph = {}
+    for name, path in files.items():
+        graph[name] = {m for m in imported_modules(path, name) if m in files and m != name}
+    return graph
 
 
 def cycles(graph: dict[str, set[str]]) -> list[set[str]]:
-    """The strongly connected components with more than one module (Tarjan)."""
+    """The strongly connected components with more than one node (Tarjan)."""
     index: dict[str, int] = {}
     low: dict[str, int] = {}
     stack: list[str] = []
@@ -53,7 +81,7 @@ def cycles(graph: dict[str, set[str]]) -> list[set[str]]:
     def visit(v: str) -> None:
         index[v] = low[v] = len(index)
         stack.append(v)
-        for w in graph[v]:
+        for w in graph.get(v, ()):
             if w not in index:
                 visit(w)
                 low[v] = min(low[v], low[w])
@@ -75,27 +103,159 @@ def cycles(graph: dict[str, set[str]]) -> list[set[str]]:
     return out
 
 
-def test_cycle_finder_finds_a_planted_cycle():
+def layers(graph: dict[str, set[str]]) -> dict[str, int]:
+    """Each node's layer: 1 for a node importing nothing, else one above the highest it imports."""
+    out: dict[str, int] = {}
+
+    def layer(v: str) -> int:
+        if v not in out:
+            out[v] = 1 + max((layer(w) for w in graph[v] if w != v), default=0)
+        return out[v]
+
+    for v in graph:
+        layer(v)
+    return out
+
+
+def _sources() -> dict[str, pathlib.Path]:
+    """Every importable source folder of the repository: the core, each plugin and contrib package."""
+    sources = {"core": ROOT / "core"}
+    for folder in sorted([*(ROOT / "plugins").iterdir(), *(ROOT / "contrib").iterdir()]):
+        if (folder / "src").is_dir():
+            sources[folder.name] = folder / "src"
+    return sources
+
+
+def entry_graph() -> dict[str, set[str]]:
+    """The core seen from ``core/diffusion_schemes``: each file or sub-package one node."""
+    graph = module_graph({"core": ROOT / "core"})
+    top = lambda m: m.split(".")[1] if m.count(".") else "__init__"  # noqa: E731
+    entries: dict[str, set[str]] = {}
+    for module, imports in graph.items():
+        node = top(module)
+        entries.setdefault(node, set()).update(top(m) for m in imports if m.startswith("diffusion_schemes."))
+    return {node: deps - {node} for node, deps in entries.items()}
+
+
+def test_cycle_finder_and_layers_on_a_planted_graph():
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert cycles(graph) == [{"a", "b", "c"}]
     assert cycles({"a": {"b"}, "b": set()}) == []
+    assert layers({"a": {"b"}, "b": {"c"}, "c": set(), "d": {"c"}}) == {"a": 3, "b": 2, "c": 1, "d": 2}
 
 
-def test_the_core_has_no_import_cycle():
-    assert cycles(import_graph()) == []
+def test_relative_and_function_level_imports_are_seen(tmp_path):
+    pkg = tmp_path / "pkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "sub" / "__init__.py").write_text("from ..a import thing\n")
+    (pkg / "a.py").write_text("def f():\n    from pkg.sub import x\n")
+    assert cycles(module_graph({"t": tmp_path})) == [{"pkg.a", "pkg.sub"}]
 
 
-def test_public_api_is_small_and_listed_once():
-    assert len(ds.__all__) <= 40
+def test_no_import_circle_anywhere_in_the_repository():
+    graph = module_graph(_sources())
+    graph.update(module_graph({"benchmarks": ROOT / "benchmarks"}))
+    assert cycles(graph) == []
+
+
+def test_the_core_is_a_few_packages_on_a_few_layers():
+    graph = entry_graph()
+    assert len(graph) <= MAX_ENTRIES, sorted(graph)
+    assert cycles(graph) == []
+    depth = layers(graph)
+    assert max(depth.values()) <= MAX_LAYERS, sorted(depth.items(), key=lambda kv: kv[1])
+
+
+@pytest.mark.parametrize("package", sorted(p.name for p in CORE.iterdir() if (p / "__init__.py").exists()))
+def test_every_core_package_says_what_it_owns_and_exports(package):
+    module = importlib.import_module(f"diffusion_schemes.{package}")
+    assert module.__doc__ and len(module.__doc__.split()) >= 20, f"{package} needs a docstring saying what it owns"
+    assert isinstance(getattr(module, "__all__", None), list)
+    for name in module.__all__:
+        assert hasattr(module, name), f"diffusion_schemes.{package}.__all__ names {name}, which it lacks"
+
+
+def test_the_top_level_is_a_small_contract_each_name_owned_by_one_package():
+    assert len(ds.__all__) <= MAX_TOP_LEVEL
     assert len(ds.__all__) == len(set(ds.__all__))
-    owners: dict[str, str] = {}
-    for path in (p for p in CORE.glob("_*.py") if not p.stem.startswith("__")):
-        module = __import__(f"diffusion_schemes.{path.stem}", fromlist=["__all__"])
+    owners: dict[str, list[str]] = {}
+    for path in sorted(CORE.iterdir()):
+        if path.name.startswith("_") or not (path.suffix == ".py" or (path / "__init__.py").exists()):
+            continue
+        module = importlib.import_module(f"diffusion_schemes.{path.stem}")
         for name in getattr(module, "__all__", []):
-            if name in ds.__all__:
-                assert name not in owners, f"{name} is exported by {owners.get(name)} and {path.stem}"
-                owners[name] = path.stem
+            if name in ds.__all__ and getattr(module, name) is getattr(ds, name):
+                owners.setdefault(name, []).append(path.stem)
     assert set(owners) == set(ds.__all__), sorted(set(ds.__all__) - set(owners))
+    shared = {name: where for name, where in owners.items() if len(where) > 1}
+    assert shared == {}
+
+
+def test_every_exception_lives_in_errors_and_prints_under_a_public_path():
+    from diffusion_schemes import errors
+
+    raised = set()
+    for path in CORE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef) and any(
+                isinstance(b, ast.Name) and b.id.endswith(("Error", "Warning")) for b in node.bases
+            ):
+                raised.add((path.relative_to(CORE).as_posix(), node.name))
+    outside_errors = {(p, n) for p, n in raised if p != "errors.py" and not p.startswith("conformance/")}
+    assert outside_errors == set(), "exceptions belong in diffusion_schemes.errors"
+    for name in errors.__all__:
+        cls = getattr(errors, name)
+        assert issubclass(cls, (ds.DiffusionSchemesError, Warning))
+        assert "._" not in cls.__module__ and cls.__module__ in ("diffusion_schemes", "diffusion_schemes.errors")
+        assert getattr(importlib.import_module(cls.__module__), name) is cls
+    assert f"{errors.SamplingError.__module__}.{errors.SamplingError.__qualname__}" == "diffusion_schemes.errors.SamplingError"
+
+
+def test_denoiser_and_sample_result_are_public():
+    from diffusion_schemes.sampling import Denoiser, SampleResult
+
+    assert "._" not in Denoiser.__module__ and "._" not in SampleResult.__module__
+
+
+def test_nothing_outside_the_core_imports_its_private_modules():
+    offenders = []
+    for folder in ["plugins", "contrib", "benchmarks"]:
+        for path in (ROOT / folder).rglob("*.py"):
+            name = "mod"
+            for module in imported_modules(path, name):
+                if module.startswith("diffusion_schemes.") and any(
+                    part.startswith("_") for part in module.split(".")[1:]
+                ):
+                    offenders.append(f"{path.relative_to(ROOT)}: {module}")
+    assert offenders == []
+
+
+def test_api_docs_show_no_private_path():
+    import re
+
+    text = (ROOT / "docs" / "api.md").read_text()
+    assert re.findall(r"\w\._[a-z]\w*", text) == []
+
+
+def test_no_file_cites_a_design_file_outside_the_project():
+    hits = [
+        str(p.relative_to(ROOT))
+        for pattern in ("*.py", "*.md", "*.toml", "*.yml", "*.txt")
+        for p in ROOT.rglob(pattern)
+        if ".venv" not in p.parts and p.name != "test_architecture.py" and "DESIGN.md" in p.read_text()
+    ]
+    assert hits == []
+
+
+def test_old_import_paths_keep_working():
+    from diffusion_schemes import discretizations, noise_samplers
+    from diffusion_schemes.adapters import BackboneAdapter
+    from diffusion_schemes.cli import main
+
+    assert discretizations.KarrasDiscretization.__name__ == "KarrasDiscretization"
+    assert noise_samplers.BrownianTreeNoiseSampler.__module__ == "diffusion_schemes.solvers.noise_samplers"
+    assert callable(main) and BackboneAdapter.__name__ == "BackboneAdapter"
 
 
 def test_design_contract_names_are_public():

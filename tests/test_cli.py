@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from diffusion_schemes import cli
+from diffusion_schemes.cli import commands as cli
 
 
 def run(capsys, *args):

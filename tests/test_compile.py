@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import diffusion_schemes as ds
-from diffusion_schemes._loss import PREDICTION_TYPES
+from diffusion_schemes.sampling import PREDICTION_TYPES
 
 BACKEND = "aot_eager"
 

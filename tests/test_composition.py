@@ -9,7 +9,7 @@ import torch
 from pydantic import Field
 
 import diffusion_schemes as ds
-from diffusion_schemes._compose import check_shared_parameters
+from diffusion_schemes.sampling.compose import check_shared_parameters
 
 
 def backbone(x, c_noise, condition=None):

@@ -18,8 +18,8 @@ import pytest
 from pydantic import BaseModel, ConfigDict
 
 import diffusion_schemes as ds
-from diffusion_schemes._config import _WeightingRefOf
-from diffusion_schemes._specs import KINDS
+from diffusion_schemes.specs.config import _WeightingRefOf
+from diffusion_schemes.specs.base import KINDS
 
 UNKNOWN = "no_such_scheme"
 

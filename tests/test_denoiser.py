@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import diffusion_schemes as ds
-from diffusion_schemes._loss import PREDICTION_TYPES
-from diffusion_schemes._denoiser import Denoiser, make_denoiser
+from diffusion_schemes.sampling import PREDICTION_TYPES
+from diffusion_schemes.sampling import Denoiser, make_denoiser
 from gaussian_mixture import GaussianMixture
 
 MIX = GaussianMixture([0.4, 0.6], [[-1.0, 0.5], [1.0, -0.5]], [0.3, 0.6])
@@ -175,7 +175,7 @@ def test_each_conversion_inverts_the_loss_target_in_float64(schedule_name, kind)
 
 
 def test_wrong_output_shape_is_a_clear_error(vp, x):
-    from diffusion_schemes._errors import ModelOutputError
+    from diffusion_schemes.errors import ModelOutputError
 
     for name in ("x0_predictor", "epsilon_predictor", "v_predictor", "score_predictor"):
         denoiser = vp.get_denoiser(**{name: lambda x, t: torch.cat([x, x], 1)})  # learned variance: 2x channels
@@ -190,7 +190,7 @@ def test_wrong_output_shape_is_a_clear_error(vp, x):
 def test_signature_and_output_objects_say_what_to_wrap(vp, x):
     from types import SimpleNamespace
 
-    from diffusion_schemes._errors import ModelSignatureError
+    from diffusion_schemes.errors import ModelSignatureError
     from diffusion_schemes.adapters import BackboneAdapter
 
     class DiffusersLike(torch.nn.Module):  # UNet2DModel's call and output shape

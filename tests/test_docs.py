@@ -195,7 +195,7 @@ def test_plot_curves_come_from_the_public_api(fresh_registry):
 
     import torch
 
-    from diffusion_schemes._plot import schedule_curves
+    from diffusion_schemes.cli.plot import schedule_curves
 
     c = schedule_curves(ds.create("noise_schedule", "ve"), num=50, num_draws=2000)
     assert torch.allclose(c["noise_level"], c["t"]) and torch.allclose(c["lambda"], -2 * c["t"].log())

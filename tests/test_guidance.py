@@ -12,7 +12,7 @@ import torch
 from tensordict import TensorDict
 
 import diffusion_schemes as ds
-from diffusion_schemes._errors import GuidanceError
+from diffusion_schemes.errors import GuidanceError
 from gaussian_mixture import ClassConditionalMixture, ExactX0, GaussianMixture, oracle_preconditioner
 
 K = 3

@@ -16,7 +16,7 @@ import diffusion_schemes as ds
 names = [(i.kind, i.name) for i in ds.list_schemes()]
 heavy = sorted(m for m in sys.modules if m == "tensordict" or m.startswith("tensordict.")
                or (m.startswith("diffusion_schemes_") and m.split(".")[-1].startswith("_"))
-               or m in ("diffusion_schemes._loss", "diffusion_schemes._sampling"))
+               or m in ("diffusion_schemes.sampling.loss", "diffusion_schemes.sampling.sampler"))
 print(json.dumps({"heavy": heavy, "n": len(names)}))
 """
 

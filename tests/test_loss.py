@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import diffusion_schemes as ds
-from diffusion_schemes._loss import PREDICTION_TYPES
+from diffusion_schemes.sampling import PREDICTION_TYPES
 from diffusion_schemes_vp import VPNoiseSchedule
 
 BETA_D, BETA_MIN, SIGMA_DATA = 19.9, 0.1, 0.5
@@ -303,7 +303,7 @@ def test_condition_dropout_bad_input(batch):
 
 
 def test_wrong_output_shape_is_an_error_not_a_broadcast(batch):
-    from diffusion_schemes._errors import ModelOutputError
+    from diffusion_schemes.errors import ModelOutputError
 
     x0, noise, t = batch
     schedule = ds.create("noise_schedule", "vp")

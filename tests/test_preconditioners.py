@@ -15,7 +15,7 @@ import torch
 from scheme_reference import F64, REFS, SCHEMES, U, VP, time_grid
 
 import diffusion_schemes as ds
-from diffusion_schemes._preconditioner import compute_dtype
+from diffusion_schemes.preconditioners.affine import compute_dtype
 
 DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 

@@ -10,8 +10,8 @@ import torch
 from pydantic import BaseModel, Field
 
 import diffusion_schemes as ds
-from diffusion_schemes._builtins import EDMStochasticHeunSpec, HeunSpec
-from diffusion_schemes._specs import KINDS
+from diffusion_schemes.solvers.base import EDMStochasticHeunSpec, HeunSpec
+from diffusion_schemes.specs.base import KINDS
 
 
 class ScaleWeightingSpec(ds.WeightingSpec):

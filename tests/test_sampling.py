@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import diffusion_schemes as ds
-from diffusion_schemes._sampling import SampleResult
+from diffusion_schemes.sampling import SampleResult
 from gaussian_mixture import ExactX0, GaussianMixture, oracle_preconditioner
 
 MIX = GaussianMixture([0.5, 0.25, 0.25], [[-1.0, 0.0], [1.0, 1.0], [1.0, -1.0]], [0.2, 0.4, 0.3])

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 import diffusion_schemes as ds
-from diffusion_schemes._errors import SamplingError
+from diffusion_schemes.errors import SamplingError
 from diffusion_schemes.discretizations import BaseDiscretization
-from diffusion_schemes.noise_samplers import BrownianTreeNoiseSampler
+from diffusion_schemes.solvers.noise_samplers import BrownianTreeNoiseSampler
 from gaussian_mixture import GaussianMixture
 
 MIX = GaussianMixture([0.3, 0.7], [-1.0, 1.5], [0.3, 0.5])  # 1-D: the exact denoiser acts per coordinate

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from scheme_reference import SCHEMES
 
 import diffusion_schemes as ds
-from diffusion_schemes._weighting import LOSS_TYPES
+from diffusion_schemes.weightings import LOSS_TYPES
 
 SCHEDULES = {name: ds.create("noise_schedule", name) for name in SCHEMES}
 PRECONDS = {name: ds.create("preconditioner", name, model=lambda x, c, condition=None: x) for name in SCHEMES}

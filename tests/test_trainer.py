@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import diffusion_schemes as ds
-from diffusion_schemes import cli
+from diffusion_schemes.cli import commands as cli
 
 # A run of a few seconds: small data, small network, few steps.
 TINY = ["--steps", "24", "--batch-size", "32", "--sampling-steps", "4", "-q",

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from diffusion_schemes import cli
+from diffusion_schemes.cli import commands as cli
 from test_trainer import _registry, run  # noqa: F401 - the autouse fixture applies here too
 
 # The 8-blob mixture (its component is the class) with a small MLP: a few seconds.

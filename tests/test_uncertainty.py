@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import diffusion_schemes as ds
-from diffusion_schemes._errors import ArgumentTypeError
-from diffusion_schemes._uncertainty import UncertaintyWeight
+from diffusion_schemes.errors import ArgumentTypeError
+from diffusion_schemes.weightings.uncertainty import UncertaintyWeight
 
 
 def _zero_backbone(x, c_noise, condition=None):

@@ -7,7 +7,7 @@ import torch
 from scheme_reference import EDM, F64, REFS, SCHEMES, time_grid
 
 import diffusion_schemes as ds
-from diffusion_schemes._weighting import convert_weight
+from diffusion_schemes.weightings import convert_weight
 
 LAM = torch.linspace(-20, 20, 81, dtype=F64)
 

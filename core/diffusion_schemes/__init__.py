@@ -1,45 +1,115 @@
 """diffusion-schemes: pluggable diffusion-model schemes for PyTorch.
 
-Preconditioners, noise schedules, loss weightings and solvers are *schemes*, picked by
-name from the installed plugin distributions:
+Preconditioners, noise schedules, loss weightings, solvers and discretizations are *schemes*,
+picked by name from the installed plugin distributions:
 
 >>> import diffusion_schemes as ds
 >>> ds.create("solver", "heun").spec.name
 'heun'
 
-Each private module owns its ``__all__``; this package re-exports the public ones, so
-every public name prints as ``diffusion_schemes.<name>``. See ``docs/`` for the concepts,
-every scheme's formulas and how to write a plugin.
+This namespace is the contract: the names a user or a plugin author needs every day. Everything
+else is public in the package that owns it (``diffusion_schemes.errors``, ``.specs``,
+``.schedules``, ``.preconditioners``, ``.weightings``, ``.solvers``, ``.discretizations``,
+``.sampling``, ``.adapters``, ``.conformance``, ``.cli``); ``docs/architecture.md`` shows the plan.
 """
 
 from __future__ import annotations
 
-from . import _conditioning, _config, _epsilon_preconditioner, _errors, _hookspecs, _preconditioner
-from . import _protocols, _registry, _schedule, _sigma_time, _specs, _uniform_time, _weighting
-from ._conditioning import *  # noqa: F403
-from ._config import *  # noqa: F403
-from ._epsilon_preconditioner import *  # noqa: F403
-from ._errors import *  # noqa: F403
-from ._hookspecs import *  # noqa: F403
-from ._preconditioner import *  # noqa: F403
-from ._protocols import *  # noqa: F403
-from ._registry import *  # noqa: F403
-from ._schedule import *  # noqa: F403
-from ._sigma_time import *  # noqa: F403
-from ._specs import *  # noqa: F403
-from ._uniform_time import *  # noqa: F403
-from ._weighting import *  # noqa: F403
-from .lazy import lazy_exports
+from diffusion_schemes import errors as _errors
+from diffusion_schemes import specs as _specs
+from diffusion_schemes.adapters import ConcatConditionWrapper
+from diffusion_schemes.errors import (
+    ConditionError,
+    DiffusionSchemesError,
+    DomainError,
+    PairingError,
+    PluginError,
+    PluginWarning,
+    SchemeConfigError,
+    SchemeConflictError,
+    UnknownKindError,
+    UnknownSchemeError,
+)
+from diffusion_schemes.lazy import lazy_exports
+from diffusion_schemes.preconditioners import BaseAffinePreconditioner, EpsilonPreconditioner
+from diffusion_schemes.schedules import BaseNoiseSchedule, SigmaTimeSchedule, UniformTimeSchedule
+from diffusion_schemes.specs import (
+    DiffusionModel,
+    NoiseSchedule,
+    Preconditioner,
+    DiscretizationSpec,
+    NoiseScheduleSpec,
+    PreconditionerSpec,
+    SchemeSpec,
+    SolverSpec,
+    SpecBacked,
+    WeightingRef,
+    WeightingSpec,
+    create,
+    hookimpl,
+    json_schema,
+    list_schemes,
+    parse_spec,
+    registry,
+    spec_type,
+)
+from diffusion_schemes.weightings import BaseWeighting
 
-# The pipeline (loss, solvers, sampling) is imported on first use.
-_LAZY = {"MSEDSMLoss": "._loss", "BaseSolver": "._solvers", "Guidance": "._guidance", "sample": "._sampling"}
+# The pipeline (loss, guidance, solvers, sampling) is imported on first use.
+_LAZY = {
+    "MSEDSMLoss": "diffusion_schemes.sampling",
+    "Guidance": "diffusion_schemes.sampling",
+    "sample": "diffusion_schemes.sampling",
+    "BaseSolver": "diffusion_schemes.solvers",
+}
 __getattr__, __dir__ = lazy_exports(__name__, _LAZY)
 
-_EAGER = [_conditioning, _config, _epsilon_preconditioner, _errors, _hookspecs, _preconditioner,
-          _protocols, _registry, _schedule, _sigma_time, _specs, _uniform_time, _weighting]
-__all__ = sorted({name for module in _EAGER for name in module.__all__} | set(_LAZY))
+_TOP_LEVEL_ERRORS = [
+    "ConditionError",
+    "DiffusionSchemesError",
+    "DomainError",
+    "PairingError",
+    "PluginError",
+    "PluginWarning",
+    "SchemeConfigError",
+    "SchemeConflictError",
+    "UnknownKindError",
+    "UnknownSchemeError",
+]
+__all__ = sorted(
+    [
+        *_TOP_LEVEL_ERRORS,
+        "BaseAffinePreconditioner",
+        "BaseNoiseSchedule",
+        "BaseWeighting",
+        "ConcatConditionWrapper",
+        "DiffusionModel",
+        "DiscretizationSpec",
+        "EpsilonPreconditioner",
+        "NoiseSchedule",
+        "NoiseScheduleSpec",
+        "Preconditioner",
+        "PreconditionerSpec",
+        "SchemeSpec",
+        "SigmaTimeSchedule",
+        "SolverSpec",
+        "SpecBacked",
+        "UniformTimeSchedule",
+        "WeightingRef",
+        "WeightingSpec",
+        "create",
+        "hookimpl",
+        "json_schema",
+        "list_schemes",
+        "parse_spec",
+        "registry",
+        "spec_type",
+        *_LAZY,
+    ]
+)
 
-# Errors and the spec bases print under the package's name (``diffusion_schemes.UnknownSchemeError``).
-for _name in [*_errors.__all__, *(n for n in _specs.__all__ if n.endswith("Spec"))]:
+# The errors and spec bases of this namespace print under it (``diffusion_schemes.UnknownSchemeError``);
+# every other error prints under ``diffusion_schemes.errors``, where all of them live.
+for _name in [*_TOP_LEVEL_ERRORS, *(n for n in _specs.__all__ if n.endswith("Spec") and n in __all__)]:
     globals()[_name].__module__ = __name__
-del _name, _EAGER
+del _name, _errors, _specs

@@ -1,6 +1,6 @@
 """Lazy exports for a package's ``__init__``: names imported from their module on first access.
 
-A plugin's entry module stays light (DESIGN.md): it declares its specs and exports its
+A plugin's entry module stays light: it declares its specs and exports its
 implementations lazily, so listing the installed schemes never imports them.
 
 >>> import sys, types

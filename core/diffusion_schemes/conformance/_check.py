@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._errors import ArgumentTypeError, InvalidArgumentError
-from .._registry import check_kind, registry
+from diffusion_schemes.errors import ArgumentTypeError, InvalidArgumentError
+from diffusion_schemes.specs.discovery import check_kind, registry
 from ._context import Context, ProbeBackbone
 from ._report import CHECKS, ConformanceError, ConformanceReport, Failure
 

@@ -11,9 +11,9 @@ from typing import Any
 
 from pydantic import create_model
 
-from .._config import json_schema, spec_type
-from .._registry import registry
-from .._specs import KINDS
+from diffusion_schemes.specs.config import json_schema, spec_type
+from diffusion_schemes.specs.discovery import registry
+from diffusion_schemes.specs.base import KINDS
 from ._report import invariant
 
 __all__: list[str] = []

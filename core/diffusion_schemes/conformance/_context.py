@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from .._shape import append_dims
+from diffusion_schemes.tensors import append_dims
 
 __all__ = ["Context", "ProbeBackbone", "compare", "fmt", "time_grid"]
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from ..discretizations import sampling_sigma_range
+from diffusion_schemes.discretizations import sampling_sigma_range
 from ._context import compare, fmt
 from ._report import invariant
 

@@ -22,8 +22,8 @@ from typing import Any
 
 import torch
 
-from .._errors import DomainError
-from .._shape import append_dims
+from diffusion_schemes.errors import DomainError
+from diffusion_schemes.tensors import append_dims
 from ._context import compare, fmt, time_grid
 from ._report import invariant
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from .._sigma_time import SigmaTimeSchedule
+from diffusion_schemes.schedules.sigma_time import SigmaTimeSchedule
 
 __all__ = ["ReferenceSchedule"]
 

@@ -20,8 +20,8 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-from .._errors import DiffusionSchemesError
-from .._specs import KINDS
+from diffusion_schemes.errors import DiffusionSchemesError
+from diffusion_schemes.specs.base import KINDS
 
 __all__ = ["CHECKS", "ConformanceError", "ConformanceReport", "Failure", "Invariant", "invariant"]
 

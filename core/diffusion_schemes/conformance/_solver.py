@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from .._shape import append_dims
+from diffusion_schemes.tensors import append_dims
 
 from ._context import fmt
 from ._reference import ReferenceSchedule

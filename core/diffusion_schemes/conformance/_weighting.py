@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from .._weighting import LOSS_TYPES
+from diffusion_schemes.weightings import LOSS_TYPES
 from ._context import compare, fmt, time_grid
 from ._report import invariant
 
@@ -88,7 +88,7 @@ def conversions_consistent(ctx: Any) -> str | None:
             return f"converting the {lt} weight to the {target} loss breaks w_{target}/w_eps, {msg}"
     chain = w
     path = [lt, *[t for t in LOSS_TYPES if t != lt], lt]
-    from .._weighting import convert_weight
+    from diffusion_schemes.weightings import convert_weight
 
     for a, b in zip(path, path[1:]):
         chain = convert_weight(chain, lam, a, b)

@@ -100,7 +100,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     if not wanted:
         return
     import diffusion_schemes as ds
-    from diffusion_schemes._registry import normalize_distribution
+    from diffusion_schemes.specs.discovery import normalize_distribution
 
     infos = ds.list_schemes()
     for dist in wanted:

@@ -27,7 +27,7 @@ from bayesflow.networks.inference.diffusion import NoiseSchedule  # noqa: E402  
 from bayesflow.utils.serialization import serializable  # noqa: E402
 
 import diffusion_schemes as ds  # noqa: E402
-from diffusion_schemes._weighting import weight_for  # noqa: E402
+from diffusion_schemes.weightings import weight_for  # noqa: E402
 
 from ._maps import GridMap, TrainingMap  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""iDDPM noise schedule: Karras et al. 2022, Table 1, column "iDDPM", with t = sigma (DESIGN.md)."""
+"""iDDPM noise schedule: Karras et al. 2022, Table 1, column "iDDPM", with t = sigma: time is the noise level, as for every variance-exploding scheme here."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ import math
 
 import torch
 
-from diffusion_schemes._errors import InvalidArgumentError
+from diffusion_schemes.errors import InvalidArgumentError
 
 
 @functools.lru_cache(maxsize=8)

@@ -1,4 +1,4 @@
-"""VE noise schedule: Karras et al. 2022, Table 1, column "VE", with t = sigma (DESIGN.md)."""
+"""VE noise schedule: Karras et al. 2022, Table 1, column "VE", with t = sigma: time is the noise level, as for every variance-exploding scheme here."""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ import dataclasses
 
 import torch
 
-from diffusion_schemes._errors import InvalidArgumentError
+from diffusion_schemes.errors import InvalidArgumentError
 
 
 @dataclasses.dataclass(frozen=True)

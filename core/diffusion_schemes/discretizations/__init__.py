@@ -1,0 +1,47 @@
+"""Discretizations: the single owner of sampling grids.
+
+A discretization turns a step count and a schedule into the decreasing noise levels a solver
+walks (``sigmas(num_steps, schedule)``, ending in 0) and gives the continuous map behind it
+(``sigma_at(u, schedule)``). ``num_steps`` is checked here and nowhere else; ``check_sigmas`` is
+the one check of an explicit grid. The built-in grids (``schedule``, the schedule's own;
+``karras``, ``log_snr_uniform``, ``polyexponential``, ``linear_time``) are registered through this
+package's ``register_schemes`` hook.
+"""
+
+from __future__ import annotations
+
+from diffusion_schemes.discretizations.grids import (
+    BaseDiscretization,
+    KarrasDiscretization,
+    KarrasSpec,
+    LinearTimeDiscretization,
+    LinearTimeSpec,
+    LogSNRUniformDiscretization,
+    LogSNRUniformSpec,
+    PolyexponentialDiscretization,
+    PolyexponentialSpec,
+    ScheduleDiscretization,
+    ScheduleSpec,
+    sampling_sigma_range,
+)
+from diffusion_schemes.specs.hooks import hookimpl
+
+__all__ = [
+    "BaseDiscretization",
+    "KarrasDiscretization",
+    "KarrasSpec",
+    "LinearTimeDiscretization",
+    "LinearTimeSpec",
+    "LogSNRUniformDiscretization",
+    "LogSNRUniformSpec",
+    "PolyexponentialDiscretization",
+    "PolyexponentialSpec",
+    "ScheduleDiscretization",
+    "ScheduleSpec",
+    "sampling_sigma_range",
+]
+
+
+@hookimpl
+def register_schemes():
+    return [ScheduleSpec, KarrasSpec, LogSNRUniformSpec, PolyexponentialSpec, LinearTimeSpec]

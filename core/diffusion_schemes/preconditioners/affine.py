@@ -1,0 +1,223 @@
+"""The affine preconditioner ``D(x, t) = c_skip x + c_out F(c_in x, c_noise, condition)``.
+
+A subclass states its coefficients as functions of the noise level (and, when its time is
+not the noise level, the map ``sigma(t)``); the base class does the rest and its
+``forward`` is final.
+
+>>> import torch
+>>> import diffusion_schemes as ds
+>>> class MyPreconditioner(ds.BaseAffinePreconditioner):
+...     def compute_coefficients(self, sigma):
+...         c_skip = 1 / (sigma**2 + 1)
+...         c_out = sigma / (sigma**2 + 1).sqrt()
+...         c_in = 1 / (sigma**2 + 1).sqrt()
+...         c_noise = sigma.log() / 4
+...         return c_in, c_noise, c_out, c_skip
+>>> precond = MyPreconditioner(Backbone(3))
+>>> precond(torch.randn(2, 3, 16, 16), torch.rand(2) + 0.1).shape
+torch.Size([2, 3, 16, 16])
+
+The EDM coefficients (Karras et al. 2022, Table 1) written as a subclass; for EDM the time is
+the noise level, so ``sigma`` is not overridden. An empty TensorDict is a valid condition:
+
+>>> from tensordict import TensorDict
+>>> class SmallEDM(ds.BaseAffinePreconditioner):
+...     def __init__(self, model, sigma_data=0.5):
+...         super().__init__(model)
+...         self.sigma_data = sigma_data
+...     def compute_coefficients(self, sigma):
+...         sd = self.sigma_data
+...         c_skip = sd**2 / (sigma**2 + sd**2)
+...         c_out = sigma * sd / (sigma**2 + sd**2).sqrt()
+...         c_in = 1 / (sd**2 + sigma**2).sqrt()
+...         return c_in, sigma.log() / 4, c_out, c_skip
+>>> out = SmallEDM(Backbone(3))(torch.randn(2, 3, 16, 16), torch.rand(2) + 0.1, TensorDict({}, batch_size=[2]))
+>>> out.shape
+torch.Size([2, 3, 16, 16])
+
+Overriding ``sigma`` maps a diffusion time to the noise level first (here ``sigma = sqrt(t)``):
+
+>>> class SqrtTimeVE(ds.BaseAffinePreconditioner):
+...     def sigma(self, t):
+...         return t.sqrt()
+...     def compute_coefficients(self, sigma):
+...         one = torch.ones_like(sigma)
+...         return one, (0.5 * sigma).log(), sigma, one
+>>> SqrtTimeVE(Backbone(3))(torch.randn(2, 3, 16, 16), torch.rand(2) + 0.1).shape
+torch.Size([2, 3, 16, 16])
+
+``forward`` cannot be overridden:
+
+>>> class Broken(ds.BaseAffinePreconditioner):
+...     def forward(self, x, t):
+...         return x
+Traceback (most recent call last):
+  ...
+diffusion_schemes.errors.ArgumentTypeError: Broken defines forward(), but BaseAffinePreconditioner.forward is final: ...
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from typing import Any
+
+import torch
+
+from diffusion_schemes.adapters import check_condition
+from diffusion_schemes.errors import ArgumentTypeError, DomainError, InvalidArgumentError
+from diffusion_schemes.tensors import append_dims, compute_dtype, interval, outside
+from diffusion_schemes.adapters import call_model
+from diffusion_schemes.specs.base import SpecBacked
+
+__all__ = ["BaseAffinePreconditioner"]
+
+_FINAL = ("forward", "forward_sigma")
+_ANY_TIME = (0.0, math.inf)
+
+
+def _as_batch(value: Any, batch: int, device: torch.device, what: str) -> torch.Tensor:
+    if not isinstance(value, torch.Tensor):
+        value = torch.as_tensor(value, device=device)
+    if value.ndim == 0:
+        return value.expand(batch)
+    if value.ndim == 1 and value.shape[0] == batch:
+        return value
+    raise InvalidArgumentError(
+        f"{what} must have shape ({batch},) (one value per sample of the batch) or be a scalar; "
+        f"got shape {tuple(value.shape)}. Flatten it with .reshape(-1) if it carries singleton dims."
+    )
+
+
+def _cast(value: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    # Tensor.to is a no-op when the dtype matches, but its call costs as much as a small kernel.
+    return value if value.dtype == dtype else value.to(dtype)
+
+
+class BaseAffinePreconditioner(SpecBacked, torch.nn.Module, abc.ABC):
+    """Abstract affine preconditioner around a backbone ``F`` satisfying :class:`DiffusionModel`.
+
+    ``forward(x, t, condition=None, **model_kwargs)`` computes the noise level
+    ``sigma = self.sigma(t)``, the coefficients ``compute_coefficients(sigma)`` (with sigma
+    shaped ``(B, 1, ..., 1)`` to broadcast against ``x``), then returns
+    ``c_skip * x + c_out * F(c_in * x, c_noise, condition, **model_kwargs)``. The backbone
+    receives ``c_noise`` shaped ``(B,)`` in float32 or wider, and the condition untouched.
+
+    ``forward_sigma(x, sigma, ...)`` is the same computation from the noise level directly;
+    the loss and the samplers use it so any preconditioner can run with any schedule.
+
+    ``t`` (or ``sigma``) is ``(B,)`` or a scalar broadcast to the batch. Coefficients are
+    computed in float32 or wider and cast once to the latent's dtype, so float16, bfloat16,
+    float32 and float64 latents all work. On the CPU (outside ``torch.compile``) a noise
+    level that is not positive raises :class:`DomainError`; on accelerators the check is
+    skipped to keep the forward free of host synchronisation.
+
+    Args:
+        model: the backbone ``F``.
+        meta: optional metadata kept as ``self.meta``.
+
+    A subclass gives the coefficients; with a backbone that outputs 0 the result is ``c_skip x``:
+
+    >>> import torch
+    >>> import diffusion_schemes as ds
+    >>> class UnitVariance(ds.BaseAffinePreconditioner):
+    ...     def compute_coefficients(self, sigma):
+    ...         c_skip = 1 / (sigma**2 + 1)
+    ...         return c_skip.sqrt(), sigma.log() / 4, sigma * c_skip.sqrt(), c_skip
+    >>> precond = UnitVariance(lambda x, c_noise, condition=None: torch.zeros_like(x))
+    >>> precond(torch.ones(1, 2), torch.tensor([1.0]))            # c_skip = 1 / (1 + 1)
+    tensor([[0.5000, 0.5000]])
+    >>> precond.forward_sigma(torch.ones(1, 2), 3.0)             # c_skip = 1 / (9 + 1)
+    tensor([[0.1000, 0.1000]])
+    >>> precond(torch.ones(1, 2), torch.tensor([0.0]))
+    Traceback (most recent call last):
+      ...
+    diffusion_schemes.DomainError: a preconditioner needs noise levels > 0, got [0.0]; ...
+    """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in _FINAL:
+            if name in cls.__dict__:
+                raise ArgumentTypeError(
+                    f"{cls.__name__} defines {name}(), but BaseAffinePreconditioner.{name} is final: "
+                    "implement compute_coefficients(sigma) (and sigma(t) if the time is not the noise "
+                    "level) instead, or write a plain torch.nn.Module satisfying DiffusionModel"
+                )
+
+    #: The open interval of diffusion times ``forward`` accepts, checked on the CPU when a scheme
+    #: sets it (by default only the noise level ``sigma(t)`` is checked: finite and > 0).
+    t_limits: tuple[float, float] = _ANY_TIME
+
+    def __init__(self, model: torch.nn.Module, *args: Any, meta: Any = None, **kwargs: Any) -> None:
+        super().__init__()
+        self.model = model
+        if self._built_from_spec(args, kwargs):  # the other arguments are the spec's fields
+            self._bind_spec(args, kwargs)
+        elif len(args) == 1 and meta is None and not kwargs:
+            meta = args[0]
+        elif args or kwargs:
+            raise ArgumentTypeError(
+                f"{type(self).__qualname__} takes model and meta (it has no spec_class), "
+                f"got {len(args)} more positional and {sorted(kwargs)} keyword arguments"
+            )
+        self.meta = meta
+
+    __repr__ = torch.nn.Module.__repr__  # the module tree, not SpecBacked's one-line repr
+
+    def sigma(self, t: torch.Tensor) -> torch.Tensor:
+        """Map diffusion time to noise level; the identity unless a scheme overrides it."""
+        return t
+
+    @abc.abstractmethod
+    def compute_coefficients(
+        self, sigma: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Return ``(c_in, c_noise, c_out, c_skip)`` for noise levels shaped ``(B, 1, ..., 1)``."""
+
+    def forward(self, x: torch.Tensor, t: Any, condition: Any = None, **model_kwargs: Any) -> torch.Tensor:
+        """The preconditioned output at diffusion time ``t``."""
+        t = _cast(_as_batch(t, x.shape[0], x.device, "t"), compute_dtype(x.dtype))
+        if self.t_limits is not _ANY_TIME and t.device.type == "cpu" and not torch.compiler.is_compiling():
+            bad = outside(t, *self.t_limits)
+            if bad is not None:
+                raise DomainError(
+                    f"{type(self).__name__}: diffusion time t={bad} is outside {interval(*self.t_limits)}, "
+                    "where its sigma(t) is a finite positive noise level"
+                )
+        return self.forward_sigma(x, self.sigma(t), condition, **model_kwargs)
+
+    def forward_sigma(self, x: torch.Tensor, sigma: Any, condition: Any = None, **model_kwargs: Any) -> torch.Tensor:
+        """The preconditioned output at noise level ``sigma`` (skips the time-to-noise map)."""
+        batch, dtype = x.shape[0], x.dtype
+        sigma = _cast(_as_batch(sigma, batch, x.device, "sigma"), compute_dtype(dtype))
+        check_condition(condition, batch)
+        # One reduction and one read instead of (sigma > 0).all(): the min is NaN when any value is.
+        if sigma.device.type == "cpu" and not torch.compiler.is_compiling():
+            bad = outside(sigma, 0.0, math.inf)
+            if bad is not None:
+                raise DomainError(
+                    f"a preconditioner needs noise levels > 0, got {bad}; they must be finite, and noise level 0 "
+                    "is the end of sampling, where the clean sample is returned without calling the model"
+                )
+        c_in, c_noise, c_out, c_skip = self.coefficients(sigma, x.ndim)
+        out = call_model(self.model, "backbone", _cast(c_in, dtype) * x, c_noise, condition, **model_kwargs)
+        return _cast(c_skip, dtype) * x + _cast(c_out, dtype) * _cast(out, dtype)
+
+    def coefficients(
+        self, sigma: torch.Tensor, ndim: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(c_in, c_noise, c_out, c_skip)`` for noise levels ``(B,)`` and latents of ``ndim`` dims.
+
+        ``c_in``, ``c_out``, ``c_skip`` are shaped ``(B, 1, ..., 1)``; ``c_noise`` is ``(B,)``.
+        All stay in the dtype of ``sigma`` (the caller casts).
+        """
+        batch = sigma.shape[0]
+        sigma_b = append_dims(sigma, ndim)
+        c_in, c_noise, c_out, c_skip = self.compute_coefficients(sigma_b)
+        if not (isinstance(c_noise, torch.Tensor) and c_noise.shape == sigma_b.shape
+                and c_noise.dtype == sigma.dtype and c_noise.device == sigma.device):
+            c_noise = torch.as_tensor(c_noise, dtype=sigma.dtype, device=sigma.device)
+            c_noise = torch.broadcast_to(c_noise, sigma_b.shape)
+        c_noise = c_noise.reshape(batch)
+        return c_in, c_noise, c_out, c_skip

@@ -1,0 +1,33 @@
+"""The pipeline: from a network to a denoiser, a loss and samples.
+
+``denoiser`` turns a preconditioner or a predictor (``x0``, ``epsilon``, ``v``, ``score``) into
+``D(x; sigma)`` and the ODE/SDE right-hand side (:class:`Denoiser`); ``guidance`` combines
+conditional and null (or guide) estimates (:class:`Guidance`); ``sampler`` runs a solver over a
+grid (:func:`sample`, :class:`SampleResult`, the inpainting step hook); ``loss`` is the denoising
+score-matching loss (:class:`MSEDSMLoss`); ``compose`` checks the pieces agree when they meet.
+Imported on first use: ``import diffusion_schemes`` does not load it.
+"""
+
+from __future__ import annotations
+
+from diffusion_schemes.sampling.compose import check_prediction_type, check_shared_parameters
+from diffusion_schemes.sampling.denoiser import DENOISING_TYPES, Denoiser, make_denoiser
+from diffusion_schemes.sampling.guidance import Guidance, GuidedDenoiser
+from diffusion_schemes.sampling.loss import PREDICTION_TYPES, REDUCTIONS, MSEDSMLoss
+from diffusion_schemes.sampling.sampler import SampleResult, StepHook, sample
+
+__all__ = [
+    "DENOISING_TYPES",
+    "PREDICTION_TYPES",
+    "REDUCTIONS",
+    "Denoiser",
+    "Guidance",
+    "GuidedDenoiser",
+    "MSEDSMLoss",
+    "SampleResult",
+    "StepHook",
+    "check_prediction_type",
+    "check_shared_parameters",
+    "make_denoiser",
+    "sample",
+]

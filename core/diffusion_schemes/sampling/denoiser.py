@@ -1,0 +1,284 @@
+"""The denoiser: a predictor turned into ``D(x; sigma)`` and the sampling ODE/SDE right-hand side.
+
+Every solver integrates in the noise level ``sigma`` with the unscaled latent
+``x_hat = z / alpha`` (Karras et al. 2022, eq. 4 with ``s(t) = 1``, ``sigma(t) = t``):
+
+    dx/dsigma = (x - D(x; sigma)) / sigma,
+
+where ``D`` is the x0-prediction. A predictor of another kind is converted: an
+epsilon-prediction gives ``D = x - sigma eps_hat``, a score of the unscaled latent gives
+``D = x + sigma^2 score_hat`` (Tweedie), a v-prediction (Salimans & Ho 2022, with the
+variance-preserving ``alpha = 1 / sqrt(1 + sigma^2)``, ``sigma_vp = sigma alpha`` of the same
+log-SNR and ``z = alpha x``) gives ``D = alpha z - sigma_vp v_hat = x / (1 + sigma^2) - sigma /
+sqrt(1 + sigma^2) v_hat``. A :class:`BaseAffinePreconditioner` (also inside a
+``functools.partial``) is called through ``forward_sigma`` with the noise level, so any
+preconditioner runs with any schedule; any other callable gets the unscaled latent and the
+schedule's own time ``t = schedule.get_t_from_log_snr(-2 log sigma)``.
+
+>>> import torch
+>>> import diffusion_schemes as ds
+>>> schedule = ds.create("noise_schedule", "edm")
+>>> denoiser = schedule.get_denoiser(epsilon_predictor=lambda x, t: torch.ones_like(x))
+>>> denoiser.x0_sigma(torch.zeros(2, 3), torch.tensor(0.5))
+tensor([[-0.5000, -0.5000, -0.5000],
+        [-0.5000, -0.5000, -0.5000]])
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any
+
+import torch
+
+from diffusion_schemes.sampling.compose import check_prediction_type, check_shared_parameters
+from diffusion_schemes.adapters.conditions import batch_size_of, check_condition
+from diffusion_schemes.errors import ArgumentTypeError, InvalidArgumentError, PairingError
+from diffusion_schemes.adapters.checks import call_model, check_output
+from diffusion_schemes.preconditioners.affine import BaseAffinePreconditioner
+from diffusion_schemes.tensors import append_dims, compute_dtype
+
+__all__ = ["DENOISING_TYPES", "Denoiser", "make_denoiser"]
+
+#: ``"ode"``: the probability-flow ODE; ``"sde"``: the drift of the reverse-time SDE.
+DENOISING_TYPES = ("ode", "sde")
+_PREDICTORS = ("x0_predictor", "epsilon_predictor", "v_predictor", "score_predictor")
+
+
+def _preconditioner_of(model: Any) -> tuple[BaseAffinePreconditioner | None, tuple, dict]:
+    """``(preconditioner, args, keywords)`` when ``model`` is one (or a ``partial`` of one)."""
+    if isinstance(model, BaseAffinePreconditioner):
+        return model, (), {}
+    if isinstance(model, functools.partial) and isinstance(model.func, BaseAffinePreconditioner):
+        return model.func, model.args, dict(model.keywords)
+    return None, (), {}
+
+
+def check_pair(model: Any, schedule: Any, num: int = 65) -> None:
+    """Reject a preconditioner whose own ``sigma(t)`` disagrees with a schedule of the same scheme.
+
+    A preconditioner and a schedule with the same scheme name (their specs' ``name``) share a
+    diffusion time (the contract in docs/architecture.md), so ``precond.sigma(t)`` must equal ``schedule.noise_level(t)``
+    over the schedule's domains; otherwise (e.g. the VP pair built with two different
+    ``beta_d``) calling the preconditioner with the schedule's times would train on the wrong
+    noise level. Raises :class:`PairingError`. Preconditioners of another scheme are reached
+    through the noise level and are not compared. Parameters the family declares shared
+    (:attr:`SchemeSpec.shared_parameters`) must agree between the model, the schedule and the
+    schedule's weighting.
+    """
+    precond, _, _ = _preconditioner_of(model)
+    check_shared_parameters(precond, schedule, getattr(schedule, "weighting", None))
+    if precond is None:
+        return
+    try:
+        names = precond.spec.name, schedule.spec.name
+    except (AttributeError, NotImplementedError):
+        return
+    if names[0] != names[1]:
+        return
+    for training in (False, True):
+        lo, hi = schedule.domain(training)
+        t = torch.logspace(math.log10(lo), math.log10(hi), num, dtype=torch.float64) if lo > 0 else torch.linspace(lo, hi, num + 1, dtype=torch.float64)[1:]
+        with torch.no_grad():
+            mine, theirs = precond.sigma(t), schedule.noise_level(t)
+        if not torch.allclose(mine, theirs, rtol=1e-4, atol=0):
+            worst = int(((mine - theirs).abs() / theirs.abs()).argmax())
+            raise PairingError(
+                f"the {names[0]!r} preconditioner and the {names[1]!r} schedule disagree on the noise level: at "
+                f"t={float(t[worst]):.6g} the preconditioner's sigma(t) is {float(mine[worst]):.6g} but the schedule's "
+                f"noise_level(t) is {float(theirs[worst]):.6g}. Build both from the same parameters "
+                f"(preconditioner {precond.spec.model_dump()}, schedule {schedule.spec.model_dump()})."
+            )
+
+
+def first_parameter(model: Any) -> torch.Tensor | None:
+    """The first parameter of ``model`` (or of the module inside a ``partial``), or None."""
+    while isinstance(model, functools.partial):
+        model = model.func
+    model = getattr(model, "__self__", model)  # a bound method such as module.forward
+    parameters = getattr(model, "parameters", None)
+    if not callable(parameters):
+        return None
+    try:
+        return next(iter(parameters()), None)
+    except TypeError:
+        return None
+
+
+def predict(
+    model: Any,
+    schedule: Any,
+    x: torch.Tensor,
+    sigma: torch.Tensor,
+    t: torch.Tensor | None = None,
+    condition: Any = None,
+    who: str = "model",
+    **model_kwargs: Any,
+) -> torch.Tensor:
+    """Call ``model`` on the unscaled latent ``x`` at noise level ``sigma`` (shape ``(B,)``).
+
+    A preconditioner (or a partial of one) gets ``forward_sigma(x, sigma, ...)``; any other
+    callable gets ``model(x, t, ...)`` with the schedule's time ``t`` (computed from
+    ``sigma`` when not given). ``condition`` is passed only when it is not None, so a
+    condition bound in a ``partial`` is kept. The output must be a tensor shaped like ``x``
+    (:class:`ModelOutputError` / :class:`ModelSignatureError` otherwise, naming ``who``).
+    """
+    if condition is not None:
+        model_kwargs["condition"] = condition
+    precond, args, keywords = _preconditioner_of(model)
+    if precond is not None:
+        return check_output(precond.forward_sigma(x, sigma, *args, **{**keywords, **model_kwargs}), x, who)
+    if t is None:
+        t = schedule.get_t_from_log_snr(-2 * sigma.log())
+    return call_model(model, who, x, t, **model_kwargs)
+
+
+class Denoiser:
+    """A predictor bound to a schedule: ``D(x; sigma)``, ``D`` at time ``t``, and the ODE/SDE right-hand side.
+
+    Build it with :func:`make_denoiser` (or ``schedule.get_denoiser(...)``).
+
+    - ``x0_sigma(x, sigma)``: the x0-prediction ``D(x; sigma)`` at noise level ``sigma`` (a
+      scalar tensor or one value per sample); this is what the solvers call.
+    - ``x0(x, t)``: the same at the schedule's time ``t``.
+    - ``denoiser(x, t)``: ``d x_hat / dt`` in the schedule's time for the unscaled latent.
+      With ``sigma = noise_level(t)`` and ``sigma'`` its derivative:
+
+      * ``"ode"`` (probability flow, Karras et al. 2022 eq. 4 with ``s = 1``):
+        ``sigma'(t) / sigma (x - D)``;
+      * ``"sde"`` (drift of the reverse-time SDE, Song et al. 2021 eq. 6, with
+        ``g^2 = d sigma^2 / dt = 2 sigma sigma'`` and score ``(D - x) / sigma^2``):
+        ``2 sigma'(t) / sigma (x - D)``; the noise term is ``g dW`` with ``g^2`` from
+        :meth:`diffusion`.
+
+    >>> import torch
+    >>> import diffusion_schemes as ds
+    >>> schedule = ds.create("noise_schedule", "edm")          # t = sigma
+    >>> denoiser = schedule.get_denoiser(x0_predictor=lambda x, t: torch.zeros_like(x))
+    >>> denoiser(torch.ones(1, 2), torch.tensor(2.0))           # (x - 0) / sigma
+    tensor([[0.5000, 0.5000]])
+    """
+
+    def __init__(
+        self, schedule: Any, predictor: Any, prediction_type: str, denoising_type: str = "ode", condition: Any = None
+    ) -> None:
+        self.schedule = schedule
+        self.predictor = predictor
+        self.prediction_type = prediction_type
+        self.denoising_type = denoising_type
+        self.condition = condition
+
+    def with_condition(self, condition: Any) -> Denoiser:
+        """A copy of this denoiser that passes ``condition`` to the predictor at every evaluation."""
+        return Denoiser(self.schedule, self.predictor, self.prediction_type, self.denoising_type, condition)
+
+    def parameter(self) -> torch.Tensor | None:
+        """The predictor's first parameter (where its weights live), or None."""
+        return first_parameter(self.predictor)
+
+    def x0_sigma(self, x: torch.Tensor, sigma: Any) -> torch.Tensor:
+        """``D(x; sigma)``: the x0-prediction at noise level ``sigma`` (never call it at 0)."""
+        return self.x0_given(x, sigma, self.condition)
+
+    def x0_given(self, x: torch.Tensor, sigma: Any, condition: Any) -> torch.Tensor:
+        """``D(x; sigma)`` with ``condition`` in place of the bound one (``None``: the model gets none)."""
+        sigma = torch.as_tensor(sigma, device=x.device).to(compute_dtype(x.dtype))
+        sigma = sigma.expand(x.shape[0]) if sigma.ndim == 0 else sigma
+        check_condition(condition, x.shape[0])
+        name = f"{self.prediction_type}_predictor"
+        out = predict(self.predictor, self.schedule, x, sigma, condition=condition, who=name)
+        if self.prediction_type == "x0":
+            return out
+        sigma_b = append_dims(sigma, x.ndim).to(x.dtype)
+        if self.prediction_type == "epsilon":
+            return x - sigma_b * out
+        if self.prediction_type == "v":
+            alpha_sq = 1 / (1 + sigma_b**2)  # sigmoid(lambda) of the variance-preserving process
+            return alpha_sq * x - sigma_b * alpha_sq.sqrt() * out
+        return x + sigma_b**2 * out  # score of the unscaled latent
+
+    def x0(self, x: torch.Tensor, t: Any) -> torch.Tensor:
+        """``D`` at the schedule's time ``t``."""
+        return self.x0_sigma(x, self.schedule.noise_level(torch.as_tensor(t, device=x.device)))
+
+    def diffusion(self, t: Any) -> torch.Tensor:
+        """``g(t)^2 = d sigma^2 / dt`` of the unscaled latent's SDE at the schedule's time ``t``."""
+        return 2 * self.schedule.noise_level(t) * self.schedule.noise_level_derivative(t)
+
+    def __call__(self, x: torch.Tensor, t: Any) -> torch.Tensor:
+        """``d x_hat / dt`` at the schedule's time ``t`` (ODE, or reverse-SDE drift)."""
+        t = torch.as_tensor(t, device=x.device)
+        sigma = self.schedule.noise_level(t)
+        rate = self.schedule.noise_level_derivative(t) / sigma
+        if self.denoising_type == "sde":
+            rate = 2 * rate
+        rate = append_dims(rate, x.ndim)
+        return rate.to(x.dtype) * (x - self.x0_sigma(x, sigma))
+
+    def __repr__(self) -> str:
+        bound = "" if self.condition is None else ", condition=..."
+        return (
+            f"Denoiser(prediction_type={self.prediction_type!r}, denoising_type={self.denoising_type!r}, "
+            f"schedule={self.schedule!r}{bound})"
+        )
+
+
+def make_denoiser(
+    schedule: Any,
+    *,
+    x0_predictor: Any = None,
+    epsilon_predictor: Any = None,
+    v_predictor: Any = None,
+    score_predictor: Any = None,
+    condition: Any = None,
+    denoising_type: str = "ode",
+) -> Denoiser:
+    """Bind exactly one predictor to ``schedule`` as a :class:`Denoiser`.
+
+    Each predictor is called as ``f(x, t, ...)`` on the unscaled latent (a preconditioner,
+    or a ``functools.partial`` of one binding e.g. ``condition``, is called with the noise
+    level instead). ``condition`` (a Tensor or TensorDict with the latent's batch size) is
+    passed to it at every evaluation. ``denoising_type`` is ``"ode"`` or ``"sde"``.
+
+    >>> import torch
+    >>> import diffusion_schemes as ds
+    >>> schedule = ds.create("noise_schedule", "edm")
+    >>> schedule.get_denoiser(x0_predictor=lambda x, t: x, score_predictor=lambda x, t: x)
+    Traceback (most recent call last):
+      ...
+    diffusion_schemes.errors.InvalidArgumentError: give exactly one predictor, got 2 (x0_predictor, score_predictor); ...
+
+    The four kinds of prediction give the same ``D`` for the same data (here a dataset holding
+    the one point 0.5, whose exact predictors are known):
+
+    >>> schedule = ds.create("noise_schedule", "edm")
+    >>> x0 = lambda x, t: torch.full_like(x, 0.5)
+    >>> eps = lambda x, t: (x - 0.5) / t                              # t = sigma on EDM's schedule
+    >>> v = lambda x, t: ((x - 0.5) / t - t * 0.5) / (1 + t**2) ** 0.5     # alpha eps - sigma_vp x0
+    >>> score = lambda x, t: (0.5 - x) / t**2
+    >>> x = torch.tensor([[2.0, -1.0]])
+    >>> [schedule.get_denoiser(**{name: f}).x0_sigma(x, 3.0).tolist()
+    ...  for name, f in [("x0_predictor", x0), ("epsilon_predictor", eps), ("v_predictor", v), ("score_predictor", score)]]
+    [[[0.5, 0.5]], [[0.5, 0.5]], [[0.5, 0.5]], [[0.5, 0.5]]]
+    """
+    predictors = (x0_predictor, epsilon_predictor, v_predictor, score_predictor)
+    given = {k: v for k, v in zip(_PREDICTORS, predictors) if v is not None}
+    if len(given) != 1:
+        raise InvalidArgumentError(
+            f"give exactly one predictor, got {len(given)}"
+            + (f" ({', '.join(given)})" if given else "")
+            + "; pass one of x0_predictor=, epsilon_predictor=, v_predictor=, score_predictor= (a preconditioner's output is "
+            "an x0-prediction)"
+        )
+    if denoising_type not in DENOISING_TYPES:
+        raise InvalidArgumentError(f"denoising_type must be one of {DENOISING_TYPES}, got {denoising_type!r}")
+    (name, predictor), = given.items()
+    if not callable(predictor):
+        raise ArgumentTypeError(f"{name} must be callable as f(x, t, ...), got {type(predictor).__name__}")
+    check_prediction_type(predictor, name.removesuffix("_predictor"), "get_denoiser")
+    check_pair(predictor, schedule)
+    if condition is not None:
+        check_condition(condition, batch_size_of(condition))
+    return Denoiser(schedule, predictor, name.removesuffix("_predictor"), denoising_type, condition)
+

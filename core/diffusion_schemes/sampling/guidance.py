@@ -1,0 +1,264 @@
+"""Guidance: classifier-free guidance, its interval and rescale, and autoguidance, on the denoised estimate.
+
+At every evaluation the guided denoiser combines two x0-predictions of the same latent:
+
+    D = D_null + w (D_cond - D_null)
+
+- classifier-free guidance (Ho & Salimans 2022): ``D_null`` is the same model with
+  ``null_condition`` (``None``: called with ``condition=None``);
+- autoguidance (Karras et al. 2024, "Guiding a diffusion model with a bad version of itself"):
+  ``D_null`` is a ``guide`` model (smaller or less trained) on the same condition;
+- ``interval = (sigma_lo, sigma_hi)`` (Kynkaanniemi et al. 2024): guidance only at noise levels
+  in that closed interval; outside it only ``D_cond`` is evaluated;
+- ``rescale = phi`` (Lin et al. 2024, Section 3.4): ``D <- phi D std(D_cond) / std(D) + (1 - phi) D``,
+  the standard deviations taken per sample over the non-batch dimensions (``torch.std``,
+  default correction).
+
+``w = 1`` evaluates only ``D_cond`` and ``w = 0`` only ``D_null``; otherwise both are
+evaluated, as one batch of ``2B`` when they share the model and the two conditions
+concatenate (Tensors or TensorDicts). Either way a guided evaluation costs two network
+evaluations per sample, and the denoiser counts them in :attr:`GuidedDenoiser.evaluations`
+(what :func:`~diffusion_schemes.sample` reports as ``nfe``).
+
+>>> import torch
+>>> import diffusion_schemes as ds
+>>> schedule = ds.create("noise_schedule", "edm")
+>>> model = lambda x, t, condition=None: torch.zeros_like(x) if condition is None else condition.expand_as(x)
+>>> latents = schedule.init_latents((2, 3), generator=torch.Generator().manual_seed(0))
+>>> condition = torch.tensor([[1.0], [2.0]])
+>>> result = ds.sample(model, latents, schedule, 8, condition=condition, guidance=3.0)
+>>> result.samples                   # 0 + 3 * (c - 0) for a dataset of one point per class
+tensor([[3., 3., 3.],
+        [6., 6., 6.]])
+>>> result.nfe                       # 15 evaluations of the Heun solver, each guided: two per sample
+30
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import torch
+
+from diffusion_schemes.adapters.conditions import batch_size_of, check_condition, expand_null_condition
+from diffusion_schemes.sampling.denoiser import Denoiser, make_denoiser
+from diffusion_schemes.errors import ArgumentTypeError, GuidanceError
+from diffusion_schemes.tensors import compute_dtype
+
+__all__ = ["Guidance", "GuidedDenoiser", "as_guidance"]
+
+
+def _real(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) and not (
+        isinstance(value, torch.Tensor) and value.numel() == 1
+    ):
+        raise ArgumentTypeError(f"{what} must be a real number, got {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True, eq=False)
+class Guidance:
+    """How :func:`~diffusion_schemes.sample` guides: ``D = D_null + scale (D_cond - D_null)``.
+
+    Args:
+        scale: the guidance weight ``w`` (finite); 1 is plain conditional sampling, 0 unconditional.
+        null_condition: the condition of the unconditional branch: a Tensor or TensorDict for the
+            whole batch or for one sample (batch size 1, broadcast); ``None`` calls the model with
+            ``condition=None``.
+        interval: ``(sigma_lo, sigma_hi)``, guide only at noise levels in that closed interval
+            (``sigma_hi`` may be ``inf``); ``None``: at every noise level.
+        rescale: ``phi`` in ``[0, 1]``, the fraction of the guided estimate rescaled to the
+            conditional estimate's standard deviation.
+        guide: autoguidance: the guide model (an x0-predictor, a preconditioner or a
+            :class:`~diffusion_schemes.Denoiser`), evaluated on the same condition in place of
+            the null branch.
+
+    >>> import diffusion_schemes as ds
+    >>> ds.Guidance(2.0, interval=(0.3, 5.0))
+    Guidance(scale=2.0, interval=(0.3, 5.0))
+    >>> ds.Guidance(2.0, interval=(5.0, 0.3))
+    Traceback (most recent call last):
+      ...
+    diffusion_schemes.errors.GuidanceError: the guidance interval must be (sigma_lo, sigma_hi) with 0 <= sigma_lo <= sigma_hi, got (5.0, 0.3); ...
+    """
+
+    scale: float
+    null_condition: Any = None
+    interval: tuple[float, float] | None = None
+    rescale: float = 0.0
+    guide: Any = field(default=None)
+
+    def __post_init__(self) -> None:
+        scale = _real(self.scale, "the guidance scale")
+        if not math.isfinite(scale):
+            raise GuidanceError(f"the guidance scale must be finite, got {scale}; 1.0 samples without guidance")
+        object.__setattr__(self, "scale", scale)
+        if self.interval is not None:
+            try:
+                lo, hi = (_real(v, "a guidance interval bound") for v in self.interval)
+            except (TypeError, ValueError) as exc:
+                raise GuidanceError(
+                    f"the guidance interval must be a pair (sigma_lo, sigma_hi) of noise levels, got {self.interval!r}"
+                ) from exc
+            if not (0 <= lo <= hi) or math.isnan(hi):
+                raise GuidanceError(
+                    f"the guidance interval must be (sigma_lo, sigma_hi) with 0 <= sigma_lo <= sigma_hi, got "
+                    f"{(lo, hi)}; it holds the noise levels (not times) at which guidance applies, e.g. (0.3, 5.0)"
+                )
+            object.__setattr__(self, "interval", (lo, hi))
+        rescale = _real(self.rescale, "rescale")
+        if not 0 <= rescale <= 1:
+            raise GuidanceError(f"rescale must be in [0, 1] (the fraction phi of Lin et al. 2024), got {rescale}")
+        object.__setattr__(self, "rescale", rescale)
+        if self.guide is not None and self.null_condition is not None:
+            raise GuidanceError(
+                "give either guide= (autoguidance: the guide model sees the same condition) or null_condition= "
+                "(classifier-free guidance), not both"
+            )
+        if self.guide is not None and not callable(self.guide):
+            raise GuidanceError(f"guide must be a model or a Denoiser, got {type(self.guide).__name__}")
+        check_condition(self.null_condition, batch_size_of(self.null_condition))
+
+    def __repr__(self) -> str:
+        shown = [f"scale={self.scale!r}"]
+        for f in fields(self)[1:]:
+            value = getattr(self, f.name)
+            if value is not f.default:
+                shown.append(f"{f.name}={value!r}" if f.name in ("interval", "rescale") else f"{f.name}=...")
+        return f"Guidance({', '.join(shown)})"
+
+    def bind(self, denoiser: Denoiser, batch_size: int, schedule: Any) -> GuidedDenoiser:
+        """The guided denoiser for ``denoiser`` (with its condition) and latents of ``batch_size``."""
+        return GuidedDenoiser(denoiser, self, batch_size, schedule)
+
+
+def as_guidance(guidance: Any) -> Guidance | None:
+    """``None``, a number ``w``, a mapping of :class:`Guidance`'s fields or a :class:`Guidance`.
+
+    >>> as_guidance({"scale": 2, "rescale": 0.7})
+    Guidance(scale=2.0, rescale=0.7)
+    """
+    if guidance is None or isinstance(guidance, Guidance):
+        return guidance
+    if isinstance(guidance, Mapping):
+        unknown = set(guidance) - {f.name for f in fields(Guidance)}
+        if unknown:
+            raise GuidanceError(
+                f"unknown guidance fields {sorted(unknown)}; expected scale, null_condition, interval, rescale, guide"
+            )
+        if "scale" not in guidance:
+            raise GuidanceError("a guidance mapping needs 'scale' (the weight w)")
+        return Guidance(**guidance)
+    if isinstance(guidance, (int, float)) and not isinstance(guidance, bool):
+        return Guidance(guidance)
+    raise ArgumentTypeError(f"guidance must be None, a number, a mapping or ds.Guidance(...), got {type(guidance).__name__}")
+
+
+def _cat(a: Any, b: Any) -> Any:
+    if isinstance(a, torch.Tensor):
+        return torch.cat([a, b.to(a.dtype) if b.is_floating_point() and a.is_floating_point() else b])
+    return torch.cat([a, b])
+
+
+class GuidedDenoiser(Denoiser):
+    """A :class:`~diffusion_schemes.Denoiser` whose ``D`` is guided; counts network evaluations per sample.
+
+    Built by :meth:`Guidance.bind` (``ds.sample(..., guidance=...)`` does it). ``evaluations``
+    is the number of network evaluations made for each sample so far: two for a guided
+    evaluation (batched or not), one for an unguided one.
+    """
+
+    def __init__(self, denoiser: Denoiser, guidance: Guidance, batch_size: int, schedule: Any) -> None:
+        super().__init__(
+            denoiser.schedule, denoiser.predictor, denoiser.prediction_type, denoiser.denoising_type, denoiser.condition
+        )
+        self.base = denoiser
+        self.guidance = guidance
+        self.evaluations = 0
+        condition = denoiser.condition
+        check_condition(condition, batch_size)
+        guide = guidance.guide
+        if guide is not None and not isinstance(guide, Denoiser):
+            guide = make_denoiser(schedule, x0_predictor=guide)
+        self.guide = guide
+        if guide is None and condition is None and guidance.scale != 1:
+            raise GuidanceError(
+                "classifier-free guidance needs a condition to guide toward: pass condition= to sample (or use "
+                "guide= for autoguidance, which also works without a condition)"
+            )
+        if guidance.null_condition is not None and condition is None:
+            raise GuidanceError(
+                "null_condition is given but the sampling has no condition; pass condition= to sample (or bind it "
+                "with get_denoiser(..., condition=...))"
+            )
+        self.null_condition = expand_null_condition(guidance.null_condition, condition, batch_size)
+        self.batched = guide is None and condition is not None and self.null_condition is not None
+
+    def parameter(self) -> torch.Tensor | None:
+        return self.base.parameter()
+
+    def x0_sigma(self, x: torch.Tensor, sigma: Any) -> torch.Tensor:
+        """The guided ``D(x; sigma)``; guidance applies where ``sigma`` is in the interval."""
+        sigma = torch.as_tensor(sigma, device=x.device).to(compute_dtype(x.dtype))
+        sigma = sigma.expand(x.shape[0]) if sigma.ndim == 0 else sigma
+        g = self.guidance
+        if g.scale == 1:
+            self.evaluations += 1
+            return self.base.x0_given(x, sigma, self.condition)
+        if g.interval is None:
+            return self._guided(x, sigma, self.condition, self.null_condition)
+        inside = (sigma >= g.interval[0]) & (sigma <= g.interval[1])
+        count = int(inside.sum())
+        if count == x.shape[0]:
+            return self._guided(x, sigma, self.condition, self.null_condition)
+        d = self.base.x0_given(x, sigma, self.condition)
+        if count == 0:
+            self.evaluations += 1
+            return d
+        # Noise levels per sample, some inside: the conditional branch for all, guidance for those inside.
+        idx = inside.nonzero().squeeze(1)
+        condition = None if self.condition is None else self.condition[idx]
+        null = None if self.null_condition is None else self.null_condition[idx]
+        d_null = self._null(x[idx], sigma[idx], condition, null)
+        self.evaluations += 2
+        d = d.clone()
+        d[idx] = self._combine(d[idx], d_null)
+        return d
+
+    def _null(self, x: torch.Tensor, sigma: torch.Tensor, condition: Any, null: Any) -> torch.Tensor:
+        if self.guide is not None:
+            return self.guide.x0_given(x, sigma, condition)
+        return self.base.x0_given(x, sigma, null)
+
+    def _guided(self, x: torch.Tensor, sigma: torch.Tensor, condition: Any, null: Any) -> torch.Tensor:
+        if self.guidance.scale == 0:
+            self.evaluations += 1
+            return self._null(x, sigma, condition, null)
+        self.evaluations += 2
+        if self.batched:
+            both = self.base.x0_given(torch.cat([x, x]), torch.cat([sigma, sigma]), _cat(condition, null))
+            d_cond, d_null = both.chunk(2)
+        else:
+            d_cond = self.base.x0_given(x, sigma, condition)
+            d_null = self._null(x, sigma, condition, null)
+        return self._combine(d_cond, d_null)
+
+    def _combine(self, d_cond: torch.Tensor, d_null: torch.Tensor) -> torch.Tensor:
+        d = d_null + self.guidance.scale * (d_cond - d_null)
+        phi = self.guidance.rescale
+        if phi:
+            if d[0].numel() < 2:
+                raise GuidanceError(
+                    f"rescale needs at least two values per sample for a standard deviation, but each sample has "
+                    f"shape {tuple(d.shape[1:])}; use rescale=0 for such data"
+                )
+            dims = tuple(range(1, d.ndim))
+            ratio = d_cond.std(dim=dims, keepdim=True) / d.std(dim=dims, keepdim=True)
+            d = phi * (d * ratio) + (1 - phi) * d
+        return d
+
+    def __repr__(self) -> str:
+        return f"GuidedDenoiser({self.guidance!r}, base={self.base!r})"

@@ -1,0 +1,392 @@
+"""Solvers: integrate ``dx/dsigma = (x - D(x; sigma)) / sigma`` from ``sigmas[0]`` down to 0.
+
+A solver is called as ``solver(denoiser, x, sigmas, generator=None, *, noise_sampler=None,
+callback=None) -> (x, nfe)`` where ``sigmas`` holds N decreasing noise levels then 0
+(``schedule.sigmas(N)``) and ``x`` is the unscaled latent at ``sigmas[0]``; ``nfe`` is the
+number of network evaluations spent. No solver evaluates the model at noise level 0.
+
+:class:`BaseSolver` runs the loop and counts the evaluations: a solver declares how many it
+makes per step (``evaluations``, and ``final_evaluations`` on the step to 0) and implements
+:meth:`BaseSolver.step`, which takes only tensors (and flags fixed for the run), so it compiles
+with ``torch.compile(fullgraph=True)``. Random numbers come from a ``noise_sampler(sigma,
+sigma_next)`` that returns a standard normal tensor like ``x``, called once per step where the
+solver adds noise (k-diffusion's convention), outside the step.
+
+>>> import torch
+>>> import diffusion_schemes as ds
+>>> schedule = ds.create("noise_schedule", "edm")
+>>> denoiser = schedule.get_denoiser(x0_predictor=lambda x, t: torch.zeros_like(x))
+>>> x, nfe = ds.create("solver", "heun")(denoiser, torch.ones(2, 3), schedule.sigmas(18))
+>>> nfe, float(x.abs().max())
+(35, 0.0)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, ClassVar, Literal
+
+import torch
+from pydantic import Field
+
+from diffusion_schemes.errors import ArgumentTypeError, DomainError
+from diffusion_schemes.tensors import compute_dtype
+from diffusion_schemes.specs.base import SolverSpec, SpecBacked
+
+__all__ = [
+    "BaseSolver",
+    "EDMStochastic",
+    "EDMStochasticEuler",
+    "EDMStochasticHeun",
+    "Euler",
+    "EulerMaruyama",
+    "Heun",
+    "ancestral_step",
+    "default_noise_sampler",
+    "to_d",
+]
+
+NoiseSampler = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Callback = Callable[[dict[str, Any]], Any]
+
+
+def default_noise_sampler(x: torch.Tensor, generator: torch.Generator | None = None) -> NoiseSampler:
+    """``noise_sampler(sigma, sigma_next)`` drawing standard normal noise like ``x`` from ``generator``.
+
+    >>> import torch
+    >>> sampler = default_noise_sampler(torch.zeros(2, 3), torch.Generator().manual_seed(0))
+    >>> sampler(torch.tensor(2.0), torch.tensor(1.0)).shape
+    torch.Size([2, 3])
+    """
+
+    def noise_sampler(sigma: torch.Tensor, sigma_next: torch.Tensor) -> torch.Tensor:
+        return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+
+    return noise_sampler
+
+
+def to_d(x: torch.Tensor, sigma: torch.Tensor, denoised: torch.Tensor) -> torch.Tensor:
+    """The probability-flow slope ``dx/dsigma = (x - D) / sigma`` (Karras et al. 2022, eq. 4)."""
+    return (x - denoised) / sigma.to(x.dtype)
+
+
+def ancestral_step(sigma: torch.Tensor, sigma_next: torch.Tensor, eta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(sigma_down, sigma_up)`` of an ancestral step from ``sigma`` to ``sigma_next``.
+
+    The DDPM posterior from ``sigma`` to ``sigma_next`` has variance
+    ``sigma_up^2 = sigma_next^2 (sigma^2 - sigma_next^2) / sigma^2`` (Ho et al. 2020, eq. 7, in the
+    unscaled latent); ``eta`` scales its standard deviation (Song et al. 2021a, eq. 16; capped at
+    ``sigma_next``), and the deterministic part steps to ``sigma_down = sqrt(sigma_next^2 - sigma_up^2)``.
+
+    >>> import torch
+    >>> down, up = ancestral_step(torch.tensor(2.0), torch.tensor(1.0), eta=1.0)
+    >>> round(float(down**2 + up**2), 6), round(float(up), 4)     # the variance at sigma_next is kept
+    (1.0, 0.866)
+    """
+    if not eta:
+        return sigma_next, torch.zeros_like(sigma_next)
+    up = torch.minimum(sigma_next, eta * (sigma_next**2 * (sigma**2 - sigma_next**2) / sigma**2) ** 0.5)
+    return (sigma_next**2 - up**2) ** 0.5, up
+
+
+def _euler(denoiser: Any, x: torch.Tensor, sigma: torch.Tensor, sigma_next: torch.Tensor):
+    """One Euler step of the ODE; returns ``(x_next, denoised)``."""
+    denoised = denoiser.x0_sigma(x, sigma)
+    return x + (sigma_next - sigma).to(x.dtype) * to_d(x, sigma, denoised), denoised
+
+
+def _heun(denoiser: Any, x: torch.Tensor, sigma: torch.Tensor, sigma_next: torch.Tensor):
+    """Heun's step (Karras et al. 2022, Algorithm 1, lines 5-8); returns ``(x_next, denoised)``."""
+    denoised = denoiser.x0_sigma(x, sigma)
+    d = to_d(x, sigma, denoised)
+    step = (sigma_next - sigma).to(x.dtype)
+    x_euler = x + step * d
+    d_next = to_d(x_euler, sigma_next, denoiser.x0_sigma(x_euler, sigma_next))
+    return x + step * (0.5 * d + 0.5 * d_next), denoised
+
+
+def _check_sigmas(sigmas: Any) -> torch.Tensor:
+    sigmas = torch.as_tensor(sigmas)
+    if sigmas.ndim != 1 or sigmas.shape[0] < 2:
+        raise DomainError(f"sigmas must be 1-D with N >= 1 noise levels then 0, got shape {tuple(sigmas.shape)}")
+    if sigmas.device.type == "cpu":
+        decreasing = bool((sigmas[:-1] > 0).all()) and bool((sigmas[1:] < sigmas[:-1]).all())
+        if float(sigmas[-1]) != 0 or not decreasing:
+            raise DomainError(
+                f"sigmas must decrease strictly from positive noise levels to a final 0, got {sigmas.tolist()}; "
+                "use schedule.sigmas(num_steps)"
+            )
+    return sigmas
+
+
+class BaseSolver(SpecBacked):
+    """Base of the solvers: checks ``sigmas``, runs the steps, counts the evaluations.
+
+    A solver sets ``spec_class`` (its fields become constructor arguments, validated by the
+    spec, and attributes), ``order`` (of the deterministic error), ``stochastic``, the
+    evaluations it makes per step (``evaluations``; ``final_evaluations`` on the last step, to
+    noise level 0) and implements :meth:`step`. :meth:`start` gives the state carried from step
+    to step (the previous estimates of a multistep method); :meth:`adds_noise` says on which
+    steps the loop calls ``noise_sampler(sigma, sigma_next)``. ``callback`` is called after
+    every step with ``{"i", "sigma", "sigma_next", "x", "denoised"}`` (``x`` after the step,
+    ``denoised`` the estimate made at ``sigma``).
+
+    >>> import torch
+    >>> import diffusion_schemes as ds
+    >>> class OneJump(ds.BaseSolver):
+    ...     '''Jump from each noise level straight to the denoiser's guess.'''
+    ...     def step(self, denoiser, x, sigma, sigma_next, state=None, noise=None, last=False):
+    ...         denoised = denoiser.x0_sigma(x, sigma)
+    ...         return denoised, denoised, state
+    >>> schedule = ds.create("noise_schedule", "edm")
+    >>> denoiser = schedule.get_denoiser(x0_predictor=lambda x, t: torch.full_like(x, 0.5))
+    >>> seen = []
+    >>> OneJump()(denoiser, torch.zeros(1, 2), schedule.sigmas(2), callback=lambda info: seen.append(info["i"]))
+    (tensor([[0.5000, 0.5000]]), 2)
+    >>> seen
+    [0, 1]
+    >>> OneJump()(denoiser, torch.zeros(1, 2), torch.tensor([1.0, 2.0, 0.0]))
+    Traceback (most recent call last):
+      ...
+    diffusion_schemes.DomainError: sigmas must decrease strictly from positive noise levels to a final 0, ...
+    """
+
+    order: ClassVar[int] = 1
+    stochastic: ClassVar[bool] = False
+    evaluations: ClassVar[int] = 1
+    final_evaluations: ClassVar[int] = 1
+    #: True when the solver picks its own steps (then only ``sigmas[0]`` and ``sigmas[-2]`` matter).
+    adaptive: ClassVar[bool] = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if self._built_from_spec(args, kwargs):
+            self._bind_spec(args, kwargs)
+        elif args or kwargs:
+            raise ArgumentTypeError(f"{type(self).__qualname__} takes no arguments (it has no spec_class)")
+
+    def __call__(
+        self,
+        denoiser: Any,
+        x: torch.Tensor,
+        sigmas: torch.Tensor,
+        generator: torch.Generator | None = None,
+        *,
+        noise_sampler: NoiseSampler | None = None,
+        callback: Callback | None = None,
+    ) -> tuple[torch.Tensor, int]:
+        sigmas = _check_sigmas(sigmas).to(device=x.device, dtype=compute_dtype(x.dtype))
+        if noise_sampler is None:
+            noise_sampler = default_noise_sampler(x, generator)
+        return self.solve(denoiser, x, sigmas, noise_sampler, callback)
+
+    def solve(
+        self, denoiser: Any, x: torch.Tensor, sigmas: torch.Tensor, noise_sampler: NoiseSampler,
+        callback: Callback | None = None,
+    ) -> tuple[torch.Tensor, int]:
+        """Run every step over the checked ``sigmas`` (already on ``x``'s device); returns ``(x, nfe)``."""
+        n = sigmas.shape[0] - 1
+        state = self.start(sigmas)
+        for i in range(n):
+            sigma, sigma_next, last = sigmas[i], sigmas[i + 1], i == n - 1
+            noise = noise_sampler(sigma, sigma_next) if self.adds_noise(last) else None
+            x, denoised, state = self.step(denoiser, x, sigma, sigma_next, state, noise, last)
+            if callback is not None:
+                callback({"i": i, "sigma": sigma, "sigma_next": sigma_next, "x": x, "denoised": denoised})
+        return x, self.nfe(n)
+
+    def nfe(self, num_steps: int) -> int:
+        """Network evaluations for ``num_steps`` steps, from the declared evaluations per step."""
+        return (num_steps - 1) * self.evaluations + self.final_evaluations
+
+    def start(self, sigmas: torch.Tensor) -> Any:
+        """The state handed to the first step (None: the solver keeps none)."""
+        return None
+
+    def adds_noise(self, last: bool) -> bool:
+        """Whether the step draws noise: stochastic solvers on every step but the last, to 0."""
+        return self.stochastic and not last
+
+    def step(
+        self,
+        denoiser: Any,
+        x: torch.Tensor,
+        sigma: torch.Tensor,
+        sigma_next: torch.Tensor,
+        state: Any = None,
+        noise: torch.Tensor | None = None,
+        last: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor, Any]:
+        """One step from ``sigma`` to ``sigma_next``; returns ``(x_next, denoised, state)``."""
+        raise NotImplementedError(f"{type(self).__qualname__} does not implement step()")
+
+
+class EulerSpec(SolverSpec):
+    """Euler on the probability-flow ODE in the noise level (first order; DDIM).
+
+    >>> import diffusion_schemes as ds
+    >>> ds.parse_spec("solver", "euler")
+    EulerSpec(name='euler')
+    >>> ds.create("solver", "euler")
+    Euler()
+    """
+
+    name: Literal["euler"] = "euler"
+    builds = "Euler"
+
+
+class Euler(BaseSolver):
+    """Euler on the probability-flow ODE in sigma: DDIM (Song et al. 2021a; Karras et al. 2022, eq. 4).
+
+    ``x_{i+1} = x_i + (sigma_{i+1} - sigma_i) (x_i - D(x_i; sigma_i)) / sigma_i``; the last
+    step returns ``D(x; sigma_{N-1})``. N evaluations.
+    """
+
+    spec_class = EulerSpec
+
+    def step(self, denoiser, x, sigma, sigma_next, state=None, noise=None, last=False):
+        return (*_euler(denoiser, x, sigma, sigma_next), state)
+
+
+class HeunSpec(SolverSpec):
+    """Heun's second-order method, Euler on the last step (Karras et al. 2022, Algorithm 1).
+
+    >>> import diffusion_schemes as ds
+    >>> ds.parse_spec("solver", "heun")
+    HeunSpec(name='heun')
+    >>> ds.create("solver", "heun")
+    Heun()
+    """
+
+    name: Literal["heun"] = "heun"
+    builds = "Heun"
+
+
+class Heun(BaseSolver):
+    """Heun's second-order method, Euler on the last step: Karras et al. 2022, Algorithm 1.
+
+    ``2N - 1`` evaluations for N steps (35 for 18).
+    """
+
+    order = 2
+    evaluations = 2
+    spec_class = HeunSpec
+
+    def step(self, denoiser, x, sigma, sigma_next, state=None, noise=None, last=False):
+        return (*(_euler if last else _heun)(denoiser, x, sigma, sigma_next), state)
+
+
+class _EDMStochasticSpec(SolverSpec):
+    S_churn: float = Field(40.0, ge=0, description="Total stochasticity; 0 gives the deterministic solver.")
+    S_min: float = Field(0.05, ge=0, description="Lowest noise level where noise is added.")
+    S_max: float = Field(50.0, gt=0, description="Highest noise level where noise is added.")
+    S_noise: float = Field(1.003, gt=0, description="Scale of the added noise (slightly above 1).")
+
+
+class EDMStochasticEulerSpec(_EDMStochasticSpec):
+    """Karras et al. 2022, Algorithm 2 with Euler steps (churn S_churn, S_min, S_max, S_noise).
+
+    >>> import diffusion_schemes as ds
+    >>> ds.parse_spec("solver", {"name": "edm_stochastic_euler", "S_churn": 10})
+    EDMStochasticEulerSpec(name='edm_stochastic_euler', S_churn=10.0, S_min=0.05, S_max=50.0, S_noise=1.003)
+    >>> solver = ds.create("solver", {"name": "edm_stochastic_euler", "S_churn": 10})
+    >>> solver, solver.order
+    (EDMStochasticEuler(S_churn=10.0, S_min=0.05, S_max=50.0, S_noise=1.003), 1)
+    """
+
+    name: Literal["edm_stochastic_euler"] = "edm_stochastic_euler"
+    builds = "EDMStochasticEuler"
+
+
+class EDMStochasticHeunSpec(_EDMStochasticSpec):
+    """Karras et al. 2022, Algorithm 2 (stochastic Heun; churn S_churn, S_min, S_max, S_noise).
+
+    >>> import diffusion_schemes as ds
+    >>> ds.parse_spec("solver", "edm_stochastic_heun")
+    EDMStochasticHeunSpec(name='edm_stochastic_heun', S_churn=40.0, S_min=0.05, S_max=50.0, S_noise=1.003)
+    >>> solver = ds.create("solver", {"name": "edm_stochastic_heun", "S_churn": 0})
+    >>> solver, solver.order
+    (EDMStochasticHeun(S_churn=0.0, S_min=0.05, S_max=50.0, S_noise=1.003), 2)
+    """
+
+    name: Literal["edm_stochastic_heun"] = "edm_stochastic_heun"
+    builds = "EDMStochasticHeun"
+
+
+class EDMStochastic(BaseSolver):
+    """Karras et al. 2022, Algorithm 2: churn, then an Euler or Heun step.
+
+    At each step ``gamma = min(S_churn / N, sqrt(2) - 1)`` if ``S_min <= sigma_i <= S_max``
+    else 0; ``sigma_hat = sigma_i (1 + gamma)``;
+    ``x_hat = x_i + sqrt(sigma_hat^2 - sigma_i^2) S_noise eps``; then a step of the ODE from
+    ``sigma_hat`` to ``sigma_{i+1}`` (Heun for :class:`EDMStochasticHeun`, Euler on the last
+    step). ``S_churn = 0`` is exactly the deterministic solver (no noise is drawn). The state
+    is the run's ``gamma``; ``eps`` is drawn on every step, the last included.
+    """
+
+    stochastic = True
+
+    def churn(self, num_steps: int) -> float:
+        """``min(S_churn / N, sqrt(2) - 1)``: the gamma applied inside ``[S_min, S_max]``."""
+        return min(self.S_churn / num_steps, math.sqrt(2) - 1)
+
+    def start(self, sigmas):
+        return self.churn(sigmas.shape[0] - 1)
+
+    def adds_noise(self, last):
+        return self.S_churn > 0
+
+    def step(self, denoiser, x, sigma, sigma_next, state=None, noise=None, last=False):
+        if noise is not None:
+            inside = (sigma >= self.S_min) & (sigma <= self.S_max)
+            sigma_hat = sigma * (1 + state * inside.to(sigma.dtype))
+            x = x + (sigma_hat**2 - sigma**2).sqrt().to(x.dtype) * (self.S_noise * noise)
+            sigma = sigma_hat
+        second_order = self.order == 2 and not last
+        return (*(_heun if second_order else _euler)(denoiser, x, sigma, sigma_next), state)
+
+
+class EDMStochasticEuler(EDMStochastic):
+    """Algorithm 2 with Euler steps: N evaluations."""
+
+    spec_class = EDMStochasticEulerSpec
+
+
+class EDMStochasticHeun(EDMStochastic):
+    """Algorithm 2 with Heun steps (Euler on the last): ``2N - 1`` evaluations."""
+
+    order = 2
+    evaluations = 2
+    spec_class = EDMStochasticHeunSpec
+
+
+class EulerMaruyamaSpec(SolverSpec):
+    """Euler-Maruyama on the reverse SDE (first order, stochastic).
+
+    >>> import diffusion_schemes as ds
+    >>> ds.parse_spec("solver", "euler_maruyama")
+    EulerMaruyamaSpec(name='euler_maruyama')
+    >>> ds.create("solver", "euler_maruyama")
+    EulerMaruyama()
+    """
+
+    name: Literal["euler_maruyama"] = "euler_maruyama"
+    builds = "EulerMaruyama"
+
+
+class EulerMaruyama(BaseSolver):
+    """Euler-Maruyama on the reverse SDE in sigma (Song et al. 2021, eq. 6, with ``g^2 = d sigma^2 / d sigma``).
+
+    ``x_{i+1} = x_i + 2 (sigma_{i+1} - sigma_i) (x_i - D) / sigma_i + sqrt(sigma_i^2 - sigma_{i+1}^2) eps``;
+    the last step (to 0) returns ``D(x; sigma_{N-1})``. N evaluations.
+    """
+
+    stochastic = True
+    spec_class = EulerMaruyamaSpec
+
+    def step(self, denoiser, x, sigma, sigma_next, state=None, noise=None, last=False):
+        denoised = denoiser.x0_sigma(x, sigma)
+        if last:
+            return denoised, denoised, state
+        drift = 2 * (sigma_next - sigma).to(x.dtype) * to_d(x, sigma, denoised)
+        return x + drift + (sigma**2 - sigma_next**2).sqrt().to(x.dtype) * noise, denoised, state

@@ -1,0 +1,359 @@
+"""Multistep solvers: one evaluation a step, the earlier estimates reused to raise the order.
+
+Each keeps the previous denoised estimates (or slopes) as its state. With ``lower_order_final``
+(diffusers' name; off by default, which keeps k-diffusion's samples) a step falls back to first
+order on the step to 0 and wherever the step grows, i.e. the previous step is shorter than the
+current one in the solver's step variable (``r = h_{i-1} / h_i < 1``): there the earlier estimates
+are extrapolated beyond the interval they span. VP's uniform-in-t steps grow towards the end
+(``r`` falls to about 0.3 on the last step), and with the option ``dpmpp_2m`` there is no worse than
+Euler; on EDM's rho = 7 ramp every step grows in ``log sigma``, so the option makes it first order:
+use it for grids like VP's only (measured in docs/schemes/solvers.md).
+
+>>> import torch
+>>> import diffusion_schemes as ds
+>>> schedule = ds.create("noise_schedule", "edm")
+>>> x0_predictor = lambda x, t: torch.full_like(x, 0.25)      # a dataset holding one point
+>>> latents = schedule.init_latents((3, 2), generator=torch.Generator().manual_seed(0))
+>>> for name in ("dpmpp_2m", "dpmpp_2m_sde", "dpmpp_3m_sde", "lms", "unipc"):
+...     result = ds.sample(x0_predictor, latents, schedule, 6, solver=name, generator=torch.Generator().manual_seed(1))
+...     print(name, result.nfe, bool(torch.allclose(result.samples, torch.full_like(latents, 0.25), atol=1e-5)))
+dpmpp_2m 6 True
+dpmpp_2m_sde 6 True
+dpmpp_3m_sde 6 True
+lms 6 True
+unipc 6 True
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from pydantic import Field
+
+from diffusion_schemes.solvers.base import BaseSolver, to_d
+from diffusion_schemes.specs.base import SolverSpec
+
+__all__ = ["LMS", "DPMpp2M", "DPMpp2MSDE", "DPMpp3MSDE", "UniPC"]
+
+#: Below this ratio of the previous step to the current one, ``lower_order_final`` takes first order.
+MIN_STEP_RATIO = 1.0
+
+
+class _MultistepSpec(SolverSpec):
+    lower_order_final: bool = Field(
+        False, description="First order on the step to 0 and wherever the step grows (for grids like VP's)."
+    )
+
+
+class _SDESpec(_MultistepSpec):
+    eta: float = Field(1.0, ge=0, description="Scale of the stochasticity: 0 is the ODE solver.")
+    s_noise: float = Field(1.0, gt=0, description="Multiplier of the noise drawn.")
+
+
+class _Multistep(BaseSolver):
+    """The state is the list of ``(denoised, lambda)`` of earlier steps, newest last."""
+
+    def start(self, sigmas):
+        return []
+
+    def first_order(self, ratios: list[torch.Tensor], last: bool) -> bool:
+        """Whether ``lower_order_final`` asks for first order here (``ratios``: previous to current step)."""
+        if not self.lower_order_final:
+            return False
+        return last or any(bool(r < MIN_STEP_RATIO) for r in ratios)
+
+
+class _SDEMultistep(_Multistep):
+    """Exponential-integrator multistep with noise, in ``lambda = -log sigma``; ``a = (1 + eta) h``.
+
+    A step is ``x <- e^{-a} x + (1 - e^{-a}) D_i + correction(...)`` (``e^{-a} = (sigma_{i+1} / sigma_i)
+    e^{-eta h}``), then ``+ s_noise sigma_{i+1} sqrt(1 - e^{-2 eta h}) eps`` on every step but the last,
+    which returns ``D``. The state keeps the ``order - 1`` last ``(D, h)``.
+    """
+
+    stochastic = True
+
+    def adds_noise(self, last):
+        return not last and self.eta != 0
+
+    def correction(self, denoised, state, h, a):
+        """The higher-order term from the earlier estimates (0: first order)."""
+        raise NotImplementedError
+
+    def step(self, denoiser, x, sigma, sigma_next, state=None, noise=None, last=False):
+        denoised = denoiser.x0_sigma(x, sigma)
+        if last:
+            return denoised, denoised, state
+        h = (sigma / sigma_next).log()
+        a = (1 + self.eta) * h
+        x = (-a).exp().to(x.dtype) * x + (-torch.expm1(-a)).to(x.dtype) * denoised
+        if state and not self.first_order([prev_h / h for _, prev_h in state], last):
+            x = x + self.correction(denoised, state, h, a)
+        if noise is not None:
+            x = x + noise * (sigma_next * (-torch.expm1(-2 * self.eta * h)).sqrt() * self.s_noise).to(x.dtype)
+        return x, denoised, [*state, (denoised, h)][1 - self.order:]
+
+
+class DPMpp2MSpec(_MultistepSpec):
+    """DPM-Solver++(2M): multistep, one evaluation a step (Lu et al. 2022b).
+
+    >>> import diffusion_schemes as ds
+    >>> ds.parse_spec("solver", "dpmpp_2m")
+    DPMpp2MSpec(name='dpmpp_2m', lower_order_final=False)
+    >>> ds.create("solver", {"name": "dpmpp_2m", "lower_order_final": True})
+    DPMpp2M(lower_order_final=True)
+    """
+
+    name: Literal["dpmpp_2m"] = "dpmpp_2m"
+    builds = "DPMpp2M"
+
+
+class DPMpp2M(_Multistep):
+    """DPM-Solver++(2M) in ``lambda = -log sigma`` with data prediction (Lu et al. 2022b, Algorithm 2).
+
+    For the unscaled latent (``alpha = 1``) with ``h_i = log(sigma_i / sigma_{i+1})``:
+    ``x_{i+1} = (sigma_{i+1} / sigma_i) x_i + (1 - e^{-h_i}) D_eff`` where
+    ``D_eff = (1 + 1/(2 r)) D_i - 1/(2 r) D_{i-1}``, ``r = h_{i-1} / h_i``; first order
+    (``D_eff = D_i``, i.e. DDIM) on the first step and on the last step to ``sigma = 0``.
+    N evaluations.
+    """
+
+    order = 2
+    spec_class = DPMpp2MSpec
+
+    def step(self, denoiser, x, sigma, sigma_next, state=None, noise=None, last=False):
+        denoised = denoiser.x0_sigma(x, sigma)
+        if last:
+            return denoised, denoised, state
+        h = (sigma / sigma_next).log()
+        target = denoised
+        if state:
+            prev_denoised, prev_h = state[-1]
+            r = prev_h / h
+            if not self.first_order([r], last):
+                half_inv_r = (0.5 / r).to(x.dtype)
+                target = (1 + half_inv_r) * denoised - half_inv_r * prev_denoised
+        ratio = (sigma_next / sigma).to(x.dtype)
+        return ratio * x + (1 - ratio) * target, denoised, [(denoised, h)]
+
+
+class DPMpp2MSDESpec(_SDESpec):
+    """DPM-Solver++(2M) SDE, midpoint or heun correction (k-diffusion's dpmpp_2m_sde; Lu et al. 2022b).
+
+    >>> import diffusion_schemes as ds
+    >>> ds.create("solver", {"name": "dpmpp_2m_sde", "solver_type": "heun"})
+    DPMpp2MSDE(lower_order_final=False, eta=1.0, s_noise=1.0, solver_type='heun')
+    """
+
+    name: Literal["dpmpp_2m_sde"] = "dpmpp_2m_sde"
+    solver_type: Literal["midpoint", "heun"] = Field("midpoint", description="The second-order correction.")
+    builds = "DPMpp2MSDE"
+
+
+class DPMpp2MSDE(_SDEMultistep):
+    """The SDE form of DPM-Solver++(2M) with data prediction, ``h = log(sigma_i / sigma_{i+1})``, ``a = (1 + eta) h``.
+
+    ``x <- (sigma_{i+1} / sigma_i) e^{-eta h} x + (1 - e^{-a}) D_i + c (D_i - D_{i-1}) / r`` with
+    ``c = (1 - e^{-a}) / 2`` (midpoint) or ``1 - (1 - e^{-a}) / a`` (heun), ``r = h_{i-1} / h``,
+    then ``+ s_noise sigma_{i+1} sqrt(1 - e^{-2 eta h}) eps``. ``eta = 0`` is the ODE solver
+    DPM-Solver++(2M) (with the chosen correction). The last step returns ``D``. N evaluations.
+    """
+
+    order = 2
+    spec_class = DPMpp2MSDESpec
+
+    def correction(self, denoised, state, h, a):
+        prev_denoised, prev_h = state[-1]
+        decay = -torch.expm1(-a)  # 1 - e^{-a}
+        c = decay / 2 if self.solver_type == "midpoint" else 1 - decay / a
+        return (c * h / prev_h).to(denoised.dtype) * (denoised - prev_denoised)
+
+
+class DPMpp3MSDESpec(_SDESpec):
+    """DPM-Solver++(3M) SDE (k-diffusion's dpmpp_3m_sde; Lu et al. 2022b, third-order multistep).
+
+    >>> import diffusion_schemes as ds
+    >>> ds.create("solver", "dpmpp_3m_sde")
+    DPMpp3MSDE(lower_order_final=False, eta=1.0, s_noise=1.0)
+    """
+
+    name: Literal["dpmpp_3m_sde"] = "dpmpp_3m_sde"
+    builds = "DPMpp3MSDE"
+
+
+class DPMpp3MSDE(_SDEMultistep):
+    """Third-order multistep in ``lambda = -log sigma``, data prediction, with noise; ``a = (1 + eta) h``.
+
+    ``x <- e^{-a} x + (1 - e^{-a}) D_i + phi_2 D1 - phi_3 D2`` where, with ``r0 = h_{i-1} / h``,
+    ``r1 = h_{i-2} / h``, ``d0 = (D_i - D_{i-1}) / r0``, ``d1 = (D_{i-1} - D_{i-2}) / r1``:
+    ``D1 = d0 + (d0 - d1) r0 / (r0 + r1)``, ``D2 = (d0 - d1) / (r0 + r1)``,
+    ``phi_2 = 1 - (1 - e^{-a}) / a``, ``phi_3 = phi_2 / a - 1/2`` (the exponential integrator's
+    phi functions); second order (``phi_2 d0``) with one earlier estimate, first with none; then
+    ``+ s_noise sigma_{i+1} sqrt(1 - e^{-2 eta h}) eps``. The last step returns ``D``. N evaluations.
+    """
+
+    order = 3
+    spec_class = DPMpp3MSDESpec
+
+    def correction(self, denoised, state, h, a):
+        phi_2 = torch.expm1(-a) / a + 1
+        r0 = state[-1][1] / h
+        d0 = (denoised - state[-1][0]) / r0.to(denoised.dtype)
+        if len(state) == 1:
+            return phi_2.to(denoised.dtype) * d0
+        r1 = state[-2][1] / h
+        d1 = (state[-1][0] - state[-2][0]) / r1.to(denoised.dtype)
+        big_d1 = d0 + (d0 - d1) * (r0 / (r0 + r1)).to(denoised.dtype)
+        big_d2 = (d0 - d1) / (r0 + r1).to(denoised.dtype)
+        phi_3 = phi_2 / a - 0.5
+        return phi_2.to(denoised.dtype) * big_d1 - phi_3.to(denoised.dtype) * big_d2
+
+
+class LMSSpec(_MultistepSpec):
+    """Linear multistep (Adams-Bashforth with variable steps) in the noise level (k-diffusion's lms).
+
+    >>> import diffusion_schemes as ds
+    >>> ds.create("solver", {"name": "lms", "order": 3})
+    LMS(lower_order_final=False, order=3)
+    """
+
+    name: Literal["lms"] = "lms"
+    order: int = Field(4, ge=1, le=4, description="How many slopes the step combines (the method's order).")
+    builds = "LMS"
+
+
+def _lagrange_integral(nodes: list[torch.Tensor], j: int, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``int_a^b prod_{k != j} (s - nodes[k]) / (nodes[j] - nodes[k]) ds``, exactly.
+
+    The integrand is a polynomial of degree ``len(nodes) - 1 <= 3``, which two-point
+    Gauss-Legendre quadrature integrates exactly (Abramowitz & Stegun 25.4.29).
+    """
+    mid, half = (a + b) / 2, (b - a) / 2
+    total = torch.zeros_like(a)
+    for s in (mid - half / math.sqrt(3), mid + half / math.sqrt(3)):
+        value = torch.ones_like(a)
+        for k, node in enumerate(nodes):
+            if k != j:
+                value = value * (s - node) / (nodes[j] - node)
+        total = total + value * half
+    return total
+
+
+class LMS(_Multistep):
+    """``x_{i+1} = x_i + sum_j c_j d_{i-j}``, ``c_j`` the integral over ``[sigma_i, sigma_{i+1}]`` of the
+    Lagrange polynomial through ``sigma_i, ..., sigma_{i-p+1}`` that is 1 at ``sigma_{i-j}``.
+
+    ``p = min(order, i + 1)`` slopes ``d = (x - D) / sigma`` at the earlier noise levels; the
+    step to 0 uses the same formula. The state is the list of ``(d, sigma)``. N evaluations.
+    """
+
+    order = 4  # the spec's field sets the instance's
+    spec_class = LMSSpec
+
+    def step(self, denoiser, x, sigma, sigma_next, state=None, noise=None, last=False):
+        denoised = denoiser.x0_sigma(x, sigma)
+        history = [*state, (to_d(x, sigma, denoised), sigma)][-self.order:]
+        used = history
+        if len(history) > 1 and self.first_order([(history[-2][1] - sigma) / (sigma - sigma_next)], last):
+            used = history[-1:]
+        nodes = [s for _, s in reversed(used)]
+        for j, (d, _) in enumerate(reversed(used)):
+            x = x + _lagrange_integral(nodes, j, sigma, sigma_next).to(x.dtype) * d
+        return x, denoised, history
+
+
+class UniPCSpec(_MultistepSpec):
+    """UniPC: unified predictor-corrector, bh2 variant, data prediction (Zhao et al. 2023).
+
+    >>> import diffusion_schemes as ds
+    >>> solver = ds.create("solver", {"name": "unipc", "order": 2})
+    >>> solver, solver.order
+    (UniPC(lower_order_final=False, order=2), 3)
+    """
+
+    name: Literal["unipc"] = "unipc"
+    order: int = Field(2, ge=1, le=3, description="Order p of the predictor UniP-p; the corrector UniC raises it to p + 1.")
+    builds = "UniPC"
+
+
+def _unipc_coefficients(rks: list[torch.Tensor], hh: torch.Tensor, predictor: bool) -> torch.Tensor:
+    """The ``rho`` of UniP / UniC (Zhao et al. 2023, Algorithms 2-3) with ``B(h) = e^h - 1`` (bh2).
+
+    ``rks`` are the ratios of the earlier steps (``r_k``) then 1; the coefficients solve
+    ``sum_m rho_m r_m^(k-1) = k! phi_{k+1}(h) / B(h)`` for ``k = 1..p``; UniP uses the first
+    ``p - 1`` rows and columns (with ``rho = 1/2`` for ``p = 2``), UniC all of them (``rho = 1/2`` for ``p = 1``).
+    """
+    order = len(rks)
+    if predictor and order == 2:
+        return torch.full((1,), 0.5, dtype=hh.dtype, device=hh.device)
+    if not predictor and order == 1:
+        return torch.full((1,), 0.5, dtype=hh.dtype, device=hh.device)
+    b_h = torch.expm1(hh)
+    h_phi_k = torch.expm1(hh) / hh - 1
+    factorial = 1
+    rows, rhs = [], []
+    r = torch.stack(rks)
+    for k in range(1, order + 1):
+        rows.append(r ** (k - 1))
+        rhs.append(h_phi_k * factorial / b_h)
+        factorial *= k + 1
+        h_phi_k = h_phi_k / hh - 1 / factorial
+    R, b = torch.stack(rows), torch.stack(rhs)
+    if predictor:
+        R, b = R[:-1, :-1], b[:-1]
+    return torch.linalg.solve(R, b)
+
+
+class UniPC(_Multistep):
+    """UniP-p with the corrector UniC (order ``p + 1``) in ``lambda = -log sigma``, ``B(h) = e^h - 1`` (bh2).
+
+    With ``h = lambda_{i+1} - lambda_i``, ``D1_k = (D_{i-k} - D_i) / r_k``, ``r_k = (lambda_{i-k} - lambda_i) / h``:
+    ``x_{i+1} = (sigma_{i+1} / sigma_i) x_i + (1 - e^{-h}) D_i - (e^{-h} - 1) sum_k rho_k D1_k``.
+    After the evaluation at ``x_{i+1}``, UniC redoes that step with ``D_{i+1} - D_i`` as one more
+    difference (no extra evaluation). The step to 0 returns ``D``. N evaluations.
+    """
+
+    spec_class = UniPCSpec
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.order = self.spec.order + 1
+
+    def start(self, sigmas):
+        return {"history": [], "previous": None}
+
+    @staticmethod
+    def _update(x, sigma, sigma_next, history, new, predictor):
+        """The UniP (``new`` None) or UniC step from ``sigma`` with ``history`` ending at the estimate at ``sigma``."""
+        denoised, lam = history[-1]
+        lam_next = -sigma_next.log()
+        h = lam_next - lam
+        hh = -h
+        rks = [(prev_lam - lam) / h for _, prev_lam in reversed(history[:-1])]
+        d1s = [(prev - denoised) / rk.to(x.dtype) for (prev, _), rk in zip(reversed(history[:-1]), rks)]
+        if new is not None:
+            rks, d1s = [*rks, torch.ones_like(h)], [*d1s, new - denoised]
+        b_h = torch.expm1(hh)
+        x = (sigma_next / sigma).to(x.dtype) * x - torch.expm1(hh).to(x.dtype) * denoised
+        if d1s:
+            rhos = _unipc_coefficients(rks if new is not None else [*rks, torch.ones_like(h)], hh, predictor)
+            x = x - b_h.to(x.dtype) * sum(rho.to(x.dtype) * d for rho, d in zip(rhos, d1s))
+        return x
+
+    def step(self, denoiser, x, sigma, sigma_next, state=None, noise=None, last=False):
+        denoised = denoiser.x0_sigma(x, sigma)
+        history, previous = state["history"], state["previous"]
+        lam = -sigma.log()
+        if previous is not None and not last:  # UniC: correct x with the evaluation just made (unused on the step to 0)
+            x_prev, sigma_prev, used = previous
+            x = self._update(x_prev, sigma_prev, sigma, history[len(history) - used:], denoised, predictor=False)
+        history = [*history, (denoised, lam)][-self.spec.order:]
+        if last:
+            return denoised, denoised, {"history": history, "previous": None}
+        h = -sigma_next.log() - lam
+        ratios = [(lam - history[-2][1]) / h] if len(history) > 1 else []
+        used = 1 if self.first_order(ratios, last) else len(history)
+        x_next = self._update(x, sigma, sigma_next, history[len(history) - used:], None, predictor=True)
+        return x_next, denoised, {"history": history, "previous": (x, sigma, used)}
