@@ -20,8 +20,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "docs", help="folder for performance.md/.json")
     parser.add_argument("--only", nargs="+", choices=SECTIONS, help="run only these sections")
     args = parser.parse_args(argv)
-    if str(ROOT) not in sys.path:  # the tests' Gaussian mixture is imported as tests.gaussian_mixture
-        sys.path.insert(0, str(ROOT))
     warnings.filterwarnings("ignore", module="torch")
     import importlib
 

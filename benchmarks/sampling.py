@@ -1,7 +1,7 @@
 """Figure 5: sampling error per network evaluation, and the solver's own time per evaluation.
 
 Accuracy: data from a 2-D Gaussian mixture (8 components on the unit circle, std 0.1), whose
-exact denoiser (the posterior mean, ``tests/gaussian_mixture.py``) replaces the network, so
+exact denoiser (the posterior mean, ``diffusion_schemes.conformance.mixture``) replaces the network, so
 the error left is the solver's alone. Every installed solver runs on the EDM schedule from
 ``init_latents`` with a fixed seed at budgets of 10 to 100 evaluations; the error is the
 sliced Wasserstein-1 distance to the exact mixture (the mean over 16 evenly spaced
@@ -23,7 +23,7 @@ import timeit
 import torch
 
 import diffusion_schemes as ds
-from tests.gaussian_mixture import ExactX0, GaussianMixture
+from diffusion_schemes.conformance.mixture import ExactX0, GaussianMixture
 
 from ._backbones import BACKBONES
 from ._settings import Settings
@@ -37,7 +37,7 @@ def ring_mixture(k: int = 8, radius: float = 1.0, std: float = 0.1) -> GaussianM
     """``k`` equal-weight isotropic Gaussians evenly spaced on a circle."""
     angles = torch.arange(k, dtype=torch.float64) * (2 * math.pi / k)
     means = radius * torch.stack([angles.cos(), angles.sin()], dim=1)
-    return GaussianMixture(torch.ones(k), means, torch.full((k,), std))
+    return GaussianMixture(means, torch.full((k,), std), torch.ones(k))
 
 
 class SlicedW1:
@@ -54,7 +54,7 @@ class SlicedW1:
         self.directions = torch.stack([angles.cos(), angles.sin()], dim=1)  # (D, 2)
         u = (torch.arange(n, dtype=torch.float64) + 0.5) / n
         self.quantiles = torch.stack([
-            GaussianMixture(mixture.weights, mixture.means @ d, mixture.stds).quantile(u) for d in self.directions
+            GaussianMixture(mixture.means @ d, mixture.stds, mixture.weights).quantile(u) for d in self.directions
         ])  # (D, n)
 
     def __call__(self, samples: torch.Tensor) -> float:

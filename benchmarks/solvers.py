@@ -22,7 +22,7 @@ import statistics
 import torch
 
 import diffusion_schemes as ds
-from tests.gaussian_mixture import GaussianMixture
+from diffusion_schemes.conformance.mixture import GaussianMixture
 
 from ._settings import Settings
 from .sampling import SlicedW1, ring_mixture

@@ -10,9 +10,9 @@ import torch
 import diffusion_schemes as ds
 from diffusion_schemes.sampling import PREDICTION_TYPES
 from diffusion_schemes.sampling import Denoiser, make_denoiser
-from gaussian_mixture import GaussianMixture
+from diffusion_schemes.conformance.mixture import GaussianMixture
 
-MIX = GaussianMixture([0.4, 0.6], [[-1.0, 0.5], [1.0, -0.5]], [0.3, 0.6])
+MIX = GaussianMixture([[-1.0, 0.5], [1.0, -0.5]], [0.3, 0.6], [0.4, 0.6])
 BETA_D, BETA_MIN = 19.9, 0.1
 
 

@@ -13,19 +13,19 @@ from tensordict import TensorDict
 
 import diffusion_schemes as ds
 from diffusion_schemes.errors import GuidanceError
-from gaussian_mixture import ClassConditionalMixture, ExactX0, GaussianMixture, oracle_preconditioner
+from diffusion_schemes.conformance.mixture import ClassConditionalMixture, ExactX0, GaussianMixture, oracle_preconditioner
 
 K = 3
 MIX = ClassConditionalMixture(
     [0.5, 0.3, 0.2],
     [
-        GaussianMixture([1.0], [[-1.0, 0.0]], [0.3]),
-        GaussianMixture([0.5, 0.5], [[1.0, 1.0], [1.5, 0.5]], [0.2, 0.3]),
-        GaussianMixture([1.0], [[1.0, -1.0]], [0.25]),
+        GaussianMixture([[-1.0, 0.0]], [0.3], [1.0]),
+        GaussianMixture([[1.0, 1.0], [1.5, 0.5]], [0.2, 0.3], [0.5, 0.5]),
+        GaussianMixture([[1.0, -1.0]], [0.25], [1.0]),
     ],
 )
 # A "bad version" of the model for autoguidance: the same classes, blurred.
-BLURRED = ClassConditionalMixture([0.5, 0.3, 0.2], [GaussianMixture(c.weights, c.means, c.stds * 2) for c in MIX.classes])
+BLURRED = ClassConditionalMixture([0.5, 0.3, 0.2], [GaussianMixture(c.means, c.stds * 2, c.weights) for c in MIX.classes])
 BETA_D, BETA_MIN, M = 19.9, 0.1, 1000
 B, STEPS = 64, 12
 

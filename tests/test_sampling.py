@@ -9,9 +9,9 @@ import torch
 
 import diffusion_schemes as ds
 from diffusion_schemes.sampling import SampleResult
-from gaussian_mixture import ExactX0, GaussianMixture, oracle_preconditioner
+from diffusion_schemes.conformance.mixture import ExactX0, GaussianMixture, oracle_preconditioner
 
-MIX = GaussianMixture([0.5, 0.25, 0.25], [[-1.0, 0.0], [1.0, 1.0], [1.0, -1.0]], [0.2, 0.4, 0.3])
+MIX = GaussianMixture([[-1.0, 0.0], [1.0, 1.0], [1.0, -1.0]], [0.2, 0.4, 0.3], [0.5, 0.25, 0.25])
 BETA_D, BETA_MIN, M = 19.9, 0.1, 1000
 
 
@@ -96,7 +96,7 @@ def test_sample_result_and_predictor_forms(schedules):
 
 @pytest.mark.parametrize("num_steps", [0, -3])
 def test_num_steps_below_one(schedules, num_steps):
-    with pytest.raises(ValueError, match="num_steps must be >= 1"):
+    with pytest.raises(ValueError, match="num_steps must be an int >= 1"):
         ds.sample(lambda x, t: x, torch.zeros(2, 2), schedules["edm"], num_steps)
 
 

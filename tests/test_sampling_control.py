@@ -11,9 +11,9 @@ import diffusion_schemes as ds
 from diffusion_schemes.errors import SamplingError
 from diffusion_schemes.discretizations import BaseDiscretization
 from diffusion_schemes.solvers.noise_samplers import BrownianTreeNoiseSampler
-from gaussian_mixture import GaussianMixture
+from diffusion_schemes.conformance.mixture import GaussianMixture
 
-MIX = GaussianMixture([0.3, 0.7], [-1.0, 1.5], [0.3, 0.5])  # 1-D: the exact denoiser acts per coordinate
+MIX = GaussianMixture([-1.0, 1.5], [0.3, 0.5], [0.3, 0.7])  # 1-D: the exact denoiser acts per coordinate
 SOLVERS = tuple(ds.registry.names("solver"))  # every installed solver
 FIXED_STEP = tuple(n for n in SOLVERS if not getattr(ds.create("solver", n), "adaptive", False))
 
@@ -336,7 +336,7 @@ def test_grid_table_of_the_sampling_page():
     }
     for (grid, solver), want in documented.items():
         s0 = float(ds.create("discretization", grid).sigmas(12, vp)[0])
-        noisy = GaussianMixture(MIX.weights, MIX.means, (MIX.stds**2 + s0**2).sqrt())
+        noisy = GaussianMixture(MIX.means, (MIX.stds**2 + s0**2).sqrt(), MIX.weights)
         x = noisy.quantile(u)[:, None]
         result = ds.sample(lambda x, t: MIX.denoise(x, vp.noise_level(t)), x, vp, 12, solver, discretization=grid)
         assert MIX.wasserstein1(result.samples) == pytest.approx(want, abs=6e-4), (grid, solver)

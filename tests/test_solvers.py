@@ -8,10 +8,11 @@ import pytest
 import torch
 
 import diffusion_schemes as ds
-from gaussian_mixture import GaussianMixture
+from diffusion_schemes.errors import SamplingError
+from diffusion_schemes.conformance.mixture import GaussianMixture
 
-MIX_1D = GaussianMixture([0.3, 0.7], [-1.0, 1.5], [0.3, 0.5])
-MIX_2D = GaussianMixture([0.5, 0.25, 0.25], [[-1.0, 0.0], [1.0, 1.0], [1.0, -1.0]], [0.2, 0.4, 0.3])
+MIX_1D = GaussianMixture([-1.0, 1.5], [0.3, 0.5], [0.3, 0.7])
+MIX_2D = GaussianMixture([[-1.0, 0.0], [1.0, 1.0], [1.0, -1.0]], [0.2, 0.4, 0.3], [0.5, 0.25, 0.25])
 
 
 def edm_algorithm_1(denoise, x, num_steps, sigma_min=0.002, sigma_max=80.0, rho=7.0):
@@ -53,7 +54,7 @@ def _quantile_latents(n, sigma_max):
     solver samples: no sampling noise, and no prior mismatch at sigma_max.
     """
     u = (torch.arange(n, dtype=torch.float64) + 0.5) / n
-    noisy = GaussianMixture(MIX_1D.weights, MIX_1D.means, (MIX_1D.stds**2 + sigma_max**2).sqrt())
+    noisy = GaussianMixture(MIX_1D.means, (MIX_1D.stds**2 + sigma_max**2).sqrt(), MIX_1D.weights)
     return noisy.quantile(u)[:, None]
 
 
@@ -198,7 +199,7 @@ def test_solvers_give_back_their_spec(config):
 
 def test_bad_sigmas_are_rejected():
     denoiser = ds.create("noise_schedule", "edm").get_denoiser(x0_predictor=lambda x, t: x)
-    with pytest.raises(ds.DomainError, match="final 0"):
+    with pytest.raises(SamplingError, match="final 0"):
         ds.create("solver", "euler")(denoiser, torch.zeros(2, 1), torch.tensor([3.0, 1.0]))
-    with pytest.raises(ds.DomainError, match="1-D"):
+    with pytest.raises(SamplingError, match="1-D"):
         ds.create("solver", "euler")(denoiser, torch.zeros(2, 1), torch.tensor([0.0]))

@@ -1,6 +1,6 @@
 """The solvers k-diffusion also has give its samples on the same grid, denoiser and noise.
 
-The denoiser is the exact one of a ring of 8 Gaussians (float64, ``gaussian_mixture.py``), the
+The denoiser is the exact one of a ring of 8 Gaussians (float64, ``diffusion_schemes.conformance.mixture``), the
 grids EDM's rho = 7 ramp and VP's uniform-in-t steps, and both sides draw their noise from the
 same recording noise sampler: the calls (their ``sigma, sigma_next``) must agree as well as the
 samples. k-diffusion is the oracle only (``kdiffusion_oracle.py`` says how it is loaded).
@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import diffusion_schemes as ds
-from gaussian_mixture import GaussianMixture
+from diffusion_schemes.conformance.mixture import GaussianMixture
 from kdiffusion_oracle import load_sampling
 
 K = load_sampling()
@@ -23,7 +23,7 @@ K = load_sampling()
 
 def ring(k: int = 8, radius: float = 1.0, std: float = 0.1) -> GaussianMixture:
     angles = torch.arange(k, dtype=torch.float64) * (2 * math.pi / k)
-    return GaussianMixture(torch.ones(k), radius * torch.stack([angles.cos(), angles.sin()], 1), torch.full((k,), std))
+    return GaussianMixture(radius * torch.stack([angles.cos(), angles.sin()], 1), torch.full((k,), std), torch.ones(k))
 
 
 RING = ring()

@@ -167,7 +167,7 @@ class InvalidArgumentError(DiffusionSchemesError, ValueError):
     >>> ds.create("noise_schedule", "edm").sigmas(0)
     Traceback (most recent call last):
       ...
-    diffusion_schemes.errors.InvalidArgumentError: num_steps must be an int >= 1 (the number of sampling steps), got 0
+    diffusion_schemes.errors.InvalidArgumentError: num_steps must be an int >= 1 (the number of solver steps), got 0
     """
 
 

@@ -25,8 +25,10 @@ from diffusion_schemes.errors import ConditionError
 __all__ = ["ConcatConditionWrapper"]
 
 
-def check_condition(condition: Any, batch_size: int) -> None:
-    """Raise :class:`ConditionError` unless ``condition`` is None or a Tensor/TensorDict of ``batch_size``.
+def check_condition(condition: Any, batch_size: int | None = None) -> None:
+    """Raise :class:`ConditionError` unless ``condition`` is None or a Tensor/TensorDict with a batch
+    dimension, of ``batch_size`` entries when that is given (a condition checked before any latent
+    is seen, such as a null condition, is given none).
 
     >>> import torch
     >>> import diffusion_schemes as ds
@@ -36,6 +38,10 @@ def check_condition(condition: Any, batch_size: int) -> None:
     Traceback (most recent call last):
       ...
     diffusion_schemes.ConditionError: the condition's batch size is 3 but the latent's is 2; ...
+    >>> check_condition(torch.tensor(1.0))
+    Traceback (most recent call last):
+      ...
+    diffusion_schemes.ConditionError: a condition needs a leading batch dimension (one entry per sample), got a 0-d tensor; ...
     """
     if condition is None:
         return
@@ -49,7 +55,12 @@ def check_condition(condition: Any, batch_size: int) -> None:
         raise ConditionError(
             f"a condition must be a Tensor, a TensorDict or None, got {type(condition).__name__}.{hint}"
         )
-    if got != batch_size:
+    if got is None:
+        raise ConditionError(
+            f"a condition needs a leading batch dimension (one entry per sample), got a 0-d {type(condition).__name__.lower()}; "
+            "give it shaped (B, ...) with B the number of samples"
+        )
+    if batch_size is not None and got != batch_size:
         raise ConditionError(
             f"the condition's batch size is {got} but the latent's is {batch_size}; "
             "give one condition per sample (leading dimension equal to the latent's)"

@@ -22,6 +22,8 @@ from diffusion_schemes.discretizations.grids import (
     PolyexponentialSpec,
     ScheduleDiscretization,
     ScheduleSpec,
+    check_num_steps,
+    check_sigmas,
     sampling_sigma_range,
 )
 from diffusion_schemes.specs.hooks import hookimpl
@@ -38,6 +40,8 @@ __all__ = [
     "PolyexponentialSpec",
     "ScheduleDiscretization",
     "ScheduleSpec",
+    "check_num_steps",
+    "check_sigmas",
     "sampling_sigma_range",
 ]
 

@@ -29,11 +29,13 @@ from typing import Any, ClassVar, Literal
 import torch
 from pydantic import Field
 
-from diffusion_schemes.errors import ArgumentTypeError, InvalidArgumentError
+from diffusion_schemes.errors import ArgumentTypeError, InvalidArgumentError, SamplingError
 from diffusion_schemes.specs.base import DiscretizationSpec, SpecBacked
 
 __all__ = [
     "BaseDiscretization",
+    "check_num_steps",
+    "check_sigmas",
     "KarrasDiscretization",
     "KarrasSpec",
     "LinearTimeDiscretization",
@@ -48,10 +50,61 @@ __all__ = [
 ]
 
 
-def _check_num_steps(num_steps: Any) -> int:
-    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
-        raise InvalidArgumentError(f"num_steps must be an int >= 1 (the number of solver steps), got {num_steps!r}")
+def check_num_steps(num_steps: Any) -> int:
+    """A step count N: an int >= 1. The one check of ``num_steps``, wherever a grid is made.
+
+    >>> check_num_steps(18)
+    18
+    >>> check_num_steps(0)
+    Traceback (most recent call last):
+      ...
+    diffusion_schemes.errors.InvalidArgumentError: num_steps must be an int >= 1 (the number of solver steps), got 0
+    """
+    if isinstance(num_steps, bool) or not isinstance(num_steps, int):
+        raise ArgumentTypeError(f"num_steps must be an int >= 1 (the number of solver steps), got {num_steps!r}")
+    if num_steps < 1:
+        raise InvalidArgumentError(f"num_steps must be an int >= 1 (the number of solver steps), got {num_steps}")
     return num_steps
+
+
+def check_sigmas(sigmas: Any) -> torch.Tensor:
+    """A grid as a float tensor: 1-D, N >= 1 strictly decreasing positive noise levels, then 0.
+
+    The one check of a grid: every solver runs it once per call (``BaseSolver.__call__``), and so
+    every ``ds.sample``. A grid on an accelerator is checked for its shape only: reading its values
+    would synchronise the device.
+
+    >>> check_sigmas([2.0, 1.0, 0.0])
+    tensor([2., 1., 0.], dtype=torch.float64)
+    >>> check_sigmas([2.0, 1.0])
+    Traceback (most recent call last):
+      ...
+    diffusion_schemes.errors.SamplingError: sigmas must end at noise level 0 (the clean sample), got [2.0, 1.0]; append a 0
+    """
+    if isinstance(sigmas, torch.Tensor):
+        grid = sigmas if sigmas.is_floating_point() else sigmas.to(torch.float64)
+    else:
+        try:
+            grid = torch.as_tensor(sigmas, dtype=torch.float64)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise SamplingError(f"sigmas must be a 1-D sequence of noise levels ending in 0, got {sigmas!r} ({exc})") from None
+    if grid.ndim != 1 or grid.shape[0] < 2:
+        raise SamplingError(
+            f"sigmas must be 1-D with N >= 1 decreasing noise levels then 0, got shape {tuple(grid.shape)}"
+        )
+    if grid.device.type == "cpu":
+        values = grid.detach()
+        shown = values.tolist() if values.numel() <= 12 else [*values[:5].tolist(), "...", *values[-5:].tolist()]
+        if not bool(torch.isfinite(values).all()):
+            raise SamplingError(f"sigmas must be finite, got {shown}")
+        if float(values[-1]) != 0.0:
+            raise SamplingError(f"sigmas must end at noise level 0 (the clean sample), got {shown}; append a 0")
+        if not (bool((values[:-1] > 0).all()) and bool((values[1:] < values[:-1]).all())):
+            raise SamplingError(
+                f"sigmas must decrease strictly from positive noise levels to a final 0, got {shown}; "
+                "sort them in decreasing order and drop repeated values"
+            )
+    return grid
 
 
 # ---------------------------------------------------------------------- specs (they build the classes below)
@@ -189,7 +242,7 @@ class BaseDiscretization(SpecBacked):
 
     def sigmas(self, num_steps: int, schedule: Any) -> torch.Tensor:
         """``num_steps`` decreasing noise levels, ``sigma_at(i / (num_steps - 1))``, then 0 (float64)."""
-        n = _check_num_steps(num_steps)
+        n = check_num_steps(num_steps)
         u = torch.arange(n, dtype=torch.float64) / max(n - 1, 1)
         levels = torch.as_tensor(self.sigma_at(u, schedule), dtype=torch.float64)
         return torch.cat([levels, levels.new_zeros(1)])
@@ -286,7 +339,7 @@ class ScheduleDiscretization(BaseDiscretization):
     map_rtol = 1e-2
 
     def sigmas(self, num_steps: int, schedule: Any) -> torch.Tensor:
-        return schedule.sigmas(_check_num_steps(num_steps)).to(torch.float64)
+        return schedule.sigmas(num_steps).to(torch.float64)  # the schedule checks num_steps
 
     def sigma_at(self, u: Any, schedule: Any) -> torch.Tensor:
         log_s = schedule.sigmas(self.RESOLUTION)[:-1].to(torch.float64).cpu().log()

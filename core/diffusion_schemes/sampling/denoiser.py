@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from diffusion_schemes.sampling.compose import check_prediction_type, check_shared_parameters
-from diffusion_schemes.adapters.conditions import batch_size_of, check_condition
+from diffusion_schemes.adapters.conditions import check_condition
 from diffusion_schemes.errors import ArgumentTypeError, InvalidArgumentError, PairingError
 from diffusion_schemes.adapters.checks import call_model, check_output
 from diffusion_schemes.preconditioners.affine import BaseAffinePreconditioner
@@ -279,6 +279,6 @@ def make_denoiser(
     check_prediction_type(predictor, name.removesuffix("_predictor"), "get_denoiser")
     check_pair(predictor, schedule)
     if condition is not None:
-        check_condition(condition, batch_size_of(condition))
+        check_condition(condition)
     return Denoiser(schedule, predictor, name.removesuffix("_predictor"), denoising_type, condition)
 

@@ -43,7 +43,7 @@ from typing import Any
 
 import torch
 
-from diffusion_schemes.adapters.conditions import batch_size_of, check_condition, expand_null_condition
+from diffusion_schemes.adapters.conditions import check_condition, expand_null_condition
 from diffusion_schemes.sampling.denoiser import Denoiser, make_denoiser
 from diffusion_schemes.errors import ArgumentTypeError, GuidanceError
 from diffusion_schemes.tensors import compute_dtype
@@ -120,7 +120,7 @@ class Guidance:
             )
         if self.guide is not None and not callable(self.guide):
             raise GuidanceError(f"guide must be a model or a Denoiser, got {type(self.guide).__name__}")
-        check_condition(self.null_condition, batch_size_of(self.null_condition))
+        check_condition(self.null_condition)
 
     def __repr__(self) -> str:
         shown = [f"scale={self.scale!r}"]

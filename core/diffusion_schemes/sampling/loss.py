@@ -46,7 +46,7 @@ from typing import Any
 import torch
 
 from diffusion_schemes.sampling.compose import check_prediction_type, check_shared_parameters
-from diffusion_schemes.adapters.conditions import batch_size_of, check_condition, expand_null_condition
+from diffusion_schemes.adapters.conditions import check_condition, expand_null_condition
 from diffusion_schemes.sampling.denoiser import check_pair, predict
 from diffusion_schemes.errors import InvalidArgumentError
 from diffusion_schemes.tensors import append_dims, compute_dtype
@@ -96,9 +96,11 @@ class MSEDSMLoss(torch.nn.Module):
             replaced by ``null_condition``, so one network learns the conditional and the
             unconditional denoiser that classifier-free guidance combines (Ho & Salimans 2022).
         null_condition: the dropped samples' condition, for the whole batch or for one sample
-            (batch size 1, broadcast); ``None``: the dropped samples are evaluated in a separate
-            call with ``condition=None`` (tensor keyword arguments with the batch's leading size
-            are split with them).
+            (batch size 1, broadcast), selected per sample on the device; ``None``: the dropped
+            samples are evaluated in a separate call with ``condition=None`` (tensor keyword
+            arguments with the batch's leading size are split with them), which needs the
+            number of dropped samples on the host, a device synchronisation per step; give a
+            null condition where the model has one (a null class label) to avoid it.
 
     Called as ``loss(x0, t=None, condition=None, noise=None, generator=None, **model_kwargs)``;
     ``t`` (shape ``(B,)``) and ``noise`` (like ``x0``) are drawn when not given.
@@ -134,7 +136,7 @@ class MSEDSMLoss(torch.nn.Module):
                 f"got {condition_dropout!r}"
             )
         if null_condition is not None:
-            check_condition(null_condition, batch_size_of(null_condition))
+            check_condition(null_condition)
         if prediction_type not in PREDICTION_TYPES:
             raise InvalidArgumentError(f"unknown prediction_type {prediction_type!r}; expected one of {PREDICTION_TYPES}")
         if reduction not in REDUCTIONS:
@@ -208,21 +210,26 @@ class MSEDSMLoss(torch.nn.Module):
         log_snr = self.noise_schedule.get_log_snr(t, training=True).to(compute_dtype(x0.dtype))
         level = torch.exp(-log_snr / 2)
         x_hat = x0 + append_dims(level, x0.ndim).to(x0.dtype) * noise
-        dropped = None
         if self.condition_dropout and condition is not None:
             dropped = torch.rand(batch, generator=generator, device=x0.device) < self.condition_dropout
-        if dropped is None or not bool(dropped.any()):
-            out = predict(self.model, self.noise_schedule, x_hat, level, t, condition, **model_kwargs)
-        elif self.null_condition is not None:
-            condition = _replace(condition, dropped, expand_null_condition(self.null_condition, condition, batch))
-            out = predict(self.model, self.noise_schedule, x_hat, level, t, condition, **model_kwargs)
-        else:
-            out = self._predict_split(x_hat, level, t, condition, dropped, model_kwargs)
+            if self.null_condition is not None:  # a per-sample select on the device: no host read
+                condition = _replace(condition, dropped, expand_null_condition(self.null_condition, condition, batch))
+            else:  # the model's own "no condition" needs a second call on the dropped rows, found on the host
+                return self._reduce(self._loss(x0, noise, log_snr, level,
+                                               self._predict_split(x_hat, level, t, condition, dropped, model_kwargs)))
+        out = predict(self.model, self.noise_schedule, x_hat, level, t, condition, **model_kwargs)
+        return self._reduce(self._loss(x0, noise, log_snr, level, out))
+
+    def _loss(self, x0, noise, log_snr, level, out) -> torch.Tensor:
+        """The weighted elementwise loss of the prediction ``out``."""
         target = self.target(x0, noise, append_dims(log_snr, x0.ndim))
         weight = append_dims(self.weight(log_snr).to(log_snr.dtype), x0.ndim)
         loss = weight * (out.to(weight.dtype) - target.to(weight.dtype)) ** 2
         if self.uncertainty is not None:
             loss = self.uncertainty.weigh(loss, append_dims(level, x0.ndim))
+        return loss
+
+    def _reduce(self, loss: torch.Tensor) -> torch.Tensor:
         if self.reduction == "mean":
             return loss.mean()
         if self.reduction == "sum":
@@ -249,6 +256,4 @@ def _replace(condition: Any, dropped: torch.Tensor, null: Any) -> Any:
     if isinstance(condition, torch.Tensor):
         mask = append_dims(dropped, condition.ndim)
         return torch.where(mask, null.to(condition.dtype), condition)
-    out = condition.clone()
-    out[dropped] = null[dropped]
-    return out
+    return condition.where(~dropped, null)  # TensorDict: the mask broadcasts over every entry

@@ -29,6 +29,7 @@ from typing import Any, NamedTuple
 import torch
 
 from diffusion_schemes.adapters import check_condition
+from diffusion_schemes.discretizations import check_num_steps, check_sigmas
 from diffusion_schemes.sampling.denoiser import Denoiser, make_denoiser
 from diffusion_schemes.errors import ArgumentTypeError, ConditionError, InvalidArgumentError, SamplingError
 from diffusion_schemes.sampling.guidance import GuidedDenoiser, as_guidance
@@ -36,7 +37,7 @@ from diffusion_schemes.specs.discovery import registry
 from diffusion_schemes.solvers.base import BaseSolver
 from diffusion_schemes.specs.base import SchemeSpec
 
-__all__ = ["SampleResult", "StepHook", "check_sigmas", "resolve_discretization", "resolve_solver", "sample"]
+__all__ = ["SampleResult", "StepHook", "resolve_discretization", "resolve_solver", "sample"]
 
 
 class SampleResult(NamedTuple):
@@ -119,39 +120,6 @@ def resolve_discretization(discretization: Any) -> Any:
     return discretization
 
 
-def check_sigmas(sigmas: Any) -> torch.Tensor:
-    """An explicit grid as a float tensor: 1-D, strictly decreasing, positive before a final 0.
-
-    >>> check_sigmas([2.0, 1.0, 0.0])
-    tensor([2., 1., 0.], dtype=torch.float64)
-    >>> check_sigmas([2.0, 1.0])
-    Traceback (most recent call last):
-      ...
-    diffusion_schemes.errors.SamplingError: sigmas must end at noise level 0 (the clean sample), got [2.0, 1.0]; append a 0
-    """
-    if isinstance(sigmas, torch.Tensor):
-        grid = sigmas if sigmas.is_floating_point() else sigmas.to(torch.float64)
-    else:
-        grid = torch.as_tensor(sigmas, dtype=torch.float64)
-    if grid.ndim != 1 or grid.shape[0] < 2:
-        raise SamplingError(
-            f"sigmas must be 1-D with N >= 1 decreasing noise levels then 0, got shape {tuple(grid.shape)}"
-        )
-    if grid.device.type == "cpu":  # checking a grid on an accelerator would synchronise it
-        values = grid.detach()
-        shown = values.tolist() if values.numel() <= 12 else [*values[:5].tolist(), "...", *values[-5:].tolist()]
-        if not bool(torch.isfinite(values).all()):
-            raise SamplingError(f"sigmas must be finite, got {shown}")
-        if float(values[-1]) != 0.0:
-            raise SamplingError(f"sigmas must end at noise level 0 (the clean sample), got {shown}; append a 0")
-        if not (bool((values[:-1] > 0).all()) and bool((values[1:] < values[:-1]).all())):
-            raise SamplingError(
-                f"sigmas must decrease strictly from positive noise levels to a final 0, got {shown}; "
-                "sort them in decreasing order and drop repeated values"
-            )
-    return grid
-
-
 def _grid(noise_schedule: Any, num_steps: Any, discretization: Any, sigmas: Any) -> torch.Tensor:
     """The grid from exactly one of ``sigmas`` and (``num_steps``, ``discretization``)."""
     if sigmas is not None:
@@ -161,8 +129,7 @@ def _grid(noise_schedule: Any, num_steps: Any, discretization: Any, sigmas: Any)
             )
         grid = check_sigmas(sigmas)
         if num_steps is not None:
-            _check_num_steps(num_steps)
-            if num_steps != grid.shape[0] - 1:
+            if check_num_steps(num_steps) != grid.shape[0] - 1:
                 raise SamplingError(
                     f"num_steps={num_steps} disagrees with sigmas, which holds {grid.shape[0] - 1} noise levels "
                     "before the final 0; omit num_steps when you pass sigmas"
@@ -173,15 +140,7 @@ def _grid(noise_schedule: Any, num_steps: Any, discretization: Any, sigmas: Any)
             "give num_steps (the grid then comes from the discretization, by default the schedule's own) "
             "or sigmas (an explicit decreasing grid ending at 0)"
         )
-    _check_num_steps(num_steps)
     return check_sigmas(resolve_discretization(discretization).sigmas(num_steps, noise_schedule))
-
-
-def _check_num_steps(num_steps: Any) -> None:
-    if isinstance(num_steps, bool) or not isinstance(num_steps, int):
-        raise ArgumentTypeError(f"num_steps must be an int >= 1 (the number of solver steps), got {num_steps!r}")
-    if num_steps < 1:
-        raise SamplingError(f"num_steps must be >= 1 (the number of solver steps), got {num_steps}")
 
 
 class StepHook:
@@ -321,7 +280,7 @@ def sample(
     >>> ds.sample(x0_predictor, latents, schedule, num_steps=0)
     Traceback (most recent call last):
       ...
-    diffusion_schemes.errors.SamplingError: num_steps must be >= 1 (the number of solver steps), got 0
+    diffusion_schemes.errors.InvalidArgumentError: num_steps must be an int >= 1 (the number of solver steps), got 0
     """
     if not isinstance(latents, torch.Tensor) or not latents.is_floating_point():
         raise ArgumentTypeError("latents must be a floating-point tensor; draw them with noise_schedule.init_latents(shape)")
@@ -349,7 +308,7 @@ def sample(
     if noise_sampler is not None:
         extra["noise_sampler"] = noise_sampler
     with torch.no_grad():
-        samples, nfe = solver(denoiser, latents, grid, generator=generator, **extra)
+        samples, nfe = solver.run(denoiser, latents, grid, generator=generator, **extra)  # grid checked once, above
         if mask is not None and hook is not None and hook.last_x is not samples:
             samples = samples * (1 - mask) + known * mask  # a solver that returned a copy of its last state
     if isinstance(denoiser, GuidedDenoiser):

@@ -52,6 +52,7 @@ from typing import Any
 import torch
 
 from diffusion_schemes.schedules.deprecation import LOG_SNR_METHODS, accept_log_snr_t
+from diffusion_schemes.discretizations import check_num_steps
 from diffusion_schemes.errors import ArgumentTypeError, DomainError, InvalidArgumentError
 from diffusion_schemes.tensors import append_dims, interval, outside
 from diffusion_schemes.specs.base import SpecBacked
@@ -395,9 +396,7 @@ class BaseNoiseSchedule(SpecBacked, abc.ABC):
         >>> ds.create("noise_schedule", "vp").sigmas(2)         # sigma(1), sigma(1e-3), 0
         tensor([1.5217e+02, 1.0486e-02, 0.0000e+00], dtype=torch.float64)
         """
-        if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
-            raise InvalidArgumentError(f"num_steps must be an int >= 1 (the number of sampling steps), got {num_steps!r}")
-        t = self.timesteps(num_steps, device=device)
+        t = self.timesteps(check_num_steps(num_steps), device=device)
         return torch.cat([self.noise_level(t[:-1]), torch.zeros_like(t[-1:])])
 
     def init_latents(
@@ -538,8 +537,7 @@ class BaseNoiseSchedule(SpecBacked, abc.ABC):
     @staticmethod
     def _step_fractions(num_steps: int, device: Any = None) -> torch.Tensor:
         """``i / (N - 1)`` for ``i = 0 .. N - 1`` in float64 (``[0]`` for one step); N must be >= 1."""
-        if num_steps < 1:
-            raise InvalidArgumentError(f"num_steps must be >= 1, got {num_steps}")
+        num_steps = check_num_steps(num_steps)
         return torch.arange(num_steps, dtype=torch.float64, device=device) / max(num_steps - 1, 1)
 
     @staticmethod

@@ -31,6 +31,7 @@ import torch
 from pydantic import Field
 
 from diffusion_schemes.errors import ArgumentTypeError, DomainError
+from diffusion_schemes.discretizations import check_sigmas
 from diffusion_schemes.tensors import compute_dtype
 from diffusion_schemes.specs.base import SolverSpec, SpecBacked
 
@@ -106,22 +107,8 @@ def _heun(denoiser: Any, x: torch.Tensor, sigma: torch.Tensor, sigma_next: torch
     return x + step * (0.5 * d + 0.5 * d_next), denoised
 
 
-def _check_sigmas(sigmas: Any) -> torch.Tensor:
-    sigmas = torch.as_tensor(sigmas)
-    if sigmas.ndim != 1 or sigmas.shape[0] < 2:
-        raise DomainError(f"sigmas must be 1-D with N >= 1 noise levels then 0, got shape {tuple(sigmas.shape)}")
-    if sigmas.device.type == "cpu":
-        decreasing = bool((sigmas[:-1] > 0).all()) and bool((sigmas[1:] < sigmas[:-1]).all())
-        if float(sigmas[-1]) != 0 or not decreasing:
-            raise DomainError(
-                f"sigmas must decrease strictly from positive noise levels to a final 0, got {sigmas.tolist()}; "
-                "use schedule.sigmas(num_steps)"
-            )
-    return sigmas
-
-
 class BaseSolver(SpecBacked):
-    """Base of the solvers: checks ``sigmas``, runs the steps, counts the evaluations.
+    """Base of the solvers: checks ``sigmas`` (once a call), runs the steps, counts the evaluations.
 
     A solver sets ``spec_class`` (its fields become constructor arguments, validated by the
     spec, and attributes), ``order`` (of the deterministic error), ``stochastic``, the
@@ -149,7 +136,7 @@ class BaseSolver(SpecBacked):
     >>> OneJump()(denoiser, torch.zeros(1, 2), torch.tensor([1.0, 2.0, 0.0]))
     Traceback (most recent call last):
       ...
-    diffusion_schemes.DomainError: sigmas must decrease strictly from positive noise levels to a final 0, ...
+    diffusion_schemes.errors.SamplingError: sigmas must decrease strictly from positive noise levels to a final 0, ...
     """
 
     order: ClassVar[int] = 1
@@ -175,7 +162,20 @@ class BaseSolver(SpecBacked):
         noise_sampler: NoiseSampler | None = None,
         callback: Callback | None = None,
     ) -> tuple[torch.Tensor, int]:
-        sigmas = _check_sigmas(sigmas).to(device=x.device, dtype=compute_dtype(x.dtype))
+        return self.run(denoiser, x, check_sigmas(sigmas), generator, noise_sampler=noise_sampler, callback=callback)
+
+    def run(
+        self,
+        denoiser: Any,
+        x: torch.Tensor,
+        sigmas: torch.Tensor,
+        generator: torch.Generator | None = None,
+        *,
+        noise_sampler: NoiseSampler | None = None,
+        callback: Callback | None = None,
+    ) -> tuple[torch.Tensor, int]:
+        """:meth:`__call__` on a grid already checked by ``discretizations.check_sigmas`` (``ds.sample``'s path)."""
+        sigmas = sigmas.to(device=x.device, dtype=compute_dtype(x.dtype))
         if noise_sampler is None:
             noise_sampler = default_noise_sampler(x, generator)
         return self.solve(denoiser, x, sigmas, noise_sampler, callback)
