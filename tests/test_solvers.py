@@ -199,7 +199,7 @@ def test_solvers_give_back_their_spec(config):
 
 def test_bad_sigmas_are_rejected():
     denoiser = ds.create("noise_schedule", "edm").get_denoiser(x0_predictor=lambda x, t: x)
-    with pytest.raises(SamplingError, match="final 0"):
+    with pytest.raises(SamplingError, match="must end at noise level 0"):
         ds.create("solver", "euler")(denoiser, torch.zeros(2, 1), torch.tensor([3.0, 1.0]))
     with pytest.raises(SamplingError, match="1-D"):
         ds.create("solver", "euler")(denoiser, torch.zeros(2, 1), torch.tensor([0.0]))
