@@ -9,7 +9,7 @@
 - the API reference names every public name of ``diffusion_schemes``;
 - ``mkdocs build --strict`` succeeds.
 
-``docs/tutorial-plugin.md`` is left to ``tests/test_tutorial.py``, which runs it the way a reader
+``docs/tutorial-plugin.md`` is left to ``tests/project/test_tutorial.py``, which runs it the way a reader
 would (it installs a package), so it is not executed twice here.
 """
 
@@ -28,7 +28,7 @@ import pytest
 
 import diffusion_schemes as ds
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 TESTED_ELSEWHERE = {"tutorial-plugin.md"}
 PAGES = sorted(p for p in DOCS.rglob("*.md") if p.name not in TESTED_ELSEWHERE) + [ROOT / "README.md"]

@@ -20,7 +20,7 @@ import pytest
 import diffusion_schemes as ds
 from diffusion_schemes import cli, conformance
 
-PAGE = Path(__file__).resolve().parents[1] / "docs" / "tutorial-plugin.md"
+PAGE = Path(__file__).resolve().parents[2] / "docs" / "tutorial-plugin.md"
 TITLED = re.compile(r'^```(?P<lang>[\w-]+) title="(?P<path>[^"]+)"\n(?P<body>.*?)^```\s*$', re.M | re.S)
 UNTITLED_PYTHON = re.compile(r"^```python\n(?P<body>.*?)^```\s*$", re.M | re.S)
 DIST, MODULE = "diffusion-schemes-min-snr", "diffusion_schemes_min_snr"

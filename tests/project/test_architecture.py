@@ -12,7 +12,7 @@ import pytest
 
 import diffusion_schemes as ds
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 CORE = ROOT / "core" / "diffusion_schemes"
 MAX_ENTRIES, MAX_LAYERS, MAX_TOP_LEVEL = 16, 7, 45
 

@@ -16,7 +16,7 @@ import torch
 
 import diffusion_schemes as ds
 
-PAGE = Path(__file__).resolve().parents[1] / "docs" / "config.md"
+PAGE = Path(__file__).resolve().parents[2] / "docs" / "config.md"
 SIGMA_DATA = 0.5  # the data's standard deviation the table assumes
 
 
