@@ -59,10 +59,10 @@ def imported_modules(path: pathlib.Path, name: str) -> set[str]:
 
 def module_graph(sources: dict[str, pathlib.Path]) -> dict[str, set[str]]:
     """``module -> modules it imports`` over the packages found under each source folder
-    (``name -> folder``; a folder named like its key is itself a package, such as ``benchmarks``)."""
+    (``name -> folder``; a folder holding an ``__init__.py`` is itself a package, such as ``benchmarks``)."""
     files: dict[str, pathlib.Path] = {}
-    for key, src in sources.items():
-        root = src.parent if src.name == key else src
+    for src in sources.values():
+        root = src.parent if (src / "__init__.py").exists() else src
         for path in src.rglob("*.py"):
             files[_module_name(path, root)] = path
     graph = {}
@@ -151,6 +151,15 @@ def test_relative_and_function_level_imports_are_seen(tmp_path):
     (pkg / "sub" / "__init__.py").write_text("from ..a import thing\n")
     (pkg / "a.py").write_text("def f():\n    from pkg.sub import x\n")
     assert cycles(module_graph({"t": tmp_path})) == [{"pkg.a", "pkg.sub"}]
+
+
+def test_the_graphs_see_the_packages():
+    core = module_graph({"core": ROOT / "core"})
+    assert "diffusion_schemes.sampling.sampler" in core["diffusion_schemes.sampling"]
+    assert "diffusion_schemes.errors" in core["diffusion_schemes.tensors"]
+    assert {"errors", "specs", "solvers", "sampling"} <= set(entry_graph())
+    bench = module_graph({"benchmarks": ROOT / "benchmarks"})
+    assert "benchmarks._report" in bench["benchmarks.__main__"]
 
 
 def test_no_import_circle_anywhere_in_the_repository():
