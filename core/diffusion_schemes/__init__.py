@@ -18,41 +18,13 @@ from __future__ import annotations
 from diffusion_schemes import errors as _errors
 from diffusion_schemes import specs as _specs
 from diffusion_schemes.adapters import ConcatConditionWrapper
-from diffusion_schemes.errors import (
-    ConditionError,
-    DiffusionSchemesError,
-    DomainError,
-    PairingError,
-    PluginError,
-    PluginWarning,
-    SchemeConfigError,
-    SchemeConflictError,
-    UnknownKindError,
-    UnknownSchemeError,
-)
 from diffusion_schemes.lazy import lazy_exports
 from diffusion_schemes.preconditioners import BaseAffinePreconditioner, EpsilonPreconditioner
 from diffusion_schemes.schedules import BaseNoiseSchedule, SigmaTimeSchedule, UniformTimeSchedule
-from diffusion_schemes.specs import (
-    DiffusionModel,
-    NoiseSchedule,
-    Preconditioner,
-    DiscretizationSpec,
-    NoiseScheduleSpec,
-    PreconditionerSpec,
-    SchemeSpec,
-    SolverSpec,
-    SpecBacked,
-    WeightingRef,
-    WeightingSpec,
-    create,
-    hookimpl,
-    json_schema,
-    list_schemes,
-    parse_spec,
-    registry,
-    spec_type,
-)
+from diffusion_schemes.specs import DiffusionModel, NoiseSchedule, Preconditioner  # the protocols
+from diffusion_schemes.specs import DiscretizationSpec, NoiseScheduleSpec, PreconditionerSpec, SchemeSpec, SolverSpec
+from diffusion_schemes.specs import SpecBacked, WeightingRef, WeightingSpec, hookimpl
+from diffusion_schemes.specs import create, json_schema, list_schemes, parse_spec, registry, spec_type
 from diffusion_schemes.weightings import BaseWeighting
 
 # The pipeline (loss, guidance, solvers, sampling) is imported on first use.
@@ -64,6 +36,7 @@ _LAZY = {
 }
 __getattr__, __dir__ = lazy_exports(__name__, _LAZY)
 
+# The common errors; every error is in diffusion_schemes.errors.
 _TOP_LEVEL_ERRORS = [
     "ConditionError",
     "DiffusionSchemesError",
@@ -76,37 +49,15 @@ _TOP_LEVEL_ERRORS = [
     "UnknownKindError",
     "UnknownSchemeError",
 ]
-__all__ = sorted(
-    [
-        *_TOP_LEVEL_ERRORS,
-        "BaseAffinePreconditioner",
-        "BaseNoiseSchedule",
-        "BaseWeighting",
-        "ConcatConditionWrapper",
-        "DiffusionModel",
-        "DiscretizationSpec",
-        "EpsilonPreconditioner",
-        "NoiseSchedule",
-        "NoiseScheduleSpec",
-        "Preconditioner",
-        "PreconditionerSpec",
-        "SchemeSpec",
-        "SigmaTimeSchedule",
-        "SolverSpec",
-        "SpecBacked",
-        "UniformTimeSchedule",
-        "WeightingRef",
-        "WeightingSpec",
-        "create",
-        "hookimpl",
-        "json_schema",
-        "list_schemes",
-        "parse_spec",
-        "registry",
-        "spec_type",
-        *_LAZY,
-    ]
-)
+globals().update({name: getattr(_errors, name) for name in _TOP_LEVEL_ERRORS})
+__all__ = sorted([
+    *_TOP_LEVEL_ERRORS, *_LAZY, "ConcatConditionWrapper", "BaseAffinePreconditioner", "EpsilonPreconditioner",
+    "BaseNoiseSchedule", "SigmaTimeSchedule", "UniformTimeSchedule", "BaseWeighting",
+    # specs: the protocols, the spec bases, the registry and the config types
+    "DiffusionModel", "NoiseSchedule", "Preconditioner", "SchemeSpec", "PreconditionerSpec", "NoiseScheduleSpec",
+    "WeightingSpec", "SolverSpec", "DiscretizationSpec", "SpecBacked", "WeightingRef", "hookimpl",
+    "create", "parse_spec", "list_schemes", "registry", "spec_type", "json_schema",
+])
 
 # The errors and spec bases of this namespace print under it (``diffusion_schemes.UnknownSchemeError``);
 # every other error prints under ``diffusion_schemes.errors``, where all of them live.

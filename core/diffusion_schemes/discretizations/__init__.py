@@ -10,40 +10,11 @@ package's ``register_schemes`` hook.
 
 from __future__ import annotations
 
-from diffusion_schemes.discretizations.grids import (
-    BaseDiscretization,
-    KarrasDiscretization,
-    KarrasSpec,
-    LinearTimeDiscretization,
-    LinearTimeSpec,
-    LogSNRUniformDiscretization,
-    LogSNRUniformSpec,
-    PolyexponentialDiscretization,
-    PolyexponentialSpec,
-    ScheduleDiscretization,
-    ScheduleSpec,
-    check_num_steps,
-    check_sigmas,
-    sampling_sigma_range,
-)
+from diffusion_schemes.discretizations import grids as _grids
+from diffusion_schemes.discretizations.grids import *  # noqa: F403 - the package exports the grids module's names
 from diffusion_schemes.specs.hooks import hookimpl
 
-__all__ = [
-    "BaseDiscretization",
-    "KarrasDiscretization",
-    "KarrasSpec",
-    "LinearTimeDiscretization",
-    "LinearTimeSpec",
-    "LogSNRUniformDiscretization",
-    "LogSNRUniformSpec",
-    "PolyexponentialDiscretization",
-    "PolyexponentialSpec",
-    "ScheduleDiscretization",
-    "ScheduleSpec",
-    "check_num_steps",
-    "check_sigmas",
-    "sampling_sigma_range",
-]
+__all__ = list(_grids.__all__)
 
 
 @hookimpl
