@@ -109,7 +109,7 @@ class Patched(Denoiser):
             denoiser.schedule, denoiser.predictor, denoiser.prediction_type, denoiser.denoising_type, denoiser.condition
         )
         self.base, self.patch_size, self.overlap = denoiser, size, lap
-        self.every_dimension = not isinstance(patch_size, (tuple, list))
+        self.every_dimension = not isinstance(patch_size, (tuple, list)) and not isinstance(overlap, (tuple, list))
         self.random_offsets, self.generator = bool(random_offsets), generator
 
     def __repr__(self) -> str:
@@ -120,7 +120,8 @@ class Patched(Denoiser):
 
     def with_condition(self, condition: Any) -> Patched:
         """A copy that passes ``condition`` to every patch of its sample."""
-        return Patched(self.base.with_condition(condition), self.patch_size, self.overlap,
+        size, lap = (self.patch_size[0], self.overlap[0]) if self.every_dimension else (self.patch_size, self.overlap)
+        return Patched(self.base.with_condition(condition), size, lap,
                        random_offsets=self.random_offsets, generator=self.generator)
 
     def parameter(self) -> torch.Tensor | None:
