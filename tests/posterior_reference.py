@@ -42,6 +42,12 @@ def denoised_posterior_mean(x, sigma, mean, std, A, y, noise_std):
     return torch.stack(out)
 
 
+def covariance_root(cov):
+    """A matrix ``R`` with ``R R^T = cov`` for a positive semi-definite ``cov`` (eigenvalues clamped at 0)."""
+    values, vectors = torch.linalg.eigh(torch.as_tensor(cov, dtype=torch.float64))
+    return vectors * values.clamp_min(0).sqrt()
+
+
 class MixturePosterior:
     """The posterior of ``sum_k w_k N(mu_k, s_k^2 I)`` given one ``y = A x0 + noise_std eta``, by enumeration."""
 
@@ -72,8 +78,8 @@ class MixturePosterior:
     def sample(self, n, generator=None):
         k = torch.multinomial(self.weights, n, replacement=True, generator=generator)
         z = torch.randn(n, self.means.shape[1], dtype=torch.float64, generator=generator)
-        chol = torch.linalg.cholesky(self.covs + 1e-300 * torch.eye(self.means.shape[1], dtype=torch.float64))
-        return self.means[k] + (chol[k] @ z[:, :, None])[:, :, 0]
+        roots = torch.stack([covariance_root(c) for c in self.covs])
+        return self.means[k] + (roots[k] @ z[:, :, None])[:, :, 0]
 
     def nearest_weights(self, samples):
         """The fraction of ``samples`` nearest to each component's mean (what a sampler puts in each mode)."""

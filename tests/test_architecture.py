@@ -86,7 +86,7 @@ def test_the_core_has_no_import_cycle():
 
 
 def test_public_api_is_small_and_listed_once():
-    assert len(ds.__all__) <= 40
+    assert len(ds.__all__) <= 41  # 39 + Posterior and Patched, names fixed by issue 23
     assert len(ds.__all__) == len(set(ds.__all__))
     owners: dict[str, str] = {}
     for path in (p for p in CORE.glob("_*.py") if not p.stem.startswith("__")):
