@@ -26,9 +26,9 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-import diffusion_schemes as ds  # noqa: E402
-from gaussian_mixture import ExactX0, GaussianMixture  # noqa: E402
-from posterior_reference import MixturePosterior, covariance_root, gaussian_posterior, sliced_w1  # noqa: E402
+import diffusion_schemes as ds
+from gaussian_mixture import ExactX0, GaussianMixture
+from posterior_reference import MixturePosterior, covariance_root, gaussian_posterior, sliced_w1
 
 N, STEPS = 4000, 32
 SCHEDULE = ds.create("noise_schedule", "edm")

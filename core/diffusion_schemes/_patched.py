@@ -74,7 +74,7 @@ class Patched(Denoiser):
     >>> ds.Patched(denoiser, 8, overlap=8)
     Traceback (most recent call last):
       ...
-    diffusion_schemes._errors.InvalidArgumentError: overlap must satisfy 0 <= overlap < patch_size, got overlap (8,) for patch_size (8,)
+    diffusion_schemes._errors.InvalidArgumentError: overlap must satisfy 0 <= overlap < patch_size, got overlap (8,) ...
     """
 
     def __init__(
