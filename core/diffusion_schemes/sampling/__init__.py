@@ -2,7 +2,9 @@
 
 ``denoiser`` turns a preconditioner or a predictor (``x0``, ``epsilon``, ``v``, ``score``) into
 ``D(x; sigma)`` and the ODE/SDE right-hand side (:class:`Denoiser`); ``guidance`` combines
-conditional and null (or guide) estimates (:class:`Guidance`); ``sampler`` runs a solver over a
+conditional and null (or guide) estimates (:class:`Guidance`), ``posterior`` conditions on a
+measurement ``y = A(x) + noise`` (:class:`Posterior`: DPS, PiGDM), ``patched`` evaluates a network on
+overlapping patches of a larger latent (:class:`Patched`); ``sampler`` runs a solver over a
 grid (:func:`sample`, :class:`SampleResult`, the inpainting step hook); ``loss`` is the denoising
 score-matching loss (:class:`MSEDSMLoss`); ``compose`` checks the pieces agree when they meet.
 Imported on first use: ``import diffusion_schemes`` does not load it.
@@ -14,6 +16,8 @@ from diffusion_schemes.sampling.compose import check_prediction_type, check_shar
 from diffusion_schemes.sampling.denoiser import DENOISING_TYPES, Denoiser, make_denoiser
 from diffusion_schemes.sampling.guidance import Guidance, GuidedDenoiser
 from diffusion_schemes.sampling.loss import PREDICTION_TYPES, REDUCTIONS, MSEDSMLoss
+from diffusion_schemes.sampling.patched import Patched
+from diffusion_schemes.sampling.posterior import Posterior
 from diffusion_schemes.sampling.sampler import SampleResult, StepHook, sample
 
 __all__ = [
@@ -24,6 +28,8 @@ __all__ = [
     "Guidance",
     "GuidedDenoiser",
     "MSEDSMLoss",
+    "Patched",
+    "Posterior",
     "SampleResult",
     "StepHook",
     "check_prediction_type",

@@ -135,13 +135,19 @@ class Guidance:
         return GuidedDenoiser(denoiser, self, batch_size, schedule)
 
 
-def as_guidance(guidance: Any) -> Guidance | None:
-    """``None``, a number ``w``, a mapping of :class:`Guidance`'s fields or a :class:`Guidance`.
+def as_guidance(guidance: Any) -> Any:
+    """``None``, a number ``w``, a mapping of :class:`Guidance`'s fields, a :class:`Guidance`, another member
+    of the guidance family (an object with ``bind(denoiser, batch_size, schedule)``, such as
+    :class:`~diffusion_schemes.Posterior`), or a sequence of them applied in order.
 
     >>> as_guidance({"scale": 2, "rescale": 0.7})
     Guidance(scale=2.0, rescale=0.7)
     """
     if guidance is None or isinstance(guidance, Guidance):
+        return guidance
+    if isinstance(guidance, (list, tuple)):
+        return _Sequence(tuple(as_guidance(g) for g in guidance))
+    if callable(getattr(guidance, "bind", None)) and not isinstance(guidance, Mapping):
         return guidance
     if isinstance(guidance, Mapping):
         unknown = set(guidance) - {f.name for f in fields(Guidance)}
@@ -155,6 +161,26 @@ def as_guidance(guidance: Any) -> Guidance | None:
     if isinstance(guidance, (int, float)) and not isinstance(guidance, bool):
         return Guidance(guidance)
     raise ArgumentTypeError(f"guidance must be None, a number, a mapping or ds.Guidance(...), got {type(guidance).__name__}")
+
+
+class _Sequence:
+    """Guidance members bound in order, each over the denoiser the previous one made."""
+
+    def __init__(self, members: tuple[Any, ...]) -> None:
+        if not members or any(m is None for m in members):
+            raise GuidanceError("a guidance sequence needs at least one member and no None")
+        later = [type(m).__name__ for m in members[1:] if isinstance(m, Guidance)]
+        if later:
+            raise GuidanceError(
+                "classifier-free guidance (ds.Guidance) must come first in a guidance sequence, e.g. "
+                "(ds.Guidance(3.0), ds.Posterior(...)): the members after it act on the guided estimate"
+            )
+        self.members = members
+
+    def bind(self, denoiser: Denoiser, batch_size: int, schedule: Any) -> Denoiser:
+        for member in self.members:
+            denoiser = member.bind(denoiser, batch_size, schedule)
+        return denoiser
 
 
 def _cat(a: Any, b: Any) -> Any:

@@ -32,7 +32,7 @@ from diffusion_schemes.adapters import check_condition
 from diffusion_schemes.discretizations import check_num_steps, check_sigmas
 from diffusion_schemes.sampling.denoiser import Denoiser, make_denoiser
 from diffusion_schemes.errors import ArgumentTypeError, ConditionError, InvalidArgumentError, SamplingError
-from diffusion_schemes.sampling.guidance import GuidedDenoiser, as_guidance
+from diffusion_schemes.sampling.guidance import as_guidance
 from diffusion_schemes.specs.discovery import registry
 from diffusion_schemes.solvers.base import BaseSolver
 from diffusion_schemes.specs.base import SchemeSpec
@@ -241,7 +241,9 @@ def sample(
             every evaluation (through the noise-level path of a preconditioner, like an
             unconditioned one).
         guidance: ``None``, a weight ``w``, a mapping of :class:`Guidance` fields or a
-            :class:`Guidance`: ``D = D_null + w (D_cond - D_null)`` at each evaluation.
+            :class:`Guidance`: ``D = D_null + w (D_cond - D_null)`` at each evaluation; a
+            :class:`Posterior` (a measurement to condition on); or a sequence of them applied in
+            order, e.g. ``(ds.Guidance(3.0), ds.Posterior(...))``.
         discretization: the grid ``sigmas(num_steps, noise_schedule)`` by name (``"karras"``,
             ``"log_snr_uniform"``, ...), config, spec or object; default ``"schedule"``, the
             schedule's own steps.
@@ -262,7 +264,9 @@ def sample(
     stochastic is the solver's choice. A denoiser built on another schedule than
     ``noise_schedule`` works: both meet at the noise level. Runs without gradient tracking.
     Returns ``SampleResult(samples, nfe)``, where ``nfe`` counts network evaluations per
-    sample: a guided evaluation costs two, batched or not.
+    sample: a guided evaluation costs two, batched or not; a backward pass through the network
+    (a :class:`Posterior`'s gradient) counts as one more; a :class:`Patched` denoiser counts
+    each patch.
 
     >>> import torch
     >>> import diffusion_schemes as ds
@@ -297,6 +301,8 @@ def sample(
         denoiser = denoiser.with_condition(condition)
     check_condition(denoiser.condition, latents.shape[0])
     guidance = as_guidance(guidance)
+    per_call = getattr(denoiser, "evaluations_per_call", None)  # ds.Patched: patches per evaluation
+    per_call = 1 if per_call is None else per_call(latents.shape)
     if guidance is not None:
         denoiser = guidance.bind(denoiser, latents.shape[0], noise_schedule)
     _check_device(denoiser, latents)
@@ -311,6 +317,6 @@ def sample(
         samples, nfe = solver.run(denoiser, latents, grid, generator=generator, **extra)  # grid checked once, above
         if mask is not None and hook is not None and hook.last_x is not samples:
             samples = samples * (1 - mask) + known * mask  # a solver that returned a copy of its last state
-    if isinstance(denoiser, GuidedDenoiser):
+    if isinstance(getattr(denoiser, "evaluations", None), int):
         nfe = denoiser.evaluations  # the solver counts calls of D; a guided call may cost two
-    return SampleResult(samples, nfe)
+    return SampleResult(samples, nfe * per_call)
