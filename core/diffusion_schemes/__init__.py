@@ -15,9 +15,10 @@ else is public in the package that owns it (``diffusion_schemes.errors``, ``.spe
 
 from __future__ import annotations
 
-from diffusion_schemes import errors as _errors
 from diffusion_schemes import specs as _specs
 from diffusion_schemes.adapters import ConcatConditionWrapper
+from diffusion_schemes.errors import ConditionError, DiffusionSchemesError, DomainError, PairingError, PluginError
+from diffusion_schemes.errors import PluginWarning, SchemeConfigError, SchemeConflictError, UnknownKindError, UnknownSchemeError
 from diffusion_schemes.lazy import lazy_exports
 from diffusion_schemes.preconditioners import BaseAffinePreconditioner, EpsilonPreconditioner
 from diffusion_schemes.schedules import BaseNoiseSchedule, SigmaTimeSchedule, UniformTimeSchedule
@@ -51,7 +52,6 @@ _TOP_LEVEL_ERRORS = [
     "UnknownKindError",
     "UnknownSchemeError",
 ]
-globals().update({name: getattr(_errors, name) for name in _TOP_LEVEL_ERRORS})
 __all__ = sorted([
     *_TOP_LEVEL_ERRORS, *_LAZY, "ConcatConditionWrapper", "BaseAffinePreconditioner", "EpsilonPreconditioner",
     "BaseNoiseSchedule", "SigmaTimeSchedule", "UniformTimeSchedule", "BaseWeighting",
@@ -65,4 +65,4 @@ __all__ = sorted([
 # every other error prints under ``diffusion_schemes.errors``, where all of them live.
 for _name in [*_TOP_LEVEL_ERRORS, *(n for n in _specs.__all__ if n.endswith("Spec") and n in __all__)]:
     globals()[_name].__module__ = __name__
-del _name, _errors, _specs
+del _name, _specs
