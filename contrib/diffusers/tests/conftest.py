@@ -51,6 +51,15 @@ def tiny_unet(scheduler, seed: int = 0, dtype: torch.dtype = torch.float64, **co
     return unet.to(dtype).eval().bind(scheduler.alphas_cumprod, scheduler.config.prediction_type)
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """These networks are tiny: one thread is fastest, and several contend on a shared machine (30x slower)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def noise():
     return torch.randn(SHAPE, generator=torch.Generator().manual_seed(1), dtype=torch.float64)

@@ -16,7 +16,9 @@ timestep table (the ``discrete`` schedule, or any with ``num_train_timesteps`` a
 
 The grid depends on ``N`` through ``T // N`` and the rounding, so it is not a sampling of one map of
 ``u``; ``sigma_at(u)`` is the map all three approach as ``N`` grows, ``sigma_at_timestep((1 - u)(T - 1))``,
-which ``linspace`` without rounding follows exactly.
+which ``linspace`` without rounding follows exactly from two steps on. One ``linspace`` step is timestep
+0, as ``numpy.linspace(0, T - 1, 1)`` gives it (diffusers' one-step Euler starts at the lowest noise
+level).
 """
 
 from __future__ import annotations
@@ -62,7 +64,8 @@ class _TimestepSpacing(BaseDiscretization):
         return steps
 
     def sigmas(self, num_steps: int, schedule: Any) -> torch.Tensor:
-        levels = schedule.sigma_at_timestep(self.timesteps(num_steps, schedule)).to(torch.float64)
+        steps = self.timesteps(num_steps, schedule)
+        levels = schedule.sigma_at_timestep(steps).to(torch.float64)
         return torch.cat([levels, levels.new_zeros(1)])
 
     def sigma_at(self, u: Any, schedule: Any) -> torch.Tensor:
