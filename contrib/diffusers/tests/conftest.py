@@ -26,7 +26,8 @@ class BoundedUNet(UNet2DModel):
 
     def forward(self, sample, timestep, class_labels=None, return_dict=True):
         x0 = torch.tanh(super().forward(sample, timestep, class_labels=class_labels).sample)
-        t = torch.as_tensor(timestep, dtype=torch.float64, device=sample.device).reshape(-1)
+        # the timestep in float32, as UNet2DModel's own time embedding takes it
+        t = torch.as_tensor(timestep, device=sample.device).to(torch.float32).to(torch.float64).reshape(-1)
         low = t.floor().clamp(0, len(self.table) - 2)
         w = (t - low).reshape(-1, 1, 1, 1)
         low = low.long()

@@ -188,3 +188,42 @@ def test_inpainting_a_diffusers_model(noise):
     result = ds.sample(precond, noise * schedule.sigmas(4)[0], schedule, 4, solver="dpmpp_2m", mask=mask, known=known)
     assert torch.equal(result.samples[..., :4], known[..., :4])
     assert not torch.allclose(result.samples[..., 4:], known[..., 4:])
+
+
+def test_kdpm2_places_its_midpoints_in_log_sigma(noise):
+    """KDPM2's grid interpolates sigma linearly in the timestep but maps its midpoints back in log sigma."""
+    from diffusers import KDPM2DiscreteScheduler
+
+    scheduler = KDPM2DiscreteScheduler(**SCALED)
+    unet = tiny_unet(scheduler)
+    want = diffusers_loop(scheduler, unet, noise, 6)
+    _, linear = from_diffusers(unet, scheduler.config)
+    precond, schedule = from_diffusers(unet, scheduler.config, interpolation="log_sigma")
+    grid = ds.create("discretization", "linspace").sigmas(6, linear)
+    got = ds.sample(precond, noise * scheduler.init_noise_sigma, schedule, sigmas=grid, solver="dpm_2")
+    # measured 2.5e-5 (diffusers' midpoint sigmas are float32); with the linear map alone 3.2e-4
+    torch.testing.assert_close(got.samples, want, rtol=0, atol=1e-4)
+    one_map = ds.sample(from_diffusers(unet, scheduler.config)[0], noise * scheduler.init_noise_sigma, linear,
+                        sigmas=grid, solver="dpm_2")
+    assert float((one_map.samples - want).abs().max()) > 1e-4
+
+
+def test_karras_grid_on_the_cosine_table_where_diffusers_dpm_solver_breaks(noise):
+    """diffusers rounds DPM-Solver's Karras timesteps: on squaredcos_cap_v2 the first five are all 998 and its
+    20-step run fails with an IndexError. Ours keeps distinct fractional timesteps, and in a pipeline loop equals ds.sample."""
+    theirs = DPMSolverMultistepScheduler(beta_schedule="squaredcos_cap_v2", use_karras_sigmas=True)
+    theirs.set_timesteps(20)
+    assert theirs.timesteps[:5].tolist() == [998] * 5
+    unet = tiny_unet(theirs)
+    precond, schedule = from_diffusers(unet, theirs)
+    ours = as_diffusers_scheduler(schedule, "dpmpp_2m", "karras", precond)
+    ours.set_timesteps(20)
+    assert bool((ours.timesteps[1:] < ours.timesteps[:-1]).all())
+    z = noise * ours.init_noise_sigma
+    with torch.no_grad():
+        for t in ours.timesteps:
+            z = ours.step(unet(ours.scale_model_input(z, t), t).sample, t, z).prev_sample
+    sigma_0 = ds.create("discretization", "karras").sigmas(20, schedule)[0]
+    want = ds.sample(precond, noise * ours.init_noise_sigma * (1 + sigma_0**2).sqrt(), schedule, 20,
+                     solver="dpmpp_2m", discretization="karras")
+    torch.testing.assert_close(z, want.samples, rtol=0, atol=1e-6)
