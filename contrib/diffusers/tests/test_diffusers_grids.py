@@ -7,6 +7,7 @@ import torch
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler, HeunDiscreteScheduler
 
 import diffusion_schemes as ds
+from diffusers_nets import _one_thread  # noqa: F401 - the fixture: one thread for tiny networks
 from diffusion_schemes_diffusers import DiffusersBridgeError
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # diffusers and numpy 2 (np.array copy=False)
@@ -28,7 +29,7 @@ CASES = [  # scheduler, its timestep_spacing, our discretization
 
 @pytest.mark.parametrize("cls, spacing, config", CASES, ids=lambda v: getattr(v, "__name__", str(v)))
 def test_timesteps_and_sigmas_equal_diffusers(cls, spacing, config):
-    schedule = ds.create("noise_schedule", "discrete")
+    schedule = ds.create("noise_schedule", {"name": "discrete", "precision": "float32"})  # diffusers' own table
     grid = ds.create("discretization", config)
     for n in STEPS:
         scheduler = cls(timestep_spacing=spacing, steps_offset=config.get("steps_offset", 0))

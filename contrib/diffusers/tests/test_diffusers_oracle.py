@@ -1,6 +1,6 @@
 """Our solvers on diffusers networks, through from_diffusers, against diffusers' own schedulers (float64).
 
-The network is a seeded UNet2DModel whose implied clean sample is bounded (``conftest.BoundedUNet``).
+The network is a seeded UNet2DModel whose implied clean sample is bounded (``diffusers_nets.BoundedUNet``).
 Both sides start from the same latent: diffusers' ``noise * init_noise_sigma``; where that is ``noise``
 itself (DDIM, DPM-Solver: ``init_noise_sigma = 1``), our unscaled latent is ``noise / alpha(sigma_0)``.
 diffusers keeps its sigmas in float32, which bounds the agreement (measured: up to 1.3e-6 with Karras
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import tiny_unet
+from diffusers_nets import _one_thread, noise, tiny_unet  # noqa: F401 - fixtures
 from diffusers import (
     DDIMScheduler, DDPMPipeline, DDPMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler,
     HeunDiscreteScheduler,

@@ -10,6 +10,7 @@ import torch
 from diffusers import DDPMScheduler, EulerDiscreteScheduler
 
 import diffusion_schemes as ds
+from diffusers_nets import _one_thread  # noqa: F401 - the fixture: one thread for tiny networks
 from diffusion_schemes_diffusers import DiffusersBridgeError, from_diffusers
 
 SCALED = {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012}
@@ -22,7 +23,7 @@ def test_discrete_conforms():
 
 @pytest.mark.parametrize("config", [
     {"beta_schedule": "squaredcos_cap_v2", "rescale_betas_zero_snr": True, "interpolation": "log_sigma"},
-    {**SCALED, "precision": "float64"},
+    {**SCALED, "precision": "float32"},
     {"num_train_timesteps": 40, "trained_betas": [0.01 + 0.005 * j for j in range(40)]},
     {"num_train_timesteps": 40, "alphas_cumprod": [0.99 * 0.9**j for j in range(40)]},
 ])
@@ -53,7 +54,7 @@ def test_linear_and_scaled_linear_tables_are_the_products_of_their_betas():
         ({}, [1e-4 + j * (0.02 - 1e-4) / (T - 1) for j in range(T)]),
         (SCALED, [(0.00085**0.5 + j * (0.012**0.5 - 0.00085**0.5) / (T - 1)) ** 2 for j in range(T)]),
     ]:
-        s = ds.create("noise_schedule", {"name": "discrete", "precision": "float64", **config})
+        s = ds.create("noise_schedule", {"name": "discrete", **config})
         torch.testing.assert_close(s.alphas_cumprod, _product(betas), rtol=1e-12, atol=0)
         torch.testing.assert_close(s.table_sigmas, ((1 - _product(betas)) / _product(betas)).sqrt(), rtol=1e-9, atol=0)
 
@@ -71,7 +72,7 @@ def test_cosine_table_telescopes_to_f_ratio():
 @pytest.mark.parametrize("config", [{}, SCALED, {"beta_schedule": "squaredcos_cap_v2"},
                                     {**SCALED, "rescale_betas_zero_snr": True}])
 def test_float32_tables_equal_diffusers_bit_for_bit(config):
-    ours = ds.create("noise_schedule", {"name": "discrete", **config}).alphas_cumprod
+    ours = ds.create("noise_schedule", {"name": "discrete", "precision": "float32", **config}).alphas_cumprod
     theirs = EulerDiscreteScheduler(**config).alphas_cumprod
     assert theirs.dtype == torch.float32 and torch.equal(ours, theirs.to(torch.float64))
 
@@ -79,7 +80,7 @@ def test_float32_tables_equal_diffusers_bit_for_bit(config):
 def test_zero_terminal_snr_rescale():
     """Lin et al. 2024, Algorithm 1: sqrt(alpha_bar) shifted to end at 0, scaled to keep its first value."""
     plain = ds.create("noise_schedule", {"name": "discrete", **SCALED, "precision": "float64"}).alphas_cumprod.sqrt()
-    s = ds.create("noise_schedule", {"name": "discrete", **SCALED, "precision": "float64", "rescale_betas_zero_snr": True})
+    s = ds.create("noise_schedule", {"name": "discrete", **SCALED, "rescale_betas_zero_snr": True})
     want = (plain - plain[-1]) * plain[0] / (plain[0] - plain[-1])
     torch.testing.assert_close(s.alphas_cumprod[:-1].sqrt(), want[:-1], rtol=1e-9, atol=0)
     assert float(s.alphas_cumprod[-1]) == 2.0**-24 and round(s.domain()[1]) == 4096

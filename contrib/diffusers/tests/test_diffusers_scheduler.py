@@ -7,6 +7,7 @@ import torch
 from diffusers import DDPMScheduler, HeunDiscreteScheduler
 
 import diffusion_schemes as ds
+from diffusers_nets import _one_thread  # noqa: F401 - the fixture: one thread for tiny networks
 from diffusion_schemes_diffusers import DiffusersBridgeError, DiffusionSchemesScheduler, as_diffusers_scheduler
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # diffusers and numpy 2 (np.array copy=False)
@@ -30,7 +31,7 @@ def eps_model(x, t):
 
 
 def test_order_and_timesteps_are_diffusers_heuns():
-    ours = as_diffusers_scheduler("discrete", "heun", "linspace")
+    ours = as_diffusers_scheduler({"name": "discrete", "precision": "float32"}, "heun", "linspace")
     ours.set_timesteps(7)
     theirs = HeunDiscreteScheduler(beta_start=0.0001, beta_end=0.02)   # the DDPM table, our default
     theirs.set_timesteps(7)
@@ -80,7 +81,7 @@ def test_set_timesteps_from_sigmas_or_timesteps():
 
 
 def test_add_noise_equals_ddpm_scheduler():
-    ours, theirs = as_diffusers_scheduler("discrete"), DDPMScheduler()
+    ours, theirs = as_diffusers_scheduler({"name": "discrete", "precision": "float32"}), DDPMScheduler()
     x0, noise = torch.randn(3, 2, 4, 4), torch.randn(3, 2, 4, 4)
     t = torch.tensor([0, 417, 999])
     torch.testing.assert_close(ours.add_noise(x0, noise, t), theirs.add_noise(x0, noise, t), rtol=1e-5, atol=1e-6)

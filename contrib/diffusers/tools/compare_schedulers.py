@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 torch.set_num_threads(1)
 
 import diffusers  # noqa: E402
-from conftest import SHAPE, tiny_unet  # noqa: E402
+from diffusers_nets import SHAPE, tiny_unet  # noqa: E402
 
 import diffusion_schemes as ds  # noqa: E402
 from diffusion_schemes_diffusers import from_diffusers  # noqa: E402

@@ -22,7 +22,7 @@ only where a diffusers object is made).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
@@ -58,15 +58,17 @@ class _DiscreteTableSpec(ds.SchemeSpec):
     beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = Field(
         "linear", description="How the betas are made when neither trained_betas nor alphas_cumprod is given."
     )
-    trained_betas: list[float] | None = Field(None, description="The betas themselves, num_train_timesteps of them.")
-    alphas_cumprod: list[float] | None = Field(
-        None, description="The cumulative products of 1 - beta themselves, decreasing in (0, 1]."
+    trained_betas: list[Annotated[float, Field(gt=0, lt=1)]] | None = Field(
+        None, min_length=2, description="The betas themselves, in (0, 1), num_train_timesteps of them."
+    )
+    alphas_cumprod: list[Annotated[float, Field(gt=0, le=1)]] | None = Field(
+        None, min_length=2, description="The cumulative products of 1 - beta themselves, decreasing in (0, 1]."
     )
     rescale_betas_zero_snr: bool = Field(
         False, description="Rescale the betas to zero terminal SNR (Lin et al. 2024); the last alpha_bar becomes 2^-24."
     )
     precision: Literal["float32", "float64"] = Field(
-        "float32", description="Precision the table is computed in: float32 as diffusers does, or float64."
+        "float64", description="Precision the table is computed in: float64, or float32 as diffusers does (from_diffusers)."
     )
     interpolation: Literal["linear", "log_sigma"] = Field(
         "linear", description="Noise level between table entries: linear in the timestep, or log sigma linear in it."
@@ -84,12 +86,9 @@ class _DiscreteTableSpec(ds.SchemeSpec):
                     f"{name} has {len(values)} entries but num_train_timesteps is {self.num_train_timesteps}; "
                     f"set num_train_timesteps={len(values)}"
                 )
-        if self.trained_betas is not None and not all(0 < b < 1 for b in self.trained_betas):
-            raise ValueError("every one of trained_betas must be in (0, 1)")
-        if self.alphas_cumprod is not None:
-            a = self.alphas_cumprod
-            if not (0 < a[-1] and a[0] <= 1 and all(x > y for x, y in zip(a, a[1:]))):
-                raise ValueError("alphas_cumprod must decrease strictly and stay in (0, 1]")
+        a = self.alphas_cumprod
+        if a is not None and not all(x > y for x, y in zip(a, a[1:])):
+            raise ValueError("alphas_cumprod must decrease strictly")
         return self
 
 

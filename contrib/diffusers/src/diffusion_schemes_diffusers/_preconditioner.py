@@ -136,6 +136,7 @@ def table_config(scheduler_or_config: Any, interpolation: str | None = None) -> 
         fields["trained_betas"] = [float(b) for b in trained]
         fields["num_train_timesteps"] = len(fields["trained_betas"])
     fields["interpolation"] = interpolation or ("log_sigma" if karras_like else "linear")
+    fields["precision"] = "float32"  # diffusers computes its tables in float32: the noise levels the model saw
     fields["prediction_type"] = prediction
     return fields
 
@@ -151,7 +152,8 @@ def from_diffusers(
             called as ``model(sample, timestep, ...)`` returning an object with ``.sample``.
         scheduler_or_config: the scheduler the model was trained with, or its config: its
             ``num_train_timesteps``, ``beta_*``, ``trained_betas``, ``rescale_betas_zero_snr`` and
-            ``prediction_type`` (``epsilon``, ``v_prediction`` or ``sample``) are read.
+            ``prediction_type`` (``epsilon``, ``v_prediction`` or ``sample``) are read; the table is
+            computed in float32 as diffusers computes it (``precision="float32"``).
         condition: the keyword the model takes the condition under (``"encoder_hidden_states"``,
             ``"class_labels"``), a list of keywords (the condition is then a TensorDict with those
             keys), or ``None`` for an unconditional model.

@@ -13,9 +13,10 @@ The betas:
 
 ``rescale_betas_zero_snr`` shifts and scales ``sqrt(alpha_bar)`` so its last entry is 0 and its first
 unchanged (Lin et al. 2024, Algorithm 1); the last ``alpha_bar`` then becomes ``2^-24`` so the top
-noise level stays finite (``sigma = 4096``). With ``precision="float32"`` every step runs in float32 as
-diffusers runs it, so the table equals diffusers' own bit for bit; ``"float64"`` is the same maths
-in double precision (they differ by up to 3e-4 relative in sigma, at the smallest noise levels).
+noise level stays finite (``sigma = 4096``). ``precision="float64"`` (the default) evaluates these
+formulas in double precision; with ``"float32"`` every step runs in float32 as diffusers runs it, so the
+table equals diffusers' own bit for bit (what a diffusers model was trained on; :func:`from_diffusers`
+sets it). They differ by up to 3e-4 relative in sigma, at the smallest noise levels.
 
 Between entries the noise level is interpolated linearly in the timestep (``interpolation="linear"``,
 what diffusers' Euler, Heun and DPM-Solver schedulers do to place their sigmas) or ``log sigma`` is

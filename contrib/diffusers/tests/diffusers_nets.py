@@ -1,4 +1,7 @@
-"""Tiny, seeded diffusers networks for the bridge's tests (offline: built from configs in code)."""
+"""Tiny, seeded diffusers networks for the bridge's tests (offline: built from configs in code), and their fixtures.
+
+Not a conftest.py: the repository's own conftest is imported by name (`from conftest import ...`).
+"""
 
 from __future__ import annotations
 
