@@ -33,6 +33,13 @@ def _iddpm_table(C_1=0.001, C_2=0.008, M=1000):
     return u[:M]
 
 
+def _ddpm_linear_ends(T=1000, beta_start=1e-4, beta_end=0.02):
+    """sigma_0 and sigma_{T-1} of the DDPM linear table (Ho et al. 2020): sigma^2 = (1 - alpha_bar) / alpha_bar."""
+    betas = [beta_start + j * (beta_end - beta_start) / (T - 1) for j in range(T)]
+    alpha_bar = math.prod(1 - b for b in betas)
+    return math.sqrt(betas[0] / (1 - betas[0])), math.sqrt((1 - alpha_bar) / alpha_bar)
+
+
 def _unit_ratio(sigma):  # std of c_in x for c_in = 1 / sqrt(1 + sigma^2)
     return math.sqrt((SIGMA_DATA**2 + sigma**2) / (1 + sigma**2))
 
@@ -42,10 +49,12 @@ def closed_forms() -> dict[str, dict[str, tuple[float, float]]]:
     edm_lo = math.exp(-1.2 - 4.5 * 1.2)  # training: ln sigma within 4.5 P_std of P_mean, below sampling's 0.002
     u = _iddpm_table()
     flow_t = (1e-3, 0.999)
+    ddpm = _ddpm_linear_ends()
     flow_std = lambda t: math.sqrt((1 - t) ** 2 * SIGMA_DATA**2 + t**2)  # noqa: E731 - (1 - t) sqrt(sd^2 + sigma^2)
     t_star = SIGMA_DATA**2 / (1 + SIGMA_DATA**2)  # where flow_std is smallest
     return {
         "edm": {"sigma": (edm_lo, 80.0), "c_noise": (math.log(edm_lo) / 4, math.log(80.0) / 4), "std": (1.0, 1.0)},
+        "discrete": {"sigma": ddpm, "c_noise": (0.0, 999.0), "std": (_unit_ratio(ddpm[0]), _unit_ratio(ddpm[1]))},
         "ve": {"sigma": (0.02, 100.0), "c_noise": (math.log(0.01), math.log(50.0)),
                "std": (math.hypot(SIGMA_DATA, 0.02), math.hypot(SIGMA_DATA, 100.0))},
         "vp": {"sigma": (_vp_sigma(1e-5), _vp_sigma(1.0)), "c_noise": (999 * 1e-5, 999.0),
