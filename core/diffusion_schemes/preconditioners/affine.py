@@ -126,7 +126,8 @@ class BaseAffinePreconditioner(SpecBacked, torch.nn.Module, abc.ABC):
         validate: ``True`` (default): check every call's noise levels as above. ``False``:
             skip the check (about four tensor operations on a ``(B,)`` tensor), for a loop
             that validates its noise levels once; a noise level of 0, a negative one or NaN
-            then gives NaN or infinite outputs instead of an error.
+            then gives NaN or infinite outputs instead of an error. A preconditioner built by
+            name keeps the default; set its ``validate`` attribute to change it.
 
     A subclass gives the coefficients; with a backbone that outputs 0 the result is ``c_skip x``:
 
