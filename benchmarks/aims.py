@@ -33,19 +33,21 @@ import diffusion_schemes as ds
 from ._backbones import BACKBONES, InlineEDM, InlinePrecomputed, edm_coefficients
 from ._settings import Settings
 from ._timing import compare, fmt_ratio, fmt_time
+from .training import SIGMA_DATA, inline_edm_loss
 
 AIM = 1.05
-SIGMA_DATA = 0.5
 STEPS = 8
 CLOCK = time.process_time
 
 
-def inline_edm_loss(model, x0: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-    """EDM's loss written inline (Karras et al. 2022, eq. 2 with Table 1's weight)."""
-    s = sigma.reshape(-1, *([1] * (x0.ndim - 1)))
-    denoised = model(x0 + s * noise, sigma)
-    weight = (s**2 + SIGMA_DATA**2) / (s * SIGMA_DATA) ** 2
-    return (weight * (denoised - x0) ** 2).mean()
+def _edm(name: str):
+    """The backbone of ``name`` (seeded), its shape, EDM's schedule and preconditioner built by name, and EDM inline."""
+    torch.manual_seed(0)
+    cls, shape = BACKBONES[name]
+    backbone = cls()
+    schedule = ds.create("noise_schedule", {"name": "edm", "sigma_data": SIGMA_DATA})
+    precond = ds.create("preconditioner", {"name": "edm", "sigma_data": SIGMA_DATA}, model=backbone)
+    return backbone, shape, schedule, precond, InlineEDM(backbone, SIGMA_DATA)
 
 
 def inline_heun(model, x: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
@@ -67,11 +69,8 @@ def _compile(module, settings: Settings):
 
 
 def _forward(name: str, batch: int, compiled: bool, settings: Settings) -> dict[str, object]:
-    torch.manual_seed(0)
-    cls, shape = BACKBONES[name]
-    backbone = cls()
-    ours = ds.create("preconditioner", {"name": "edm", "sigma_data": SIGMA_DATA}, model=backbone)
-    inline, pre = InlineEDM(backbone, SIGMA_DATA), InlinePrecomputed(backbone)
+    backbone, shape, _, ours, inline = _edm(name)
+    pre = InlinePrecomputed(backbone)
     if compiled:
         ours, inline, pre = _compile(ours, settings), _compile(inline, settings), _compile(pre, settings)
     x = torch.randn(batch, *shape)
@@ -85,13 +84,8 @@ def _forward(name: str, batch: int, compiled: bool, settings: Settings) -> dict[
 
 
 def _loss(name: str, batch: int, compiled: bool, settings: Settings) -> dict[str, object]:
-    torch.manual_seed(0)
-    cls, shape = BACKBONES[name]
-    backbone = cls()
-    schedule = ds.create("noise_schedule", {"name": "edm", "sigma_data": SIGMA_DATA})
-    loss_fn = ds.MSEDSMLoss(ds.create("preconditioner", {"name": "edm", "sigma_data": SIGMA_DATA}, model=backbone),
-                            schedule)
-    inline = InlineEDM(backbone, SIGMA_DATA)
+    backbone, shape, schedule, precond, inline = _edm(name)
+    loss_fn = ds.MSEDSMLoss(precond, schedule)
     reference = lambda x0, sigma, noise: inline_edm_loss(inline, x0, sigma, noise)  # noqa: E731
     if compiled:
         loss_fn, reference = _compile(loss_fn, settings), _compile(reference, settings)
@@ -114,12 +108,7 @@ def _loss(name: str, batch: int, compiled: bool, settings: Settings) -> dict[str
 
 
 def _loop(name: str, batch: int, compiled: bool, settings: Settings) -> dict[str, object]:
-    torch.manual_seed(0)
-    cls, shape = BACKBONES[name]
-    backbone = cls()
-    schedule = ds.create("noise_schedule", {"name": "edm", "sigma_data": SIGMA_DATA})
-    ours = ds.create("preconditioner", {"name": "edm", "sigma_data": SIGMA_DATA}, model=backbone)
-    inline = InlineEDM(backbone, SIGMA_DATA)
+    _, shape, schedule, ours, inline = _edm(name)
     if compiled:
         ours, inline = _compile(ours, settings), _compile(inline, settings)
     latents = schedule.init_latents((batch, *shape), generator=torch.Generator().manual_seed(0))
