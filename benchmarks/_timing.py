@@ -7,19 +7,22 @@ import time
 from collections.abc import Callable
 
 
-def _block(fn: Callable[[], object], number: int) -> float:
-    start = time.perf_counter()
+Clock = Callable[[], float]
+
+
+def _block(fn: Callable[[], object], number: int, clock: Clock = time.perf_counter) -> float:
+    start = clock()
     for _ in range(number):
         fn()
-    return (time.perf_counter() - start) / number
+    return (clock() - start) / number
 
 
-def calibrate(fn: Callable[[], object], block_s: float) -> int:
+def calibrate(fn: Callable[[], object], block_s: float, clock: Clock = time.perf_counter) -> int:
     """How many calls of ``fn`` make a block of about ``block_s`` seconds (at least 1)."""
     fn()
     number = 1
     while True:
-        took = _block(fn, number) * number
+        took = _block(fn, number, clock) * number
         if took >= block_s / 4 or number >= 1 << 16:
             return max(1, int(number * block_s / max(took, 1e-9)))
         number *= 4
@@ -40,24 +43,28 @@ def compare(
     reference: Callable[[], object],
     repeats: int,
     block_s: float,
+    clock: Clock = time.perf_counter,
 ) -> dict[str, object]:
     """Time ``ours`` against ``reference`` in alternating blocks; return the ratio ours / reference.
 
     Each repeat times one block of each (their order alternates from repeat to repeat), so
     a change in the machine's load between repeats affects both sides of a ratio alike.
     Returns the spread of the per-repeat ratios and the median time per call of each side.
+    ``clock`` measures a block: wall time by default; ``time.process_time`` (this process's CPU
+    time) leaves out the time other processes hold the CPUs, which on a shared machine is most
+    of the noise of a microsecond-scale ratio.
     """
     ours(), reference()  # warm up
     # Each side gets its own call count, so a block of either lasts about block_s.
-    n_ours, n_ref = calibrate(ours, block_s), calibrate(reference, block_s)
+    n_ours, n_ref = calibrate(ours, block_s, clock), calibrate(reference, block_s, clock)
     ratios, t_ours, t_ref = [], [], []
     for i in range(repeats):
         if i % 2:
-            b = _block(reference, n_ref)
-            a = _block(ours, n_ours)
+            b = _block(reference, n_ref, clock)
+            a = _block(ours, n_ours, clock)
         else:
-            a = _block(ours, n_ours)
-            b = _block(reference, n_ref)
+            a = _block(ours, n_ours, clock)
+            b = _block(reference, n_ref, clock)
         t_ours.append(a)
         t_ref.append(b)
         ratios.append(a / b)

@@ -1,6 +1,7 @@
 """Tensor helpers every scheme shares: a per-sample value broadcast against a batch of latents
 (``append_dims``), the dtype coefficients are computed in (``compute_dtype``: float32 or wider), and
-the domain check behind the library's error messages (``outside``, ``interval``).
+the domain checks behind the library's error messages: ``check_inside`` and ``check_not_nan`` (run
+in hot paths, reading no device value on the host), ``outside`` (the values reported) and ``interval``.
 
 >>> import torch
 >>> from diffusion_schemes.tensors import append_dims
@@ -11,13 +12,15 @@ torch.Size([2, 1, 1, 1])
 from __future__ import annotations
 
 import math
+import struct
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
-from diffusion_schemes.errors import InvalidArgumentError
+from diffusion_schemes.errors import DiffusionSchemesError, InvalidArgumentError
 
-__all__ = ["append_dims", "compute_dtype", "interval", "outside"]
+__all__ = ["append_dims", "cast", "check_inside", "check_not_nan", "compute_dtype", "interval", "outside"]
 
 
 def append_dims(x: torch.Tensor, target_ndim: int) -> torch.Tensor:
@@ -56,6 +59,18 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.promote_types(dtype, torch.float32) if dtype.is_floating_point else torch.float32
 
 
+def cast(value: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``value`` in ``dtype``; the tensor itself when it is already (``Tensor.to`` is a no-op then, but its
+    call costs as much as a small kernel in a hot path).
+
+    >>> import torch
+    >>> x = torch.ones(2)
+    >>> cast(x, torch.float32) is x, cast(x, torch.float64).dtype
+    (True, torch.float64)
+    """
+    return value if value.dtype == dtype else value.to(dtype)
+
+
 def outside(values: Any, lo: float, hi: float) -> list[float] | None:
     """Up to four of ``values`` (a float tensor) outside the open interval ``(lo, hi)``, NaN included;
     ``None`` when all are inside. One reduction in the common case; the bounds are compared as
@@ -87,3 +102,104 @@ def interval(lo: float, hi: float) -> str:
     """
     shown = f"{hi:g}"
     return f"({lo:g}, {shown}]" if float(shown) < hi else f"({lo:g}, {shown})"
+
+
+def check_inside(values: torch.Tensor, lo: float, hi: float, error: Callable[[list[float]], DiffusionSchemesError]) -> None:
+    """Raise ``error(bad)`` when a value of ``values`` lies outside the open interval ``(lo, hi)`` (NaN included),
+    reading no value on the host in the common case.
+
+    The test is three tensor operations ending in ``torch._assert_async``, which stays on the
+    tensor's device: nothing is copied to the host, so it neither synchronises an accelerator nor
+    keeps a CUDA graph from being captured, and it compiles with ``torch.compile(fullgraph=True)``.
+    On the CPU a failed test raises at once; the offending values are then read (``outside``,
+    compared in float64 against the Python bounds) and ``error`` receives up to four of them. On
+    an accelerator the assertion fails on the device, in stream order, and surfaces as a
+    device-side assertion error at the next synchronisation (the device context is then lost):
+    bad input is never used silently, and the same call on the CPU names the values. Under
+    ``torch.compile`` a failure raises the assertion's ``RuntimeError`` with a generic message.
+
+    >>> import math, torch
+    >>> from diffusion_schemes.errors import DomainError
+    >>> from diffusion_schemes.tensors import check_inside
+    >>> check_inside(torch.tensor([0.5, 2.0]), 0.0, math.inf, DomainError)
+    >>> check_inside(torch.tensor([0.5, float("nan"), -1.0]), 0.0, math.inf,
+    ...              lambda bad: DomainError(f"noise levels must be positive, got {bad}"))
+    Traceback (most recent call last):
+      ...
+    diffusion_schemes.DomainError: noise levels must be positive, got [nan, -1.0]
+    """
+    detached = values.detach()
+    if detached.dtype != torch.float64 and detached.dtype != torch.float32:
+        detached = detached.to(torch.float32)  # half precision and integers: compared in float32
+    a, b = _closed_bounds(lo, hi, detached.dtype == torch.float32)
+    # A value is inside exactly when clamping it to the widest closed interval of its dtype within
+    # (lo, hi) leaves it unchanged (NaN never equals itself): a clamp, a comparison, a reduction.
+    _assert((detached.clamp(a, b) == detached).all(), lambda: outside(values, lo, hi), error)
+
+
+def check_not_nan(values: torch.Tensor, error: Callable[[list[float]], DiffusionSchemesError]) -> None:
+    """Raise ``error(bad)`` when ``values`` holds NaN (infinities pass), reading nothing on the host
+    in the common case; :func:`check_inside` says how a failure surfaces on each device.
+
+    >>> import torch
+    >>> from diffusion_schemes.errors import DomainError
+    >>> check_not_nan(torch.tensor([float("inf"), 0.0]), DomainError)
+    >>> check_not_nan(torch.tensor([float("nan"), 0.0]), lambda bad: DomainError(f"NaN in {bad}"))
+    Traceback (most recent call last):
+      ...
+    diffusion_schemes.DomainError: NaN in [nan]
+    """
+    detached = values.detach()
+    _assert((detached == detached).all(), lambda: values[values != values].flatten()[:4].tolist() or None, error)
+
+
+def _assert(ok: torch.Tensor, find: Callable[[], Any], error: Callable[[list[float]], Exception]) -> None:
+    """``torch._assert_async(ok)``; on the CPU a failure raises ``error(find())`` when ``find`` names a value."""
+    if torch.compiler.is_compiling() or ok.device.type != "cpu":
+        torch._assert_async(ok, "a value is outside its domain; run the same call on the CPU to see which")
+        return
+    try:
+        torch._assert_async(ok)
+    except RuntimeError:
+        bad = find()
+        if bad is not None:  # None: only float rounding at a bound, which ``outside`` compares in float64
+            raise error(bad) from None
+
+
+_BOUNDS: dict[tuple[float, float, bool], tuple[float, float]] = {}
+
+
+def _single(bits: int) -> float:
+    return struct.unpack("<f", struct.pack("<i", bits))[0]
+
+
+def _next_single(x: float, up: bool) -> float:
+    """The float32 neighbour of the float32 value ``x``, above it when ``up``."""
+    if x == 0.0:
+        return _single(1) if up else -_single(1)
+    bits = struct.unpack("<i", struct.pack("<f", x))[0]
+    return _single(bits + (1 if (x > 0) == up else -1))
+
+
+def _closed_bounds(lo: float, hi: float, single: bool) -> tuple[float, float]:
+    """The least and the greatest value of float32 (``single``) or float64 strictly inside ``(lo, hi)``.
+
+    >>> _closed_bounds(0.0, math.inf, False) == (5e-324, 1.7976931348623157e308)
+    True
+    >>> _closed_bounds(0.0, 1.0, True) == (_single(1), 1.0 - 2.0**-24)
+    True
+    """
+    key = (lo, hi, single)
+    if key not in _BOUNDS:
+        if single:
+            big = _single(0x7F7FFFFF)
+            a, b = (struct.unpack("<f", struct.pack("<f", min(max(v, -big), big)))[0] if math.isfinite(v) else v
+                    for v in (lo, hi))
+            while not a > lo:
+                a = _next_single(a, True)
+            while not b < hi:
+                b = _next_single(b, False)
+        else:
+            a, b = math.nextafter(lo, math.inf), math.nextafter(hi, -math.inf)
+        _BOUNDS[key] = (a, b)
+    return _BOUNDS[key]

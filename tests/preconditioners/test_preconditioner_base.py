@@ -66,7 +66,7 @@ def test_scalar_time_broadcasts_to_the_batch_and_other_shapes_are_refused():
             precond(x, bad)
 
 
-@pytest.mark.parametrize("sigma", [0.0, -1.0, float("nan")])
+@pytest.mark.parametrize("sigma", [0.0, -1.0, float("nan"), float("inf")])
 def test_noise_level_zero_or_negative_is_a_clear_error(sigma):
     with pytest.raises(ds.DomainError, match="needs noise levels > 0"):
         Affine(Probe()).forward_sigma(torch.randn(2, 3), torch.tensor([1.0, sigma]))
@@ -151,3 +151,49 @@ def test_protocols_are_satisfied_structurally():
 def test_an_object_without_spec_class_says_how_to_get_one():
     with pytest.raises(NotImplementedError, match="set spec_class"):
         Affine(Probe()).spec
+
+
+@pytest.mark.parametrize("sigma", [0.0, -1.0, float("nan"), float("inf")])
+def test_the_device_side_check_names_the_bad_noise_level_on_every_entry_point(sigma):
+    """forward and forward_sigma check on the tensor's device; on the CPU the error names the value."""
+    precond = Affine(Probe())
+    x = torch.randn(3, 2)
+    bad = torch.tensor([1.0, sigma, 2.0])
+    for call in (lambda: precond(x, bad), lambda: precond.forward_sigma(x, bad), lambda: precond(x, sigma)):
+        with pytest.raises(ds.DomainError, match=rf"needs noise levels > 0, got \[{sigma}"):
+            call()
+
+
+@pytest.mark.parametrize("t", [1.5, 0.0, float("nan")])
+def test_a_time_outside_the_schemes_limits_is_named(t):
+    vp = ds.create("preconditioner", "vp", model=Probe())
+    with pytest.raises(ds.DomainError, match=rf"VPPreconditioner: diffusion time t=\[{t}\] is outside \(0, 1\]"):
+        vp(torch.randn(2, 3), torch.tensor([0.5, t]))
+
+
+def test_validate_false_and_precondition_skip_the_check():
+    """The documented switch: no error, and the formula's own value at sigma = 0 (c_out = 2 sigma = 0, c_skip = 1)."""
+    x = torch.randn(2, 3)
+    sigma = torch.tensor([0.0, 1.0])
+    unchecked = Affine(Probe(), validate=False)
+    expected = torch.stack([x[0], x[1] / 2 + 2 * 3.0])
+    torch.testing.assert_close(unchecked.forward_sigma(x, sigma), expected)
+    torch.testing.assert_close(Affine(Probe()).precondition(x, sigma), expected)
+    with pytest.raises(ds.DomainError):
+        Affine(Probe()).forward_sigma(x, sigma)
+
+
+def test_validate_must_be_a_bool():
+    with pytest.raises(ds.errors.ArgumentTypeError, match="validate must be True or False"):
+        Affine(Probe(), validate="yes")
+
+
+def test_validate_is_a_keyword_of_a_schemes_constructor_and_an_attribute():
+    from diffusion_schemes_edm import EDMPreconditioner
+
+    precond = EDMPreconditioner(Probe(), sigma_data=0.25, validate=False)
+    assert precond.validate is False and precond.spec.sigma_data == 0.25
+    precond.forward_sigma(torch.randn(1, 2), torch.tensor([0.0]))  # not checked: no error
+    precond.validate = True
+    with pytest.raises(ds.DomainError):
+        precond.forward_sigma(torch.randn(1, 2), torch.tensor([0.0]))

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SECTIONS = ["overhead", "training", "compilation", "startup", "sampling", "solvers", "gpu"]
+SECTIONS = ["aims", "overhead", "training", "compilation", "startup", "sampling", "solvers", "guidance", "gpu"]
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,13 @@ def test_json_has_every_section_with_rows_aims_and_machine(report):
         assert section["rows"], section["id"]
         for row in section["rows"]:
             assert list(row) == section["columns"]
-    ratios = [r["vs_precomputed"]["ratio"] for r in data["sections"][0]["data"]]
+    overhead = next(s for s in data["sections"] if s["id"] == "overhead")
+    ratios = [r["vs_precomputed"]["ratio"] for r in overhead["data"]]
+    aims = next(s for s in data["sections"] if s["id"] == "aims")
+    ratios += [r["aim"]["ratio"] for r in aims["data"]]
+    assert {r["path"] for r in aims["data"]} == {"preconditioner forward", "loss step (forward + backward)",
+                                                   "solver loop (Heun)"}
+    assert {r["mode"] for r in aims["data"]} == {"eager", "compiled"}
     assert all(r["q1"] <= r["median"] <= r["q3"] and r["min"] <= r["q1"] for r in ratios)
 
 

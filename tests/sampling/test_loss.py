@@ -353,3 +353,30 @@ def test_weighting_config_may_be_any_mapping():
     as_dict = ds.MSEDSMLoss(model, schedule, weighting={"name": "snr"})
     as_mapping = ds.MSEDSMLoss(model, schedule, weighting=MappingProxyType({"name": "snr"}))
     assert as_mapping.weighting.spec == as_dict.weighting.spec == ds.parse_spec("weighting", "snr")
+
+
+@pytest.mark.parametrize(("scheme", "bad", "limits"), [
+    ("edm", float("nan"), r"\(0, inf\)"), ("edm", -1.0, r"\(0, inf\)"), ("edm", 0.0, r"\(0, inf\)"),
+    ("vp", 1.5, r"\(0, 1\]"), ("vp", float("nan"), r"\(0, 1\]"),
+])
+def test_a_bad_time_given_to_the_loss_is_named_once_per_step(scheme, bad, limits):
+    """The loss checks its times once a step, on the device (the preconditioner then skips its own check);
+    on the CPU the error names the value and the schedule's training domain."""
+    precond = ds.create("preconditioner", scheme, model=lambda x, c_noise, condition=None: torch.zeros_like(x))
+    loss = ds.MSEDSMLoss(precond, ds.create("noise_schedule", scheme))
+    with pytest.raises(ds.DomainError, match=rf"diffusion time t=\[{bad}\] is outside {limits}, where lambda\(t\) is "
+                                             r"defined; this schedule trains on \["):
+        loss(torch.zeros(2, 3), t=torch.tensor([0.5, bad]))
+
+
+def test_the_loss_skips_only_the_preconditioners_check_not_the_value():
+    """With valid times the loss equals the preconditioner's checked forward at the schedule's noise level."""
+    precond = ds.create("preconditioner", "vp", model=lambda x, c_noise, condition=None: x * c_noise[:, None] / 1000)
+    schedule = ds.create("noise_schedule", "vp")
+    x0, noise = torch.randn(3, 2, dtype=torch.float64), torch.randn(3, 2, dtype=torch.float64)
+    t = torch.tensor([0.01, 0.4, 1.0], dtype=torch.float64)
+    sigma = schedule.noise_level(t)
+    expected = precond.forward_sigma(x0 + sigma[:, None] * noise, sigma)
+    weight = torch.exp(schedule.get_log_snr(t))[:, None]  # VP's default weighting: 1/sigma^2 on x0
+    got = ds.MSEDSMLoss(precond, schedule, reduction="none")(x0, t=t, noise=noise)
+    torch.testing.assert_close(got, weight * (expected - x0) ** 2)

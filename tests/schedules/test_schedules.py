@@ -261,3 +261,21 @@ def test_validate_reports_a_wrong_closed_form_derivative():
 
     with pytest.raises(ValueError, match=r"dlog_snr_dt differs from autograd of get_log_snr"):
         WrongSlope().validate()
+
+
+@pytest.mark.parametrize("name", SCHEMES)
+def test_infinite_log_snr_is_not_nan(name):
+    """The NaN check on a log-SNR (run on the device) lets the infinities of the ends through."""
+    s = schedule(name)
+    t = s.get_t_from_log_snr(torch.tensor([math.inf], dtype=torch.float64))
+    assert not torch.isnan(t).any()
+
+
+@pytest.mark.parametrize("name", SCHEMES)
+def test_the_time_check_compares_bounds_exactly_in_float32(name):
+    """A float32 time at the top of the domain passes; the bad value is named as given."""
+    s = schedule(name)
+    lo, hi = s.domain(training=True)
+    s.get_log_snr(torch.tensor([lo, hi], dtype=torch.float32), training=True)
+    with pytest.raises(ds.DomainError, match=r"t=\[-0.5\]"):
+        s.get_log_snr(torch.tensor([hi, -0.5], dtype=torch.float32), training=True)

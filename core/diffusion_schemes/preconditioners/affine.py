@@ -66,13 +66,13 @@ import torch
 
 from diffusion_schemes.adapters import check_condition
 from diffusion_schemes.errors import ArgumentTypeError, DomainError, InvalidArgumentError
-from diffusion_schemes.tensors import append_dims, compute_dtype, interval, outside
+from diffusion_schemes.tensors import append_dims, cast, check_inside, compute_dtype, interval
 from diffusion_schemes.adapters import call_model
 from diffusion_schemes.specs.base import SpecBacked
 
 __all__ = ["BaseAffinePreconditioner"]
 
-_FINAL = ("forward", "forward_sigma")
+_FINAL = ("forward", "forward_sigma", "precondition")
 _ANY_TIME = (0.0, math.inf)
 
 
@@ -89,9 +89,11 @@ def _as_batch(value: Any, batch: int, device: torch.device, what: str) -> torch.
     )
 
 
-def _cast(value: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    # Tensor.to is a no-op when the dtype matches, but its call costs as much as a small kernel.
-    return value if value.dtype == dtype else value.to(dtype)
+def _bad_noise_level(bad: list[float]) -> DomainError:
+    return DomainError(
+        f"a preconditioner needs noise levels > 0, got {bad}; they must be finite, and noise level 0 "
+        "is the end of sampling, where the clean sample is returned without calling the model"
+    )
 
 
 class BaseAffinePreconditioner(SpecBacked, torch.nn.Module, abc.ABC):
@@ -108,13 +110,24 @@ class BaseAffinePreconditioner(SpecBacked, torch.nn.Module, abc.ABC):
 
     ``t`` (or ``sigma``) is ``(B,)`` or a scalar broadcast to the batch. Coefficients are
     computed in float32 or wider and cast once to the latent's dtype, so float16, bfloat16,
-    float32 and float64 latents all work. On the CPU (outside ``torch.compile``) a noise
-    level that is not positive raises :class:`DomainError`; on accelerators the check is
-    skipped to keep the forward free of host synchronisation.
+    float32 and float64 latents all work.
+
+    Every call checks its noise levels (finite and > 0) and, where a scheme sets
+    :attr:`t_limits`, its times, on the tensors' device with no read on the host
+    (:func:`~diffusion_schemes.tensors.check_inside`): on the CPU a bad value raises
+    :class:`DomainError` naming it; on an accelerator the check is a device-side assertion, so
+    the forward never synchronises and can be captured in a CUDA graph. The loss and the
+    samplers, which check their times or grid once a call, go through :meth:`precondition`,
+    which skips it.
 
     Args:
         model: the backbone ``F``.
         meta: optional metadata kept as ``self.meta``.
+        validate: ``True`` (default): check every call's noise levels as above. ``False``:
+            skip the check (about four tensor operations on a ``(B,)`` tensor), for a loop
+            that validates its noise levels once; a noise level of 0, a negative one or NaN
+            then gives NaN or infinite outputs instead of an error. A preconditioner built by
+            name keeps the default; set its ``validate`` attribute to change it.
 
     A subclass gives the coefficients; with a backbone that outputs 0 the result is ``c_skip x``:
 
@@ -145,13 +158,18 @@ class BaseAffinePreconditioner(SpecBacked, torch.nn.Module, abc.ABC):
                     "level) instead, or write a plain torch.nn.Module satisfying DiffusionModel"
                 )
 
-    #: The open interval of diffusion times ``forward`` accepts, checked on the CPU when a scheme
-    #: sets it (by default only the noise level ``sigma(t)`` is checked: finite and > 0).
+    #: The open interval of diffusion times ``forward`` accepts, checked when a scheme sets it (by
+    #: default only the noise level ``sigma(t)`` is checked: finite and > 0).
     t_limits: tuple[float, float] = _ANY_TIME
 
-    def __init__(self, model: torch.nn.Module, *args: Any, meta: Any = None, **kwargs: Any) -> None:
+    def __init__(
+        self, model: torch.nn.Module, *args: Any, meta: Any = None, validate: bool = True, **kwargs: Any
+    ) -> None:
         super().__init__()
+        if not isinstance(validate, bool):
+            raise ArgumentTypeError(f"validate must be True or False, got {validate!r}")
         self.model = model
+        self.validate = validate
         if self._built_from_spec(args, kwargs):  # the other arguments are the spec's fields
             self._bind_spec(args, kwargs)
         elif len(args) == 1 and meta is None and not kwargs:
@@ -177,32 +195,46 @@ class BaseAffinePreconditioner(SpecBacked, torch.nn.Module, abc.ABC):
 
     def forward(self, x: torch.Tensor, t: Any, condition: Any = None, **model_kwargs: Any) -> torch.Tensor:
         """The preconditioned output at diffusion time ``t``."""
-        t = _cast(_as_batch(t, x.shape[0], x.device, "t"), compute_dtype(x.dtype))
-        if self.t_limits is not _ANY_TIME and t.device.type == "cpu" and not torch.compiler.is_compiling():
-            bad = outside(t, *self.t_limits)
-            if bad is not None:
-                raise DomainError(
-                    f"{type(self).__name__}: diffusion time t={bad} is outside {interval(*self.t_limits)}, "
-                    "where its sigma(t) is a finite positive noise level"
-                )
-        return self.forward_sigma(x, self.sigma(t), condition, **model_kwargs)
+        t = cast(_as_batch(t, x.shape[0], x.device, "t"), compute_dtype(x.dtype))
+        if self.validate and self.t_limits is not _ANY_TIME:
+            check_inside(t, *self.t_limits, self._bad_time)
+        sigma = self.sigma(t)
+        if self.validate:
+            check_inside(sigma, 0.0, math.inf, _bad_noise_level)
+        return self.precondition(x, sigma, condition, **model_kwargs)
 
     def forward_sigma(self, x: torch.Tensor, sigma: Any, condition: Any = None, **model_kwargs: Any) -> torch.Tensor:
         """The preconditioned output at noise level ``sigma`` (skips the time-to-noise map)."""
+        if self.validate:
+            sigma = cast(_as_batch(sigma, x.shape[0], x.device, "sigma"), compute_dtype(x.dtype))
+            check_inside(sigma, 0.0, math.inf, _bad_noise_level)
+        return self.precondition(x, sigma, condition, **model_kwargs)
+
+    def precondition(self, x: torch.Tensor, sigma: Any, condition: Any = None, **model_kwargs: Any) -> torch.Tensor:
+        """:meth:`forward_sigma` without the domain check, for a caller that checked its noise levels once.
+
+        The loss calls it after checking its times once a step (the noise levels follow from them);
+        a sampling loop can call it on a grid checked once (``discretizations.check_sigmas``).
+        Noise levels that are not finite and positive give NaN or infinite outputs here.
+
+        >>> import torch
+        >>> import diffusion_schemes as ds
+        >>> precond = ds.create("preconditioner", "ve", model=lambda x, c_noise, condition=None: torch.zeros_like(x))
+        >>> precond.precondition(torch.ones(1, 2), torch.tensor([2.0]))     # c_skip = 1 for VE
+        tensor([[1., 1.]])
+        """
         batch, dtype = x.shape[0], x.dtype
-        sigma = _cast(_as_batch(sigma, batch, x.device, "sigma"), compute_dtype(dtype))
+        sigma = cast(_as_batch(sigma, batch, x.device, "sigma"), compute_dtype(dtype))
         check_condition(condition, batch)
-        # One reduction and one read instead of (sigma > 0).all(): the min is NaN when any value is.
-        if sigma.device.type == "cpu" and not torch.compiler.is_compiling():
-            bad = outside(sigma, 0.0, math.inf)
-            if bad is not None:
-                raise DomainError(
-                    f"a preconditioner needs noise levels > 0, got {bad}; they must be finite, and noise level 0 "
-                    "is the end of sampling, where the clean sample is returned without calling the model"
-                )
         c_in, c_noise, c_out, c_skip = self.coefficients(sigma, x.ndim)
-        out = call_model(self.model, "backbone", _cast(c_in, dtype) * x, c_noise, condition, **model_kwargs)
-        return _cast(c_skip, dtype) * x + _cast(c_out, dtype) * _cast(out, dtype)
+        out = call_model(self.model, "backbone", cast(c_in, dtype) * x, c_noise, condition, **model_kwargs)
+        return cast(c_skip, dtype) * x + cast(c_out, dtype) * cast(out, dtype)
+
+    def _bad_time(self, bad: list[float]) -> DomainError:
+        return DomainError(
+            f"{type(self).__name__}: diffusion time t={bad} is outside {interval(*self.t_limits)}, "
+            "where its sigma(t) is a finite positive noise level"
+        )
 
     def coefficients(
         self, sigma: torch.Tensor, ndim: int

@@ -47,9 +47,9 @@ import torch
 
 from diffusion_schemes.sampling.compose import check_prediction_type, check_shared_parameters
 from diffusion_schemes.adapters.conditions import check_condition, expand_null_condition
-from diffusion_schemes.sampling.denoiser import check_pair, predict
+from diffusion_schemes.sampling.denoiser import _preconditioner_of, check_pair, predict
 from diffusion_schemes.errors import InvalidArgumentError
-from diffusion_schemes.tensors import append_dims, compute_dtype
+from diffusion_schemes.tensors import append_dims, cast, compute_dtype
 from diffusion_schemes.specs.config import resolve_weighting
 from diffusion_schemes.weightings.uncertainty import resolve_uncertainty
 from diffusion_schemes.weightings import weight_for
@@ -207,9 +207,10 @@ class MSEDSMLoss(torch.nn.Module):
             noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         elif noise.shape != x0.shape:
             raise InvalidArgumentError(f"noise must be shaped like x0 {tuple(x0.shape)}, got {tuple(noise.shape)}")
-        log_snr = self.noise_schedule.get_log_snr(t, training=True).to(compute_dtype(x0.dtype))
-        level = torch.exp(-log_snr / 2)
-        x_hat = x0 + append_dims(level, x0.ndim).to(x0.dtype) * noise
+        # lambda(t) once a step (its domain check included), passed on to the noise level, the target and the weight
+        log_snr = cast(self.noise_schedule.get_log_snr(t, training=True), compute_dtype(x0.dtype))
+        level = torch.exp(log_snr * -0.5)
+        x_hat = x0 + cast(append_dims(level, x0.ndim), x0.dtype) * noise
         if self.condition_dropout and condition is not None:
             dropped = torch.rand(batch, generator=generator, device=x0.device) < self.condition_dropout
             if self.null_condition is not None:  # a per-sample select on the device: no host read
@@ -217,14 +218,24 @@ class MSEDSMLoss(torch.nn.Module):
             else:  # the model's own "no condition" needs a second call on the dropped rows, found on the host
                 return self._reduce(self._loss(x0, noise, log_snr, level,
                                                self._predict_split(x_hat, level, t, condition, dropped, model_kwargs)))
-        out = predict(self.model, self.noise_schedule, x_hat, level, t, condition, **model_kwargs)
+        out = self._predict(x_hat, level, t, condition, model_kwargs)
         return self._reduce(self._loss(x0, noise, log_snr, level, out))
+
+    def _predict(self, x_hat, level, t, condition, model_kwargs) -> torch.Tensor:
+        """The model's prediction at noise level ``level``; a preconditioner skips its own domain check,
+        since the times were checked once when the schedule turned them into log-SNRs."""
+        precond, args, keywords = _preconditioner_of(self.model)
+        if precond is None:
+            return predict(self.model, self.noise_schedule, x_hat, level, t, condition, **model_kwargs)
+        if condition is not None:
+            model_kwargs["condition"] = condition
+        return precond.precondition(x_hat, level, *args, **{**keywords, **model_kwargs})
 
     def _loss(self, x0, noise, log_snr, level, out) -> torch.Tensor:
         """The weighted elementwise loss of the prediction ``out``."""
         target = self.target(x0, noise, append_dims(log_snr, x0.ndim))
-        weight = append_dims(self.weight(log_snr).to(log_snr.dtype), x0.ndim)
-        loss = weight * (out.to(weight.dtype) - target.to(weight.dtype)) ** 2
+        weight = append_dims(cast(self.weight(log_snr), log_snr.dtype), x0.ndim)
+        loss = weight * (cast(out, weight.dtype) - cast(target, weight.dtype)).square()
         if self.uncertainty is not None:
             loss = self.uncertainty.weigh(loss, append_dims(level, x0.ndim))
         return loss
@@ -245,8 +256,7 @@ class MSEDSMLoss(torch.nn.Module):
                 continue
             kwargs = {k: v[rows] if isinstance(v, torch.Tensor) and v.ndim and v.shape[0] == batch else v
                       for k, v in model_kwargs.items()}
-            part = predict(self.model, self.noise_schedule, x_hat[rows], level[rows], t[rows],
-                           condition[rows] if cond else None, **kwargs)
+            part = self._predict(x_hat[rows], level[rows], t[rows], condition[rows] if cond else None, kwargs)
             out = out.index_put((rows,), part.to(out.dtype))
         return out
 

@@ -54,7 +54,7 @@ import torch
 from diffusion_schemes.schedules.deprecation import LOG_SNR_METHODS, accept_log_snr_t
 from diffusion_schemes.discretizations import check_num_steps
 from diffusion_schemes.errors import ArgumentTypeError, DomainError, InvalidArgumentError
-from diffusion_schemes.tensors import append_dims, interval, outside
+from diffusion_schemes.tensors import append_dims, check_inside, check_not_nan, interval
 from diffusion_schemes.specs.base import SpecBacked
 from diffusion_schemes.specs.config import resolve_weighting
 from diffusion_schemes.weightings.base import SNRWeighting, weight_for
@@ -64,6 +64,10 @@ __all__ = ["BaseNoiseSchedule"]
 #: ``preserving``: ``alpha^2 + sigma^2 = 1``; ``exploding``: ``alpha = 1``; ``custom``: the
 #: schedule overrides :meth:`BaseNoiseSchedule.get_alpha_sigma` (e.g. flow matching).
 VARIANCE_TYPES = ("preserving", "exploding", "custom")
+
+
+def _nan_log_snr(bad: list[float]) -> DomainError:
+    return DomainError(f"log_snr contains NaN (got {bad}); a log-SNR is any real number, +-inf included")
 
 
 class BaseNoiseSchedule(SpecBacked, abc.ABC):
@@ -510,28 +514,33 @@ class BaseNoiseSchedule(SpecBacked, abc.ABC):
 
     # ------------------------------------------------------------------ helpers for subclasses
     def _t(self, t: Any, training: bool = False) -> torch.Tensor:
-        """``t`` as a float tensor (float32 or wider); on the CPU, a clear error outside ``t_limits``."""
+        """``t`` as a float tensor (float32 or wider); a clear error outside ``t_limits``.
+
+        The check reads nothing on the host (:func:`~diffusion_schemes.tensors.check_inside`), so
+        ``get_log_snr`` and ``noise_level`` stay free of device synchronisation on the training path.
+        """
         t = torch.as_tensor(t)
-        t = t.to(torch.promote_types(t.dtype, torch.float32) if t.is_floating_point() else torch.float32)
-        if t.device.type == "cpu" and not torch.compiler.is_compiling():
-            lo, hi = self.t_limits
-            bad = outside(t, lo, hi)
-            if bad is not None:
-                d_lo, d_hi = self.domain(training)
-                raise DomainError(
-                    f"{self.name}: diffusion time t={bad} is outside {interval(lo, hi)}, where lambda(t) is "
-                    f"defined; this schedule {'trains' if training else 'samples'} on [{d_lo:g}, {d_hi:g}]"
-                )
+        if t.dtype != torch.float32 and t.dtype != torch.float64:
+            t = t.to(torch.promote_types(t.dtype, torch.float32) if t.is_floating_point() else torch.float32)
+        lo, hi = self.t_limits
+        check_inside(t, lo, hi, lambda bad: self._bad_time(bad, training))
         return t
+
+    def _bad_time(self, bad: list[float], training: bool) -> DomainError:
+        lo, hi = self.t_limits
+        d_lo, d_hi = self.domain(training)
+        return DomainError(
+            f"{self.name}: diffusion time t={bad} is outside {interval(lo, hi)}, where lambda(t) is "
+            f"defined; this schedule {'trains' if training else 'samples'} on [{d_lo:g}, {d_hi:g}]"
+        )
 
     @staticmethod
     def _log_snr(log_snr: Any) -> torch.Tensor:
-        """``log_snr`` as a float tensor, rejecting NaN on the CPU."""
+        """``log_snr`` as a float tensor, rejecting NaN (checked without a host read)."""
         log_snr = torch.as_tensor(log_snr)
         if not log_snr.is_floating_point():
             log_snr = log_snr.to(torch.float32)
-        if log_snr.device.type == "cpu" and not torch.compiler.is_compiling() and bool(log_snr.isnan().any()):
-            raise DomainError("log_snr contains NaN")
+        check_not_nan(log_snr, _nan_log_snr)
         return log_snr
 
     @staticmethod
