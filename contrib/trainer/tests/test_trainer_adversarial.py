@@ -211,3 +211,207 @@ def test_a_real_ctrl_c_exits_130_naming_the_checkpoint_on_disk(tmp_path):
     step = load_checkpoint(run_dir)["step"]
     assert f"the checkpoint of step {step} in {str(run_dir)!r} is intact" in err
     assert _dot_files(run_dir) == [LOCK_NAME]
+
+
+# ---------------------------------------------------------------- every file the trainer reads is verified
+def _copy_run(src, dst):
+    import shutil
+
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns(".lock*"))
+    return dst
+
+
+def test_a_damaged_ema_snapshot_is_named_and_nothing_is_ranked(small_run, tmp_path, capsys):
+    run_dir = _copy_run(small_run, tmp_path / "run")
+    snapshot = run_dir / "ema" / "ema-00000002.pt"
+    good = snapshot.read_bytes()
+    damages = {
+        "a flipped bit": (lambda: flip_a_bit(snapshot), "does not match its checksum"),
+        "a truncation": (lambda: snapshot.write_bytes(good[: len(good) // 2]), "is not a readable EMA snapshot"),
+        "a foreign file": (lambda: torch.save({"step": 2, "weights": torch.ones(3)}, snapshot),
+                           "is not a diffusion-schemes-trainer EMA snapshot"),
+    }
+    for what, (damage, message) in damages.items():
+        snapshot.write_bytes(good)
+        damage()
+        code, err = _main(capsys, "ema", run_dir, "-q")
+        assert code == 2, (what, err)
+        assert err.startswith("error: ") and str(snapshot) in err and message in err, (what, err)
+        assert not (run_dir / "ema.json").exists(), what
+    snapshot.write_bytes(good)
+    assert _main(capsys, "ema", run_dir, "-q")[0] == 0
+    assert json.loads((run_dir / "ema.json").read_text())["snapshots"] == 2
+
+
+def test_a_snapshot_holding_nan_is_refused_even_with_a_matching_checksum(small_run, tmp_path, capsys):
+    from diffusion_schemes_trainer.storage import checksum
+
+    run_dir = _copy_run(small_run, tmp_path / "run")
+    snapshot = run_dir / "ema" / "ema-00000004.pt"
+    payload = torch.load(snapshot, weights_only=True)
+    name = next(k for k, v in payload["states"][0].items() if v.is_floating_point())
+    payload["states"][0][name] = torch.full_like(payload["states"][0][name], float("nan"))
+    payload["checksum"] = checksum(payload)  # a file written as it is, not damaged afterwards
+    torch.save(payload, snapshot)
+    code, err = _main(capsys, "ema", run_dir, "-q")
+    assert code == 2 and str(snapshot) in err and "holds NaN or inf" in err and name in err, err
+    assert not (run_dir / "ema.json").exists()
+
+
+def test_a_truncated_or_foreign_checkpoint_is_named(small_run, tmp_path, capsys):
+    path = tmp_path / "checkpoint.pt"
+    good = (small_run / "checkpoint.pt").read_bytes()
+    path.write_bytes(good[: len(good) - 100])
+    code, err = _main(capsys, "sample", path, "-q")
+    assert code == 2 and str(path) in err and "is not a readable checkpoint" in err, err
+    torch.save({"format": "diffusion-schemes-trainer/1", "step": 1}, path)  # the right format, no checksum
+    code, err = _main(capsys, "sample", path, "-q")
+    assert code == 2 and str(path) in err and "does not match its checksum" in err, err
+
+
+def test_a_damaged_digits_classifier_file_is_named(tmp_path):
+    pytest.importorskip("sklearn")
+    from diffusion_schemes_trainer import Digits
+    from diffusion_schemes_trainer.runs import _CACHE, CLASSIFIER_NAME, digits_classifier
+
+    splits = Digits().splits(1797, 300, 0)
+    digits_classifier(splits, 0, tmp_path)
+    path = tmp_path / CLASSIFIER_NAME
+    good = path.read_bytes()
+    for damage, message in ((lambda: flip_a_bit(path), "does not match its checksum"),
+                            (lambda: path.write_bytes(good[:1000]), "is not a readable digits classifier file")):
+        path.write_bytes(good)
+        damage()
+        _CACHE.clear()  # as in a new process: the classifier comes from the file
+        with pytest.raises(ds.DiffusionSchemesError, match=message) as info:
+            digits_classifier(splits, 0, tmp_path)
+        assert str(path) in str(info.value) and "Delete it" in str(info.value)
+    path.write_bytes(good)
+    _CACHE.clear()
+    assert digits_classifier(splits, 0, tmp_path) is not None
+
+
+def test_overwrite_removes_everything_the_previous_run_wrote(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert _main(capsys, "train", *CLI_SMALL, "--set", "ema_snapshot_every=1", "--run-dir", run_dir)[0] == 0
+    assert len(list((run_dir / "ema").glob("ema-*.pt"))) == 4
+    torch.save(torch.zeros(2), run_dir / "samples-euler-5.pt")  # what `sample` wrote there
+    (run_dir / "notes.txt").write_text("the user's own file")
+    code, err = _main(capsys, "train", *CLI_SMALL, "--set", "steps=2", "--ema-profiles", "none", "--run-dir", run_dir)
+    assert code == 2 and "--overwrite" in err and "snapshots" in err
+    code, err = _main(capsys, "train", *CLI_SMALL, "--set", "steps=2", "--ema-profiles", "none", "--run-dir", run_dir,
+                      "--overwrite")
+    assert code == 0, err
+    assert list((run_dir / "ema").glob("ema-*.pt")) == [] and not (run_dir / "samples-euler-5.pt").exists()
+    assert (run_dir / "notes.txt").read_text() == "the user's own file"  # not something a run wrote
+    assert load_checkpoint(run_dir)["step"] == 2
+    code, err = _main(capsys, "ema", run_dir)
+    assert code == 2 and "no post-hoc EMA snapshots" in err
+
+
+RACER = """
+import sys, time
+from pathlib import Path
+from diffusion_schemes_trainer.errors import TrainerError
+from diffusion_schemes_trainer.storage import RunLock
+run_dir, go = Path(sys.argv[1]), Path(sys.argv[2])
+print("ready", flush=True)
+while not go.exists():
+    time.sleep(0.001)
+try:
+    lock = RunLock(run_dir).acquire()
+except TrainerError:
+    print("refused", flush=True)
+else:
+    print("held", flush=True)
+    time.sleep(3)
+    lock.release()
+"""
+
+
+@pytest.mark.slow
+def test_the_lock_cannot_be_held_twice_by_processes_starting_at_once_after_a_dead_holder(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        from diffusion_schemes_trainer.storage import RunLock
+        lock = RunLock({str(run_dir)!r}).acquire()
+        print("locked", flush=True)
+        import time; time.sleep(120)
+    """)], stdout=subprocess.PIPE, text=True)
+    assert dead.stdout.readline().strip() == "locked"
+    dead.send_signal(signal.SIGKILL)  # no chance to release: its lock file and owner note stay behind
+    dead.wait()
+    assert (run_dir / LOCK_NAME).exists()
+    for trial in range(2):
+        go = tmp_path / f"go-{trial}"
+        racers = [subprocess.Popen([sys.executable, "-c", RACER, str(run_dir), str(go)], stdout=subprocess.PIPE,
+                                   text=True) for _ in range(4)]
+        try:
+            assert all(r.stdout.readline().strip() == "ready" for r in racers)
+            go.write_text("")
+            outcomes = sorted(r.stdout.readline().strip() for r in racers)
+        finally:
+            for r in racers:
+                r.wait(timeout=60)
+        assert outcomes == ["held", "refused", "refused", "refused"], (trial, outcomes)
+    with RunLock(run_dir) as lock:  # and once they are gone, it is free
+        assert lock.held
+
+
+# ---------------------------------------------------------------- types and sizes are what they say
+@pytest.mark.parametrize("setting", ["optimizer.lr=true", "sampling_steps=true", "seed=false", "steps=true",
+                                     "optimizer.betas=[true, 0.99]", "model.hidden=true"])
+def test_a_boolean_is_not_a_number_in_a_config(setting, capsys):
+    code, err = _main(capsys, "train", "--set", setting, "--print-config")
+    assert code == 2 and "a boolean is not a number" in err and setting.split("=")[0].split(".")[-1] in err, err
+
+
+def test_a_boolean_in_a_toml_file_is_refused_too(tmp_path, capsys):
+    path = tmp_path / "run.toml"
+    path.write_text("[optimizer]\nlr = true\n")
+    code, err = _main(capsys, "train", "-c", path, "--print-config")
+    assert code == 2 and "lr = True: a boolean is not a number" in err, err
+    assert _main(capsys, "train", "--set", "uncertainty=true", "--print-config")[0] == 0  # a real boolean stays one
+
+
+def test_sizes_that_cannot_fit_are_refused_up_front_naming_the_limit(small_run, tmp_path, capsys):
+    cases = [
+        (("train", *CLI_SMALL, "--set", "batch_size=100000000000", "--run-dir", tmp_path / "a"),
+         "is larger than the training set (data.train_size = 128)"),
+        (("train", *CLI_SMALL, "--set", "data.train_size=2000", "--set", "batch_size=3e6", "--run-dir", tmp_path / "b"),
+         "batch_size 3000000 is larger than the training set (data.train_size = 2000)"),
+        (("train", *CLI_SMALL, "--set", "data.train_size=100000000000", "--run-dir", tmp_path / "c"),
+         "the training set (data.train_size = 100000000000) needs about"),
+        (("sample", small_run, "--steps", "1000000000000"), "limit of 10000 solver steps"),
+        (("sample", small_run, "--num-samples", "100000000000"), "sampling 100000000000 samples needs about"),
+        (("train", "--sampling-steps", "1000000000000", "--print-config"), "less than or equal to 10000"),
+    ]
+    for argv, message in cases:
+        code, err = _main(capsys, *argv)
+        assert code == 2, (argv, err)
+        assert err.startswith("error: ") and message in err, (argv, err)
+    assert not (tmp_path / "a" / "checkpoint.pt").exists()
+
+
+# ---------------------------------------------------------------- checksums over byte views
+def test_the_checksum_hashes_each_tensors_bytes_as_stored_in_order():
+    """An independent derivation: SHA-256 over the path, dtype, shape and numpy's bytes of each leaf."""
+    import hashlib
+
+    from diffusion_schemes_trainer.storage import checksum
+
+    base = torch.arange(24, dtype=torch.float32).reshape(4, 6)
+    payload = {"b": {"t": base.T, "s": base[1:, 2:4]}, "a": torch.tensor(3.5, dtype=torch.float64),
+               "e": torch.empty(0, 3), "h": torch.ones(5, dtype=torch.bfloat16), "n": 7, "checksum": "ignored"}
+    want = hashlib.sha256()
+    for where, leaf in (("a", payload["a"]), ("b.s", base[1:, 2:4]), ("b.t", base.T), ("e", payload["e"]),
+                        ("h", payload["h"]), ("n", 7)):
+        want.update(where.encode() + b"\0")
+        if isinstance(leaf, torch.Tensor):
+            raw = leaf.view(torch.int16) if leaf.dtype == torch.bfloat16 else leaf  # numpy has no bfloat16
+            want.update(f"{leaf.dtype}{tuple(leaf.shape)}".encode() + raw.contiguous().numpy().tobytes())
+        else:
+            want.update(repr(leaf).encode())
+        want.update(b"\0")
+    assert checksum(payload) == want.hexdigest()
