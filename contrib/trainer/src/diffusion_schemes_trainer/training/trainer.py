@@ -172,6 +172,9 @@ class Trainer:
         self.saved_step: int | None = None  # the step of the checkpoint on disk, if any
         self.history: dict[str, list[Any]] = {"loss": [], "eval": []}
         self.train_time = 0.0
+        self.last_loss: float | None = None
+        self._acc: Any = 0
+        self._count = 0
         if checkpoint is not None:
             self._restore(checkpoint)
 
@@ -299,32 +302,38 @@ class Trainer:
         """Solver steps of one :meth:`measure` (for its progress bar)."""
         return self.config.sampling_steps * sampling_calls(self.data, bool(self.num_classes))
 
-    def run(self, bar: Any, callback: Callable[[int], None] | None) -> None:
+    def advance(self) -> None:
+        """One step of the run as :meth:`run` takes it: the optimiser step (with the EMAs and their snapshots), the
+        loss record every ``log_every`` steps, a measurement every ``eval_every`` and a checkpoint every
+        ``checkpoint_every`` steps."""
         cfg = self.config
-        acc, count, last = torch.zeros((), device=self.ctx.device), 0, None
-        while self.step < cfg.steps:
-            t0 = time.perf_counter()
-            acc += self.train_step()
-            count += 1
-            if self.step % cfg.log_every == 0 or self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
-                last = self.ctx.mean(float(acc) / count)
-                if not math.isfinite(last):
-                    self.check_finite()  # names the diverged tensor when the weights are to blame
-                    raise TrainerError(
-                        f"the loss became {last} at step {self.step} with finite weights; check the schemes' "
-                        f"settings and the weighting; {self.resume_hint()}"
-                    )
-                self.history["loss"].append([self.step, last])
-                acc, count = torch.zeros((), device=self.ctx.device), 0
-            self.train_time += time.perf_counter() - t0
-            if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.steps:
-                self.record_eval()
-            if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
-                self.save()
+        t0 = time.perf_counter()
+        self._acc = self.train_step() + (self._acc if self._count else 0)
+        self._count += 1
+        if self.step % cfg.log_every == 0 or self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
+            last = self.ctx.mean(float(self._acc) / self._count)
+            if not math.isfinite(last):
+                self.check_finite()  # names the diverged tensor when the weights are to blame
+                raise TrainerError(
+                    f"the loss became {last} at step {self.step} with finite weights; check the schemes' "
+                    f"settings and the weighting; {self.resume_hint()}"
+                )
+            self.history["loss"].append([self.step, last])
+            self.last_loss, self._count = last, 0
+        self.train_time += time.perf_counter() - t0
+        if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.steps:
+            self.record_eval()
+        if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
+            self.save()
+
+    def run(self, bar: Any, callback: Callable[[int], None] | None) -> None:
+        """:meth:`advance` to the last step (``bar``: a progress bar; ``callback(step)`` after every step)."""
+        while self.step < self.config.steps:
+            self.advance()
             if bar is not None:
                 bar.update()
-                if last is not None and self.step % cfg.log_every == 0:
-                    bar.set_postfix(loss=f"{last:.4f}", refresh=False)
+                if self.last_loss is not None and self.step % self.config.log_every == 0:
+                    bar.set_postfix(loss=f"{self.last_loss:.4f}", refresh=False)
             if callback is not None:
                 callback(self.step)
 
