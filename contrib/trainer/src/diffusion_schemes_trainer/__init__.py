@@ -3,7 +3,7 @@
 It adds four commands to ``diffusion-schemes`` through the ``register_commands`` hook:
 
 - ``diffusion-schemes train``: with no argument, the EDM scheme on a 2-D Gaussian mixture
-  with a small MLP on the CPU (about a minute); any installed scheme by name
+  with a small MLP on the CPU (2 to 4 minutes on 2 cores); any installed scheme by name
   (``--preconditioner vp --schedule vp``), any config (``--config run.toml``, ``--set key=value``);
   under ``torchrun`` it trains with DistributedDataParallel.
 - ``diffusion-schemes sample``: samples from a checkpoint with any installed solver.

@@ -7,15 +7,6 @@ A preconditioner calls its backbone with the scaled input ``c_in x`` and the noi
 ``c_noise``, whose range depends on the scheme (``ln(sigma)/4`` in about ``[-1.6, 1.1]`` for
 EDM, ``999 t`` for VP, an integer up to 999 for iDDPM). :class:`NoiseEmbedding` therefore
 uses Fourier features whose periods span that whole range.
-
->>> import torch
->>> import diffusion_schemes as ds
->>> from diffusion_schemes_trainer import MLP
->>> net = MLP(dim=2)
->>> isinstance(net, ds.DiffusionModel)
-True
->>> net(torch.randn(5, 2), torch.rand(5)).shape
-torch.Size([5, 2])
 """
 
 from __future__ import annotations
