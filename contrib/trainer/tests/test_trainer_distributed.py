@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from diffusion_schemes_trainer import load_checkpoint
+from diffusion_schemes_trainer.storage import LOCK_NAME
 from diffusion_schemes_trainer.training import setup
 
 TINY = ["--steps", "12", "--batch-size", "32", "--sampling-steps", "3", "-q", "--set", "data.train_size=512",
@@ -38,8 +39,8 @@ def test_two_processes_train_with_ddp_and_only_rank_0_writes(tmp_path):
     payload = load_checkpoint(run_dir)
     assert payload["step"] == 12 and payload["world_size"] == 2
     assert sorted(p.name for p in run_dir.iterdir()) == sorted(
-        ["checkpoint.pt", "metrics.json", "samples.pt", "samples.png", "loss.png", "ema"]
-    )
+        ["checkpoint.pt", "metrics.json", "samples.pt", "samples.png", "loss.png", "ema", LOCK_NAME]
+    )  # the lock file stays (an OS lock: released with the process, its file kept for the next one)
     assert [p.name for p in (run_dir / "ema").iterdir()] == ["ema-00000012.pt"]  # the post-hoc EMA snapshot, once
 
     # a run started on 2 processes resumes on 1
