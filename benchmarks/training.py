@@ -123,8 +123,10 @@ def run(settings: Settings) -> dict[str, object]:
         "is the same on both sides. Possible fixes, left to the owners of `_loss.py` and `_schedule.py`: pass "
         "the log-SNR already computed to the weight, and check the domain with one `aminmax` and a read.",
     ]
+    trainer, trainer_aim, trainer_data = trainer_table(settings)
     return {
         "notes": notes,
+        "extra_tables": [trainer],
         "id": "training",
         "title": "2. Training step (loss forward + backward)",
         "description": (
@@ -137,6 +139,134 @@ def run(settings: Settings) -> dict[str, object]:
         "columns": list(rows[0]),
         "rows": rows,
         "aims": [{"aim": "training step within 5% of the inline loss (time and peak memory)", "met": not misses,
-                  "detail": "; ".join(misses) or "all cases"}],
+                  "detail": "; ".join(misses) or "all cases"}, trainer_aim],
         "data": results,
+        "trainer_data": trainer_data,
     }
+
+
+# ---------------------------------------------------------------- the trainer: checkpoints and its training step
+TRAINER_AIM = 1.3
+
+
+def _digits_payload() -> dict[str, object]:
+    """A checkpoint payload the size of the digits run's: the U-Net, its EMA, Adam's state, two post-hoc EMAs."""
+    import copy
+
+    from diffusion_schemes_trainer.models.unet import UNetConfig
+    from diffusion_schemes_trainer.posthoc_ema import PowerEMA
+
+    torch.manual_seed(0)
+    net = UNetConfig().build((1, 8, 8), 10)
+    opt = torch.optim.Adam(net.parameters())
+    net(torch.randn(4, 1, 8, 8), torch.rand(4), torch.arange(4)).square().mean().backward()
+    opt.step()
+    return {"step": 1, "config": {"data": {"name": "digits"}}, "specs": {}, "model": net.state_dict(),
+            "ema": copy.deepcopy(net.state_dict()), "optimizer": opt.state_dict(),
+            "posthoc_ema": PowerEMA(net, (0.05, 0.10)).state_dict(), "history": {"loss": [], "eval": []}}
+
+
+def _checkpoint_rows(settings: Settings) -> tuple[list[dict[str, str]], list[str], dict[str, object]]:
+    import tempfile
+    from pathlib import Path
+
+    from diffusion_schemes_trainer.storage import load_checkpoint, save_checkpoint
+
+    payload = _digits_payload()
+    folder = Path(tempfile.mkdtemp())
+    ours_path, bare_path = folder / "checkpoint.pt", folder / "bare.pt"
+    save = compare(lambda: save_checkpoint(ours_path, payload), lambda: torch.save(payload, bare_path),
+                   settings.repeats, settings.block_s)
+    load = compare(lambda: load_checkpoint(ours_path), lambda: torch.load(bare_path, weights_only=True),
+                   settings.repeats, settings.block_s)
+    size = ours_path.stat().st_size
+    rows, misses = [], []
+    for what, timing, ref in (("save", save, "torch.save"), ("load", load, "torch.load(weights_only=True)")):
+        rows.append({"operation": f"{what} ({size / 2**20:.1f} MiB)", "trainer": fmt_time(timing["ours_s"]),
+                     "bare": f"{fmt_time(timing['reference_s'])} ({ref})", "ratio [IQR]": fmt_ratio(timing)})
+        if timing["ratio"]["median"] > TRAINER_AIM:
+            misses.append(f"checkpoint {what} {timing['ratio']['median']:.2f}x")
+    return rows, misses, {"save": save, "load": load, "bytes": size}
+
+
+def _bare_loop(config: object, data: object, splits: object):
+    """The same model trained with nothing around it: Adam, an EMA of the weights, the DSM loss."""
+    torch.manual_seed(config.seed)
+    net = config.model.build(data.shape)
+    ema = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    precond = ds.create("preconditioner", config.preconditioner, model=net)
+    loss_fn = ds.MSEDSMLoss(precond, ds.create("noise_schedule", config.noise_schedule))
+    opt = torch.optim.Adam(net.parameters(), lr=config.optimizer.lr)
+    train = splits.train
+    g = torch.Generator().manual_seed(0)
+
+    def step() -> None:
+        x0 = train[torch.randint(0, train.shape[0], (config.batch_size,), generator=g)]
+        loss = loss_fn(x0)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            for (k, e), p in zip(ema.items(), net.state_dict().values()):
+                if e.is_floating_point():
+                    e.lerp_(p, 1 - config.optimizer.ema_decay)
+
+    return step
+
+
+def _step_rows(settings: Settings) -> tuple[list[dict[str, str]], list[str], dict[str, object]]:
+    import statistics
+    import tempfile
+    import time
+
+    from diffusion_schemes_trainer import load_config
+    from diffusion_schemes_trainer.training import Trainer, setup
+
+    steps = 40 if settings.quick else 1000
+    repeats = 1 if settings.quick else 3
+    config = load_config(overrides=[f"run_dir='{tempfile.mkdtemp()}'", "steps=1000000000"])  # the default run
+    config.use_threads()
+    trainer = Trainer(config, setup(config.device), __import__("pathlib").Path(config.run_dir), None)
+    bare = _bare_loop(config, trainer.data, trainer.splits)
+    trainer.advance(), bare()  # warm up
+    ratios, t_ours, t_bare = [], [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            trainer.advance()  # snapshots every 200 steps and a checkpoint every 500, as in the run
+        t1 = time.perf_counter()
+        for _ in range(steps):
+            bare()
+        t2 = time.perf_counter()
+        t_ours.append((t1 - t0) / steps)
+        t_bare.append((t2 - t1) / steps)
+        ratios.append(t_ours[-1] / t_bare[-1])
+    ratio = statistics.median(ratios)
+    row = {"operation": f"training step of the default run ({steps} steps x {repeats}, post-hoc EMA on)",
+           "trainer": fmt_time(statistics.median(t_ours)),
+           "bare": f"{fmt_time(statistics.median(t_bare))} (Adam, EMA, DSM loss)",
+           "ratio [IQR]": f"{ratio:.2f} [{min(ratios):.2f}, {max(ratios):.2f}]"}
+    misses = [f"training step {ratio:.2f}x"] if ratio > TRAINER_AIM else []
+    return [row], misses, {"ratios": ratios, "ours_s": t_ours, "bare_s": t_bare, "steps": steps}
+
+
+def trainer_table(settings: Settings) -> tuple[dict[str, object], dict[str, object], dict[str, object]]:
+    """The trainer's extra table (checkpoint save/load, training step), its aim and its data."""
+    rows, misses, data = _checkpoint_rows(settings)
+    step_rows, step_misses, step_data = _step_rows(settings)
+    table = {
+        "title": "The trainer: checkpoints and the training step",
+        "description": (
+            "`save_checkpoint` / `load_checkpoint` (checksum over byte views, structure check, atomic write with "
+            "fsync) of a payload the size of the digits run's checkpoint, against bare `torch.save` / `torch.load` "
+            "of the same payload; and a step of the default `train` run (`Trainer.advance`: EDM on the 2-D mixture, "
+            "MLP, batch 256, the weight EMA, two post-hoc EMAs with their snapshots every 200 steps and the "
+            "checkpoint every 500) against a bare loop on the same model (Adam, an EMA, the DSM loss). Ratio: "
+            "trainer / bare."
+        ),
+        "columns": ["operation", "trainer", "bare", "ratio [IQR]"],
+        "rows": rows + step_rows,
+    }
+    aim = {"aim": f"trainer checkpoint save/load and training step within {TRAINER_AIM}x of bare torch",
+           "met": not (misses + step_misses), "detail": "; ".join(misses + step_misses) or "all cases"}
+    return table, aim, {"checkpoint": data, "step": step_data}

@@ -1,18 +1,15 @@
 """The adversarial tries, kept: a conflicting plugin, non-finite and out-of-domain values, command-line
-failures, a diverged run and its rescue, two processes on one run directory, a flipped bit, Ctrl-C
-inside a checkpoint write. Each fails loudly and clearly, and the rest keeps working."""
+failures. Each fails loudly and clearly, and the rest keeps working. (The trainer's own tries, a diverged
+run, two processes on one run directory, a flipped bit, Ctrl-C inside a checkpoint write, are in
+contrib/trainer/tests/test_trainer_adversarial.py.)"""
 
 from __future__ import annotations
 
 import json
 import math
 import os
-import signal
 import subprocess
 import sys
-import textwrap
-import time
-import zipfile
 from typing import Literal
 
 import pytest
@@ -23,8 +20,7 @@ from pydantic import BaseModel
 import diffusion_schemes as ds
 from diffusion_schemes.cli import commands as cli
 from diffusion_schemes.errors import InvalidArgumentError
-from diffusion_schemes_trainer import load_checkpoint, load_config, train
-from diffusion_schemes_trainer._runguard import LOCK_NAME, RunLock
+from diffusion_schemes_trainer import load_config, train
 
 SMALL = ["steps=4", "batch_size=16", "sampling_steps=2", "data.train_size=128", "data.eval_size=32",
          "model.hidden=8", "model.depth=1", "projections=8", "checkpoint_every=2", "log_every=1",
@@ -284,163 +280,3 @@ def test_an_unexpected_failure_is_one_line_with_a_log(capsys, monkeypatch):
     text = open(log, encoding="utf-8").read()
     os.remove(log)
     assert "Traceback" in text and "raise ZeroDivisionError" in text
-
-
-# ---------------------------------------------------------------------------------------------- the trainer
-def _finite(payload) -> bool:
-    tensors = [*payload["model"].values(), *(payload["ema"] or {}).values()]
-    tensors += [v for s in payload["optimizer"]["state"].values() for v in s.values() if v.is_floating_point()]
-    return all(bool(torch.isfinite(t).all()) for t in tensors)
-
-
-def test_a_diverged_run_writes_no_checkpoint_and_resume_rescues_it(tmp_path, capsys):
-    run_dir = tmp_path / "run"
-    assert _main(capsys, "train", *CLI_SMALL, "--run-dir", run_dir)[0] == 0
-    code, err = _main(capsys, "train", "--resume", run_dir, "--steps", "8", "--set", "optimizer.lr=1e30", "-q")
-    assert code == 2 and "Traceback" not in err
-    assert "holds NaN or inf" in err and "model." in err  # the first tensor that went bad, by name
-    assert f"the checkpoint of step 4 in {str(run_dir)!r} is intact" in err
-    payload = load_checkpoint(run_dir)
-    assert payload["step"] == 4 and _finite(payload)
-    code, err = _main(capsys, "train", "--resume", run_dir, "--steps", "8", "--set", "optimizer.lr=1e-3", "-q")
-    assert code == 0, err
-    payload = load_checkpoint(run_dir)
-    assert payload["step"] == 8 and _finite(payload)
-
-
-def test_non_finite_training_data_is_reported_as_such(tmp_path):
-    cfg = load_config(overrides=[*SMALL, f"run_dir='{tmp_path}'", "data.means=[[1e39, 0.0], [0.0, 1.0]]"])
-    with pytest.raises(ds.DiffusionSchemesError, match="training data .* NaN or infinite values"):
-        train(cfg, quiet=True)
-    assert not (tmp_path / "checkpoint.pt").exists()
-
-
-def test_a_second_process_on_a_run_directory_is_refused_and_a_stale_lock_taken_over(tmp_path):
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
-        import sys, time
-        from diffusion_schemes_trainer._runguard import RunLock
-        RunLock({str(run_dir)!r}).acquire()
-        print("locked", flush=True)
-        time.sleep(120)
-    """)], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "locked"
-        cfg = load_config(overrides=[*SMALL, f"run_dir='{run_dir}'"])
-        with pytest.raises(ds.DiffusionSchemesError, match=rf"in use by process {holder.pid}"):
-            train(cfg, quiet=True)
-    finally:
-        holder.kill()
-        holder.wait()
-    assert (run_dir / LOCK_NAME).exists()  # a killed process leaves its lock behind
-    (run_dir / ".checkpoint.pt.tmp-999999").write_bytes(b"half a checkpoint")
-    train(load_config(overrides=[*SMALL, f"run_dir='{run_dir}'"]), quiet=True)
-    assert load_checkpoint(run_dir)["step"] == 4
-    assert sorted(p.name for p in run_dir.iterdir() if p.name.startswith(".")) == []  # lock released, temp removed
-
-
-def test_a_flipped_bit_in_a_checkpoint_is_a_clear_error(small_run, tmp_path):
-    path = tmp_path / "checkpoint.pt"
-    path.write_bytes((small_run / "checkpoint.pt").read_bytes())
-    with zipfile.ZipFile(path) as archive:
-        info = next(i for i in archive.infolist() if "/data/" in i.filename and i.file_size >= 64)
-        start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
-    data = bytearray(path.read_bytes())
-    local_extra = int.from_bytes(data[info.header_offset + 28 : info.header_offset + 30], "little")
-    start = info.header_offset + 30 + len(info.filename.encode()) + local_extra
-    data[start + 5] ^= 0x10
-    path.write_bytes(bytes(data))
-    with pytest.raises(ds.DiffusionSchemesError, match="does not match its checksum|not a readable checkpoint"):
-        load_checkpoint(path)
-
-
-def test_ctrl_c_inside_a_checkpoint_write_exits_130_with_the_written_checkpoint(tmp_path, capsys, monkeypatch):
-    run_dir = tmp_path / "run"
-    real_save = torch.save
-    calls = []
-
-    def save_interrupted_halfway(obj, fh):
-        calls.append(obj["step"])
-        fh.write(b"PK")  # the start of the file is on disk ...
-        os.kill(os.getpid(), signal.SIGINT)  # ... when Ctrl-C arrives
-        fh.seek(0)
-        real_save(obj, fh)
-
-    monkeypatch.setattr(torch, "save", save_interrupted_halfway)
-    code, err = _main(capsys, "train", *CLI_SMALL, "--run-dir", run_dir)
-    monkeypatch.undo()
-    assert code == 130
-    assert calls == [2]  # interrupted during the first checkpoint (step 2), nothing after it ran
-    assert f"interrupted at step 2; the checkpoint of step 2 in {str(run_dir)!r} is intact" in err
-    assert load_checkpoint(run_dir)["step"] == 2
-    assert sorted(p.name for p in run_dir.iterdir() if p.name.startswith(".")) == []
-
-
-def test_ctrl_c_before_any_checkpoint_says_nothing_was_written(tmp_path):
-    def interrupt(step):
-        raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt, match="no checkpoint was written"):
-        train(load_config(overrides=[*SMALL, "checkpoint_every=10", f"run_dir='{tmp_path}'"]), quiet=True,
-              callback=interrupt)
-
-
-def test_compare_resumes_an_interrupted_comparison(tmp_path, capsys, monkeypatch):
-    import diffusion_schemes_trainer._train as train_module
-
-    real_train = train_module.train
-
-    def vp_interrupted(cfg, **kw):
-        if cfg.preconditioner.name == "vp":
-            kw["callback"] = lambda step: (_ for _ in ()).throw(KeyboardInterrupt) if step == 2 else None
-        return real_train(cfg, **kw)
-
-    args = ["compare", "--schemes", "edm,vp", "--evals", "1", *CLI_SMALL, "--run-dir", tmp_path]
-    monkeypatch.setattr(train_module, "train", vp_interrupted)
-    code, err = _main(capsys, *args)
-    monkeypatch.undo()
-    assert code == 130 and "--resume" in err
-    edm_metrics = (tmp_path / "edm" / "metrics.json").stat().st_mtime_ns
-    assert load_checkpoint(tmp_path / "vp")["step"] == 2
-    code, err = _main(capsys, *args)
-    assert code == 2 and "--resume" in err
-    time.sleep(0.01)
-    code, err = _main(capsys, *args, "--resume")
-    assert code == 0, err
-    assert (tmp_path / "edm" / "metrics.json").stat().st_mtime_ns == edm_metrics  # kept, not retrained
-    report = json.loads((tmp_path / "compare.json").read_text())
-    assert [r["scheme"] for r in report["schemes"]] == ["edm", "vp"]
-    assert load_checkpoint(tmp_path / "vp")["step"] == 4
-
-
-def test_a_full_disk_while_drawing_leaves_no_empty_picture(tmp_path, monkeypatch):
-    figure = pytest.importorskip("matplotlib.figure")
-    from diffusion_schemes_trainer import _plots
-
-    def full_disk(self, fname, **kwargs):
-        open(fname, "wb").write(b"\x89PNG")
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(figure.Figure, "savefig", full_disk)
-    with pytest.raises(ds.DiffusionSchemesError, match="No space left on device"):
-        _plots.samples_picture(str(tmp_path / "samples.png"), [("points", torch.randn(50, 2))])
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_a_real_ctrl_c_exits_130_naming_the_checkpoint_on_disk(tmp_path):
-    run_dir = tmp_path / "run"
-    args = ["train", "-q", "--run-dir", str(run_dir), "--set", "steps=100000", "--set", "checkpoint_every=5",
-            *(a for item in SMALL if not item.startswith(("steps", "checkpoint_every")) for a in ("--set", item))]
-    proc = subprocess.Popen([sys.executable, "-m", "diffusion_schemes", *args], stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
-    deadline = time.monotonic() + 120
-    while not (run_dir / "checkpoint.pt").exists() and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    err = proc.communicate(timeout=120)[1]
-    assert proc.returncode == 130, err
-    assert "Traceback" not in err
-    step = load_checkpoint(run_dir)["step"]
-    assert f"the checkpoint of step {step} in {str(run_dir)!r} is intact" in err
-    assert sorted(p.name for p in run_dir.iterdir() if p.name.startswith(".")) == []

@@ -1,0 +1,195 @@
+"""``diffusion-schemes sample``: its arguments and what it does with them (plain, guided, or a guidance sweep)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import diffusion_schemes as ds
+
+from .. import plots
+from ..config import MAX_SAMPLING_STEPS, num_classes, parse_overrides
+from ..errors import TrainerError
+from ..evaluation import evaluate, generate, sampling_calls
+from ..limits import check_fits, sampling_bytes
+from ..metrics import class_accuracy
+from ..report import fd_lines, progress
+from ..runs import classifier_for, digits_judge, rebuild, run_dir_of, sweep_guidance
+from ..storage import load_checkpoint, save_torch, write_json
+from .compare import guidance_table
+from .options import parse_scales
+
+__all__ = ["add_parser", "guidance_from_args", "run"]
+
+
+def add_parser(cli: Any) -> argparse.ArgumentParser:
+    """Add ``sample`` and its arguments to an argparse sub-parser collection."""
+    p = cli.add_parser("sample", help="sample from a trained checkpoint with any solver and step count")
+    p.add_argument("checkpoint", help="a run directory or its checkpoint.pt")
+    p.add_argument("--solver", metavar="NAME", help="solver by name (default: the run's)")
+    p.add_argument("--solver-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a field of the solver, e.g. S_churn=0")
+    p.add_argument("--steps", type=int, metavar="N", help=f"solver steps (default: the run's; at most {MAX_SAMPLING_STEPS})")
+    p.add_argument("--num-samples", type=int, metavar="N",
+                   help="how many (default: the held-out set's size; at most what fits in memory)")
+    p.add_argument("--seed", type=int, metavar="N", help="seed of the latents (default: the run's)")
+    p.add_argument("--no-ema", action="store_true", help="use the trained weights, not their moving average")
+    p.add_argument("--out", metavar="DIR", help="output folder (default: the run directory)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    g = p.add_argument_group("class-conditional runs (trained with --class-conditional)")
+    g.add_argument("--class", dest="label", type=int, metavar="K", help="sample only class K (default: every class)")
+    g.add_argument("--guidance", type=float, metavar="W",
+                   help="guidance weight w: D = D_null + w (D_cond - D_null); 1 is plain conditional sampling "
+                   "(default 2 when another guidance flag is given)")
+    g.add_argument("--guidance-interval", metavar="LO,HI",
+                   help="guide only at noise levels in [LO, HI] (e.g. 0.3,5); elsewhere w = 1")
+    g.add_argument("--guidance-rescale", type=float, metavar="PHI", help="rescale the guided estimate (0 to 1)")
+    g.add_argument("--guide", metavar="RUN",
+                   help="autoguidance: a weaker run of the same data and classes guides in place of the null class")
+    g.add_argument("--guidance-scales", metavar="LIST",
+                   help="sample held-out set B's classes at each of these weights (e.g. 0,1,2,4) from the same "
+                   "seeds: a table of class accuracy and distance, and guidance.png")
+    return p
+
+
+def guidance_from_args(args: argparse.Namespace, config: Any, classes: int) -> Any:
+    """The ``ds.Guidance`` the ``sample`` flags ask for (None: plain sampling); the guide run is rebuilt by name."""
+    asked = [f for f, v in (("--guidance", args.guidance), ("--guidance-interval", args.guidance_interval),
+                            ("--guidance-rescale", args.guidance_rescale), ("--guide", args.guide)) if v is not None]
+    if not asked:
+        return None
+    if not classes and args.guide is None:
+        raise TrainerError(
+            f"{', '.join(asked)} needs a class-conditional run (train it with --class-conditional) or a guide "
+            "run for autoguidance (--guide RUN)"
+        )
+    interval = None
+    if args.guidance_interval is not None:
+        try:
+            lo, hi = (float(v) for v in args.guidance_interval.split(","))
+        except ValueError:
+            raise TrainerError(
+                f"--guidance-interval takes two noise levels LO,HI such as 0.3,5; got {args.guidance_interval!r}"
+            ) from None
+        interval = (lo, hi)
+    guide = None
+    if args.guide is not None:
+        guide_config, guide, _ = rebuild(load_checkpoint(args.guide), ema=not args.no_ema)
+        if (guide_config.data, guide_config.class_conditional) != (config.data, config.class_conditional):
+            raise TrainerError(
+                f"the guide run {args.guide!r} was trained on other data or classes ({guide_config.data.name}, "
+                f"class_conditional={guide_config.class_conditional}) than this run ({config.data.name}, "
+                f"class_conditional={config.class_conditional}); autoguidance needs the same data and conditioning"
+            )
+    null = torch.tensor([classes]) if classes and guide is None else None  # label K: "no class"
+    scale = 2.0 if args.guidance is None else args.guidance
+    return ds.Guidance(scale, null_condition=null, interval=interval, rescale=args.guidance_rescale or 0.0, guide=guide)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Sample a run with the asked solver, steps and guidance; measure when the samples match the held-out set."""
+    path = Path(args.checkpoint)
+    if args.guidance_scales is not None:
+        return _sweep(args, path)
+    for flag, value in (("--steps", args.steps), ("--num-samples", args.num_samples)):
+        if value is not None and value < 1:
+            raise TrainerError(f"{flag} must be >= 1, got {value}")
+    if args.steps is not None and args.steps > MAX_SAMPLING_STEPS:
+        raise TrainerError(f"--steps {args.steps} is more than the limit of {MAX_SAMPLING_STEPS} solver steps (the "
+                           "solvers converge long before, and that many steps of a model take hours); use fewer")
+    payload = load_checkpoint(path)
+    config, precond, schedule = rebuild(payload, ema=not args.no_ema)  # sets the run's threads first
+    run_dir = run_dir_of(path)
+    solver: dict[str, Any] = {"name": args.solver} if args.solver else config.solver.model_dump(mode="json")
+    for keys, value in parse_overrides(args.solver_option):
+        solver[".".join(keys)] = value
+    solver_spec = ds.parse_spec("solver", solver)
+    steps = config.sampling_steps if args.steps is None else args.steps
+    seed = config.seed if args.seed is None else args.seed
+    data = config.data.build()
+    classes = num_classes(config, data)
+    if args.label is not None and not 0 <= args.label < max(classes, 1):
+        raise TrainerError(
+            f"--class {args.label} is not a class of this run" + (f"; its classes are 0..{classes - 1}" if classes
+            else "; it was trained without classes (train with --class-conditional)")
+        )
+    guidance = guidance_from_args(args, config, classes)
+    n = config.data.eval_size if args.num_samples is None else args.num_samples
+    check_fits(f"sampling {n} samples", sampling_bytes(n, data.shape, config.model), "cpu",
+               "use a smaller --num-samples")
+    if not 0 <= seed < 2**63 - 1:
+        raise TrainerError(f"--seed must be in [0, 2**63 - 1), got {seed}")
+    out = Path(args.out) if args.out else run_dir
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TrainerError(f"cannot create the output folder {str(out)!r}: {exc.strerror or exc}") from None
+    stem = f"samples-{solver_spec.name}-{steps}"
+    if guidance is not None:
+        stem += f"-w{guidance.scale:g}"
+    if args.label is not None:
+        stem += f"-class{args.label}"
+    weights = "trained" if args.no_ema or payload.get("ema") is None else "ema"
+    print(f"sampling {n} samples at step {payload['step']} ({weights} weights) with {solver_spec.name}, {steps} steps"
+          + (f", guidance {guidance!r}" if guidance is not None else ""), file=sys.stderr)
+    measured = n == config.data.eval_size and args.label is None
+    splits = data.splits(config.data.train_size, config.data.eval_size, config.seed) if classes or measured else None
+    judge = classifier_for(data, splits, config.seed, run_dir) if classes else None
+    calls = sampling_calls(data, bool(classes)) if measured else 1
+    with progress(steps * calls, "sample", disable=args.quiet) as bar:
+        callback = lambda info: bar.update()  # noqa: E731 - one step of the solver done
+        if measured:
+            result = evaluate(precond, schedule, splits, data, solver_spec, steps, config.projections, seed,
+                              conditional=bool(classes), guidance=guidance, classifier=judge,
+                              judge=digits_judge(data, config.data.train_size, config.data.eval_size, config.seed,
+                                                 run_dir),
+                              callback=callback)
+            samples, nfe = result["samples"], result["nfe"]
+            lines = [f"sliced Wasserstein distance to held-out data: {result['sw_model']:.4f} "
+                     f"(floor {result['sw_floor']:.4f}, {result['sw_model'] / result['sw_floor']:.2f}x)"]
+            lines += fd_lines(result)
+            if result["sw_exact"] is not None:
+                lines.append(f"exact denoiser with the same solver and steps: {result['sw_exact']:.4f}")
+            if result["class_accuracy"] is not None:
+                lines.append("class accuracy (held-out set B's labels, judged by a classifier): "
+                             f"{result['class_accuracy']:.3f}")
+        else:
+            labels = None
+            if classes:
+                labels = torch.full((n,), args.label) if args.label is not None else torch.arange(n) % classes
+            samples, nfe = generate(precond, schedule, (n, *data.shape), solver_spec, steps, seed + 1,
+                                    condition=labels, guidance=guidance, callback=callback)
+            lines = [f"(no distance measured: it needs --num-samples {config.data.eval_size}, the held-out set's size, "
+                     "and every class)"]
+            if judge is not None:
+                lines.append(f"class accuracy (judged by a classifier): {class_accuracy(judge, samples, labels):.3f}")
+    save_torch(out / f"{stem}.pt", samples, what="the samples")
+    title = f"{solver_spec.name}, {steps} steps" + (f", w = {guidance.scale:g}" if guidance is not None else "")
+    picture = plots.samples_picture(str(out / f"{stem}.png"), [(title, samples)], data.kind)
+    print(f"{n} samples, {nfe} model evaluations")
+    print("\n".join(lines))
+    print(f"written: {out / (stem + '.pt')}" + (f", {picture}" if picture else f" ({plots.MISSING})"))
+    return 0
+
+
+def _sweep(args: argparse.Namespace, path: Path) -> int:
+    """``sample RUN --guidance-scales LIST``: the run's own solver and steps at each weight, same seeds."""
+    other = [f for f in ("label", "guidance", "guidance_interval", "guidance_rescale", "guide", "solver", "steps",
+                         "num_samples", "seed") if getattr(args, f) not in (None, [])]
+    if other or args.solver_option:
+        raise TrainerError("--guidance-scales samples with the run's own settings; drop the other sampling flags")
+    scales = parse_scales(args.guidance_scales)
+    out = Path(args.out) if args.out else run_dir_of(path)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TrainerError(f"cannot create the output folder {str(out)!r}: {exc.strerror or exc}") from None
+    rows = sweep_guidance(path, scales, ema=not args.no_ema, picture=str(out / "guidance.png"), quiet=args.quiet)
+    write_json(out / "guidance.json", rows, what="the guidance sweep")
+    print(guidance_table({str(path): rows}))
+    print(f"written: {out / 'guidance.json'}" + (f", {out / 'guidance.png'}" if (out / "guidance.png").is_file() else ""))
+    return 0

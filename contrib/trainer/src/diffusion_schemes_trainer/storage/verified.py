@@ -1,0 +1,145 @@
+"""Files that carry their own checksum: written with it, refused on load unless it and their structure match.
+
+A verified file is a dict of plain data (tensors, numbers, strings, lists, dicts) saved with
+``torch.save`` and read back with ``torch.load(weights_only=True)``, so loading executes no code
+from the file. It holds ``checksum``, the SHA-256 of everything else (a tensor by its dtype, shape
+and bytes, read through a byte view of its memory; other leaves by ``repr``), and a ``format``
+string naming what it is. :func:`load_verified` names the file and says what is wrong when it is
+missing, unreadable (truncated, not a torch file), of another format, malformed (a field missing
+or of the wrong type), changed since it was written (a flipped bit) or, when asked, non-finite.
+
+>>> import os, tempfile, torch
+>>> from diffusion_schemes_trainer.storage.verified import load_verified, save_verified
+>>> path = os.path.join(tempfile.mkdtemp(), "thing.pt")
+>>> save_verified(path, {"format": "example/1", "w": torch.ones(3)}, what="the example")
+>>> load_verified(path, "example/1", {"w": torch.Tensor}, what="example")["w"]
+tensor([1., 1., 1.])
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import math
+import os
+import pickle
+import zipfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import TrainerError
+from .atomic import save_torch
+
+__all__ = ["checksum", "first_nonfinite", "load_verified", "save_verified"]
+
+
+def _walk(value: Any, where: str = "") -> Iterator[tuple[str, Any]]:
+    """``(dotted path, leaf)`` of a payload in a fixed order (mapping keys sorted by their text)."""
+    if isinstance(value, dict):
+        for key in sorted(value, key=str):
+            if not (where == "" and key == "checksum"):
+                yield from _walk(value[key], f"{where}.{key}" if where else str(key))
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            yield from _walk(item, f"{where}.{i}")
+    else:
+        yield where, value
+
+
+def _update(digest: Any, t: torch.Tensor) -> None:
+    """Feed a tensor's element bytes to ``digest`` through a view of its memory (no per-element copy)."""
+    t = t.detach().cpu().contiguous()
+    size = t.numel() * t.element_size()
+    if size:
+        digest.update((ctypes.c_char * size).from_address(t.data_ptr()))
+
+
+def checksum(payload: Mapping[str, Any]) -> str:
+    """SHA-256 of a payload's leaves but ``checksum`` (a tensor by its dtype, shape and bytes; others by ``repr``).
+
+    >>> import torch
+    >>> from diffusion_schemes_trainer.storage.verified import checksum
+    >>> a = {"step": 1, "model": {"w": torch.zeros(2)}}
+    >>> checksum(a) == checksum({"model": {"w": torch.zeros(2)}, "step": 1})
+    True
+    >>> checksum(a) == checksum({"step": 1, "model": {"w": torch.tensor([0.0, -0.0])}})   # one bit differs
+    False
+    """
+    digest = hashlib.sha256()
+    for where, leaf in _walk(dict(payload)):
+        digest.update(where.encode() + b"\0")
+        if isinstance(leaf, torch.Tensor):
+            digest.update(f"{leaf.dtype}{tuple(leaf.shape)}".encode())
+            _update(digest, leaf)
+        else:
+            digest.update(repr(leaf).encode())
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def first_nonfinite(payload: Mapping[str, Any], skip: tuple[str, ...] = ("history",)) -> str | None:
+    """The dotted path of the first tensor or float in ``payload`` holding NaN or inf, else ``None``.
+
+    Leaves under the top-level keys ``skip`` are not checked (a loss history may record a NaN).
+
+    >>> import torch
+    >>> from diffusion_schemes_trainer.storage.verified import first_nonfinite
+    >>> first_nonfinite({"model": {"a": torch.ones(2), "b": torch.tensor([1.0, float("nan")])}})
+    'model.b'
+    """
+    for where, leaf in _walk(dict(payload)):
+        if where.split(".")[0] in skip:
+            continue
+        if isinstance(leaf, torch.Tensor) and leaf.is_floating_point() and not bool(torch.isfinite(leaf).all()):
+            return where
+        if isinstance(leaf, float) and not math.isfinite(leaf):
+            return where
+    return None
+
+
+def save_verified(path: str | os.PathLike[str], payload: Mapping[str, Any], what: str) -> None:
+    """Write ``payload`` with its checksum to ``path`` atomically; a non-finite tensor is refused, by name."""
+    bad = first_nonfinite(payload)
+    if bad is not None:
+        raise TrainerError(f"{bad} holds NaN or inf; {what} {str(path)!r} was not written")
+    save_torch(path, {**payload, "checksum": checksum(payload)}, what=what)
+
+
+def load_verified(path: str | os.PathLike[str], format: str, fields: Mapping[str, type | tuple[type, ...]],
+                  what: str, hint: str = "", finite: bool = False) -> dict[str, Any]:
+    """Read a file written by :func:`save_verified` on the CPU, checking it is what it claims to be.
+
+    ``format``: the value its ``format`` field must have; ``fields``: the type of each required
+    field; ``what``: what the file is, for messages (``"checkpoint"``); ``hint``: what to do
+    about a bad file; ``finite``: also refuse NaN or inf anywhere in it.
+    """
+    path = Path(path)
+    hint = f" {hint}" if hint else ""
+    if not path.is_file():
+        raise TrainerError(f"no {what} at {str(path)!r}.{hint}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError,
+            AttributeError, KeyError, TypeError, IndexError, UnicodeDecodeError) as exc:
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise TrainerError(f"{str(path)!r} is not a readable {what} ({first}); it may be truncated or another "
+                           f"kind of file.{hint}") from None
+    if not isinstance(payload, dict) or payload.get("format") != format:
+        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise TrainerError(f"{str(path)!r} is not a diffusion-schemes-trainer {what} (it holds {found!r}; a {what} "
+                           f"has format {format!r}).{hint}")
+    if not isinstance(payload.get("checksum"), str) or payload["checksum"] != checksum(payload):
+        raise TrainerError(f"{str(path)!r} does not match its checksum: its contents changed after it was written "
+                           f"(a damaged disk or copy).{hint}")
+    wrong = [k for k, typ in fields.items() if not isinstance(payload.get(k), typ) or isinstance(payload.get(k), bool)
+             and bool not in (typ if isinstance(typ, tuple) else (typ,))]
+    if wrong:
+        raise TrainerError(f"{str(path)!r} is not a well-formed {what} ({', '.join(wrong)} missing or malformed).{hint}")
+    if finite:
+        bad = first_nonfinite(payload)
+        if bad is not None:
+            raise TrainerError(f"{str(path)!r} holds NaN or inf (in {bad}); it cannot be used.{hint}")
+    return payload

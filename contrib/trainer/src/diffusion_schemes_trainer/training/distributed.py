@@ -1,0 +1,113 @@
+"""One process or many: the device, the process group and the few collectives the trainer uses.
+
+Under ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) :func:`setup` joins the process
+group: NCCL when the run is on CUDA, gloo on the CPU. Without it everything is a no-op, so the
+same code trains on one process.
+
+>>> from diffusion_schemes_trainer.training.distributed import setup
+>>> ctx = setup("cpu")
+>>> ctx.rank, ctx.world_size, ctx.is_main, str(ctx.device)
+(0, 1, True, 'cpu')
+>>> ctx.mean(2.5)
+2.5
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+import torch
+
+from ..errors import TrainerError
+
+__all__ = ["Context", "setup"]
+
+
+@dataclasses.dataclass
+class Context:
+    """This process's place in the run."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+    owns_group: bool = False
+
+    @property
+    def distributed(self) -> bool:
+        """Whether there are several processes."""
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 writes files and prints."""
+        return self.rank == 0
+
+    def broadcast(self, obj: Any) -> Any:
+        """Rank 0's ``obj`` on every rank."""
+        if not self.distributed:
+            return obj
+        box = [obj]
+        torch.distributed.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def mean(self, value: float) -> float:
+        """The mean of ``value`` over the ranks."""
+        if not self.distributed:
+            return value
+        t = torch.tensor([value], dtype=torch.float64, device=self.device)
+        torch.distributed.all_reduce(t)
+        return float(t) / self.world_size
+
+    def identical(self, module: torch.nn.Module) -> bool:
+        """Whether ``module``'s parameters are bit-for-bit the same on every rank (a DDP sanity check)."""
+        if not self.distributed:
+            return True
+        flat = torch.cat([p.detach().reshape(-1).double() for p in module.parameters()])
+        gathered = [torch.empty_like(flat) for _ in range(self.world_size)]
+        torch.distributed.all_gather(gathered, flat)
+        return all(torch.equal(gathered[0], g) for g in gathered[1:])
+
+    def barrier(self) -> None:
+        """Wait for every rank."""
+        if self.distributed:
+            torch.distributed.barrier()
+
+    def close(self) -> None:
+        """Leave the process group if :func:`setup` joined it."""
+        if self.owns_group and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def _device(name: str, local_rank: int, distributed: bool) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise TrainerError(f"unknown device {name!r}; use 'cpu', 'cuda', 'cuda:N' or 'auto'") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise TrainerError(f"device {name!r} was asked for but CUDA is not available; use device = 'cpu' or 'auto'")
+        if distributed and device.index is None:
+            device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    return device
+
+
+def setup(device: str = "cpu") -> Context:
+    """The context of this process; joins the process group when launched by ``torchrun``."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    dev = _device(device, local_rank, world_size > 1)
+    owns = False
+    if world_size > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if dev.type == "cuda" else "gloo"
+        torch.distributed.init_process_group(backend=backend, device_id=dev if dev.type == "cuda" else None)
+        owns = True
+    if world_size > 1:
+        rank, world_size = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return Context(rank, world_size, local_rank, dev, owns)
