@@ -33,9 +33,11 @@ def _module_name(path: pathlib.Path, src: pathlib.Path) -> str:
     return ".".join(parts)
 
 
-def imported_modules(path: pathlib.Path, name: str) -> set[str]:
-    """Every module ``path`` (module ``name``) imports, inside functions too, not under ``TYPE_CHECKING``;
-    ``from a import b`` counts as importing ``a.b`` too (``b`` may be a module)."""
+def imported_modules(path: pathlib.Path, name: str, modules: frozenset[str] = frozenset()) -> set[str]:
+    """Every module ``path`` (module ``name``) imports, inside functions too, not under ``TYPE_CHECKING``.
+
+    ``from a import b`` imports the module ``a.b`` when that is one of ``modules`` (a submodule), and
+    ``a`` itself for any other name; ``from a import *`` imports ``a``."""
     tree = ast.parse(path.read_text())
     skipped = _type_checking_nodes(tree)
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
@@ -52,8 +54,9 @@ def imported_modules(path: pathlib.Path, name: str) -> set[str]:
                 module = ".".join(base + ([node.module] if node.module else []))
             else:
                 module = node.module or ""
-            found.add(module)
-            found |= {f"{module}.{alias.name}" for alias in node.names}
+            for alias in node.names:
+                sub = f"{module}.{alias.name}"
+                found.add(sub if sub in modules else module)
     return found
 
 
@@ -65,10 +68,8 @@ def module_graph(sources: dict[str, pathlib.Path]) -> dict[str, set[str]]:
         root = src.parent if (src / "__init__.py").exists() else src
         for path in src.rglob("*.py"):
             files[_module_name(path, root)] = path
-    graph = {}
-    for name, path in files.items():
-        graph[name] = {m for m in imported_modules(path, name) if m in files and m != name}
-    return graph
+    known = frozenset(files)
+    return {name: {m for m in imported_modules(path, name, known) if m in files and m != name} for name, path in files.items()}
 
 
 def cycles(graph: dict[str, set[str]]) -> list[set[str]]:
@@ -151,6 +152,10 @@ def test_relative_and_function_level_imports_are_seen(tmp_path):
     (pkg / "sub" / "__init__.py").write_text("from ..a import thing\n")
     (pkg / "a.py").write_text("def f():\n    from pkg.sub import x\n")
     assert cycles(module_graph({"t": tmp_path})) == [{"pkg.a", "pkg.sub"}]
+    (pkg / "sub" / "__init__.py").write_text("from .. import a\n")  # a submodule, not the package
+    (pkg / "__init__.py").write_text("from .sub import x\n")
+    (pkg / "a.py").write_text("")
+    assert cycles(module_graph({"t": tmp_path})) == []
 
 
 def test_the_graphs_see_the_packages():
