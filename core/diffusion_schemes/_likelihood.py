@@ -68,9 +68,12 @@ class LikelihoodResult(NamedTuple):
       unscaled sample at the noise level ``sigma_min``.
     - ``nfe``: the number of model calls, each on the whole batch.
     - ``dim``: the number of dimensions ``D`` of one sample (the elements of ``x[0]``).
+    - ``latents``: ``x`` carried by the ODE to ``sigma_max`` (the encoding the prior is
+      evaluated at), shaped like ``x``; ``log_prob - log N(latents; 0, sigma_max^2 I)`` is the
+      integrated divergence alone, so another prior can be put in its place.
 
     >>> import torch
-    >>> result = LikelihoodResult(torch.tensor([-2.0]), nfe=10, dim=2)
+    >>> result = LikelihoodResult(torch.tensor([-2.0]), nfe=10, dim=2, latents=torch.zeros(1, 2))
     >>> round(float(result.bits_per_dim(1.0)), 4)          # 2 nats over 2 dimensions: 1 / ln 2 bits each
     1.4427
     """
@@ -78,6 +81,7 @@ class LikelihoodResult(NamedTuple):
     log_prob: torch.Tensor
     nfe: int
     dim: int
+    latents: torch.Tensor
 
     def bits_per_dim(self, bin_width: float) -> torch.Tensor:
         """``-(log_prob + D ln bin_width) / (D ln 2)``: bits per dimension of data on a grid of ``bin_width``.
@@ -88,7 +92,7 @@ class LikelihoodResult(NamedTuple):
         the negative log-density in bits per dimension.
 
         >>> import math, torch
-        >>> result = LikelihoodResult(torch.tensor([-10.0, 0.0], dtype=torch.float64), nfe=1, dim=4)
+        >>> result = LikelihoodResult(torch.tensor([-10.0, 0.0], dtype=torch.float64), nfe=1, dim=4, latents=torch.zeros(2, 4))
         >>> result.bits_per_dim(1.0).tolist() == [10 / (4 * math.log(2)), 0.0]
         True
         >>> result.bits_per_dim(0.0)
@@ -203,7 +207,9 @@ class _Field:
         self.denoiser, self.shape, self.exact, self.probes, self.callback = denoiser, x.shape, exact, probes, callback
         self.dim = x[0].numel()
         self.nfe = 0
-        self.batched = True  # vmap over the backward pass; off for the rest of the call if the model refuses it
+
+    #: Whether the backward passes are vmapped; set off for the rest of a call when the model refuses vmap.
+    batched = True
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.enable_grad():
@@ -220,9 +226,9 @@ class _Field:
         if not out.requires_grad:  # D does not depend on x (a dataset of one point): a zero Jacobian
             return torch.zeros_like(cotangents)
         if self.batched and cotangents.shape[0] > 1:
-            try:
+            try:  # the graph is kept: a refusal may come after part of it was walked, and the loop needs it whole
                 return torch.autograd.grad(
-                    out, x, cotangents, retain_graph=not last, is_grads_batched=True, materialize_grads=True
+                    out, x, cotangents, retain_graph=True, is_grads_batched=True, materialize_grads=True
                 )[0]
             except RuntimeError:
                 self.batched = False  # an operation without a batching rule: one pass per cotangent instead
@@ -281,6 +287,9 @@ def _adaptive(field: _Field, x: torch.Tensor, s_min: float, s_max: float, rtol: 
     batch, shape = x.shape[0], x.shape
 
     def rhs(s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        # a model that returned NaN makes torchode's first step size NaN; its status then reports the failure, so
+        # keep the model's noise level valid meanwhile (on the device: no read)
+        s = torch.where(torch.isfinite(s), s, torch.full_like(s, s_min))
         drift, div = field(y[:, :-1].reshape(shape), s.exp())
         return torch.cat([drift.reshape(batch, -1), div[:, None]], dim=1)
 
@@ -299,7 +308,8 @@ def _adaptive(field: _Field, x: torch.Tensor, s_min: float, s_max: float, rtol: 
         codes = sorted({int(c) for c in solution.status[failed].tolist()})
         raise SamplingError(
             f"the adaptive integration stopped early for {int(failed.sum())} of {batch} samples (torchode status "
-            f"{codes}: 1 = step size too small, 2 = more than {MAX_ADAPTIVE_STEPS} steps, 3 = non-finite values); "
+            f"{codes}: 1 = a general error, 2 = step size too small, 3 = more than {MAX_ADAPTIVE_STEPS} steps, 4 = "
+            "non-finite values); "
             "check that the model returns finite values, loosen rtol/atol, or pass num_steps= for fixed steps"
         )
     end = solution.ys[:, -1]
@@ -355,7 +365,7 @@ def log_likelihood(
             noise levels of that call}`` (progress: ``ln(sigma / sigma_min) / ln(sigma_max /
             sigma_min)`` goes from 0 to 1).
 
-    Returns :class:`LikelihoodResult` ``(log_prob, nfe, dim)``; ``bits_per_dim(bin_width)``
+    Returns :class:`LikelihoodResult` ``(log_prob, nfe, dim, latents)``; ``bits_per_dim(bin_width)``
     turns it into bits per dimension. A sample's ``log_prob`` does not depend on the rest of
     its batch (with ``"hutchinson"``, its probes are the ones drawn at its position).
 
@@ -394,4 +404,4 @@ def log_likelihood(
             end, acc = _fixed_steps(field, x, math.log(lo), math.log(hi), num_steps)
         dim = field.dim
         prior = -0.5 * end.reshape(x.shape[0], -1).pow(2).sum(1) / hi**2 - 0.5 * dim * math.log(2 * math.pi * hi**2)
-    return LikelihoodResult(prior + acc, field.nfe, dim)
+    return LikelihoodResult(prior + acc, field.nfe, dim, end)
