@@ -10,7 +10,7 @@ import traceback
 import warnings
 from pathlib import Path
 
-SECTIONS = ("overhead", "training", "compilation", "startup", "sampling", "solvers", "gpu")
+SECTIONS = ("overhead", "training", "compilation", "startup", "sampling", "solvers", "gpu", "likelihood")
 ROOT = Path(__file__).resolve().parent.parent
 
 

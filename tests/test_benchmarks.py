@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SECTIONS = ["overhead", "training", "compilation", "startup", "sampling", "solvers", "gpu"]
+SECTIONS = ["overhead", "training", "compilation", "startup", "sampling", "solvers", "gpu", "likelihood"]
 
 
 @pytest.fixture(scope="module")
