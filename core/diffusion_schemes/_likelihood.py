@@ -204,7 +204,7 @@ class _Field:
 
     def __init__(self, denoiser: Denoiser, x: torch.Tensor, exact: bool, probes: torch.Tensor | None,
                  callback: Callable[[dict[str, Any]], None] | None) -> None:
-        self.denoiser, self.shape, self.exact, self.probes, self.callback = denoiser, x.shape, exact, probes, callback
+        self.denoiser, self.exact, self.probes, self.callback = denoiser, exact, probes, callback
         self.dim = x[0].numel()
         self.nfe = 0
 
