@@ -20,7 +20,7 @@ bench: $(STAMP)
 
 setup: $(STAMP)
 
-$(STAMP): requirements-dev.txt requirements-docs.txt pyproject.toml $(wildcard plugins/*/pyproject.toml contrib/*/pyproject.toml)
+$(STAMP): requirements-dev.txt requirements-docs.txt pyproject.toml extras $(wildcard plugins/*/pyproject.toml contrib/*/pyproject.toml contrib/*/extras)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps k-diffusion==0.1.1.post1

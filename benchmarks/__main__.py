@@ -10,7 +10,7 @@ import traceback
 import warnings
 from pathlib import Path
 
-SECTIONS = ("aims", "overhead", "training", "compilation", "startup", "sampling", "solvers", "guidance", "gpu")
+SECTIONS = ("aims", "overhead", "training", "compilation", "startup", "sampling", "solvers", "guidance", "likelihood", "gpu")
 ROOT = Path(__file__).resolve().parent.parent
 
 

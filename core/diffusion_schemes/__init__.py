@@ -28,13 +28,14 @@ from diffusion_schemes.specs import SpecBacked, WeightingRef, WeightingSpec, hoo
 from diffusion_schemes.specs import create, json_schema, list_schemes, parse_spec, registry, spec_type
 from diffusion_schemes.weightings import BaseWeighting
 
-# The pipeline (loss, guidance, posterior sampling, patches, solvers, sampling) is imported on first use.
+# The pipeline (loss, guidance, posterior sampling, patches, likelihood, solvers, sampling) is imported on first use.
 _LAZY = {
     "MSEDSMLoss": "diffusion_schemes.sampling",
     "Guidance": "diffusion_schemes.sampling",
     "Posterior": "diffusion_schemes.sampling",
     "Patched": "diffusion_schemes.sampling",
     "sample": "diffusion_schemes.sampling",
+    "log_likelihood": "diffusion_schemes.sampling",
     "BaseSolver": "diffusion_schemes.solvers",
 }
 __getattr__, __dir__ = lazy_exports(__name__, _LAZY)

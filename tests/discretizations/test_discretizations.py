@@ -13,7 +13,7 @@ import diffusion_schemes as ds
 from diffusion_schemes import conformance
 from diffusion_schemes.discretizations import BaseDiscretization
 from diffusion_schemes.cli.commands import main as cli
-from kdiffusion_oracle import load_sampling
+from benchmarks.kdiffusion_oracle import load_sampling
 
 BUILT_IN = ("schedule", "karras", "log_snr_uniform", "polyexponential", "linear_time")
 STEPS = (1, 2, 5, 18, 50)

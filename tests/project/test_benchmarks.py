@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SECTIONS = ["aims", "overhead", "training", "compilation", "startup", "sampling", "solvers", "guidance", "gpu"]
+SECTIONS = ["aims", "overhead", "training", "compilation", "startup", "sampling", "solvers", "guidance", "likelihood", "gpu"]
 
 
 @pytest.fixture(scope="module")

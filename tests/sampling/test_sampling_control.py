@@ -313,7 +313,7 @@ def test_brownian_tree_drives_an_sde_solver_reproducibly(edm):
 def test_brownian_tree_through_ds_sample_matches_k_diffusion(edm, solver):
     """The SDE solvers k-diffusion runs on a Brownian tree: the same tree (same seed) through ds.sample
     and through k-diffusion's function of the same name gives the same samples."""
-    from kdiffusion_oracle import load_sampling
+    from benchmarks.kdiffusion_oracle import load_sampling
 
     K = load_sampling()
     x = latents(edm, (16, 2))

@@ -12,7 +12,7 @@ import torch
 
 import diffusion_schemes as ds
 from diffusion_schemes.conformance._solver import GaussianProblem
-from kdiffusion_oracle import load_sampling
+from benchmarks.kdiffusion_oracle import load_sampling
 from test_solvers_kdiffusion import RING, RecordingNoise, k_model
 
 SOLVERS = [i.name for i in ds.list_schemes("solver")]

@@ -3,7 +3,7 @@
 The denoiser is the exact one of a ring of 8 Gaussians (float64, ``diffusion_schemes.conformance.mixture``), the
 grids EDM's rho = 7 ramp and VP's uniform-in-t steps, and both sides draw their noise from the
 same recording noise sampler: the calls (their ``sigma, sigma_next``) must agree as well as the
-samples. k-diffusion is the oracle only (``kdiffusion_oracle.py`` says how it is loaded).
+samples. k-diffusion is the oracle only (``benchmarks/kdiffusion_oracle.py`` says how it is loaded).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch
 
 import diffusion_schemes as ds
 from diffusion_schemes.conformance.mixture import GaussianMixture
-from kdiffusion_oracle import load_sampling
+from benchmarks.kdiffusion_oracle import load_sampling
 
 K = load_sampling()
 

@@ -5,7 +5,8 @@
 conditional and null (or guide) estimates (:class:`Guidance`), ``posterior`` conditions on a
 measurement ``y = A(x) + noise`` (:class:`Posterior`: DPS, PiGDM), ``patched`` evaluates a network on
 overlapping patches of a larger latent (:class:`Patched`); ``sampler`` runs a solver over a
-grid (:func:`sample`, :class:`SampleResult`, the inpainting step hook); ``loss`` is the denoising
+grid (:func:`sample`, :class:`SampleResult`, the inpainting step hook); ``likelihood`` gives the exact
+log-density of data through the probability-flow ODE (:func:`log_likelihood`); ``loss`` is the denoising
 score-matching loss (:class:`MSEDSMLoss`); ``compose`` checks the pieces agree when they meet.
 Imported on first use: ``import diffusion_schemes`` does not load it.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 from diffusion_schemes.sampling.compose import check_prediction_type, check_shared_parameters
 from diffusion_schemes.sampling.denoiser import DENOISING_TYPES, Denoiser, make_denoiser
 from diffusion_schemes.sampling.guidance import Guidance, GuidedDenoiser
+from diffusion_schemes.sampling.likelihood import LikelihoodResult, log_likelihood
 from diffusion_schemes.sampling.loss import PREDICTION_TYPES, REDUCTIONS, MSEDSMLoss
 from diffusion_schemes.sampling.patched import Patched
 from diffusion_schemes.sampling.posterior import Posterior
@@ -27,6 +29,7 @@ __all__ = [
     "Denoiser",
     "Guidance",
     "GuidedDenoiser",
+    "LikelihoodResult",
     "MSEDSMLoss",
     "Patched",
     "Posterior",
@@ -34,6 +37,7 @@ __all__ = [
     "StepHook",
     "check_prediction_type",
     "check_shared_parameters",
+    "log_likelihood",
     "make_denoiser",
     "sample",
 ]

@@ -34,12 +34,12 @@ import torch
 
 from diffusion_schemes.sampling.compose import check_prediction_type, check_shared_parameters
 from diffusion_schemes.adapters.conditions import check_condition
-from diffusion_schemes.errors import ArgumentTypeError, InvalidArgumentError, PairingError
+from diffusion_schemes.errors import ArgumentTypeError, ConditionError, InvalidArgumentError, PairingError
 from diffusion_schemes.adapters.checks import call_model, check_output
 from diffusion_schemes.preconditioners.affine import BaseAffinePreconditioner
 from diffusion_schemes.tensors import append_dims, compute_dtype
 
-__all__ = ["DENOISING_TYPES", "Denoiser", "make_denoiser"]
+__all__ = ["DENOISING_TYPES", "Denoiser", "bind_condition", "check_device", "make_denoiser"]
 
 #: ``"ode"``: the probability-flow ODE; ``"sde"``: the drift of the reverse-time SDE.
 DENOISING_TYPES = ("ode", "sde")
@@ -282,3 +282,30 @@ def make_denoiser(
         check_condition(condition)
     return Denoiser(schedule, predictor, name.removesuffix("_predictor"), denoising_type, condition)
 
+
+def bind_condition(denoiser: Any, noise_schedule: Any, condition: Any, batch: int, who: str = "sample") -> Denoiser:
+    """What ``ds.sample`` and ``ds.log_likelihood`` call the model through: a :class:`Denoiser` (a bare
+    predictor becomes an ``x0_predictor`` of ``noise_schedule``) with ``condition`` bound, checked for
+    ``batch`` samples. ``who`` names the caller in the error for a condition given twice."""
+    if not isinstance(denoiser, Denoiser):
+        denoiser = make_denoiser(noise_schedule, x0_predictor=denoiser)
+    if condition is not None:
+        if denoiser.condition is not None:
+            raise ConditionError(
+                f"the denoiser already carries a condition (get_denoiser(..., condition=...)) and {who} got "
+                "condition= too; give it in one place"
+            )
+        denoiser = denoiser.with_condition(condition)
+    check_condition(denoiser.condition, batch)
+    return denoiser
+
+
+def check_device(denoiser: Any, latents: torch.Tensor) -> None:
+    """Refuse latents on another device than the model's parameters (and the guide's, when guided)."""
+    guide = getattr(denoiser, "guide", None)
+    for param in (denoiser.parameter(), None if guide is None else guide.parameter()):
+        if param is not None and param.device != latents.device:
+            raise InvalidArgumentError(
+                f"the latents are on {latents.device} but the model's parameters are on {param.device}; "
+                f"move one of them, e.g. latents.to({str(param.device)!r}) or model.to({str(latents.device)!r})"
+            )

@@ -28,10 +28,9 @@ from typing import Any, NamedTuple
 
 import torch
 
-from diffusion_schemes.adapters import check_condition
 from diffusion_schemes.discretizations import check_num_steps, check_sigmas
-from diffusion_schemes.sampling.denoiser import Denoiser, make_denoiser
-from diffusion_schemes.errors import ArgumentTypeError, ConditionError, InvalidArgumentError, SamplingError
+from diffusion_schemes.sampling.denoiser import bind_condition, check_device
+from diffusion_schemes.errors import ArgumentTypeError, InvalidArgumentError, SamplingError
 from diffusion_schemes.sampling.guidance import as_guidance
 from diffusion_schemes.specs.discovery import registry
 from diffusion_schemes.solvers.base import BaseSolver
@@ -88,16 +87,6 @@ def resolve_solver(solver: Any, options: Mapping[str, Any] | None = None) -> Bas
             f"solver must be a name, a config mapping, a SolverSpec or a solver object, got {type(solver).__name__}"
         )
     return registry.create("solver", {**solver, **options})
-
-
-def _check_device(denoiser: Denoiser, latents: torch.Tensor) -> None:
-    guide = getattr(denoiser, "guide", None)
-    for param in (denoiser.parameter(), None if guide is None else guide.parameter()):
-        if param is not None and param.device != latents.device:
-            raise InvalidArgumentError(
-                f"the latents are on {latents.device} but the model's parameters are on {param.device}; "
-                f"move one of them, e.g. latents.to({str(param.device)!r}) or model.to({str(latents.device)!r})"
-            )
 
 
 def resolve_discretization(discretization: Any) -> Any:
@@ -290,22 +279,13 @@ def sample(
         raise ArgumentTypeError("latents must be a floating-point tensor; draw them with noise_schedule.init_latents(shape)")
     grid = _grid(noise_schedule, num_steps, discretization, sigmas)
     solver = resolve_solver(solver, solver_options)
-    if not isinstance(denoiser, Denoiser):
-        denoiser = make_denoiser(noise_schedule, x0_predictor=denoiser)
-    if condition is not None:
-        if denoiser.condition is not None:
-            raise ConditionError(
-                "the denoiser already carries a condition (get_denoiser(..., condition=...)) and sample got "
-                "condition= too; give it in one place"
-            )
-        denoiser = denoiser.with_condition(condition)
-    check_condition(denoiser.condition, latents.shape[0])
+    denoiser = bind_condition(denoiser, noise_schedule, condition, latents.shape[0])
     guidance = as_guidance(guidance)
     per_call = getattr(denoiser, "evaluations_per_call", None)  # ds.Patched: patches per evaluation
     per_call = 1 if per_call is None else per_call(latents.shape)
     if guidance is not None:
         denoiser = guidance.bind(denoiser, latents.shape[0], noise_schedule)
-    _check_device(denoiser, latents)
+    check_device(denoiser, latents)
     mask, known, noise = _inpainting(latents, mask, known, grid[0])
     extra: dict[str, Any] = {}
     hook = None

@@ -1,4 +1,4 @@
-"""Test helper: k-diffusion's sampling module as an oracle, loaded without its package ``__init__``.
+"""k-diffusion's sampling module as an oracle, loaded without its package ``__init__``.
 
 ``k_diffusion/__init__.py`` imports every submodule, and ``k_diffusion.utils`` needs PIL,
 safetensors and torchvision, none of which the samplers use: ``sampling`` takes only
