@@ -133,6 +133,29 @@ def test_heun_in_physicsnemo_style_reaches_the_exact_gaussian_flow(name):
     torch.testing.assert_close(last, predictor(x, steps[-2].expand(2), own), rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.parametrize("name", installed_schedules())
+def test_noise_level_time_is_edms_convention_for_every_schedule(name):
+    scheduler = as_physicsnemo(name, time="noise_level")
+    own = scheduler.schedule
+    torch.testing.assert_close(scheduler.timesteps(7, dtype=F64), own.sigmas(7), rtol=0, atol=0)
+    sigma = own.noise_level(inner_times(own, 4))
+    assert torch.equal(scheduler.sigma(sigma), sigma) and torch.equal(scheduler.sigma_inv(sigma), sigma)
+    torch.testing.assert_close(scheduler.schedule_time(sigma), inner_times(own, 4), rtol=1e-9, atol=1e-12)
+    x0, noise = torch.randn(4, 3, dtype=F64), torch.randn(4, 3, dtype=F64)
+    torch.testing.assert_close(scheduler.add_noise(x0, sigma, noise=noise), x0 + sigma[:, None] * noise, rtol=1e-14, atol=0)
+    torch.testing.assert_close(scheduler.loss_weight(sigma), own.loss_weight(scheduler.schedule_time(sigma)), rtol=1e-9, atol=0)
+    # exact denoiser of N(0, c^2): dx/ds = (x - D) / s = s / (c^2 + s^2) x; the SDE drift is twice that
+    c, x = 0.7, torch.randn(4, 3, dtype=F64)
+    predictor = gaussian_x0(c)
+    ode = scheduler.get_denoiser(x0_predictor=lambda x, t: predictor(x, t, own))
+    sde = scheduler.get_denoiser(x0_predictor=lambda x, t: predictor(x, t, own), denoising_type="sde")
+    torch.testing.assert_close(ode(x, sigma), (sigma / (c**2 + sigma**2))[:, None] * x, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(sde(x, sigma), 2 * (sigma / (c**2 + sigma**2))[:, None] * x, rtol=1e-9, atol=1e-12)
+    training = scheduler.sample_time(5, dtype=F64, generator=torch.Generator().manual_seed(0))
+    times = own.sample_time(5, generator=torch.Generator().manual_seed(0)).to(F64)
+    torch.testing.assert_close(training, torch.exp(-own.get_log_snr(times, training=True) / 2), rtol=1e-12, atol=0)
+
+
 def test_loss_weight_is_the_schedules_x0_weight():
     t = torch.tensor([0.05, 0.5, 3.0], dtype=F64)
     sd = 0.5  # EDM (Karras et al. 2022, eq. 8): lambda(sigma) = (sigma^2 + sigma_data^2) / (sigma sigma_data)^2
@@ -171,6 +194,8 @@ def test_diffusion_model_calls_a_preconditioner_at_the_noise_level():
     torch.testing.assert_close(vp.diffusion_model(edm)(x, t), edm(x, s), rtol=1e-14, atol=0)
     plain = vp.diffusion_model(lambda x, t, condition=None: x * t[:, None])    # anything else gets the time
     torch.testing.assert_close(plain(x, t), x * t[:, None], rtol=0, atol=0)
+    by_level = as_physicsnemo("vp", time="noise_level").diffusion_model(lambda x, t, condition=None: x * t[:, None])
+    torch.testing.assert_close(by_level(x, s), x * t[:, None], rtol=1e-9, atol=0)      # the schedule's own time
 
 
 def test_loss_through_the_protocol_equals_ds_loss():
@@ -195,6 +220,8 @@ def test_bad_arguments_say_what_to_do():
         as_physicsnemo(42)
     with pytest.raises(ds.UnknownSchemeError):
         as_physicsnemo("no_such_schedule")
+    with pytest.raises(InvalidArgumentError, match="time must be one of"):
+        as_physicsnemo("edm", time="sigma")
     scheduler = as_physicsnemo("edm")
     assert as_physicsnemo(scheduler).schedule is scheduler.schedule
     with pytest.raises(InvalidArgumentError, match="unknown argument"):

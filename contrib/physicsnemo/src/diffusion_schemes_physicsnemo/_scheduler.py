@@ -5,26 +5,32 @@ PhysicsNeMo 2.2.2's ``sample`` calls ``timesteps(num_steps, device=, dtype=)`` a
 dtype=)``, ``add_noise(x0, t)``, ``model(x_t, t, condition=...)`` and ``loss_weight(t)`` (an
 x0-prediction loss); ``init_latents(spatial_shape, tN)`` draws the first latent. Here:
 
-- **time** is the schedule's own diffusion time (``t = sigma`` for EDM, VE, iDDPM; VP's
-  ``t`` in ``[epsilon, 1]``), the time its preconditioner reads, as PhysicsNeMo's schedulers do;
+- **time** is, by default (``time="schedule"``), the schedule's own diffusion time (``t = sigma``
+  for EDM, VE, iDDPM; VP's ``t`` in ``[epsilon, 1]``), the time its preconditioner reads, as
+  PhysicsNeMo's schedulers do; with ``time="noise_level"`` it is the noise level ``s`` itself
+  (EDM's convention, for every schedule);
 - **the latent** is the unscaled latent of this library, ``x_t = x0 + s(t) eps`` with the noise
   level ``s(t) = sigma / alpha = exp(-lambda(t) / 2)``: in PhysicsNeMo's linear-Gaussian terms
   ``alpha = 1`` and ``sigma = s(t)``, whatever the schedule's own variance type. Every
   preconditioner of this library (and PhysicsNeMo's, whose inputs are unscaled too) takes it as
   it is;
 - **the denoiser** is the probability-flow ODE ``dx/dt = s'(t) / s(t) (x - D(x; s))``, or the
-  reverse-SDE drift ``2 s'(t) / s(t) (x - D)`` (the solver adds ``g dW``, ``g^2 = 2 s s'``), where
+  reverse-SDE drift ``2 s'(t) / s(t) (x - D)`` (the solver adds ``g dW``, ``g^2 = 2 s s'``; with
+  ``time="noise_level"``, ``s' = 1``), where
   ``D`` is the x0-prediction (Karras et al. 2022, eq. 4 with scale 1). A preconditioner of this
   library given as predictor is called at the noise level (``forward_sigma``), so any
   preconditioner runs with any schedule in PhysicsNeMo's sampler;
 - **the loss weight** is the schedule's weighting for an x0-loss (``schedule.loss_weight(t)``),
   so PhysicsNeMo's ``MSEDSMLoss`` computes the same number as ``ds.MSEDSMLoss``.
 
-PhysicsNeMo's solvers step in ``t``: for schedules whose time is the noise level this is the
-same integration as ``ds.sample``; for the others (VP, cosine, flow matching) it is the ODE in
-their own time, as with PhysicsNeMo's own ``VPNoiseScheduler``. For the EDM stochastic solvers
-of PhysicsNeMo, pass ``sigma_fn=scheduler.sigma, sigma_inv_fn=scheduler.sigma_inv,
-diffusion_fn=scheduler.diffusion`` so the churn is measured in noise level.
+PhysicsNeMo's solvers step in ``t``. In the noise level they do what ``ds.sample`` does (the
+same samples for every schedule), and PhysicsNeMo's EDM stochastic solvers add exactly the
+noise of EDM's churn (Karras et al. 2022, Algorithm 2). In a schedule's own time that differs
+from the noise level (VP, cosine, flow matching) they integrate the ODE in that time, as with
+PhysicsNeMo's own ``VPNoiseScheduler``, and the churn of the stochastic solvers, which
+PhysicsNeMo computes to first order from ``sigma_fn``, ``sigma_inv_fn`` and ``diffusion_fn``
+(this object's :meth:`~PhysicsNeMoScheduler.sigma`, :meth:`~PhysicsNeMoScheduler.sigma_inv`,
+:meth:`~PhysicsNeMoScheduler.diffusion`), is only approximate: use ``time="noise_level"`` there.
 """
 
 from __future__ import annotations
@@ -37,11 +43,14 @@ import torch
 import diffusion_schemes as ds
 from diffusion_schemes.errors import ArgumentTypeError, InvalidArgumentError
 from diffusion_schemes.tensors import append_dims, compute_dtype
+from diffusion_schemes.weightings import weight_for
 
 __all__ = ["PhysicsNeMoScheduler", "as_physicsnemo"]
 
 #: The predictors :meth:`PhysicsNeMoScheduler.get_denoiser` accepts (one of them).
 PREDICTORS = ("x0_predictor", "score_predictor", "epsilon_predictor", "v_predictor")
+#: What PhysicsNeMo's ``t`` is: the schedule's own time, or the noise level.
+TIMES = ("schedule", "noise_level")
 
 
 def _build(schedule: Any) -> Any:
@@ -83,6 +92,7 @@ class PhysicsNeMoScheduler:
         discretization: where :meth:`timesteps` puts the sampling steps: ``None`` for the
             schedule's own grid, or a discretization (built, a name such as ``"karras"`` or a
             config), whose noise levels are mapped to the schedule's time.
+        time: ``"schedule"`` (the schedule's own time) or ``"noise_level"`` (see the module).
 
     >>> import torch
     >>> from diffusion_schemes_physicsnemo import as_physicsnemo
@@ -94,23 +104,35 @@ class PhysicsNeMoScheduler:
     tensor([8.0000, 4.2500])
     """
 
-    def __init__(self, schedule: Any, discretization: Any = None) -> None:
+    def __init__(self, schedule: Any, discretization: Any = None, time: str = "schedule") -> None:
+        if time not in TIMES:
+            raise InvalidArgumentError(f"time must be one of {TIMES}, got {time!r}")
         self.schedule = _build(schedule)
         self.discretization = _build_discretization(discretization)
+        self.time = time
+
+    @property
+    def _by_level(self) -> bool:
+        return self.time == "noise_level"
+
+    def schedule_time(self, t: torch.Tensor) -> torch.Tensor:
+        """The schedule's own time at PhysicsNeMo's ``t`` (``t`` itself unless ``time="noise_level"``)."""
+        t = torch.as_tensor(t)
+        return self.schedule.get_t_from_log_snr(-2 * t.log()).to(t.dtype) if self._by_level else t
 
     # ------------------------------------------------------------------ the noise level
     def sigma(self, t: torch.Tensor) -> torch.Tensor:
         """The noise level ``s(t) = exp(-lambda(t) / 2)``: the latent's noise at time ``t``."""
-        return self.schedule.noise_level(t)
+        return torch.as_tensor(t) if self._by_level else self.schedule.noise_level(t)
 
     def sigma_inv(self, sigma: torch.Tensor) -> torch.Tensor:
         """The time whose noise level is ``sigma`` (inverse of :meth:`sigma`), in ``sigma``'s dtype."""
         sigma = torch.as_tensor(sigma)
-        return self.schedule.get_t_from_log_snr(-2 * sigma.log()).to(sigma.dtype)
+        return sigma if self._by_level else self.schedule.get_t_from_log_snr(-2 * sigma.log()).to(sigma.dtype)
 
     def sigma_dot(self, t: torch.Tensor) -> torch.Tensor:
         """``d s / dt``."""
-        return self.schedule.noise_level_derivative(t)
+        return torch.ones_like(torch.as_tensor(t)) if self._by_level else self.schedule.noise_level_derivative(t)
 
     def alpha(self, t: torch.Tensor) -> torch.Tensor:
         """1: the latent is unscaled (``x_t = x0 + s(t) eps``)."""
@@ -153,6 +175,8 @@ class PhysicsNeMoScheduler:
         if isinstance(N, bool) or not isinstance(N, int) or N < 1:
             raise InvalidArgumentError(f"N must be a positive number of times, got {N!r}")
         t = self.schedule.sample_time(N, generator=generator, device=device)
+        if self._by_level:
+            t = torch.exp(-self.schedule.get_log_snr(t.to(torch.float64), training=True) / 2)
         return t.to(dtype or torch.get_default_dtype())
 
     def add_noise(
@@ -171,19 +195,23 @@ class PhysicsNeMoScheduler:
             noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         elif noise.shape != x0.shape:
             raise InvalidArgumentError(f"noise must be shaped like x0 {tuple(x0.shape)}, got {tuple(noise.shape)}")
-        log_snr = self.schedule.get_log_snr(time, training=True).to(compute_dtype(x0.dtype))
-        return x0 + append_dims(torch.exp(-log_snr / 2), x0.ndim).to(x0.dtype) * noise
+        level = torch.exp(-self._log_snr(time).to(compute_dtype(x0.dtype)) / 2)
+        return x0 + append_dims(level, x0.ndim).to(x0.dtype) * noise
+
+    def _log_snr(self, t: torch.Tensor) -> torch.Tensor:
+        """The training log-SNR at PhysicsNeMo's ``t``."""
+        return -2 * t.log() if self._by_level else self.schedule.get_log_snr(t, training=True)
 
     def loss_weight(self, t: torch.Tensor) -> torch.Tensor:
-        """The schedule's weighting at ``t`` for PhysicsNeMo's x0-prediction loss (``schedule.loss_weight``)."""
-        return self.schedule.loss_weight(_batch_times(t, "t"), "x0")
+        """The schedule's weighting at ``t`` for PhysicsNeMo's x0-prediction loss (as ``schedule.loss_weight``)."""
+        return weight_for(self.schedule.weighting, self._log_snr(_batch_times(t, "t")), "x0", schedule=self.schedule)
 
     def diffusion_model(self, model: Any) -> torch.nn.Module:
         """``model`` as PhysicsNeMo's ``MSEDSMLoss`` calls it, ``model(x_t, t, condition=None, **kw)``.
 
         A preconditioner of this library is called at the noise level ``s(t)``
         (``forward_sigma``), so one of another scheme trains with this schedule; any other model
-        is called as it is, with the schedule's time.
+        is called with the schedule's own time.
         """
         if not callable(model):
             raise ArgumentTypeError(f"model must be callable as model(x, t, condition=None), got {type(model).__name__}")
@@ -193,10 +221,12 @@ class PhysicsNeMoScheduler:
     def timesteps(self, num_steps: int, *, device: Any = None, dtype: torch.dtype | None = None) -> torch.Tensor:
         """``num_steps`` decreasing times of the sampling grid, then 0 (the schedule's or the discretization's)."""
         if self.discretization is None:
-            t = self.schedule.timesteps(num_steps, device=device)
+            grid = self.schedule.sigmas if self._by_level else self.schedule.timesteps
+            t = grid(num_steps, device=device)
         else:
-            sigmas = self.discretization.sigmas(num_steps, self.schedule).to(device=device, dtype=torch.float64)
-            t = torch.cat([self.schedule.get_t_from_log_snr(-2 * sigmas[:-1].log()), torch.zeros_like(sigmas[-1:])])
+            t = self.discretization.sigmas(num_steps, self.schedule).to(device=device, dtype=torch.float64)
+            if not self._by_level:
+                t = torch.cat([self.schedule.get_t_from_log_snr(-2 * t[:-1].log()), torch.zeros_like(t[-1:])])
         return t.to(dtype or torch.get_default_dtype())
 
     def init_latents(
@@ -225,17 +255,22 @@ class PhysicsNeMoScheduler:
         condition: Any = None,
         **kwargs: Any,
     ) -> Any:
-        """``(x, t) -> dx/dt`` for exactly one predictor, each called as ``f(x, t)`` (see the module).
+        """``(x, t) -> dx/dt`` for exactly one predictor (see the module).
+
+        A preconditioner of this library (or a ``functools.partial`` of one) is called at the
+        noise level; any other predictor as ``f(x, t)`` with the schedule's own time, also when
+        PhysicsNeMo's ``t`` is the noise level (``time="noise_level"``).
 
         The result is the schedule's own :class:`~diffusion_schemes.sampling.Denoiser`
-        (``schedule.get_denoiser``); ``condition`` is passed to the predictor at every call.
+        (``schedule.get_denoiser``), or with ``time="noise_level"`` the same in the noise level;
+        ``condition`` is passed to the predictor at every call.
         """
         if kwargs:
             raise InvalidArgumentError(
                 f"unknown argument(s) {sorted(kwargs)} to get_denoiser; it takes one of {', '.join(PREDICTORS)}, "
                 "denoising_type and condition"
             )
-        return self.schedule.get_denoiser(
+        denoiser = self.schedule.get_denoiser(
             x0_predictor=x0_predictor,
             score_predictor=score_predictor,
             epsilon_predictor=epsilon_predictor,
@@ -243,10 +278,25 @@ class PhysicsNeMoScheduler:
             denoising_type=denoising_type,
             condition=condition,
         )
+        return _InNoiseLevel(denoiser) if self._by_level else denoiser
 
     def __repr__(self) -> str:
         extra = "" if self.discretization is None else f", discretization={self.discretization!r}"
+        extra += "" if not self._by_level else ", time='noise_level'"
         return f"{type(self).__name__}({self.schedule!r}{extra})"
+
+
+class _InNoiseLevel:
+    """A denoiser in the noise level: ``dx/ds = (x - D(x; s)) / s`` (ODE) or twice that (SDE drift)."""
+
+    def __init__(self, denoiser: Any) -> None:
+        self.denoiser = denoiser
+        self.factor = 2 if denoiser.denoising_type == "sde" else 1
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        sigma = torch.as_tensor(sigma, device=x.device)
+        rate = append_dims(self.factor / sigma.expand(x.shape[0]), x.ndim).to(x.dtype)
+        return rate * (x - self.denoiser.x0_sigma(x, sigma))
 
 
 class _AtNoiseLevel(torch.nn.Module):
@@ -260,16 +310,22 @@ class _AtNoiseLevel(torch.nn.Module):
     def forward(self, x: torch.Tensor, t: torch.Tensor, condition: Any = None, **model_kwargs: Any) -> torch.Tensor:
         if isinstance(self.model, ds.BaseAffinePreconditioner):
             return self.model.forward_sigma(x, self.scheduler.sigma(t), condition, **model_kwargs)
-        return self.model(x, t, condition=condition, **model_kwargs)
+        return self.model(x, self.scheduler.schedule_time(t), condition=condition, **model_kwargs)
 
 
-def as_physicsnemo(schedule: Any, discretization: Any = None) -> PhysicsNeMoScheduler:
+def as_physicsnemo(schedule: Any, discretization: Any = None, time: str = "schedule") -> PhysicsNeMoScheduler:
     """Any installed noise schedule as a PhysicsNeMo noise scheduler: a built one, a name or a config.
+
+    ``discretization`` places the sampling steps and ``time`` chooses PhysicsNeMo's ``t`` (see
+    :class:`PhysicsNeMoScheduler`); ``time="noise_level"`` makes PhysicsNeMo's solvers integrate
+    as ``ds.sample`` does:
 
     >>> import torch
     >>> from diffusion_schemes_physicsnemo import as_physicsnemo
     >>> scheduler = as_physicsnemo("edm", discretization="karras")
     >>> scheduler.timesteps(2)                   # sigma_max, sigma_min, 0 (time = noise level)
     tensor([8.0000e+01, 2.0000e-03, 0.0000e+00])
+    >>> as_physicsnemo("vp", time="noise_level").timesteps(2)      # VP's sigma(1), sigma(1e-3), 0
+    tensor([1.5217e+02, 1.0486e-02, 0.0000e+00])
     """
-    return PhysicsNeMoScheduler(schedule, discretization)
+    return PhysicsNeMoScheduler(schedule, discretization, time)
