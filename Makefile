@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 DISTS  := ./ $(sort $(dir $(wildcard plugins/*/pyproject.toml contrib/*/pyproject.toml)))
 EXTRAS := $(foreach d,$(DISTS),$(if $(wildcard $(d)extras),-e '$(d)[$(shell cat $(d)extras)]',-e $(d)))
 
-.PHONY: run test setup clean docs docs-serve docs-plots bench
+.PHONY: run test setup clean docs docs-serve docs-plots bench physicsnemo-test
 run: $(STAMP)
 	$(VENV)/bin/diffusion-schemes train
 
@@ -40,5 +40,22 @@ docs-plots: $(STAMP)
 	grep -v '^#' docs/plots.txt | while read -r args; do $(VENV)/bin/diffusion-schemes plot $$args --out docs/img || exit 1; done
 	$(PY) -c "from benchmarks.solvers import plot; plot('docs/performance.json', 'docs/img/solvers.png')"
 
+# PhysicsNeMo's own environment, optional and apart from .venv: PhysicsNeMo 2.2.2 imports its models only
+# with torch 2.14.1 + torchvision 0.29.1 (a CUDA build, about 6 GB), so `make setup` installs
+# contrib/physicsnemo without its [physicsnemo] extra and its PhysicsNeMo tests skip there.
+PN_VENV  ?= .venv-physicsnemo
+PN_PY    := $(PN_VENV)/bin/python
+PN_STAMP := $(PN_VENV)/.installed
+PN_DISTS := $(foreach d,$(filter-out contrib/bayesflow/ contrib/physicsnemo/,$(DISTS)),-e $(d)) -e 'contrib/physicsnemo/[physicsnemo]'
+
+physicsnemo-test: $(PN_STAMP)
+	$(PN_PY) -m pytest -q contrib/physicsnemo/tests
+
+$(PN_STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml contrib/*/pyproject.toml)
+	test -x $(PN_PY) || $(PYTHON) -m venv $(PN_VENV)
+	$(PN_PY) -m pip install -q --disable-pip-version-check torch==2.14.1 torchvision==0.29.1 setuptools pytest numpy
+	$(PN_PY) -m pip install -q --disable-pip-version-check --no-build-isolation $(PN_DISTS)
+	touch $(PN_STAMP)
+
 clean:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(PN_VENV)
