@@ -32,7 +32,8 @@ from ._weighting import *  # noqa: F403
 from .lazy import lazy_exports
 
 # The pipeline (loss, solvers, sampling) is imported on first use.
-_LAZY = {"MSEDSMLoss": "._loss", "BaseSolver": "._solvers", "Guidance": "._guidance", "sample": "._sampling"}
+_LAZY = {"MSEDSMLoss": "._loss", "BaseSolver": "._solvers", "Guidance": "._guidance", "sample": "._sampling",
+         "calibrate_sigmas": "._calibrate"}
 __getattr__, __dir__ = lazy_exports(__name__, _LAZY)
 
 _EAGER = [_conditioning, _config, _epsilon_preconditioner, _errors, _hookspecs, _preconditioner,

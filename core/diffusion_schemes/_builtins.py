@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from ._adaptive import DPMAdaptiveSpec
 from ._ancestral import DPM2AncestralSpec, DPM2Spec, DPMpp2SAncestralSpec, EulerAncestralSpec
+from ._explicit_grid import ExplicitSpec
 from .discretizations import KarrasSpec, LinearTimeSpec, LogSNRUniformSpec, PolyexponentialSpec, ScheduleSpec
 from ._hookspecs import hookimpl
 from ._multistep import DPMpp2MSDESpec, DPMpp2MSpec, DPMpp3MSDESpec, LMSSpec, UniPCSpec
@@ -41,4 +42,5 @@ def register_schemes():
         LogSNRUniformSpec,
         PolyexponentialSpec,
         LinearTimeSpec,
+        ExplicitSpec,
     ]
