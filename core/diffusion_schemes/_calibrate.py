@@ -56,8 +56,8 @@ class CalibratedGrid:
 
     >>> import torch
     >>> import diffusion_schemes as ds
-    >>> grid = CalibratedGrid(torch.tensor([10.0, 1.0, 0.1, 0.0], dtype=torch.float64), ds.create("solver", "dpmpp_2m"),
-    ...                       0.5, 0.1, 100, 10, 1.5, 8, torch.tensor([10.0, 2.0, 0.1, 0.0], dtype=torch.float64))
+    >>> levels = torch.tensor([10.0, 1.0, 0.1, 0.0], dtype=torch.float64)
+    >>> grid = CalibratedGrid(levels, ds.create("solver", "dpmpp_2m"), 0.5, 0.1, 100, 10, 1.5, 8, levels)
     >>> grid.num_steps, grid.discretization
     (3, {'name': 'explicit', 'sigmas': [10.0, 1.0, 0.1, 0.0]})
     >>> print(grid)
