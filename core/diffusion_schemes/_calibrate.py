@@ -61,7 +61,8 @@ class CalibratedGrid:
     >>> grid.num_steps, grid.discretization
     (3, {'name': 'explicit', 'sigmas': [10.0, 1.0, 0.1, 0.0]})
     >>> print(grid)
-    DPMpp2M(lower_order_final=False), 3 steps: error 0.5 -> 0.1 (5x lower) for 100 model evaluations, 10 backward passes, 1.5 s
+    DPMpp2M(lower_order_final=False), 3 steps: error 0.5 -> 0.1 (5x lower) for 100 model evaluations,
+    10 backward passes, 1.5 s
     """
 
     sigmas: torch.Tensor
