@@ -138,10 +138,10 @@ def test_solvers_that_cannot_be_calibrated_are_refused(solver, message):
         ds.calibrate_sigmas(denoiser, latents(EDM, 4, seed=0), EDM, 5, solver)
 
 
-@pytest.mark.parametrize("bad", [0, -3, 2.5, True, "many"])
+@pytest.mark.parametrize("bad", [1, 0, -3, 2.5, True, "many"])
 def test_bad_reference_steps_are_refused(bad):
     denoiser = EDM.get_denoiser(x0_predictor=lambda x, t: RING.denoise(x, t))
-    with pytest.raises(ds.DiffusionSchemesError, match="reference_steps must be an int >= 1"):
+    with pytest.raises(ds.DiffusionSchemesError, match="reference_steps must be an int >= 2"):
         ds.calibrate_sigmas(denoiser, latents(EDM, 4, seed=0), EDM, 5, reference_steps=bad)
 
 

@@ -159,7 +159,7 @@ def calibrate_sigmas(
         solver: a deterministic solver that follows its grid (name, config, spec or object);
             one that adds noise or picks its own steps raises an error.
         reference_steps: steps of the Heun reference solution (even in ``log sigma`` between
-            the grid's two ends); default 512 (``2 * 512 - 1`` evaluations, made once).
+            the grid's two ends), an int >= 2; default 512 (``2 * 512 - 1`` evaluations, made once).
         generator: handed to the solver like ``ds.sample`` does; the deterministic solvers draw
             nothing from it.
 
@@ -187,9 +187,9 @@ def calibrate_sigmas(
     start = time.perf_counter()
     if reference_steps is None:
         reference_steps = DEFAULT_REFERENCE_STEPS
-    if isinstance(reference_steps, bool) or not isinstance(reference_steps, int) or reference_steps < 1:
+    if isinstance(reference_steps, bool) or not isinstance(reference_steps, int) or reference_steps < 2:
         raise InvalidArgumentError(
-            f"reference_steps must be an int >= 1 (the steps of the fine reference solution), got {reference_steps!r}"
+            f"reference_steps must be an int >= 2 (the steps of the fine reference solution), got {reference_steps!r}"
         )
     solver_obj = resolve_solver(solver)
     _calibratable(solver_obj)
@@ -207,15 +207,18 @@ def calibrate_sigmas(
         return out
 
     hi, lo = float(initial[0]), float(initial[-2])
+
+    def even(n: int) -> torch.Tensor:
+        """``n`` levels even in log sigma from the first to the last positive level (kept exactly), then 0."""
+        levels = torch.exp(torch.linspace(math.log(hi), math.log(lo), n, dtype=torch.float64))
+        return torch.cat([initial[:1], levels[1:-1], initial[-2:]])
+
     with torch.no_grad():
-        fine = torch.exp(torch.linspace(math.log(hi), math.log(lo), reference_steps, dtype=torch.float64))
-        reference = run(torch.cat([fine, fine.new_zeros(1)]) if reference_steps > 1 else initial[-2:].clone(),
-                        resolve_solver("heun"))
+        reference = run(even(reference_steps), resolve_solver("heun"))
         error_before = float(_error(run(initial), reference))
     best, error_after, backward = initial, error_before, 0
     if num_steps > 2:
-        uniform = torch.cat([torch.exp(torch.linspace(math.log(hi), math.log(lo), num_steps, dtype=torch.float64)),
-                             initial.new_zeros(1)])
+        uniform = even(num_steps)
         with torch.no_grad():
             error_uniform = float(_error(run(uniform), reference))
         best, error_after = (uniform, error_uniform) if error_uniform < error_before else (initial, error_before)
