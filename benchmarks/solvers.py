@@ -51,6 +51,10 @@ def label(config) -> str:
     return config["name"] + "(" + ", ".join(f"{k}={v}" for k, v in config.items() if k != "name") + ")"
 
 
+def _table(title: str, description: str, rows: list[dict[str, object]]) -> dict[str, object]:
+    return {"title": title, "description": description, "columns": list(rows[0]), "rows": rows}
+
+
 def _steps_for(solver, budget: int) -> int:
     return max([k for k in range(1, budget + 1) if solver.nfe(k) <= budget] or [1])
 
@@ -180,28 +184,23 @@ def run(settings: Settings) -> dict[str, object]:
         "columns": list(rows[0]),
         "rows": rows,
         "extra_tables": [
-            {"title": "dpm_adaptive by tolerance (rtol = atol)",
-             "description": "Same error; in brackets the evaluations it chose to spend.",
-             "columns": list(ada_rows[0]), "rows": ada_rows},
-            {"title": "Stochastic solvers",
-             "description": "Sliced W1 to the mixture, mean ± standard deviation over seeds (latents and noise "
-                            "drawn per seed); the floor row is the same distance for exact samples.",
-             "columns": list(sto_rows[0]), "rows": sto_rows},
-            {"title": "Every grid and the calibrated one, against k-diffusion's best",
-             "description": "Best deterministic run per budget: ours over every solver and grid (the calibrated "
-                            "grid fitted on other latents), k-diffusion's over its deterministic samplers on its own "
-                            "grids between the same noise levels; ratio = k-diffusion's error / ours.",
-             "columns": list(best_rows[0]), "rows": best_rows},
-            {"title": "Error per grid",
-             "description": "Same error as above, per deterministic solver and budget, on each built-in grid and "
-                            "on the grid calibrated for that solver and step count on "
-                            f"{calibrated['edm']['calibration_latents']} other latents.",
-             "columns": list(cal_rows[0]), "rows": cal_rows},
-            {"title": "What the calibration cost",
-             "description": "Network evaluations per sample in all (the Heun reference, then L-BFGS), solver runs "
-                            "differentiated, seconds on this machine, and the calibration error (on the fitting "
-                            "latents) on the schedule's grid and on the calibrated one.",
-             "columns": list(cost_rows[0]), "rows": cost_rows},
+            _table("dpm_adaptive by tolerance (rtol = atol)",
+                   "Same error; in brackets the evaluations it chose to spend.", ada_rows),
+            _table("Stochastic solvers",
+                   "Sliced W1 to the mixture, mean ± standard deviation over seeds (latents and noise drawn per "
+                   "seed); the floor row is the same distance for exact samples.", sto_rows),
+            _table("Every grid and the calibrated one, against k-diffusion's best",
+                   "Best deterministic run per budget: ours over every solver and grid (the calibrated grid fitted "
+                   "on other latents), k-diffusion's over its deterministic samplers on its own grids between the "
+                   "same noise levels; ratio = k-diffusion's error / ours.", best_rows),
+            _table("Error per grid",
+                   "Same error as above, per deterministic solver and budget, on each built-in grid and on the grid "
+                   "calibrated for that solver and step count on "
+                   f"{calibrated['edm']['calibration_latents']} other latents.", cal_rows),
+            _table("What the calibration cost",
+                   "Network evaluations per sample in all (the Heun reference, then L-BFGS), solver runs "
+                   "differentiated, seconds on this machine, and the calibration error (on the fitting latents) on "
+                   "the schedule's grid and on the calibrated one.", cost_rows),
         ],
         "aims": [],
         "data": {"results": data, "best_per_budget": best, "calibrated": calibrated},
