@@ -28,7 +28,8 @@ from diffusion_schemes.specs import SpecBacked, WeightingRef, WeightingSpec, hoo
 from diffusion_schemes.specs import create, json_schema, list_schemes, parse_spec, registry, spec_type
 from diffusion_schemes.weightings import BaseWeighting
 
-# The pipeline (loss, guidance, posterior sampling, patches, likelihood, solvers, sampling) is imported on first use.
+# The pipeline (loss, guidance, posterior sampling, patches, likelihood, calibrated grids, solvers, sampling) is
+# imported on first use.
 _LAZY = {
     "MSEDSMLoss": "diffusion_schemes.sampling",
     "Guidance": "diffusion_schemes.sampling",
@@ -36,6 +37,7 @@ _LAZY = {
     "Patched": "diffusion_schemes.sampling",
     "sample": "diffusion_schemes.sampling",
     "log_likelihood": "diffusion_schemes.sampling",
+    "calibrate_sigmas": "diffusion_schemes.sampling",
     "BaseSolver": "diffusion_schemes.solvers",
 }
 __getattr__, __dir__ = lazy_exports(__name__, _LAZY)

@@ -27,11 +27,21 @@ KNOWN = {("solver", "lms"): "order_of_convergence: observed 3.6 against the decl
 KNOWN.update({("discretization", name): "needs a timestep table (the 'discrete' schedule)"
               for name in ("linspace", "leading", "trailing")})
 
+# Schemes that cannot be built from their name alone; each is checked elsewhere.
+NEED_FIELDS = {("discretization", "explicit"): "one grid of a fixed step count, checked at it in test_calibrate.py"}
+
+
+def _case(kind: str, name: str) -> Any:
+    if (kind, name) in KNOWN:
+        return pytest.param(kind, name, marks=pytest.mark.xfail(strict=True, reason=KNOWN[(kind, name)]))
+    if (kind, name) in NEED_FIELDS:
+        return pytest.param(kind, name, marks=pytest.mark.skip(reason=NEED_FIELDS[(kind, name)]))
+    return kind, name
+
 
 @pytest.mark.parametrize(
     "kind,name",
-    [pytest.param(i.kind, i.name, marks=pytest.mark.xfail(strict=True, reason=KNOWN[(i.kind, i.name)]))
-     if (i.kind, i.name) in KNOWN else (i.kind, i.name) for i in ds.list_schemes()],
+    [_case(i.kind, i.name) for i in ds.list_schemes()],
     ids=lambda v: v,
 )
 def test_every_installed_scheme_conforms(kind, name):

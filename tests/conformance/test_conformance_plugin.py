@@ -51,6 +51,8 @@ def _implementations_imported():
 
     backbone = {"model": lambda x, c, condition=None: x}
     for info in ds.list_schemes():
+        if any(f.is_required() for n, f in info.spec.model_fields.items() if n != "name"):
+            continue  # no config without its fields (the explicit grid); its module is the spec's, imported already
         ds.create(info.kind, info.name, **(backbone if info.kind == "preconditioner" else {}))
 
 

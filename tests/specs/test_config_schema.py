@@ -236,6 +236,8 @@ def test_embedded_errors_are_as_helpful_as_parse_spec(data, expected, fresh_regi
 @pytest.mark.parametrize("kind", KINDS)
 def test_dumps_without_defaults_keep_the_name_and_reload_equal(kind, fresh_registry):
     for info in ds.list_schemes(kind):
+        if any(f.is_required() for n, f in info.spec.model_fields.items() if n != "name"):
+            continue  # no config without that field (the explicit grid); its round trip is in test_calibrate.py
         spec = ds.parse_spec(kind, info.name)
         built_in_code = info.spec()  # nothing set: exclude_unset drops every field
         for dump in (spec.model_dump(exclude_defaults=True), spec.model_dump(exclude_unset=True),

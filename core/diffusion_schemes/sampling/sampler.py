@@ -124,12 +124,15 @@ def _grid(noise_schedule: Any, num_steps: Any, discretization: Any, sigmas: Any)
                     "before the final 0; omit num_steps when you pass sigmas"
                 )
         return grid
+    grids = resolve_discretization(discretization)
     if num_steps is None:
-        raise SamplingError(
-            "give num_steps (the grid then comes from the discretization, by default the schedule's own) "
-            "or sigmas (an explicit decreasing grid ending at 0)"
-        )
-    return check_sigmas(resolve_discretization(discretization).sigmas(num_steps, noise_schedule))
+        num_steps = getattr(grids, "num_steps", None)  # a grid of a fixed step count (``explicit``) states it
+        if num_steps is None:
+            raise SamplingError(
+                "give num_steps (the grid then comes from the discretization, by default the schedule's own) "
+                "or sigmas (an explicit decreasing grid ending at 0)"
+            )
+    return check_sigmas(grids.sigmas(num_steps, noise_schedule))
 
 
 class StepHook:
