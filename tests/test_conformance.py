@@ -17,18 +17,7 @@ from diffusion_schemes import conformance
 from diffusion_schemes.conformance import ConformanceError
 
 
-# k-diffusion's lms starts with Euler, then orders 2 and 3, before its 4-step formula: on the kit's
-# geometric grid its observed order is 3.4-3.6 up to 256 steps (between 3 and 4, so no integer
-# declaration passes within 0.25); kept with k-diffusion's start so that it gives k-diffusion's samples.
-KNOWN = {("solver", "lms"): "order_of_convergence: observed 3.6 against the declared 4 (lower-order start-up)"}
-
-
-@pytest.mark.parametrize(
-    "kind,name",
-    [pytest.param(i.kind, i.name, marks=pytest.mark.xfail(strict=True, reason=KNOWN[(i.kind, i.name)]))
-     if (i.kind, i.name) in KNOWN else (i.kind, i.name) for i in ds.list_schemes()],
-    ids=lambda v: v,
-)
+@pytest.mark.parametrize("kind,name", [(i.kind, i.name) for i in ds.list_schemes()], ids=lambda v: v)
 def test_every_installed_scheme_conforms(kind, name):
     report = conformance.check(kind, name)
     assert report.ok and report.passed
