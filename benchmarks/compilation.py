@@ -41,8 +41,9 @@ def _parts(backbone_name: str):
     def heun_step(x, t):
         return solvers["heun"].step(denoiser, x, t, t * 0.8)[0]
 
-    def dpm_step(x, t):
-        return solvers["dpmpp_2m"].step(denoiser, x, t, t * 0.8, [])[0]
+    def dpm_step(x, t):  # a first step: the state start() gives for its grid
+        solver = solvers["dpmpp_2m"]
+        return solver.step(denoiser, x, t, t * 0.8, solver.start(torch.stack([t, t * 0.8])))[0]
 
     def stochastic_step(x, t):
         solver = solvers["edm_stochastic_heun"]

@@ -35,7 +35,7 @@ from . import kdiffusion_best
 from ._settings import Settings
 from .sampling import SlicedW1, ring_mixture
 
-DETERMINISTIC = ["euler", "heun", "dpm_2", "lms", "dpmpp_2m", {"name": "dpmpp_2m", "lower_order_final": True},
+DETERMINISTIC = ["euler", "heun", "dpm_2", "lms", {"name": "lms", "startup": "k-diffusion"}, "dpmpp_2m", {"name": "dpmpp_2m", "lower_order_final": True},
                  "unipc", {"name": "unipc", "lower_order_final": True}, {"name": "unipc", "order": 3},
                  {"name": "dpmpp_3m_sde", "eta": 0.0}]
 STOCHASTIC = ["euler_ancestral", "dpm_2_ancestral", "dpmpp_2s_ancestral", "dpmpp_2m_sde", "dpmpp_3m_sde",

@@ -93,3 +93,31 @@ def test_one_solver_step(name):
         # the next step's tensors reuse the same graph (no recompilation for another noise level)
         with torch._dynamo.config.patch(error_on_recompile=True):
             step(*_args(solver, denoiser, got, sigmas, 5, expected_state))
+
+
+LOWER_ORDER_FINAL = [i.name for i in ds.list_schemes("solver") if "lower_order_final" in i.spec.model_fields]
+# steps that shrink and grow in log sigma and in sigma: lower_order_final keeps some steps and drops others
+UNEVEN = torch.tensor([80.0, 40.0, 20.0, 12.0, 8.0, 5.0, 4.0, 2.0, 1.5, 0.5, 0.2, 0.0])
+
+
+@pytest.mark.parametrize("name", LOWER_ORDER_FINAL)
+def test_lower_order_final_step(name):
+    """With ``lower_order_final`` the per-step order comes from the plan made in ``start``: one graph
+    serves the steps that keep the higher order and those that drop it, and gives the eager result."""
+    precond = ds.create("preconditioner", "edm", model=Backbone())
+    denoiser = ds.create("noise_schedule", "edm").get_denoiser(x0_predictor=precond)
+    solver = ds.create("solver", {"name": name, "lower_order_final": True})
+    x = torch.randn(2, 3, 4, 4)
+    state = solver.start(UNEVEN)
+    with torch.no_grad():
+        for i in range(4):  # the history is full from here on
+            x, _, state = solver.step(*_args(solver, denoiser, x, UNEVEN, i, state))
+        compiled_steps = range(4, len(UNEVEN) - 2)  # every step but the last (to 0), a graph of its own
+        assert {bool(solver.start(UNEVEN)["high"][i]) for i in compiled_steps} == {True, False}
+        step = compiled(solver.step)
+        for i in compiled_steps:
+            args = _args(solver, denoiser, x, UNEVEN, i, state)
+            with torch._dynamo.config.patch(error_on_recompile=i > compiled_steps[0]):
+                got, _, _ = step(*args)
+            x, _, state = solver.step(*args)
+            assert torch.allclose(got, x, atol=1e-5)

@@ -129,7 +129,7 @@ def test_lower_order_final_makes_dpmpp_2m_on_vp_no_worse_than_euler(steps):
     assert ode_error <= 1.05 * euler
 
 
-OURS = ["euler", "heun", "dpm_2", "lms", "dpmpp_2m", {"name": "dpmpp_2m", "lower_order_final": True}, "unipc",
+OURS = ["euler", "heun", "dpm_2", "lms", {"name": "lms", "startup": "k-diffusion"}, "dpmpp_2m", {"name": "dpmpp_2m", "lower_order_final": True}, "unipc",
         {"name": "unipc", "lower_order_final": True}, {"name": "unipc", "order": 3},
         {"name": "unipc", "order": 3, "lower_order_final": True}]
 K_DETERMINISTIC = {"sample_euler": (1, 0), "sample_heun": (2, -1), "sample_dpm_2": (2, -1), "sample_lms": (1, 0),
@@ -156,3 +156,89 @@ def test_our_best_solver_is_at_least_as_accurate_as_k_diffusions_best(schedule_n
             out = getattr(sampling, function)(k_model, x.clone(), schedule.sigmas(n).to(torch.float64), disable=True)
             theirs.append(_error(out, reference))
         assert min(ours) <= min(theirs) * (1 + 1e-9), (budget, ours, theirs)
+
+
+@pytest.mark.parametrize("schedule_name", ["edm", "vp"])
+@pytest.mark.parametrize("lower_order_final", [False, True])
+def test_dpmpp_2m_is_the_2m_sde_solver_without_noise(schedule_name, lower_order_final):
+    """DPM-Solver++(2M) is DPM-Solver++(2M) SDE with eta = 0 and the midpoint correction (Lu et al. 2022b):
+    ``e^{-a} = sigma_{i+1} / sigma_i`` and ``c / r = (1 - e^{-h}) / (2 r)``. Both draw no noise and agree
+    to float64 rounding (each is compared with k-diffusion in test_solvers_kdiffusion.py)."""
+    schedule = ds.create("noise_schedule", schedule_name)
+    sigmas = schedule.sigmas(12).to(torch.float64)
+    x = _latents(schedule, 64)
+    ode = ds.create("solver", {"name": "dpmpp_2m", "lower_order_final": lower_order_final})
+    sde = ds.create("solver", {"name": "dpmpp_2m_sde", "eta": 0.0, "lower_order_final": lower_order_final})
+    noise = RecordingNoise(x.shape)
+    ode_x, ode_nfe = ode(DENOISER, x.clone(), sigmas, noise_sampler=noise)
+    sde_x, sde_nfe = sde(DENOISER, x.clone(), sigmas, noise_sampler=noise)
+    assert noise.calls == [] and ode_nfe == sde_nfe == 12 and not ode.stochastic
+    torch.testing.assert_close(ode_x, sde_x, rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("config", ["dpmpp_2m", {"name": "dpmpp_3m_sde", "eta": 0.0}, "unipc", {"name": "unipc", "order": 3}])
+def test_lower_order_final_keeps_equal_steps_at_the_higher_order(config):
+    """On steps equal in log sigma no step grows, so only the step to 0 could drop to first order, and these
+    solvers take that one from ``D`` anyway: the option changes nothing (whatever the rounding of the ratios)."""
+    config = {"name": config} if isinstance(config, str) else config
+    grid = torch.linspace(math.log(80.0), math.log(0.002), 25, dtype=torch.float64).exp()
+    sigmas = torch.cat([grid, grid.new_zeros(1)])
+    x = _latents(EDM, 64)
+    plain = ds.create("solver", config)(DENOISER, x.clone(), sigmas)[0]
+    lower = ds.create("solver", {**config, "lower_order_final": True})(DENOISER, x.clone(), sigmas)[0]
+    assert torch.equal(plain, lower)
+
+
+def _lms(order=4, startup="runge-kutta"):
+    return ds.create("solver", {"name": "lms", "order": order, "startup": startup})
+
+
+@pytest.mark.parametrize("startup", ["runge-kutta", "k-diffusion"])
+@pytest.mark.parametrize("order", [1, 2, 3, 4])
+def test_lms_counts_the_evaluations_of_its_start_up(order, startup):
+    """N steps cost N evaluations, plus ``p - 2`` on each of the first ``min(p - 2, N - 1)`` steps with the
+    Runge-Kutta start of order ``p - 1`` (none for ``p <= 2``); never at noise level 0."""
+    for steps in (1, 2, 3, 4, 7):
+        calls = []
+
+        def x0(x, t):
+            calls.append(float(t.min()))
+            return RING.denoise(x, t)
+
+        solver = _lms(order, startup)
+        _, nfe = solver(EDM.get_denoiser(x0_predictor=x0), _latents(EDM, 8), EDM.sigmas(steps).to(torch.float64))
+        extra = (order - 2) * min(order - 2, steps - 1) if startup == "runge-kutta" and order > 2 else 0
+        assert nfe == len(calls) == steps + extra and min(calls) > 0
+
+
+def test_lms_start_up_step_is_third_order():
+    """The first step of ``lms`` (order 4) is Ralston's third-order Runge-Kutta step: its error from the exact
+    Gaussian flow is ``O(h^4)`` (16 times smaller for half the step); k-diffusion's first step is Euler, ``O(h^2)``."""
+    p = GaussianProblem()
+    x = p.exact_map(p.latents(9))  # at noise level 0; moved to sigma = 2 along the exact flow below
+    at = lambda sigma: p.mu + (x - p.mu) * math.sqrt(p.s**2 + sigma**2) / p.s  # noqa: E731
+    for startup, exponent in (("runge-kutta", 4), ("k-diffusion", 2)):
+        errors = []
+        for h in (0.4, 0.2, 0.1):
+            sigmas = torch.tensor([2.0, 2.0 - h, 1.0, 0.5, 0.0], dtype=torch.float64)
+            solver = _lms(4, startup)
+            x1, _, _ = solver.step(p.denoiser(), at(2.0), sigmas[0], sigmas[1], solver.start(sigmas))
+            errors.append(float((x1 - at(2.0 - h)).abs().max()))
+        observed = math.log2(errors[-2] / errors[-1])
+        assert abs(observed - exponent) < 0.2, (startup, errors)
+
+
+@pytest.mark.slow
+def test_lms_keeps_order_4_on_fine_grids_where_k_diffusions_start_falls_back():
+    """On the conformance kit's Gaussian problem, from 256 to 1024 steps: the default start keeps the
+    observed order at 4; with k-diffusion's (Euler first, error ``O(h^2)``) it falls towards 2."""
+    p = GaussianProblem()
+    x_T = p.latents(9)
+    want = p.exact_map(x_T)
+    for startup in ("runge-kutta", "k-diffusion"):
+        errors = [float((p.solve(_lms(4, startup), x_T, n)[0] - want).abs().max()) for n in (256, 512, 1024)]
+        orders = [math.log2(a / b) for a, b in zip(errors, errors[1:])]
+        if startup == "runge-kutta":
+            assert all(abs(o - 4) < 0.25 for o in orders), errors
+        else:
+            assert orders[-1] < orders[0] < 3.5, errors

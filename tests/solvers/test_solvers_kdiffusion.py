@@ -54,8 +54,9 @@ SHARED = [
     ({"name": "euler_ancestral", "eta": 0.5, "s_noise": 0.9}, "sample_euler_ancestral", {"eta": 0.5, "s_noise": 0.9}),
     ("dpm_2", "sample_dpm_2", {}),
     ("dpm_2_ancestral", "sample_dpm_2_ancestral", {}),
-    ("lms", "sample_lms", {}),
-    ({"name": "lms", "order": 2}, "sample_lms", {"order": 2}),
+    ({"name": "lms", "startup": "k-diffusion"}, "sample_lms", {}),
+    ({"name": "lms", "order": 3, "startup": "k-diffusion"}, "sample_lms", {"order": 3}),
+    ({"name": "lms", "order": 2}, "sample_lms", {"order": 2}),  # order 2 needs no Runge-Kutta start
     ("dpmpp_2s_ancestral", "sample_dpmpp_2s_ancestral", {}),
     ("dpmpp_2m_sde", "sample_dpmpp_2m_sde", {}),
     ({"name": "dpmpp_2m_sde", "solver_type": "heun"}, "sample_dpmpp_2m_sde", {"solver_type": "heun"}),

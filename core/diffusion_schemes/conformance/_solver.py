@@ -11,8 +11,8 @@ The kit calls the solver as the contract says, ``solver(denoiser, x, sigmas, gen
 with a :class:`diffusion_schemes.Denoiser` of the kit's reference schedule (``t`` = noise level,
 geometric steps from ``sigma_max = 20`` to ``sigma_min = 1e-3``). A solver class declares ``order``
 (the order of its error on the ODE) and ``stochastic``; the observed order on the deterministic
-map must be within 0.25 of the declared one (``adaptive`` solvers, which choose their own steps,
-are held to their accuracy instead). Stochastic solvers are held to the moments only.
+map, extrapolated to fine grids (:func:`extrapolated_order`), must be within 0.25 of the declared
+one (``adaptive`` solvers, which choose their own steps, are held to their accuracy instead). Stochastic solvers are held to the moments only.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from ._context import fmt
 from ._reference import ReferenceSchedule
 from ._report import invariant
 
-__all__ = ["GaussianProblem"]
+__all__ = ["GaussianProblem", "extrapolated_order"]
 
 ORDER_STEPS = (32, 64, 128)
 MOMENT_STEPS = (16, 256)
@@ -155,9 +155,33 @@ def converges_to_exact_map(ctx: Any) -> str | None:
     return None
 
 
+def extrapolated_order(errors: list[float]) -> tuple[list[float], float]:
+    """The observed orders ``o(N) = log2(e(N) / e(2N))`` and their Richardson extrapolation ``2 o(2N) - o(N)``.
+
+    With an error ``e(N) = C N^-p (1 + k / N + O(N^-2))`` the observed order is
+    ``p + k / (2 N ln 2) + O(N^-2)``: it reaches ``p`` only as ``1 / N``, which for a method with a
+    large next error term is still tenths off at 128 steps. Doubling ``N`` halves that term, so
+    ``2 o(2N) - o(N) = p + O(N^-2)`` (Richardson extrapolation of the observed order).
+
+    >>> errors = [n**-3 * (1 + 8 / n) for n in (32, 64, 128)]      # order 3 with a 1/N term
+    >>> orders, p = extrapolated_order(errors)
+    >>> [round(o, 3) for o in orders], round(p, 3)
+    ([3.152, 3.082], 3.013)
+    >>> extrapolated_order([4.0, 1.0, 0.25])[1]
+    2.0
+    """
+    observed = [math.log2(a / b) if b > 0 else math.inf for a, b in zip(errors, errors[1:])]
+    return observed, 2 * observed[-1] - observed[-2]
+
+
 @invariant("solver")
 def order_of_convergence(ctx: Any) -> str | None:
-    """Deterministic: the observed order ``log2(e(N) / e(2N))`` is within 0.25 of the declared ``order``."""
+    """Deterministic: the order observed from 32, 64 and 128 steps, extrapolated, is within 0.25 of the declared ``order``.
+
+    The observed orders ``log2(e(N) / e(2N))`` at 32 and 64 steps are extrapolated to fine grids
+    (:func:`extrapolated_order`): on the kit's geometric grid, Adams-Bashforth of order 4 in the
+    noise level observes 3.40 and 3.70 from an exact start, which extrapolates to 4.00.
+    """
     if _is_stochastic(ctx):
         ctx.skip("stochastic: the order is not measured on samples")
         return None
@@ -171,13 +195,13 @@ def order_of_convergence(ctx: Any) -> str | None:
     x_T = p.latents(9)
     want = p.exact_map(x_T)
     errors = [float((p.solve(ctx.obj, x_T, n)[0] - want).abs().max()) for n in ORDER_STEPS]
-    observed = [math.log2(a / b) if b > 0 else math.inf for a, b in zip(errors, errors[1:])]
-    if abs(observed[-1] - declared) > ORDER_TOLERANCE:
+    observed, extrapolated = extrapolated_order(errors)
+    if not abs(extrapolated - declared) <= ORDER_TOLERANCE:
         steps = ", ".join(f"{n}: {e:.3g}" for n, e in zip(ORDER_STEPS, errors))
         seen = ", ".join(f"{o:.2f}" for o in observed)
         return (
-            f"declares order {declared} but converges with order {observed[-1]:.2f} "
-            f"(errors by steps {steps}; orders {seen})"
+            f"declares order {declared} but converges with order {extrapolated:.2f} "
+            f"(errors by steps {steps}; observed orders {seen}, extrapolated as 2 x {observed[-1]:.2f} - {observed[-2]:.2f})"
         )
     return None
 

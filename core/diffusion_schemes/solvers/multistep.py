@@ -1,13 +1,15 @@
 """Multistep solvers: one evaluation a step, the earlier estimates reused to raise the order.
 
-Each keeps the previous denoised estimates (or slopes) as its state. With ``lower_order_final``
+Each keeps the previous denoised estimates (or slopes) in its state. With ``lower_order_final``
 (diffusers' name; off by default, which keeps k-diffusion's samples) a step falls back to first
 order on the step to 0 and wherever the step grows, i.e. the previous step is shorter than the
-current one in the solver's step variable (``r = h_{i-1} / h_i < 1``): there the earlier estimates
-are extrapolated beyond the interval they span. VP's uniform-in-t steps grow towards the end
-(``r`` falls to about 0.3 on the last step), and with the option ``dpmpp_2m`` there is no worse than
-Euler; on EDM's rho = 7 ramp every step grows in ``log sigma``, so the option makes it first order:
-use it for grids like VP's only (measured in docs/schemes/solvers.md).
+current one in the solver's step variable (``r = h_{i-1} / h_i < 1``, by more than rounding):
+there the earlier estimates are extrapolated beyond the interval they span. VP's uniform-in-t
+steps grow towards the end (``r`` falls to about 0.3 on the last step), and with the option
+``dpmpp_2m`` there is no worse than Euler; on EDM's rho = 7 ramp every step grows in
+``log sigma``, so the option makes it first order: use it for grids like VP's only (measured in
+docs/schemes/solvers.md). Which steps drop is decided once per call from the grid, in
+:meth:`_Multistep.start`, so a step compiles with ``torch.compile(fullgraph=True)``.
 
 >>> import torch
 >>> import diffusion_schemes as ds
@@ -20,14 +22,15 @@ use it for grids like VP's only (measured in docs/schemes/solvers.md).
 dpmpp_2m 6 True
 dpmpp_2m_sde 6 True
 dpmpp_3m_sde 6 True
-lms 6 True
+lms 10 True
 unipc 6 True
 """
 
 from __future__ import annotations
 
 import math
-from typing import Literal
+from collections.abc import Callable
+from typing import ClassVar, Literal
 
 import torch
 from pydantic import Field
@@ -37,8 +40,9 @@ from diffusion_schemes.specs.base import SolverSpec
 
 __all__ = ["LMS", "DPMpp2M", "DPMpp2MSDE", "DPMpp3MSDE", "UniPC"]
 
-#: Below this ratio of the previous step to the current one, ``lower_order_final`` takes first order.
-MIN_STEP_RATIO = 1.0
+#: ``lower_order_final`` takes first order where the previous step is shorter than this fraction of the
+#: current one (a step grows); the margin keeps equal steps (a log-uniform grid) higher order whatever the rounding.
+MIN_STEP_RATIO = 1.0 - 1e-4
 
 
 class _MultistepSpec(SolverSpec):
@@ -53,16 +57,60 @@ class _SDESpec(_MultistepSpec):
 
 
 class _Multistep(BaseSolver):
-    """The state is the list of ``(denoised, lambda)`` of earlier steps, newest last."""
+    """The state is a dict: ``history``, the earlier estimates (newest last), and with
+    ``lower_order_final`` the plan of the run, ``high`` (per step: whether it keeps the higher
+    order), with ``i``, the index of the next step (a tensor, so one compiled step serves every step).
+
+    The plan is decided once per call from the grid in :meth:`start` (``sigmas`` is known before
+    the first step), so the step has no Python branch on tensor values: it computes both orders'
+    updates and selects with ``torch.where``.
+    """
+
+    #: How many earlier steps ``lower_order_final`` compares with the current one.
+    lookback: ClassVar[int] = 1
 
     def start(self, sigmas):
-        return []
+        return {"history": [], **self.plan(sigmas)}
 
-    def first_order(self, ratios: list[torch.Tensor], last: bool) -> bool:
-        """Whether ``lower_order_final`` asks for first order here (``ratios``: previous to current step)."""
+    def step_sizes(self, sigmas: torch.Tensor) -> torch.Tensor:
+        """The steps ``h_i`` in the solver's variable, here ``log(sigma_i / sigma_{i+1})`` (inf on the step to 0)."""
+        return (sigmas[:-1] / sigmas[1:]).log()
+
+    def plan(self, sigmas: torch.Tensor) -> dict[str, torch.Tensor | None]:
+        """``{"high": None}`` without ``lower_order_final``; else which steps keep the higher order.
+
+        Step ``i`` drops to first order when it is the last or when one of the ``lookback``
+        previous steps is shorter (``h_{i-k} / h_i < MIN_STEP_RATIO``). Tensor operations on the
+        grid's device: no value is read on the host.
+        """
         if not self.lower_order_final:
-            return False
-        return last or any(bool(r < MIN_STEP_RATIO) for r in ratios)
+            return {"high": None}
+        h = self.step_sizes(sigmas)
+        low = torch.zeros(h.shape, dtype=torch.bool, device=h.device)
+        for k in range(1, self.lookback + 1):
+            low[k:] |= h[:-k] / h[k:] < MIN_STEP_RATIO
+        low[-1] = True
+        return {"high": ~low, "i": torch.zeros(1, dtype=torch.long, device=h.device)}
+
+    @staticmethod
+    def advance(state: dict) -> tuple[torch.Tensor | None, dict]:
+        """This step's entry of the plan (None without one) and the state pointing at the next step."""
+        if state["high"] is None:
+            return None, state
+        # index_select: indexing by a tensor's value would make the graph depend on it
+        return state["high"].index_select(0, state["i"])[0], {**state, "i": state["i"] + 1}
+
+    @staticmethod
+    def select(high: torch.Tensor | None, higher: torch.Tensor, first: torch.Tensor) -> torch.Tensor:
+        """``higher`` where the plan keeps the higher order (always without a plan), else ``first``."""
+        return higher if high is None else torch.where(high, higher, first)
+
+    def by_plan(self, high: torch.Tensor | None, history: list, update: Callable[[list], torch.Tensor]) -> torch.Tensor:
+        """``update(history)``, or ``update(history[-1:])`` (first order) where the plan says so."""
+        higher = update(history)
+        if high is None or len(history) == 1:
+            return higher
+        return self.select(high, higher, update(history[-1:]))
 
 
 class _SDEMultistep(_Multistep):
@@ -70,7 +118,7 @@ class _SDEMultistep(_Multistep):
 
     A step is ``x <- e^{-a} x + (1 - e^{-a}) D_i + correction(...)`` (``e^{-a} = (sigma_{i+1} / sigma_i)
     e^{-eta h}``), then ``+ s_noise sigma_{i+1} sqrt(1 - e^{-2 eta h}) eps`` on every step but the last,
-    which returns ``D``. The state keeps the ``order - 1`` last ``(D, h)``.
+    which returns ``D``. The history keeps the ``order - 1`` last ``(D, h)``.
     """
 
     stochastic = True
@@ -78,65 +126,24 @@ class _SDEMultistep(_Multistep):
     def adds_noise(self, last):
         return not last and self.eta != 0
 
-    def correction(self, denoised, state, h, a):
+    def correction(self, denoised, history, h, a):
         """The higher-order term from the earlier estimates (0: first order)."""
         raise NotImplementedError
 
     def step(self, denoiser, x, sigma, sigma_next, state=None, noise=None, last=False):
         denoised = denoiser.x0_sigma(x, sigma)
+        high, state = self.advance(state)
         if last:
             return denoised, denoised, state
+        history = state["history"]
         h = (sigma / sigma_next).log()
         a = (1 + self.eta) * h
         x = (-a).exp().to(x.dtype) * x + (-torch.expm1(-a)).to(x.dtype) * denoised
-        if state and not self.first_order([prev_h / h for _, prev_h in state], last):
-            x = x + self.correction(denoised, state, h, a)
+        if history:
+            x = self.select(high, x + self.correction(denoised, history, h, a), x)
         if noise is not None:
             x = x + noise * (sigma_next * (-torch.expm1(-2 * self.eta * h)).sqrt() * self.s_noise).to(x.dtype)
-        return x, denoised, [*state, (denoised, h)][1 - self.order:]
-
-
-class DPMpp2MSpec(_MultistepSpec):
-    """DPM-Solver++(2M): multistep, one evaluation a step (Lu et al. 2022b).
-
-    >>> import diffusion_schemes as ds
-    >>> ds.parse_spec("solver", "dpmpp_2m")
-    DPMpp2MSpec(name='dpmpp_2m', lower_order_final=False)
-    >>> ds.create("solver", {"name": "dpmpp_2m", "lower_order_final": True})
-    DPMpp2M(lower_order_final=True)
-    """
-
-    name: Literal["dpmpp_2m"] = "dpmpp_2m"
-    builds = "DPMpp2M"
-
-
-class DPMpp2M(_Multistep):
-    """DPM-Solver++(2M) in ``lambda = -log sigma`` with data prediction (Lu et al. 2022b, Algorithm 2).
-
-    For the unscaled latent (``alpha = 1``) with ``h_i = log(sigma_i / sigma_{i+1})``:
-    ``x_{i+1} = (sigma_{i+1} / sigma_i) x_i + (1 - e^{-h_i}) D_eff`` where
-    ``D_eff = (1 + 1/(2 r)) D_i - 1/(2 r) D_{i-1}``, ``r = h_{i-1} / h_i``; first order
-    (``D_eff = D_i``, i.e. DDIM) on the first step and on the last step to ``sigma = 0``.
-    N evaluations.
-    """
-
-    order = 2
-    spec_class = DPMpp2MSpec
-
-    def step(self, denoiser, x, sigma, sigma_next, state=None, noise=None, last=False):
-        denoised = denoiser.x0_sigma(x, sigma)
-        if last:
-            return denoised, denoised, state
-        h = (sigma / sigma_next).log()
-        target = denoised
-        if state:
-            prev_denoised, prev_h = state[-1]
-            r = prev_h / h
-            if not self.first_order([r], last):
-                half_inv_r = (0.5 / r).to(x.dtype)
-                target = (1 + half_inv_r) * denoised - half_inv_r * prev_denoised
-        ratio = (sigma_next / sigma).to(x.dtype)
-        return ratio * x + (1 - ratio) * target, denoised, [(denoised, h)]
+        return x, denoised, {**state, "history": [*history, (denoised, h)][1 - self.order:]}
 
 
 class DPMpp2MSDESpec(_SDESpec):
@@ -158,17 +165,50 @@ class DPMpp2MSDE(_SDEMultistep):
     ``x <- (sigma_{i+1} / sigma_i) e^{-eta h} x + (1 - e^{-a}) D_i + c (D_i - D_{i-1}) / r`` with
     ``c = (1 - e^{-a}) / 2`` (midpoint) or ``1 - (1 - e^{-a}) / a`` (heun), ``r = h_{i-1} / h``,
     then ``+ s_noise sigma_{i+1} sqrt(1 - e^{-2 eta h}) eps``. ``eta = 0`` is the ODE solver
-    DPM-Solver++(2M) (with the chosen correction). The last step returns ``D``. N evaluations.
+    DPM-Solver++(2M) (with the chosen correction; the midpoint one is :class:`DPMpp2M`). The last
+    step returns ``D``. N evaluations.
     """
 
     order = 2
     spec_class = DPMpp2MSDESpec
 
-    def correction(self, denoised, state, h, a):
-        prev_denoised, prev_h = state[-1]
+    def correction(self, denoised, history, h, a):
+        prev_denoised, prev_h = history[-1]
         decay = -torch.expm1(-a)  # 1 - e^{-a}
         c = decay / 2 if self.solver_type == "midpoint" else 1 - decay / a
         return (c * h / prev_h).to(denoised.dtype) * (denoised - prev_denoised)
+
+
+class DPMpp2MSpec(_MultistepSpec):
+    """DPM-Solver++(2M): multistep, one evaluation a step (Lu et al. 2022b).
+
+    >>> import diffusion_schemes as ds
+    >>> ds.parse_spec("solver", "dpmpp_2m")
+    DPMpp2MSpec(name='dpmpp_2m', lower_order_final=False)
+    >>> ds.create("solver", {"name": "dpmpp_2m", "lower_order_final": True})
+    DPMpp2M(lower_order_final=True)
+    """
+
+    name: Literal["dpmpp_2m"] = "dpmpp_2m"
+    builds = "DPMpp2M"
+
+
+class DPMpp2M(DPMpp2MSDE):
+    """DPM-Solver++(2M) in ``lambda = -log sigma`` with data prediction (Lu et al. 2022b, Algorithm 2).
+
+    For the unscaled latent (``alpha = 1``) with ``h_i = log(sigma_i / sigma_{i+1})``:
+    ``x_{i+1} = (sigma_{i+1} / sigma_i) x_i + (1 - e^{-h_i}) D_eff`` where
+    ``D_eff = (1 + 1/(2 r)) D_i - 1/(2 r) D_{i-1}``, ``r = h_{i-1} / h_i``; first order
+    (``D_eff = D_i``, i.e. DDIM) on the first step and on the last step to ``sigma = 0``.
+    N evaluations. It is :class:`DPMpp2MSDE` with ``eta = 0`` and the midpoint correction
+    (``e^{-a} = sigma_{i+1} / sigma_i``, ``c / r = (1 - e^{-h}) / (2 r)``): one step, written once.
+    """
+
+    spec_class = DPMpp2MSpec
+    stochastic = False
+    eta = 0.0
+    s_noise = 1.0
+    solver_type = "midpoint"
 
 
 class DPMpp3MSDESpec(_SDESpec):
@@ -195,16 +235,17 @@ class DPMpp3MSDE(_SDEMultistep):
     """
 
     order = 3
+    lookback = 2
     spec_class = DPMpp3MSDESpec
 
-    def correction(self, denoised, state, h, a):
+    def correction(self, denoised, history, h, a):
         phi_2 = torch.expm1(-a) / a + 1
-        r0 = state[-1][1] / h
-        d0 = (denoised - state[-1][0]) / r0.to(denoised.dtype)
-        if len(state) == 1:
+        r0 = history[-1][1] / h
+        d0 = (denoised - history[-1][0]) / r0.to(denoised.dtype)
+        if len(history) == 1:
             return phi_2.to(denoised.dtype) * d0
-        r1 = state[-2][1] / h
-        d1 = (state[-1][0] - state[-2][0]) / r1.to(denoised.dtype)
+        r1 = history[-2][1] / h
+        d1 = (history[-1][0] - history[-2][0]) / r1.to(denoised.dtype)
         big_d1 = d0 + (d0 - d1) * (r0 / (r0 + r1)).to(denoised.dtype)
         big_d2 = (d0 - d1) / (r0 + r1).to(denoised.dtype)
         phi_3 = phi_2 / a - 0.5
@@ -216,11 +257,16 @@ class LMSSpec(_MultistepSpec):
 
     >>> import diffusion_schemes as ds
     >>> ds.create("solver", {"name": "lms", "order": 3})
-    LMS(lower_order_final=False, order=3)
+    LMS(lower_order_final=False, order=3, startup='runge-kutta')
     """
 
     name: Literal["lms"] = "lms"
     order: int = Field(4, ge=1, le=4, description="How many slopes the step combines (the method's order).")
+    startup: Literal["runge-kutta", "k-diffusion"] = Field(
+        "runge-kutta",
+        description="The first steps: 'runge-kutta' keeps the order (extra evaluations); "
+        "'k-diffusion' uses fewer slopes there (k-diffusion's samples, lower order).",
+    )
     builds = "LMS"
 
 
@@ -241,27 +287,74 @@ def _lagrange_integral(nodes: list[torch.Tensor], j: int, a: torch.Tensor, b: to
     return total
 
 
+def _adams_bashforth(x, slopes, sigma, sigma_next):
+    """``x + sum_j c_j d_j`` over ``slopes`` (``(d, sigma)``, oldest first), ``c_j`` the Lagrange integrals."""
+    nodes = [s for _, s in reversed(slopes)]
+    for j, (d, _) in enumerate(reversed(slopes)):
+        x = x + _lagrange_integral(nodes, j, sigma, sigma_next).to(x.dtype) * d
+    return x
+
+
+#: Ralston's Runge-Kutta methods of order 2 and 3 (Ralston 1962; the error-minimising choices of
+#: their families), as Butcher tableaux ``(c, a, b)``: stages at ``sigma + c_k h``, all inside the step.
+RALSTON = {
+    2: ((0.0, 2 / 3), ((), (2 / 3,)), (1 / 4, 3 / 4)),
+    3: ((0.0, 1 / 2, 3 / 4), ((), (1 / 2,), (0.0, 3 / 4)), (2 / 9, 1 / 3, 4 / 9)),
+}
+
+
+def _runge_kutta(denoiser, x, d, sigma, sigma_next, tableau):
+    """One explicit Runge-Kutta step of ``dx/dsigma = (x - D) / sigma``; ``d`` is the slope at ``(x, sigma)``."""
+    c, a, b = tableau
+    h = sigma_next - sigma
+    slopes = [d]
+    for k in range(1, len(c)):
+        x_k = x + h.to(x.dtype) * sum(weight * slope for weight, slope in zip(a[k], slopes))
+        sigma_k = sigma + c[k] * h
+        slopes.append(to_d(x_k, sigma_k, denoiser.x0_sigma(x_k, sigma_k)))
+    return x + h.to(x.dtype) * sum(weight * slope for weight, slope in zip(b, slopes))
+
+
 class LMS(_Multistep):
     """``x_{i+1} = x_i + sum_j c_j d_{i-j}``, ``c_j`` the integral over ``[sigma_i, sigma_{i+1}]`` of the
-    Lagrange polynomial through ``sigma_i, ..., sigma_{i-p+1}`` that is 1 at ``sigma_{i-j}``.
+    Lagrange polynomial through ``sigma_i, ..., sigma_{i-p+1}`` that is 1 at ``sigma_{i-j}``, with
+    the slopes ``d = (x - D) / sigma`` at the earlier noise levels; the step to 0 uses the same formula.
 
-    ``p = min(order, i + 1)`` slopes ``d = (x - D) / sigma`` at the earlier noise levels; the
-    step to 0 uses the same formula. The state is the list of ``(d, sigma)``. N evaluations.
+    The first ``p - 1`` steps have fewer slopes. With ``startup="k-diffusion"`` they use the ones
+    there are (``min(p, i + 1)``: Euler first), as k-diffusion does; that first step's error is
+    ``O(h^2)``, so the method converges with order 2 on fine grids. A linear multistep method of
+    order ``p`` keeps order ``p`` when its starting values are ``O(h^p)`` accurate (Hairer, Norsett &
+    Wanner, Solving ODEs I, Sec. III.4): the default ``startup="runge-kutta"`` takes each first step
+    whose Adams-Bashforth order would be below ``p - 1`` with Ralston's Runge-Kutta method of order
+    ``p - 1`` (its first stage the slope at ``sigma_i``, which the history keeps), so ``p - 2`` more
+    evaluations on each of the first ``p - 2`` steps: for ``p = 4`` steps 0 and 1 cost 3, and N steps
+    ``N + 4`` evaluations (N for ``p <= 2``). The step to 0 is never a Runge-Kutta step.
+    The history is the list of ``(d, sigma)``.
     """
 
     order = 4  # the spec's field sets the instance's
     spec_class = LMSSpec
 
+    def step_sizes(self, sigmas):
+        return sigmas[:-1] - sigmas[1:]
+
+    def runge_kutta_steps(self, num_steps: int) -> int:
+        """How many of ``num_steps`` steps are Runge-Kutta steps (the first ones, never the last)."""
+        if self.startup != "runge-kutta" or self.order < 3:
+            return 0
+        return min(self.order - 2, num_steps - 1)
+
+    def nfe(self, num_steps):
+        return num_steps + (self.order - 2) * self.runge_kutta_steps(num_steps)
+
     def step(self, denoiser, x, sigma, sigma_next, state=None, noise=None, last=False):
         denoised = denoiser.x0_sigma(x, sigma)
-        history = [*state, (to_d(x, sigma, denoised), sigma)][-self.order:]
-        used = history
-        if len(history) > 1 and self.first_order([(history[-2][1] - sigma) / (sigma - sigma_next)], last):
-            used = history[-1:]
-        nodes = [s for _, s in reversed(used)]
-        for j, (d, _) in enumerate(reversed(used)):
-            x = x + _lagrange_integral(nodes, j, sigma, sigma_next).to(x.dtype) * d
-        return x, denoised, history
+        high, state = self.advance(state)
+        history = [*state["history"], (to_d(x, sigma, denoised), sigma)][-self.order:]
+        state = {**state, "history": history}
+        if self.startup == "runge-kutta" and not last and len(history) < self.order - 1:
+            return _runge_kutta(denoiser, x, history[-1][0], sigma, sigma_next, RALSTON[self.order - 1]), denoised, state
+        return self.by_plan(high, history, lambda used: _adams_bashforth(x, used, sigma, sigma_next)), denoised, state
 
 
 class UniPCSpec(_MultistepSpec):
@@ -322,7 +415,7 @@ class UniPC(_Multistep):
         self.order = self.spec.order + 1
 
     def start(self, sigmas):
-        return {"history": [], "previous": None}
+        return {**super().start(sigmas), "previous": None}
 
     @staticmethod
     def _update(x, sigma, sigma_next, history, new, predictor):
@@ -345,15 +438,13 @@ class UniPC(_Multistep):
     def step(self, denoiser, x, sigma, sigma_next, state=None, noise=None, last=False):
         denoised = denoiser.x0_sigma(x, sigma)
         history, previous = state["history"], state["previous"]
-        lam = -sigma.log()
+        high, state = self.advance(state)
         if previous is not None and not last:  # UniC: correct x with the evaluation just made (unused on the step to 0)
-            x_prev, sigma_prev, used = previous
-            x = self._update(x_prev, sigma_prev, sigma, history[len(history) - used:], denoised, predictor=False)
-        history = [*history, (denoised, lam)][-self.spec.order:]
+            x_prev, sigma_prev, used_high = previous  # the predictor's plan entry: UniC uses the estimates it used
+            x = self.by_plan(used_high, history,
+                             lambda used: self._update(x_prev, sigma_prev, sigma, used, denoised, predictor=False))
+        history = [*history, (denoised, -sigma.log())][-self.spec.order:]
         if last:
-            return denoised, denoised, {"history": history, "previous": None}
-        h = -sigma_next.log() - lam
-        ratios = [(lam - history[-2][1]) / h] if len(history) > 1 else []
-        used = 1 if self.first_order(ratios, last) else len(history)
-        x_next = self._update(x, sigma, sigma_next, history[len(history) - used:], None, predictor=True)
-        return x_next, denoised, {"history": history, "previous": (x, sigma, used)}
+            return denoised, denoised, {**state, "history": history, "previous": None}
+        x_next = self.by_plan(high, history, lambda used: self._update(x, sigma, sigma_next, used, None, predictor=True))
+        return x_next, denoised, {**state, "history": history, "previous": (x, sigma, high)}
