@@ -38,7 +38,7 @@ def _table(rows: list[list[str]], header: list[str], wrap: int | None = None) ->
 
     >>> print(_table([["a", "one two three four"]], ["k", "v"], wrap=9))
     k  v
-    -  ---------
+    -  -------
     a  one two
        three
        four
