@@ -20,6 +20,7 @@ __all__ = [
     "InvalidArgumentError",
     "ModelOutputError",
     "ModelSignatureError",
+    "NonFiniteSamplesError",
     "PairingError",
     "PluginError",
     "PluginWarning",
@@ -273,6 +274,38 @@ class SamplingError(DiffusionSchemesError, ValueError):
       ...
     diffusion_schemes.errors.SamplingError: sigmas must decrease strictly from positive noise levels to a final 0, ...
     """
+
+
+class NonFiniteSamplesError(SamplingError):
+    """Sampling produced NaN or inf: the message names the first step where it happened and the likely cause.
+
+    ``step`` is that step (None when no step reported it), ``cause`` one of ``"noise"`` (the noise
+    sampler), ``"denoised"`` (the model's output, or a guidance scale that overflows it),
+    ``"state"`` (the solver's own arithmetic) or ``"unknown"``; ``samples`` holds the raw result.
+    ``ds.sample(..., check_finite=False)`` returns such samples without the check.
+
+    >>> import torch
+    >>> import diffusion_schemes as ds
+    >>> schedule = ds.create("noise_schedule", "edm")
+    >>> def broken(x, t):                                  # NaN once the noise level falls below 1
+    ...     return torch.where((t < 1).reshape(-1, 1), float("nan"), 0.0).expand_as(x)
+    >>> latents = schedule.init_latents((2, 3), generator=torch.Generator().manual_seed(0))
+    >>> schedule.sigmas(8)[4:6]                            # Heun's second evaluation of step 4 is at 0.2675
+    tensor([1.2866, 0.2675], dtype=torch.float64)
+    >>> ds.sample(broken, latents, schedule, num_steps=8)
+    Traceback (most recent call last):
+      ...
+    diffusion_schemes.errors.NonFiniteSamplesError: sampling produced NaN or inf: the model's output (the denoised estimate D) was first NaN or inf at step 4 (noise level 1.287 -> 0.2675), ...
+    >>> try:
+    ...     ds.sample(broken, latents, schedule, num_steps=8)
+    ... except ds.errors.SamplingError as exc:
+    ...     print(exc.step, exc.cause, exc.samples.shape)
+    4 denoised torch.Size([2, 3])
+    """
+
+    def __init__(self, message: str, *, step: int | None = None, cause: str = "unknown", samples: object = None):
+        super().__init__(message)
+        self.step, self.cause, self.samples = step, cause, samples
 
 
 class PluginWarning(UserWarning):

@@ -279,3 +279,11 @@ def test_the_time_check_compares_bounds_exactly_in_float32(name):
     s.get_log_snr(torch.tensor([lo, hi], dtype=torch.float32), training=True)
     with pytest.raises(ds.DomainError, match=r"t=\[-0.5\]"):
         s.get_log_snr(torch.tensor([hi, -0.5], dtype=torch.float32), training=True)
+
+
+@pytest.mark.parametrize("sigma", [torch.ones(3), torch.ones(2, 1), torch.ones(1, 4)])
+def test_init_latents_refuses_a_per_sample_sigma_of_the_wrong_shape(sigma):
+    schedule = ds.create("noise_schedule", "edm")
+    with pytest.raises(ds.DiffusionSchemesError, match=r"sigma must be a scalar or one value per sample \(4,\)"):
+        schedule.init_latents((4, 2), sigma=sigma)
+    assert schedule.init_latents((4, 2), sigma=torch.full((4,), 2.0)).shape == (4, 2)

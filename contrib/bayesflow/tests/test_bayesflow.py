@@ -339,3 +339,26 @@ def test_import_diffusion_schemes_does_not_import_bayesflow_or_keras():
 def test_importing_the_adapter_keeps_torch_autograd_on():
     """BayesFlow turns torch autograd off when first imported; the adapter restores the caller's mode."""
     assert _run("import torch\nfrom diffusion_schemes_bayesflow import as_bayesflow\nprint(torch.is_grad_enabled())") == "True"
+
+
+# ---------------------------------------------------------------------------------------- bad input (issue 25)
+
+
+def test_as_bayesflow_of_none_is_a_clear_error():
+    with pytest.raises(ds.DiffusionSchemesError, match="as_bayesflow needs a noise schedule"):
+        as_bayesflow(None)
+
+
+def test_from_config_with_an_extra_key_names_it():
+    config = as_bayesflow("vp").get_config()
+    assert BayesFlowNoiseSchedule.from_config(config).get_config() == config  # the round trip still holds
+    with pytest.raises(ds.SchemeConfigError, match="unknown key\\(s\\) beta_min"):
+        BayesFlowNoiseSchedule.from_config({**config, "beta_min": 0.1})
+
+
+def test_get_weights_for_snr_refuses_nan_instead_of_weighting_it():
+    schedule = as_bayesflow("edm")
+    weights = schedule.get_weights_for_snr(torch.tensor([0.0, 2.0], dtype=F64))
+    assert bool(torch.isfinite(torch.as_tensor(weights)).all())
+    with pytest.raises(ds.DomainError, match="NaN log-SNR"):
+        schedule.get_weights_for_snr(torch.tensor([0.0, float("nan")], dtype=F64))

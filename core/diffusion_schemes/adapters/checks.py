@@ -21,7 +21,8 @@ _ADAPTER = "diffusion_schemes.adapters.BackboneAdapter"
 
 
 def check_output(out: Any, x: torch.Tensor, who: str) -> torch.Tensor:
-    """Return ``out`` when it is a tensor shaped like ``x``; raise a clear error otherwise."""
+    """Return ``out`` when it is a floating-point tensor shaped like ``x`` on its device; raise a clear
+    error otherwise. Its floating dtype may differ (a half-precision network, autocast): callers cast."""
     if not isinstance(out, torch.Tensor):
         if hasattr(out, "sample") or isinstance(out, (tuple, list)):
             raise ModelSignatureError(
@@ -30,6 +31,11 @@ def check_output(out: Any, x: torch.Tensor, who: str) -> torch.Tensor:
                 f"{_ADAPTER}(net, output=0) for a tuple"
             )
         raise ModelSignatureError(f"the {who} must return a tensor shaped like its input, got {type(out).__name__}")
+    if not out.is_floating_point() or out.device != x.device:
+        raise ModelOutputError(
+            f"the {who} returned a {out.dtype} tensor on {out.device} for an input of shape {tuple(x.shape)}, "
+            f"{x.dtype} on {x.device}; it must return floating-point values shaped like its input, on its device"
+        )
     if out.shape != x.shape:
         raise ModelOutputError(
             f"the {who} returned shape {tuple(out.shape)} but the latent has shape {tuple(x.shape)}; it must "
@@ -40,7 +46,20 @@ def check_output(out: Any, x: torch.Tensor, who: str) -> torch.Tensor:
 
 
 def call_model(model: Any, who: str, x: torch.Tensor, t: Any, *args: Any, **kwargs: Any) -> torch.Tensor:
-    """``model(x, t, *args, **kwargs)``, checked; a call that does not fit the signature says how to adapt it."""
+    """``model(x, t, *args, **kwargs)``, checked; a call that does not fit the signature says how to adapt it.
+
+    A ``TypeError`` raised by the call itself (the arguments do not bind to the model's parameters)
+    becomes :class:`ModelSignatureError`; one raised from inside the model propagates unchanged.
+    When the signature can be read the arguments are bound against it; when it cannot, or reads
+    ``(*args, **kwargs)`` (every ``nn.Module``, whose ``__call__`` forwards to ``forward``), the
+    failed call is the probe: it failed in binding when no frame of the model's own code ran.
+
+    >>> import torch
+    >>> call_model(torch.nn.Linear(2, 2), "backbone", torch.zeros(1, 2), torch.ones(1))
+    Traceback (most recent call last):
+      ...
+    diffusion_schemes.errors.ModelSignatureError: the backbone cannot be called as model(x, t): ...
+    """
     try:
         out = model(x, t, *args, **kwargs)
     except TypeError as exc:
@@ -49,20 +68,57 @@ def call_model(model: Any, who: str, x: torch.Tensor, t: Any, *args: Any, **kwar
     return check_output(out, x, who)
 
 
+def _signature(model: Any) -> inspect.Signature | None:
+    """The parameters a call of ``model`` binds to: ``forward``'s for a module; None when unreadable."""
+    target = model.forward if isinstance(model, torch.nn.Module) else model
+    try:
+        return inspect.signature(target)
+    except (TypeError, ValueError):
+        return None
+
+
+def _forwards_everything(signature: inspect.Signature) -> bool:
+    kinds = {p.kind for p in signature.parameters.values()}
+    return kinds == {inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD}
+
+
+#: Frames of torch's module-call machinery (``Module._call_impl`` and its wrappers), not the model's code.
+_CALL_MACHINERY = (torch.nn.modules.module.__file__,)
+
+
+def _failed_in_binding(exc: TypeError) -> bool:
+    """Whether ``exc`` was raised by the call of the model itself, before any of the model's code ran.
+
+    Its traceback then holds :func:`call_model`'s frame and, for a module, only the frames of
+    torch's module-call machinery (which call ``forward`` with the arguments as given).
+    """
+    frames = []
+    tb = exc.__traceback__
+    while tb is not None:
+        frames.append(tb.tb_frame.f_code.co_filename)
+        tb = tb.tb_next
+    return all(name in _CALL_MACHINERY for name in frames[1:])
+
+
 def _explain_signature(model: Any, who: str, exc: TypeError, args: tuple, kwargs: dict) -> None:
     """Raise :class:`ModelSignatureError` when ``model`` cannot take ``args``/``kwargs`` at all."""
-    try:
-        signature = inspect.signature(model)
-    except (TypeError, ValueError):
+    signature = _signature(model)
+    if signature is not None and not _forwards_everything(signature):
+        try:
+            signature.bind(*args, **kwargs)
+            return  # the arguments fit: the TypeError came from inside the model
+        except TypeError as bind_error:
+            reason = f"{bind_error} (its signature is {signature})"
+    elif _failed_in_binding(exc):
+        shown = "" if signature is None else f" (its signature reads {signature})"
+        reason = f"{exc}{shown}"
+    else:
         return
-    try:
-        signature.bind(*args, **kwargs)
-    except TypeError as bind_error:
-        with_condition = len(args) > 2 or "condition" in kwargs
-        call = "model(x, t, condition=...)" if with_condition else "model(x, t)"
-        raise ModelSignatureError(
-            f"the {who} cannot be called as {call}: {bind_error} (its signature is {signature}). The pipeline "
-            "calls every network as model(x, t, condition=None, **kw); wrap it, e.g. "
-            "lambda x, t, condition=None: net(x, t), or use "
-            f"{_ADAPTER}(net, condition='class_labels') to pass the condition under another name"
-        ) from exc
+    with_condition = len(args) > 2 or "condition" in kwargs
+    call = "model(x, t, condition=...)" if with_condition else "model(x, t)"
+    raise ModelSignatureError(
+        f"the {who} cannot be called as {call}: {reason}. The pipeline "
+        "calls every network as model(x, t, condition=None, **kw); wrap it, e.g. "
+        "lambda x, t, condition=None: net(x, t), or use "
+        f"{_ADAPTER}(net, condition='class_labels') to pass the condition under another name"
+    ) from exc

@@ -80,7 +80,7 @@ def expand_null_condition(null: Any, condition: Any, batch: int) -> Any:
 
     ``null`` is given for the whole batch or for one sample (batch size 1, broadcast); it must
     be of the condition's type (Tensor or TensorDict) with the same shapes after the batch
-    dimension. ``None`` stays ``None`` (the model is then called with ``condition=None``).
+    dimension and the same dtypes. ``None`` stays ``None`` (the model is then called with ``condition=None``).
 
     >>> import torch
     >>> expand_null_condition(torch.zeros(1, 3), torch.ones(4, 3), 4).shape
@@ -89,6 +89,10 @@ def expand_null_condition(null: Any, condition: Any, batch: int) -> Any:
     Traceback (most recent call last):
       ...
     diffusion_schemes.ConditionError: the null condition has shape (1, 2) but the condition (4, 3); ...
+    >>> expand_null_condition(torch.zeros(1), torch.tensor([3, 1, 4, 1]), 4)     # float next to int64 labels
+    Traceback (most recent call last):
+      ...
+    diffusion_schemes.ConditionError: the null condition has dtype torch.float32 but the condition torch.int64; ...
     """
     if null is None:
         return None
@@ -108,6 +112,7 @@ def expand_null_condition(null: Any, condition: Any, batch: int) -> Any:
                 f"the null condition has shape {tuple(null.shape)} but the condition {tuple(condition.shape)}; "
                 "they must agree after the batch dimension"
             )
+        _same_dtype("the null condition", null, condition)
         return null.expand(batch, *null.shape[1:]) if got == 1 else null
     mine = {k: tuple(v.shape[1:]) for k, v in null.items(include_nested=True, leaves_only=True)}
     theirs = {k: tuple(v.shape[1:]) for k, v in condition.items(include_nested=True, leaves_only=True)}
@@ -116,7 +121,20 @@ def expand_null_condition(null: Any, condition: Any, batch: int) -> Any:
             f"the null condition's entries {mine} do not match the condition's {theirs} (shapes after the batch "
             "dimension)"
         )
+    for key, value in null.items(include_nested=True, leaves_only=True):
+        _same_dtype(f"the null condition's entry {key!r}", value, condition.get(key))
     return null.expand(batch) if got == 1 else null
+
+
+def _same_dtype(what: str, null: torch.Tensor, condition: torch.Tensor) -> None:
+    """A null condition of another dtype would be promoted or truncated where the two meet (int64 labels
+    next to a float null label): refuse it."""
+    if null.dtype != condition.dtype:
+        raise ConditionError(
+            f"{what} has dtype {null.dtype} but the condition {condition.dtype}; give it in the condition's "
+            f"dtype, e.g. null_condition.to({condition.dtype}) (for class labels: an integer label such as the "
+            "'no class' index)"
+        )
 
 
 class ConcatConditionWrapper(torch.nn.Module):

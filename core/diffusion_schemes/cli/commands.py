@@ -3,8 +3,9 @@
 Exit codes: 0 success; 1 ``doctor`` found a broken plugin or a conflict; 2 bad usage or
 bad input (unknown kind or name, invalid config, a file that cannot be read or written),
 printed as one ``error: ...`` line; 70 an unexpected failure (a bug), printed as one line
-with the path of a log holding the full traceback; 130 interrupted (Ctrl-C). Plugin
-commands document their own.
+with the path of a log holding the full traceback; 130 interrupted (Ctrl-C). A closed output
+pipe (``diffusion-schemes list | head -3``) ends the command quietly with 0. Plugin commands
+document their own.
 """
 
 from __future__ import annotations
@@ -27,10 +28,35 @@ EXIT_CRASH = 70  # sysexits.h EX_SOFTWARE
 EXIT_INTERRUPTED = 130
 
 
-def _table(rows: list[list[str]], header: list[str]) -> str:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
-    return "\n".join([line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)])
+#: The widest a wrapped cell is drawn (``doctor``'s list of schemes, an error's text).
+CELL_WIDTH = 72
+
+
+def _table(rows: list[list[str]], header: list[str], wrap: int | None = None) -> str:
+    """Columns padded to their widest cell; with ``wrap``, the last column's cells are wrapped at that
+    width and continue on lines of their own, under the column.
+
+    >>> print(_table([["a", "one two three four"]], ["k", "v"], wrap=9))
+    k  v
+    -  -------
+    a  one two
+       three
+       four
+    """
+    import textwrap
+
+    cells = [[str(c) for c in r] for r in rows]
+    lines_of = [[c] for c in (r[-1] for r in cells)]
+    if wrap is not None:
+        lines_of = [textwrap.wrap(c, wrap, break_on_hyphens=False) or [""] for c in (r[-1] for r in cells)]
+    widths = [max(len(r[i]) for r in [header, *cells]) for i in range(len(header) - 1)]
+    widths.append(max([len(header[-1]), *(len(part) for parts in lines_of for part in parts)]))
+    line = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
+    out = [line(header), line(["-" * w for w in widths])]
+    for r, parts in zip(cells, lines_of):
+        out.append(line([*r[:-1], parts[0]]))
+        out.extend(line(["" for _ in r[:-1]] + [part]) for part in parts[1:])
+    return "\n".join(out)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -93,7 +119,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     for p in plugins:
         detail = p.error or ", ".join(f"{k}:{n}" for k, n in p.schemes)
         rows.append([p.distribution, p.version, p.status, detail])
-    print(_table(rows, ["distribution", "version", "status", "detail"]) if rows else "  (none)")
+    print(_table(rows, ["distribution", "version", "status", "detail"], wrap=CELL_WIDTH) if rows else "  (none)")
     for var in (ENV_ALLOW, ENV_BLOCK, ENV_STRICT):
         if var in os.environ:
             print(f"{var}={os.environ[var]!r}")
@@ -151,7 +177,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not getattr(args, "func", None):
             parser.print_help()
             return EXIT_USAGE
-        return int(args.func(args) or 0)
+        status = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handlers, not at the interpreter's exit
+        return status
+    except BrokenPipeError:
+        return _closed_pipe()
     except DiffusionSchemesError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -164,6 +194,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except Exception as exc:  # noqa: BLE001 - a bug: a short message and the traceback in a log
         return _crash(exc)
+
+
+def _closed_pipe() -> int:
+    """The reader of our output went away (``list | head``): stop quietly with 0, as Unix tools do.
+
+    What is still buffered for the closed pipe would fail again at exit, so stdout is pointed at
+    the null device first.
+    """
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # stdout without a file descriptor (captured in tests)
+        pass
+    return EXIT_OK
 
 
 def _crash(exc: BaseException) -> int:

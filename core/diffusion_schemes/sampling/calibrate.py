@@ -28,7 +28,6 @@ import torch
 
 from diffusion_schemes.discretizations import ExplicitSpec, check_sigmas
 from diffusion_schemes.errors import InvalidArgumentError
-from diffusion_schemes.sampling.guidance import GuidedDenoiser
 from diffusion_schemes.sampling.sampler import resolve_solver, sample
 from diffusion_schemes.solvers import BaseSolver, default_noise_sampler
 from diffusion_schemes.tensors import compute_dtype
@@ -194,7 +193,8 @@ def calibrate_sigmas(
     solver_obj = resolve_solver(solver)
     _calibratable(solver_obj)
     binder = _BindOnly()
-    sample(denoiser, latents, noise_schedule, num_steps, binder, condition=condition, guidance=guidance)
+    sample(denoiser, latents, noise_schedule, num_steps, binder, condition=condition, guidance=guidance,
+           check_finite=False)
     bound = binder.denoiser  # bound and checked as for sampling; the binder integrated nothing
     initial = check_sigmas(noise_schedule.sigmas(num_steps).to(torch.float64).cpu())
     spent = [0]
@@ -248,7 +248,7 @@ def calibrate_sigmas(
         solver=solver_obj,
         error_before=error_before,
         error_after=error_after,
-        model_evaluations=bound.evaluations if isinstance(bound, GuidedDenoiser) else spent[0],
+        model_evaluations=guided if isinstance(guided := getattr(bound, "evaluations", None), int) else spent[0],
         backward_passes=backward,
         seconds=time.perf_counter() - start,
         reference_steps=reference_steps,

@@ -168,10 +168,30 @@ class Denoiser:
         self.prediction_type = prediction_type
         self.denoising_type = denoising_type
         self.condition = condition
+        #: How errors name the predictor ("x0_predictor", "guide model (epsilon_predictor)", ...).
+        self.who = f"{prediction_type}_predictor"
+        #: The dtype the predictor is called in (None: the latent's). ``sample`` sets it to the latents'
+        #: dtype and calls ``D`` on a float32 state: the model runs in half precision, while the
+        #: conversion to ``D`` (``x - sigma eps``, ``x + sigma^2 score``, ...) stays in float32.
+        self.model_dtype: torch.dtype | None = None
 
     def with_condition(self, condition: Any) -> Denoiser:
         """A copy of this denoiser that passes ``condition`` to the predictor at every evaluation."""
-        return Denoiser(self.schedule, self.predictor, self.prediction_type, self.denoising_type, condition)
+        copy = Denoiser(self.schedule, self.predictor, self.prediction_type, self.denoising_type, condition)
+        copy.who, copy.model_dtype = self.who, self.model_dtype
+        return copy
+
+    def named(self, role: str) -> Denoiser:
+        """A copy whose errors name the predictor by its ``role`` (e.g. ``"guide model"``) too."""
+        copy = self.with_condition(self.condition)
+        copy.who = f"{role} ({self.prediction_type}_predictor)"
+        return copy
+
+    def calling_model_in(self, dtype: torch.dtype | None) -> Denoiser:
+        """A copy that calls the predictor in ``dtype`` whatever the latent's dtype (see :attr:`model_dtype`)."""
+        copy = self.with_condition(self.condition)
+        copy.model_dtype = dtype
+        return copy
 
     def parameter(self) -> torch.Tensor | None:
         """The predictor's first parameter (where its weights live), or None."""
@@ -186,8 +206,9 @@ class Denoiser:
         sigma = torch.as_tensor(sigma, device=x.device).to(compute_dtype(x.dtype))
         sigma = sigma.expand(x.shape[0]) if sigma.ndim == 0 else sigma
         check_condition(condition, x.shape[0])
-        name = f"{self.prediction_type}_predictor"
-        out = predict(self.predictor, self.schedule, x, sigma, condition=condition, who=name)
+        x_in = x if self.model_dtype in (None, x.dtype) else x.to(self.model_dtype)
+        out = predict(self.predictor, self.schedule, x_in, sigma, condition=condition, who=self.who)
+        out = out if out.dtype == x.dtype else out.to(x.dtype)  # a model in another precision: D in x's
         if self.prediction_type == "x0":
             return out
         sigma_b = append_dims(sigma, x.ndim).to(x.dtype)
@@ -301,11 +322,23 @@ def bind_condition(denoiser: Any, noise_schedule: Any, condition: Any, batch: in
 
 
 def check_device(denoiser: Any, latents: torch.Tensor) -> None:
-    """Refuse latents on another device than the model's parameters (and the guide's, when guided)."""
+    """Refuse latents on another device than the model's parameters (the guide's too, when guided) or
+    than the condition and the null condition."""
     guide = getattr(denoiser, "guide", None)
-    for param in (denoiser.parameter(), None if guide is None else guide.parameter()):
+    for who, param in (("model", denoiser.parameter()), ("guide model", None if guide is None else guide.parameter())):
         if param is not None and param.device != latents.device:
             raise InvalidArgumentError(
-                f"the latents are on {latents.device} but the model's parameters are on {param.device}; "
+                f"the latents are on {latents.device} but the {who}'s parameters are on {param.device}; "
                 f"move one of them, e.g. latents.to({str(param.device)!r}) or model.to({str(latents.device)!r})"
             )
+    conditions = (("condition", denoiser.condition), ("null condition", getattr(denoiser, "null_condition", None)))
+    for who, condition in conditions:
+        if condition is None:
+            continue
+        leaves = [condition] if isinstance(condition, torch.Tensor) else condition.values(True, True)
+        for value in leaves:
+            if value.device != latents.device:
+                raise ConditionError(
+                    f"the {who} is on {value.device} but the latents are on {latents.device}; move it with "
+                    f".to({str(latents.device)!r})"
+                )

@@ -12,7 +12,7 @@ At every evaluation the guided denoiser combines two x0-predictions of the same 
   in that closed interval; outside it only ``D_cond`` is evaluated;
 - ``rescale = phi`` (Lin et al. 2024, Section 3.4): ``D <- phi D std(D_cond) / std(D) + (1 - phi) D``,
   the standard deviations taken per sample over the non-batch dimensions (``torch.std``,
-  default correction).
+  default correction); a sample whose guided estimate has no spread (``std(D) = 0``) is left as it is.
 
 ``w = 1`` evaluates only ``D_cond`` and ``w = 0`` only ``D_null``; otherwise both are
 evaluated, as one batch of ``2B`` when they share the model and the two conditions
@@ -202,6 +202,7 @@ class GuidedDenoiser(Denoiser):
             denoiser.schedule, denoiser.predictor, denoiser.prediction_type, denoiser.denoising_type, denoiser.condition
         )
         self.base = denoiser
+        self.model_dtype = denoiser.model_dtype
         self.guidance = guidance
         self.evaluations = 0
         condition = denoiser.condition
@@ -209,6 +210,8 @@ class GuidedDenoiser(Denoiser):
         guide = guidance.guide
         if guide is not None and not isinstance(guide, Denoiser):
             guide = make_denoiser(schedule, x0_predictor=guide)
+        if guide is not None:
+            guide = guide.named("guide model").calling_model_in(denoiser.model_dtype)
         self.guide = guide
         if guide is None and condition is None and guidance.scale != 1:
             raise GuidanceError(
@@ -282,7 +285,9 @@ class GuidedDenoiser(Denoiser):
                     f"shape {tuple(d.shape[1:])}; use rescale=0 for such data"
                 )
             dims = tuple(range(1, d.ndim))
-            ratio = d_cond.std(dim=dims, keepdim=True) / d.std(dim=dims, keepdim=True)
+            spread = d.std(dim=dims, keepdim=True)
+            # a guided estimate with no spread (a constant sample) has nothing to rescale: ratio 1, not 0/0
+            ratio = torch.where(spread > 0, d_cond.std(dim=dims, keepdim=True) / spread, torch.ones_like(spread))
             d = phi * (d * ratio) + (1 - phi) * d
         return d
 

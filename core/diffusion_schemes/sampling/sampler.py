@@ -29,14 +29,25 @@ from typing import Any, NamedTuple
 import torch
 
 from diffusion_schemes.discretizations import check_num_steps, check_sigmas
-from diffusion_schemes.sampling.denoiser import bind_condition, check_device
-from diffusion_schemes.errors import ArgumentTypeError, InvalidArgumentError, SamplingError
+from diffusion_schemes.errors import (
+    ArgumentTypeError,
+    InvalidArgumentError,
+    NonFiniteSamplesError,
+    SamplingError,
+)
+from diffusion_schemes.sampling.denoiser import Denoiser, bind_condition, check_device
 from diffusion_schemes.sampling.guidance import as_guidance
-from diffusion_schemes.specs.discovery import registry
-from diffusion_schemes.solvers.base import BaseSolver
+from diffusion_schemes.solvers.base import BaseSolver, check_callback, checked_noise_sampler
 from diffusion_schemes.specs.base import SchemeSpec
+from diffusion_schemes.specs.discovery import registry
+from diffusion_schemes.tensors import compute_dtype
 
-__all__ = ["SampleResult", "StepHook", "resolve_discretization", "resolve_solver", "sample"]
+__all__ = ["MAX_NUM_STEPS", "SampleResult", "StepHook", "resolve_discretization", "resolve_solver", "sample"]
+
+#: The most steps :func:`sample` takes: ten million network evaluations or more, a grid of 80 MB.
+MAX_NUM_STEPS = 10_000_000
+#: "No step yet" in the on-device record of the first non-finite step.
+_NEVER = torch.iinfo(torch.int64).max
 
 
 class SampleResult(NamedTuple):
@@ -69,6 +80,10 @@ def resolve_solver(solver: Any, options: Mapping[str, Any] | None = None) -> Bas
       ...
     diffusion_schemes.SchemeConfigError: invalid config for solver 'heun' (HeunSpec):
     ...
+    >>> resolve_solver("heun", {"name": "euler"})
+    Traceback (most recent call last):
+      ...
+    diffusion_schemes.errors.InvalidArgumentError: solver_options names the solver 'euler' but solver is 'heun'; ...
     """
     options = dict(options or {})
     if isinstance(solver, BaseSolver) or (callable(solver) and not isinstance(solver, (str, Mapping, SchemeSpec))):
@@ -85,6 +100,11 @@ def resolve_solver(solver: Any, options: Mapping[str, Any] | None = None) -> Bas
     if not isinstance(solver, Mapping):
         raise ArgumentTypeError(
             f"solver must be a name, a config mapping, a SolverSpec or a solver object, got {type(solver).__name__}"
+        )
+    if "name" in options and "name" in solver and options["name"] != solver["name"]:
+        raise InvalidArgumentError(
+            f"solver_options names the solver {options['name']!r} but solver is {solver['name']!r}; "
+            "choose the solver with solver= and keep only its fields in solver_options"
         )
     return registry.create("solver", {**solver, **options})
 
@@ -132,6 +152,12 @@ def _grid(noise_schedule: Any, num_steps: Any, discretization: Any, sigmas: Any)
                 "give num_steps (the grid then comes from the discretization, by default the schedule's own) "
                 "or sigmas (an explicit decreasing grid ending at 0)"
             )
+    if check_num_steps(num_steps) > MAX_NUM_STEPS:
+        raise SamplingError(
+            f"num_steps={num_steps} is above the limit of {MAX_NUM_STEPS:,} steps: the grid of num_steps + 1 noise "
+            "levels is held in memory and every step evaluates the network at least once; a few tens to a few "
+            "hundred steps are usual"
+        )
     return check_sigmas(grids.sigmas(num_steps, noise_schedule))
 
 
@@ -157,8 +183,9 @@ class StepHook:
         mask: torch.Tensor | None = None,
         known: torch.Tensor | None = None,
         noise: torch.Tensor | None = None,
+        watch: FiniteWatch | None = None,
     ) -> None:
-        self.callback, self.mask, self.known, self.noise = callback, mask, known, noise
+        self.callback, self.mask, self.known, self.noise, self.watch = callback, mask, known, noise, watch
         self.last_x: torch.Tensor | None = None
 
     def __call__(self, info: dict[str, Any]) -> None:
@@ -167,12 +194,132 @@ class StepHook:
             target = self.known + info["sigma_next"].to(x.dtype) * self.noise
             x.copy_(x * (1 - self.mask) + target * self.mask)
         self.last_x = x
+        if self.watch is not None:
+            self.watch.step(info["i"], x)
         if self.callback is not None:
-            self.callback(info)
+            self.callback(info)  # the user's own exceptions propagate unchanged
 
 
-def _inpainting(latents: torch.Tensor, mask: Any, known: Any, sigma_0: torch.Tensor) -> tuple[Any, Any, Any]:
-    """``(mask, known, noise)`` shaped like the latents, checked; ``noise`` is what the latents carry on ``known``."""
+class FiniteWatch:
+    """Where sampling stopped being finite, recorded on the latents' device and read once at the end.
+
+    Three sticky flags, set when a value seen was NaN or inf: the noise drawn, the denoiser's
+    output and the solver's state. After each step ``first[k]`` becomes ``min(first[k], i)`` where
+    flag ``k`` is set, so ``first`` holds the first step at which each stopped being finite; all
+    of it with tensor operations, no host read until :meth:`read`.
+
+    >>> import torch
+    >>> watch = FiniteWatch(torch.device("cpu"))
+    >>> for i, x in enumerate([torch.ones(2), torch.tensor([1.0, float("nan")]), torch.ones(2)]):
+    ...     watch.step(i, x)
+    >>> watch.read(torch.ones(2))
+    ([None, None, 1], False)
+    """
+
+    SOURCES = ("noise", "denoised", "state")
+
+    def __init__(self, device: torch.device) -> None:
+        self.flags = torch.zeros(3, dtype=torch.bool, device=device)
+        self.first = torch.full((3,), _NEVER, dtype=torch.int64, device=device)
+
+    def see(self, source: int, value: torch.Tensor) -> None:
+        """Record whether ``value`` (from ``SOURCES[source]``) holds a NaN or an inf."""
+        self.flags[source] |= ~torch.isfinite(value).all()
+
+    def step(self, i: int, x: torch.Tensor) -> None:
+        """After step ``i``: its state ``x`` seen, the first bad step of each source kept."""
+        self.see(2, x)
+        self.first = torch.where(self.flags, self.first.clamp(max=i), self.first)
+
+    def read(self, samples: torch.Tensor) -> tuple[list[int | None], bool]:
+        """``(first step of each source or None, whether samples hold NaN or inf)``: one host read."""
+        bad = (~torch.isfinite(samples).all()).view(1).to(torch.int64)
+        *first, bad = torch.cat([self.first, bad]).tolist()
+        return [None if i == _NEVER else i for i in first], bool(bad)
+
+
+class _SolverView:
+    """The denoiser as the solver sees it: called on the solver's state (float32 or wider), its output
+    in the state's dtype and watched for NaN and inf. The model runs in the latents' dtype: a
+    :class:`Denoiser` casts only the model's input (``model_dtype``); any other denoiser object is
+    called on the state cast to ``dtype``."""
+
+    def __init__(self, denoiser: Any, dtype: torch.dtype | None, watch: FiniteWatch | None) -> None:
+        self.denoiser, self.dtype, self.watch = denoiser, dtype, watch
+
+    def x0_sigma(self, x: torch.Tensor, sigma: Any) -> torch.Tensor:
+        out = self.denoiser.x0_sigma(x if self.dtype is None else x.to(self.dtype), sigma).to(x.dtype)
+        if self.watch is not None:
+            self.watch.see(1, out)
+        return out
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.denoiser, name)
+
+
+def _solver_noise(noise_sampler: Any, latents: torch.Tensor, dtype: torch.dtype, watch: FiniteWatch | None) -> Any:
+    """The user's ``noise_sampler``, checked against the latents, in the solver's dtype, watched."""
+    checked = checked_noise_sampler(noise_sampler, latents)
+
+    def draw(sigma: torch.Tensor, sigma_next: torch.Tensor) -> torch.Tensor:
+        noise = checked(sigma, sigma_next).to(dtype)
+        if watch is not None:
+            watch.see(0, noise)
+        return noise
+
+    return draw
+
+
+def _non_finite(first: list[int | None], grid: torch.Tensor, guided: Any, dtype: torch.dtype) -> tuple[str, int | None, str]:
+    """``(message, step, cause)`` for samples that are not finite, from the watch's record."""
+    def level(i: int) -> str:
+        return f"step {i} (noise level {float(grid[i]):.4g} -> {float(grid[i + 1]):.4g})"
+
+    seen = [(i, k) for k, i in enumerate(first) if i is not None]
+    if not seen:
+        return ("the samples hold NaN or inf, but no step reported a non-finite value (the solver called no "
+                "callback, or the last values overflowed when cast back)", None, "unknown")
+    step, source = min(seen)
+    cause = FiniteWatch.SOURCES[source]
+    if cause == "noise":
+        text = f"the noise_sampler returned NaN or inf noise at {level(step)}; check the noise sampler"
+    elif cause == "denoised":
+        scale = getattr(getattr(guided, "guidance", None), "scale", None)
+        text = (f"the model's output (the denoised estimate D) was first NaN or inf at {level(step)}, from a "
+                "finite input: check the model (a NaN weight, a division by the noise level, an overflow in "
+                f"{dtype})")
+        if scale is not None and scale != 1:
+            text += f", or the guidance scale {scale:g}, which amplifies D_cond - D_null into overflow"
+    else:
+        text = (f"the solver's state was first NaN or inf at {level(step)} while the model's output and the "
+                "noise were finite: the step overflowed; check the grid and the model's scale")
+    return text, step, cause
+
+
+def _refuse_non_finite_inputs(latents: torch.Tensor, known: torch.Tensor | None) -> None:
+    """NaN or inf in the latents, or in ``known`` where the mask keeps it: one host read per call."""
+    flags = [~torch.isfinite(latents).all()]
+    if known is not None:
+        flags.append(~torch.isfinite(known).all())
+    bad_latents, *bad_known = torch.stack(flags).tolist()
+    if bad_latents:
+        raise SamplingError(
+            "the latents hold NaN or inf; draw them with noise_schedule.init_latents(shape) (for img2img, "
+            "check x0), or pass check_finite=False to sample them as they are"
+        )
+    if bad_known and bad_known[0]:
+        raise SamplingError(
+            "known holds NaN or inf where mask is above 0 (the region kept from known); NaN is fine where "
+            "mask is 0, but the kept values must be finite"
+        )
+
+
+def _inpainting(
+    latents: torch.Tensor, mask: Any, known: Any, sigma_0: torch.Tensor, dtype: torch.dtype
+) -> tuple[Any, Any, Any]:
+    """``(mask, known, noise)`` in ``dtype``, broadcasting to the latents, checked; ``noise`` is what the
+    latents carry on ``known``. ``known`` is set to 0 where ``mask`` is 0: its values there are never used,
+    and NaN (a common mark of the unknown pixels) must not reach the generated region as ``NaN * 0``."""
     if mask is None and known is None:
         return None, None, None
     if mask is None or known is None:
@@ -181,8 +328,8 @@ def _inpainting(latents: torch.Tensor, mask: Any, known: Any, sigma_0: torch.Ten
             f"inpainting needs both mask (1 where the values are known) and known (those values); got {given} "
             f"without {missing}"
         )
-    mask = torch.as_tensor(mask, device=latents.device).to(latents.dtype)
-    known = torch.as_tensor(known, device=latents.device).to(latents.dtype)
+    mask = torch.as_tensor(mask, device=latents.device).to(dtype)
+    known = torch.as_tensor(known, device=latents.device).to(dtype)
     for label, value in (("mask", mask), ("known", known)):
         try:
             shape = torch.broadcast_shapes(value.shape, latents.shape)
@@ -194,7 +341,8 @@ def _inpainting(latents: torch.Tensor, mask: Any, known: Any, sigma_0: torch.Ten
             )
     if mask.device.type == "cpu" and not bool(((mask >= 0) & (mask <= 1)).all()):
         raise SamplingError("mask must hold values in [0, 1]: 1 where known holds, 0 where the model generates")
-    noise = (latents - known) / sigma_0.to(device=latents.device, dtype=latents.dtype)
+    known = torch.where(mask > 0, known, torch.zeros((), dtype=dtype, device=known.device))
+    noise = (latents.to(dtype) - known) / sigma_0.to(device=latents.device, dtype=dtype)
     return mask, known, noise
 
 
@@ -215,6 +363,7 @@ def sample(
     noise_sampler: Any = None,
     generator: torch.Generator | None = None,
     solver_options: Mapping[str, Any] | None = None,
+    check_finite: bool = True,
 ) -> SampleResult:
     """Integrate from ``latents`` (unscaled, at the grid's first noise level) down to noise level 0.
 
@@ -251,6 +400,16 @@ def sample(
             shaped like ``x``, called where a stochastic solver adds noise (default: drawn from
             ``generator``); see :mod:`diffusion_schemes.solvers.noise_samplers`.
         generator: for the stochastic solvers' noise.
+        check_finite: raise :class:`~diffusion_schemes.errors.NonFiniteSamplesError` (a
+            :class:`SamplingError`) when the samples hold NaN or inf, naming the first step where the
+            noise, the model's output or the solver's state stopped being finite; NaN or inf
+            latents are refused before the first step. The record is kept on the device and
+            read once at the end. ``False`` returns the raw samples unchecked.
+
+    Half precision: the solver's state and all noise-level arithmetic are kept in float32 (or
+    wider), as EDM's reference sampler does; the model is called with the state cast to the
+    latents' dtype (float16, bfloat16), its output cast back, and the samples are returned in
+    the latents' dtype. A ``callback`` sees that float32 state as ``x``.
 
     The solvers call only ``denoiser.x0_sigma``; whether the path is deterministic or
     stochastic is the solver's choice. A denoiser built on another schedule than
@@ -280,26 +439,53 @@ def sample(
     """
     if not isinstance(latents, torch.Tensor) or not latents.is_floating_point():
         raise ArgumentTypeError("latents must be a floating-point tensor; draw them with noise_schedule.init_latents(shape)")
+    check_callback(callback)
+    if noise_sampler is not None and not callable(noise_sampler):
+        raise ArgumentTypeError(
+            f"noise_sampler must be callable as noise_sampler(sigma, sigma_next), got {type(noise_sampler).__name__}"
+        )
     grid = _grid(noise_schedule, num_steps, discretization, sigmas)
     solver = resolve_solver(solver, solver_options)
     denoiser = bind_condition(denoiser, noise_schedule, condition, latents.shape[0])
+    cast = None  # a plain Denoiser calls its model in the latents' dtype itself; another gets its input cast
+    if type(denoiser) is Denoiser:
+        denoiser = denoiser.calling_model_in(latents.dtype)
+    else:
+        cast = latents.dtype
     guidance = as_guidance(guidance)
     per_call = getattr(denoiser, "evaluations_per_call", None)  # ds.Patched: patches per evaluation
     per_call = 1 if per_call is None else per_call(latents.shape)
     if guidance is not None:
         denoiser = guidance.bind(denoiser, latents.shape[0], noise_schedule)
     check_device(denoiser, latents)
-    mask, known, noise = _inpainting(latents, mask, known, grid[0])
+    dtype = compute_dtype(latents.dtype)  # the solver's state: float32 or wider
+    mask, known, noise = _inpainting(latents, mask, known, grid[0], dtype)
+    watch = None
+    if check_finite:
+        _refuse_non_finite_inputs(latents, known)
+        watch = FiniteWatch(latents.device)
     extra: dict[str, Any] = {}
     hook = None
-    if mask is not None or callback is not None:
-        hook = extra["callback"] = StepHook(callback, mask, known, noise)
+    if mask is not None or callback is not None or watch is not None:
+        hook = extra["callback"] = StepHook(callback, mask, known, noise, watch)
     if noise_sampler is not None:
-        extra["noise_sampler"] = noise_sampler
+        extra["noise_sampler"] = _solver_noise(noise_sampler, latents, dtype, watch)
+    view = _SolverView(denoiser, cast, watch)
     with torch.no_grad():
-        samples, nfe = solver.run(denoiser, latents, grid, generator=generator, **extra)  # grid checked once, above
+        x = latents.to(dtype)
+        samples, nfe = solver.run(view, x, grid, generator=generator, **extra)  # grid checked once, above
         if mask is not None and hook is not None and hook.last_x is not samples:
             samples = samples * (1 - mask) + known * mask  # a solver that returned a copy of its last state
+        samples = samples.to(latents.dtype)
     if isinstance(getattr(denoiser, "evaluations", None), int):
         nfe = denoiser.evaluations  # the solver counts calls of D; a guided call may cost two
+    if watch is not None:
+        first, bad = watch.read(samples)
+        if bad:
+            text, step, cause = _non_finite(first, grid, denoiser, latents.dtype)
+            raise NonFiniteSamplesError(
+                f"sampling produced NaN or inf: {text}. Pass check_finite=False to get the raw samples "
+                "(they are also on this error as .samples).",
+                step=step, cause=cause, samples=samples,
+            )
     return SampleResult(samples, nfe * per_call)

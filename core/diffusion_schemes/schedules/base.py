@@ -443,6 +443,11 @@ class BaseNoiseSchedule(SpecBacked, abc.ABC):
         if sigma is None:
             sigma = self.sigmas(2)[0]
         sigma = torch.as_tensor(sigma)
+        if sigma.ndim > 1 or (sigma.ndim == 1 and (len(shape) == 0 or sigma.shape[0] != shape[0])):
+            raise InvalidArgumentError(
+                f"sigma must be a scalar or one value per sample ({shape[0] if len(shape) else '?'},), got shape "
+                f"{tuple(sigma.shape)}"
+            )
         if sigma.device.type == "cpu" and not bool((torch.isfinite(sigma) & (sigma > 0)).all()):
             raise DomainError(
                 f"init_latents needs a positive, finite noise level sigma, got {sigma.tolist()}; "

@@ -7,7 +7,9 @@ attempted step computes a lower- and a higher-order solution from shared evaluat
 (DPM-Solver-1 and -2 for ``order=2``, DPM-Solver-2 with ``r1 = 1/3`` and DPM-Solver-3 for
 ``order=3``); the scaled error ``E = ||(x_high - x_low) / delta||_2 / sqrt(numel)`` with
 ``delta = max(atol, rtol max(|x_low|, |x_prev|))`` accepts the step when ``E <= 1`` and sets the
-next ``h <- h min(1.5, theta E^(-1/order))``. ``nfe`` is the number of evaluations made.
+next ``h <- h min(1.5, theta E^(-1/order))``. ``nfe`` is the number of evaluations made. An error
+estimate that is not finite (NaN or inf in the state or the model's output) ends the run with
+that state, which ``ds.sample`` then reports, instead of shrinking the step forever.
 
 >>> import torch
 >>> import diffusion_schemes as ds
@@ -82,6 +84,12 @@ class DPMAdaptive(BaseSolver):
             x_low, x_high = self._pair(eps, x, lam, lam_t, eps_s)
             delta = torch.maximum(torch.full_like(x, self.atol), self.rtol * torch.maximum(x_low.abs(), x_prev.abs()))
             error = float(torch.linalg.vector_norm((x_high - x_low) / delta)) / math.sqrt(x.numel())
+            if not math.isfinite(error):  # NaN or inf in the state or the model's output: no step size helps
+                if callback is not None:
+                    sigma_s, sigma_t = (-lam).exp(), (-lam_t).exp()
+                    denoised = x - sigma_s.to(x.dtype) * eps_s
+                    callback({"i": i, "sigma": sigma_s, "sigma_next": sigma_t, "x": x_high, "denoised": denoised})
+                return x_high, nfe
             h = float(lam_t - lam) * min(MAX_GROWTH, self.theta * max(error, 1e-10) ** (-1 / self.order))
             if error <= 1:
                 if callback is not None:

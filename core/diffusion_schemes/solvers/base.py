@@ -30,7 +30,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from pydantic import Field
 
-from diffusion_schemes.errors import ArgumentTypeError, DomainError
+from diffusion_schemes.errors import ArgumentTypeError, DomainError, SamplingError
 from diffusion_schemes.discretizations import check_sigmas
 from diffusion_schemes.tensors import compute_dtype
 from diffusion_schemes.specs.base import SolverSpec, SpecBacked
@@ -44,6 +44,7 @@ __all__ = [
     "EulerMaruyama",
     "Heun",
     "ancestral_step",
+    "checked_noise_sampler",
     "default_noise_sampler",
     "to_d",
 ]
@@ -65,6 +66,51 @@ def default_noise_sampler(x: torch.Tensor, generator: torch.Generator | None = N
         return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
 
     return noise_sampler
+
+
+def checked_noise_sampler(noise_sampler: Any, x: torch.Tensor) -> NoiseSampler:
+    """``noise_sampler`` whose every draw is checked against ``x``: a tensor of its shape, dtype and device.
+
+    Noise shaped ``(1, d)`` or ``(B, 1)`` would broadcast (every sample sharing it), ``None`` would add
+    nothing and float64 noise would turn float32 samples into float64: each raises a
+    :class:`SamplingError` naming what was expected. The check reads no device value.
+
+    >>> import torch
+    >>> sampler = checked_noise_sampler(lambda s, s_next: torch.zeros(1, 3), torch.zeros(4, 3))
+    >>> sampler(torch.tensor(2.0), torch.tensor(1.0))
+    Traceback (most recent call last):
+      ...
+    diffusion_schemes.errors.SamplingError: the noise_sampler returned a tensor of shape (1, 3), torch.float32 on cpu, but ...
+    """
+    if not callable(noise_sampler):
+        raise ArgumentTypeError(
+            f"noise_sampler must be callable as noise_sampler(sigma, sigma_next), got {type(noise_sampler).__name__}"
+        )
+    shape, dtype, device = x.shape, x.dtype, x.device
+
+    def checked(sigma: torch.Tensor, sigma_next: torch.Tensor) -> torch.Tensor:
+        noise = noise_sampler(sigma, sigma_next)
+        if not (isinstance(noise, torch.Tensor) and noise.shape == shape and noise.dtype == dtype
+                and noise.device == device):
+            got = (f"a tensor of shape {tuple(noise.shape)}, {noise.dtype} on {noise.device}"
+                   if isinstance(noise, torch.Tensor) else type(noise).__name__)
+            raise SamplingError(
+                f"the noise_sampler returned {got}, but it must return standard normal noise shaped like the "
+                f"latents: shape {tuple(shape)}, {dtype} on {device} (noise that broadcasts would be shared by "
+                "the samples)"
+            )
+        return noise
+
+    return checked
+
+
+def check_callback(callback: Any) -> None:
+    """Raise :class:`ArgumentTypeError` unless ``callback`` is None or callable."""
+    if callback is not None and not callable(callback):
+        raise ArgumentTypeError(
+            f"callback must be callable as callback(info) with info a dict of i, sigma, sigma_next, x and "
+            f"denoised; got {type(callback).__name__} {callback!r}"
+        )
 
 
 def to_d(x: torch.Tensor, sigma: torch.Tensor, denoised: torch.Tensor) -> torch.Tensor:
@@ -174,10 +220,16 @@ class BaseSolver(SpecBacked):
         noise_sampler: NoiseSampler | None = None,
         callback: Callback | None = None,
     ) -> tuple[torch.Tensor, int]:
-        """:meth:`__call__` on a grid already checked by ``discretizations.check_sigmas`` (``ds.sample``'s path)."""
+        """:meth:`__call__` on a grid already checked by ``discretizations.check_sigmas`` (``ds.sample``'s path).
+
+        A ``noise_sampler`` given is checked at every draw (shape, dtype, device: no device read).
+        """
+        check_callback(callback)
         sigmas = sigmas.to(device=x.device, dtype=compute_dtype(x.dtype))
         if noise_sampler is None:
             noise_sampler = default_noise_sampler(x, generator)
+        else:
+            noise_sampler = checked_noise_sampler(noise_sampler, x)
         return self.solve(denoiser, x, sigmas, noise_sampler, callback)
 
     def solve(

@@ -31,7 +31,8 @@ import typing
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, SerializationInfo, model_serializer, model_validator
+from pydantic import BaseModel, ConfigDict, SerializationInfo, ValidationInfo, field_validator, model_serializer, model_validator
+from pydantic_core import PydanticCustomError
 
 from diffusion_schemes.errors import ArgumentTypeError, SchemeConfigError
 
@@ -88,6 +89,19 @@ class SchemeSpec(BaseModel):
     #: Pairs of fields ``(low, high)`` that must satisfy ``low < high`` (when neither is None).
     ordered: ClassVar[tuple[tuple[str, str], ...]] = ()
     name: str
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_number(cls, value: Any, info: ValidationInfo) -> Any:
+        # pydantic reads True as 1 for an int or float field; a config's `lr = true` is a mistake, not 1.0
+        if isinstance(value, bool) and info.field_name is not None:
+            field = cls.model_fields.get(info.field_name)
+            if field is not None and _wants_number_not_bool(field.annotation):
+                raise PydanticCustomError(
+                    "bool_not_number",
+                    "a boolean is not a number here; give a number (e.g. 1.0 or 0), not true/false",
+                )
+        return value
 
     @model_validator(mode="after")
     def _check_ordered(self) -> SchemeSpec:
@@ -162,6 +176,31 @@ class SchemeSpec(BaseModel):
     def build(self, **kwargs: Any) -> Any:
         """Build the object this spec describes: ``builds`` called with the spec's fields."""
         return self._implementation()(**kwargs, **self.params())
+
+
+def _wants_number_not_bool(annotation: Any) -> bool:
+    """Whether a field of this type takes numbers (int, float or numeric literals) and no boolean.
+
+    >>> from typing import Literal, Optional
+    >>> [_wants_number_not_bool(t) for t in (float, Optional[int], Literal[2, 3], bool, int | bool, str)]
+    [True, True, True, False, False, False]
+    """
+    leaves: list[Any] = []
+    pending = [annotation]
+    while pending:
+        current = pending.pop()
+        origin = typing.get_origin(current)
+        if origin is typing.Annotated:
+            pending.append(typing.get_args(current)[0])
+        elif origin is typing.Literal:
+            leaves.extend(type(v) for v in typing.get_args(current))
+        elif origin is typing.Union or type(current).__name__ == "UnionType":
+            pending.extend(typing.get_args(current))
+        else:
+            leaves.append(current)
+    if bool in leaves:
+        return False
+    return any(leaf in (int, float) for leaf in leaves)
 
 
 def _without_model_serializer(schema: Any) -> Any:

@@ -38,7 +38,7 @@ import os
 import re
 import threading
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import pluggy
@@ -380,7 +380,10 @@ class Registry:
         close = difflib.get_close_matches(str(name), installed, n=1, cutoff=0.5)
         other_kinds = [k for (k, n) in self._schemes if n == name and k != kind]
         parts = [f"no {kind} named {name!r} is installed."]
-        if close:
+        foreign = foreign_solver_hint(str(name), installed) if kind == "solver" else None
+        if foreign:
+            parts.append(foreign)
+        elif close:
             parts.append(f"Did you mean {close[0]!r}?")
         if other_kinds:
             parts.append(f"{name!r} is a {other_kinds[0]}, not a {kind}.")
@@ -417,6 +420,58 @@ class Registry:
     def create(self, kind: str, config: Any, **kwargs: Any) -> Any:
         """Validate ``config`` and build the scheme: ``parse_spec(kind, config).build(**kwargs)``."""
         return self.parse_spec(kind, config).build(**kwargs)
+
+
+#: Sampler names of k-diffusion, AUTOMATIC1111's web UI and ComfyUI (normalised: lower case, ``++`` as
+#: ``pp``, spaces as ``_``, no ``k_``/``sample_`` prefix) and what they are here: a solver, or None with
+#: the nearest solvers when there is no such solver.
+FOREIGN_SOLVERS: dict[str, tuple[str | None, str]] = {
+    "euler_a": ("euler_ancestral", ""),
+    "dpm2": ("dpm_2", ""),
+    "dpm2_a": ("dpm_2_ancestral", ""),
+    "dpm_2_a": ("dpm_2_ancestral", ""),
+    "dpmpp_2s_a": ("dpmpp_2s_ancestral", ""),
+    "dpm_adaptive": ("dpm_adaptive", ""),
+    "dpm_ad": ("dpm_adaptive", ""),
+    "uni_pc": ("unipc", ""),
+    "uni_pc_bh2": ("unipc", ""),
+    "ddim": ("euler", "DDIM is Euler on the probability-flow ODE in the noise level"),
+    "dpmpp_sde": (None, "DPM-Solver++ SDE (single-step) is not built in; the nearest are dpmpp_2s_ancestral "
+                        "(single-step, stochastic) and dpmpp_2m_sde"),
+    "dpm_fast": (None, "DPM-Solver fast is not built in; dpm_adaptive or dpmpp_2m are the nearest"),
+    "plms": (None, "PLMS is not built in; lms is the linear multistep method in the noise level"),
+    "ddpm": ("euler_ancestral", "ancestral sampling with eta = 1 is DDPM's sampler"),
+}
+#: Grid suffixes of those names and the discretization each means.
+FOREIGN_GRIDS = {"_karras": "karras", "_ka": "karras", "_exponential": "log_snr_uniform"}
+
+
+def foreign_solver_hint(name: str, installed: Sequence[str]) -> str | None:
+    """What a k-diffusion / A1111 / ComfyUI sampler name is called here, or None when it is none of them.
+
+    >>> foreign_solver_hint("dpmpp_2m_karras", ["dpmpp_2m", "heun"])
+    "That is the solver 'dpmpp_2m' on the Karras grid: solver='dpmpp_2m', discretization='karras'."
+    >>> foreign_solver_hint("Euler a", ["euler_ancestral"])
+    "That is the solver 'euler_ancestral': solver='euler_ancestral'."
+    """
+    key = name.strip().lower().replace("++", "pp").replace(" ", "_").replace("-", "_")
+    for prefix in ("sample_", "k_"):
+        key = key.removeprefix(prefix)
+    grid = None
+    for suffix, discretization in FOREIGN_GRIDS.items():
+        if key.endswith(suffix):
+            key, grid = key.removesuffix(suffix), discretization
+            break
+    target, note = FOREIGN_SOLVERS.get(key, (key if key != name else None, ""))
+    if target is not None and target not in installed:
+        return None if not note else f"{note[0].upper()}{note[1:]}."
+    if target is None:
+        return None if not note else f"{note[0].upper()}{note[1:]}" + (
+            f"; the grid is discretization={grid!r}." if grid else "."
+        )
+    where = f" on the {'Karras' if grid == 'karras' else grid} grid" if grid else ""
+    call = f"solver={target!r}" + (f", discretization={grid!r}" if grid else "")
+    return f"That is the solver {target!r}{where}: {call}." + (f" ({note}.)" if note else "")
 
 
 def check_kind(kind: str) -> str:

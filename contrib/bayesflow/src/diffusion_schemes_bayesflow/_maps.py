@@ -35,6 +35,8 @@ from typing import Any
 
 import torch
 
+from diffusion_schemes.errors import ArgumentTypeError, InvalidArgumentError
+
 __all__ = ["GridMap", "TrainingMap"]
 
 #: Points of the sampling grid that :class:`GridMap` joins.
@@ -50,7 +52,7 @@ class TrainingMap:
     def __init__(self, schedule: Any) -> None:
         has_icdf = getattr(schedule, "has_inverse_cdf", None)
         if has_icdf is not None and not has_icdf():
-            raise TypeError(
+            raise ArgumentTypeError(
                 f"the noise schedule {schedule.name!r} states no inverse CDF of its training times, which "
                 "BayesFlow's training=True needs (t ~ U(0, 1) pushed through it); implement "
                 "time_from_uniform(u) on the schedule"
@@ -121,7 +123,7 @@ class GridMap:
         u = torch.arange(points, dtype=torch.float64) / (points - 1)
         sigma = torch.as_tensor(discretization.sigma_at(u, schedule), dtype=torch.float64).cpu()
         if not bool((sigma > 0).all()) or not bool((sigma[1:] < sigma[:-1]).all()):
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"{discretization!r}.sigma_at(u, schedule) must give positive noise levels decreasing in u; "
                 "BayesFlow's t needs a monotone map onto native time"
             )
@@ -132,7 +134,7 @@ class GridMap:
     def _nodes(cls, schedule: Any, points: int) -> tuple[torch.Tensor, torch.Tensor]:
         t, steps = cls._grid(schedule, points)
         if not bool((steps[1:] >= steps[:-1]).all()) or not bool(steps[-1] > steps[0]):
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"the sampling grid of {schedule.name!r} does not decrease from its first to its last step; "
                 "BayesFlow's t needs a monotone map onto native time"
             )

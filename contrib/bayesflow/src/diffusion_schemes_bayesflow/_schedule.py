@@ -60,7 +60,9 @@ def _build(schedule: Any) -> Any:
     if isinstance(schedule, ds.BaseNoiseSchedule):
         return schedule
     if isinstance(schedule, NoiseSchedule):
-        raise TypeError(f"{schedule!r} is already a BayesFlow NoiseSchedule; pass a diffusion-schemes schedule")
+        raise ds.errors.ArgumentTypeError(
+            f"{schedule!r} is already a BayesFlow NoiseSchedule; pass a diffusion-schemes schedule"
+        )
     return ds.create("noise_schedule", schedule)
 
 
@@ -93,10 +95,14 @@ def _config_of(obj: Any) -> dict[str, Any]:
     try:
         return {"name": obj.name, **obj.get_config()}
     except AttributeError as exc:
-        raise TypeError(
+        raise ds.errors.ArgumentTypeError(
             f"{obj!r} cannot be described by name, so this BayesFlow schedule's config cannot be serialised; "
             "pass it by name or config instead"
         ) from exc
+
+
+#: The keys of :meth:`BayesFlowNoiseSchedule.get_config`, which ``from_config`` takes.
+_CONFIG_KEYS = frozenset({"name", "variance_type", "schedule", "discretization"})
 
 
 @serializable("diffusion_schemes_bayesflow")
@@ -140,7 +146,10 @@ class BayesFlowNoiseSchedule(NoiseSchedule):
     ) -> None:
         if schedule is None:
             if name is None:
-                raise TypeError("pass a schedule (built, a name or a config) or the name of one")
+                raise ds.errors.ArgumentTypeError(
+                    "as_bayesflow needs a noise schedule: a built one, a scheme name such as 'edm' or a config "
+                    "such as {'name': 'vp'} (or name=...); got None"
+                )
             schedule = name
         built = _build(schedule)
         if name is not None and name != built.name:
@@ -222,8 +231,18 @@ class BayesFlowNoiseSchedule(NoiseSchedule):
         return _from_torch(alpha, log_snr_t), _from_torch(sigma, log_snr_t)
 
     def get_weights_for_snr(self, log_snr_t: Any) -> Any:
-        """The schedule's weighting as noise-prediction (epsilon-loss) weights; ones without a weighting."""
-        weight = weight_for(self.schedule.weighting, _to_torch(log_snr_t), "epsilon", schedule=self.schedule)
+        """The schedule's weighting as noise-prediction (epsilon-loss) weights; ones without a weighting.
+
+        A NaN log-SNR is refused on the CPU (a :class:`~diffusion_schemes.DomainError`) rather than
+        weighted as NaN; on accelerators the check is skipped to keep the loss free of host reads.
+        """
+        lam = _to_torch(log_snr_t)
+        if lam.device.type == "cpu" and lam.is_floating_point() and bool(torch.isnan(lam).any()):
+            raise ds.DomainError(
+                f"get_weights_for_snr got a NaN log-SNR ({lam.flatten()[:4].tolist()}); the log-SNR comes from "
+                "get_log_snr(t) with t in [0, 1]"
+            )
+        weight = weight_for(self.schedule.weighting, lam, "epsilon", schedule=self.schedule)
         return _from_torch(weight, log_snr_t)
 
     # ------------------------------------------------------------------ config
@@ -236,7 +255,22 @@ class BayesFlowNoiseSchedule(NoiseSchedule):
 
     @classmethod
     def from_config(cls, config: dict[str, Any], custom_objects: Any = None) -> BayesFlowNoiseSchedule:
-        """Rebuild from :meth:`get_config` (or from BayesFlow-style ``{"name": ..., "variance_type": ...}``)."""
+        """Rebuild from :meth:`get_config` (or from BayesFlow-style ``{"name": ..., "variance_type": ...}``).
+
+        >>> BayesFlowNoiseSchedule.from_config({"name": "vp", "sigma": 2})
+        Traceback (most recent call last):
+          ...
+        diffusion_schemes.SchemeConfigError: a BayesFlow schedule config has the keys discretization, name, schedule and variance_type; got the unknown key(s) sigma ...
+        """
+        if not isinstance(config, dict):
+            raise ds.errors.ArgumentTypeError(f"a BayesFlow schedule config must be a dict, got {type(config).__name__}")
+        unknown = sorted(set(config) - _CONFIG_KEYS)
+        if unknown:
+            raise ds.SchemeConfigError(
+                f"a BayesFlow schedule config has the keys {', '.join(sorted(_CONFIG_KEYS)[:-1])} and "
+                f"{sorted(_CONFIG_KEYS)[-1]}; got the unknown key(s) {', '.join(map(str, unknown))} (a scheme's own "
+                "fields go inside 'schedule', e.g. {'name': 'vp', 'schedule': {'name': 'vp', 'beta_min': 0.1}})"
+            )
         return cls(**config)
 
     def validate(self) -> None:
