@@ -1,12 +1,13 @@
 """diffusion-schemes-trainer: train, sample and compare diffusion schemes by name from the command line.
 
-It adds four commands to ``diffusion-schemes`` through the ``register_commands`` hook:
+It adds five commands to ``diffusion-schemes`` through the ``register_commands`` hook:
 
 - ``diffusion-schemes train``: with no argument, the EDM scheme on a 2-D Gaussian mixture
   with a small MLP on the CPU (2 to 4 minutes on 2 cores); any installed scheme by name
   (``--preconditioner vp --schedule vp``), any config (``--config run.toml``, ``--set key=value``);
   under ``torchrun`` it trains with DistributedDataParallel.
 - ``diffusion-schemes sample``: samples from a checkpoint with any installed solver.
+- ``diffusion-schemes nll``: the held-out negative log-likelihood of a run (bits/dim) beside its floor.
 - ``diffusion-schemes compare``: trains several schemes under the same budget and seed.
 - ``diffusion-schemes ema``: reconstructs EMAs of other lengths from a run's snapshots (EDM2's
   post-hoc EMA) and measures each.
@@ -29,12 +30,13 @@ walks the graph):
   backbone with its ``[model]`` table, all sharing the noise and class embedding of ``models.blocks``;
 - ``config``: ``TrainConfig`` (the schemes by name, the data, the backbone, the optimiser), TOML in and out;
 - ``limits``: requests that cannot fit in memory are refused up front;
-- ``evaluation``, ``report``, ``plots``: sample and measure, the text and progress bars a person
-  reads, the pictures (matplotlib imported only when drawing);
+- ``evaluation``, ``likelihood``, ``report``, ``plots``: sample and measure, the held-out negative
+  log-likelihood (bits/dim) beside the data's own, the text and progress bars a person reads, the
+  pictures (matplotlib imported only when drawing);
 - ``runs``: a run rebuilt from its checkpoint, its judges, its guidance sweep;
 - ``training/``: the loop, on one process or under torchrun;
-- ``commands/``: one module per command (``train``, ``sample``, ``ema``, ``compare``) holding its
-  arguments and its work.
+- ``commands/``: one module per command (``train``, ``sample``, ``nll``, ``ema``, ``compare``) holding
+  its arguments and its work.
 
 A new command is a module in ``commands/`` listed in ``commands.COMMANDS``; a new backbone is a
 module in ``models/`` listed in ``models.MODEL_CONFIGS``; a new data set is a module in ``data/``
@@ -99,7 +101,7 @@ _LAZY = {
 
 @ds.hookimpl
 def register_commands(cli: Any) -> None:
-    """Add ``train``, ``sample``, ``compare`` and ``ema`` to the ``diffusion-schemes`` command line."""
+    """Add ``train``, ``sample``, ``nll``, ``compare`` and ``ema`` to the ``diffusion-schemes`` command line."""
     from .commands import add_commands  # the commands and what they run load only with the command line
 
     add_commands(cli)

@@ -171,6 +171,11 @@ def _build_model(installed: tuple[tuple[str, str], ...]) -> type[BaseModel]:
         eval_every: int = Field(0, ge=0, description="Measure the sliced Wasserstein distance every this many steps (0: at the end only).")
         log_every: int = Field(10, ge=1, description="Record the mean loss every this many steps.")
         projections: int = Field(512, ge=1, description="Random directions of the sliced Wasserstein distance.")
+        nll_samples: int = Field(
+            512, ge=0, description="Held-out points whose negative log-likelihood is measured at the end (0: none)."
+        )
+        nll_steps: int = Field(32, ge=1, le=MAX_SAMPLING_STEPS,
+                               description="Fixed Runge-Kutta 4 steps of the likelihood's ODE (4 model calls each).")
         class_conditional: bool = Field(
             False, description="Condition the model on the data's class (digits, gaussian_mixture: the component)."
         )

@@ -4,7 +4,7 @@ Exit codes: 0 success; 2 bad input (unknown scheme, invalid config, missing or c
 unwritable run directory, a request that cannot fit in memory), printed as ``error: ...`` by
 ``diffusion-schemes``; 130 interrupted.
 
-Adding a command (an ``nll``, say) is one module here with ``add_parser(cli)`` returning its argparse
+Adding a command is one module here with ``add_parser(cli)`` returning its argparse
 parser and ``run(args)`` returning the exit code, listed in :data:`COMMANDS`.
 
 >>> import argparse
@@ -22,13 +22,13 @@ import argparse
 import sys
 from typing import Any
 
-from . import compare, ema, sample, train
+from . import compare, ema, nll, sample, train
 
 __all__ = ["COMMANDS", "EXIT_INTERRUPTED", "add_commands"]
 
 EXIT_INTERRUPTED = 130
 #: The command modules, in the order ``diffusion-schemes --help`` lists them.
-COMMANDS = (train, sample, ema, compare)
+COMMANDS = (train, sample, nll, ema, compare)
 
 
 def add_commands(cli: Any) -> None:

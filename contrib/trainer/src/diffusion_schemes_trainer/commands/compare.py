@@ -102,9 +102,14 @@ def markdown_table(rows: list[dict[str, Any]], floor: float, fd_floor: float | N
     steps = sorted({e["step"] for r in rows for e in r["curve"]})
     head = ["rank", "scheme", "preconditioner", "schedule", *(f"{'FD' if fd else 'SW'} @ {s}" for s in steps)]
     head += ["fd_digits", "x floor", "SW", "x floor"] if fd else ["x floor", "exact denoiser"]
+    nll = all(r.get("nll_bpd") is not None for r in rows)
+    nll_floor = next((r["nll_bpd_floor"] for r in rows if r.get("nll_bpd_floor") is not None), None) if nll else None
+    if nll:
+        head += ["NLL bits/dim", "NLL rank"] + (["- floor"] if nll_floor is not None else [])
     head.append("train s")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     ranked = sorted(rows, key=lambda r: r["fd_digits"] if fd else r["sw_model"])
+    by_nll = {r["scheme"]: i for i, r in enumerate(sorted(rows, key=lambda r: r["nll_bpd"]), 1)} if nll else {}
     for rank, r in enumerate(ranked, 1):
         at = {e["step"]: e.get(measure) for e in r["curve"]}
         fmt = "{:.2f}" if fd else "{:.4f}"
@@ -115,6 +120,10 @@ def markdown_table(rows: list[dict[str, Any]], floor: float, fd_floor: float | N
                       f"{r['sw_model'] / floor:.2f}"]
         else:
             cells += [f"{r['sw_model'] / floor:.2f}", f"{r['sw_exact']:.4f}" if r["sw_exact"] is not None else "-"]
+        if nll:
+            cells += [f"{r['nll_bpd']:.4f}", str(by_nll[r["scheme"]])]
+            if nll_floor is not None:
+                cells.append(f"{r['nll_bpd'] - nll_floor:.4f}")
         cells.append(f"{r['train_time_s']:.1f}")
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
@@ -125,6 +134,10 @@ def markdown_table(rows: list[dict[str, Any]], floor: float, fd_floor: float | N
     else:
         lines.append(f"Sliced Wasserstein distance (SW) of generated samples to held-out data; floor (held-out vs "
                      f"held-out) {floor:.4f}. 'exact denoiser': the perfect model through the same solver and schedule.")
+    if nll:
+        lines.append("NLL: negative log-likelihood of held-out data in bits per dimension (probability-flow ODE), and "
+                     "each scheme's rank by it" + (f"; '- floor': its excess over the data's own density "
+                     f"({nll_floor:.4f} bits/dim), a KL divergence estimate" if nll_floor is not None else "") + ".")
     return "\n".join(lines) + "\n"
 
 
@@ -193,9 +206,11 @@ def run(args: argparse.Namespace) -> int:
         })
         if fd_floor is not None:
             rows[-1].update(fd_digits=final["fd_digits"], fd_ratio_to_floor=final["fd_ratio_to_floor"])
+        rows[-1].update({k: final.get(k) for k in ("nll_bpd", "nll_bpd_floor", "nll_bpd_stderr")})
         if not args.quiet:
             fd = f"; fd_digits {final['fd_digits']:.2f} ({final['fd_ratio_to_floor']:.2f}x)" if fd_floor is not None else ""
-            print(f"{label}: SW {final['sw_model']:.4f} ({final['sw_model'] / floor:.2f}x the floor {floor:.4f}){fd}",
+            nll = f"; NLL {final['nll_bpd']:.4f} bits/dim" if final.get("nll_bpd") is not None else ""
+            print(f"{label}: SW {final['sw_model']:.4f} ({final['sw_model'] / floor:.2f}x the floor {floor:.4f}){fd}{nll}",
                   file=sys.stderr, flush=True)
         if scales:
             path = str(root / f"guidance-{label.replace(':', '-')}.png")

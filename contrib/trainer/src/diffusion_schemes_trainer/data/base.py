@@ -43,6 +43,12 @@ class PointCloud:
     shape: tuple[int, ...] = (2,)
     #: Number of classes (0: the set has none; class-conditional training needs some).
     num_classes = 0
+    #: The width of the data's grid for bits per dimension (continuous data: 1, the density itself).
+    bin_width = 1.0
+
+    def dequantize(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``x`` as a draw of a density: continuous data is one already."""
+        return x
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:  # pragma: no cover
         """``n`` draws, float32, shaped ``(n, *shape)``."""

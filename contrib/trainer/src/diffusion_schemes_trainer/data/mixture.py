@@ -50,6 +50,10 @@ class MixtureData(PointCloud):
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         return self.sample_labelled(n, generator)[0]
 
+    def log_prob(self, x: torch.Tensor, sigma: float = 0.0) -> torch.Tensor:
+        """``log p(x; sigma)``, the mixture convolved with ``N(0, sigma^2 I)``, float64, shape ``(B,)``."""
+        return self.mixture.log_prob(x.double(), sigma)
+
     def sample_labelled(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``n`` float32 points and the component each was drawn from (its class label)."""
         points, labels = self.mixture.sample_labelled(n, generator)

@@ -8,8 +8,8 @@ same code trains on one process.
 >>> ctx = setup("cpu")
 >>> ctx.rank, ctx.world_size, ctx.is_main, str(ctx.device)
 (0, 1, True, 'cpu')
->>> ctx.mean(2.5)
-2.5
+>>> ctx.mean(2.5), ctx.gather("rank 0's")
+(2.5, ["rank 0's"])
 """
 
 from __future__ import annotations
@@ -60,6 +60,14 @@ class Context:
         t = torch.tensor([value], dtype=torch.float64, device=self.device)
         torch.distributed.all_reduce(t)
         return float(t) / self.world_size
+
+    def gather(self, obj: Any) -> list[Any]:
+        """Every rank's ``obj`` (any picklable object), in rank order, on every rank."""
+        if not self.distributed:
+            return [obj]
+        out: list[Any] = [None] * self.world_size
+        torch.distributed.all_gather_object(out, obj)
+        return out
 
     def identical(self, module: torch.nn.Module) -> bool:
         """Whether ``module``'s parameters are bit-for-bit the same on every rank (a DDP sanity check)."""

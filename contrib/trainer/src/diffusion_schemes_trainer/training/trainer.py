@@ -12,8 +12,8 @@ training set with ``batch_size / world_size`` samples a step, and only rank 0 wr
 >>> cfg = load_config(overrides=["steps=20", "data.train_size=512", "data.eval_size=64",
 ...                              "model.hidden=16", "sampling_steps=4", f"run_dir='{tempfile.mkdtemp()}'"])
 >>> metrics = train(cfg, quiet=True)
->>> metrics["step"], sorted(metrics["final"])[:3]
-(20, ['nfe', 'num_samples', 'projections'])
+>>> metrics["step"], sorted(metrics["final"])[:2]
+(20, ['nfe', 'nll_bpd'])
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from .. import plots
 from ..config import num_classes
 from ..errors import RunInterrupted, TrainerError
 from ..evaluation import evaluate, sampling_calls
+from ..likelihood import held_out_nll, nll_calls
 from ..limits import check_fits, sampling_bytes, training_bytes
 from ..posthoc_ema import PowerEMA
 from ..report import progress
@@ -298,6 +299,19 @@ class Trainer:
             callback=None if bar is None else lambda info: bar.update(),
         )
 
+    def likelihood(self, bar: Any = None) -> dict[str, Any]:
+        """The held-out negative log-likelihood of the sampled weights (``nll_samples`` points of held-out set A).
+
+        A class-conditional model is asked for its unconditional density (the null class), the one
+        the data's own density (the floor) describes.
+        """
+        cfg = self.config
+        points = self.splits.eval_a[: cfg.nll_samples]
+        null = torch.full((points.shape[0],), self.num_classes) if self.num_classes else None
+        return held_out_nll(self.sampler(), self.schedule, self.data, points, num_steps=cfg.nll_steps, seed=cfg.seed,
+                            device=self.ctx.device, condition=null,
+                            callback=None if bar is None else lambda info: bar.update())
+
     def evaluation_steps(self) -> int:
         """Solver steps of one :meth:`measure` (for its progress bar)."""
         return self.config.sampling_steps * sampling_calls(self.data, bool(self.num_classes))
@@ -390,6 +404,7 @@ def _write_outputs(trainer: Trainer, result: dict[str, Any], wall: float, in_syn
     )
     if curve is not None:
         final["uncertainty"] = curve
+    final.update({k: v for k, v in result.items() if k.startswith("nll_")})
     if "fd_digits" in result:
         final.update({k: result[k] for k in FD_KEYS if result[k] is not None})
         final["fd_ratio_to_floor"] = result["fd_digits"] / result["fd_digits_floor"]
@@ -473,6 +488,10 @@ def train(
                       f"{config.sampling_steps} steps ...", file=out, flush=True)
             with progress(trainer.evaluation_steps(), "sample", out, disable=not show) as bar:
                 result = trainer.record_eval(bar)
+            if config.nll_samples:
+                n = min(config.nll_samples, config.data.eval_size)
+                with progress(nll_calls(n, config.nll_steps), "likelihood", out, unit="call", disable=not show) as bar:
+                    result.update(trainer.likelihood(bar))
             trainer.save()
             return _write_outputs(trainer, result, time.perf_counter() - wall0, in_sync)
         trainer.record_eval()
