@@ -27,7 +27,7 @@ from diffusion_schemes_trainer.storage import load_checkpoint  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # diffusers and numpy 2
 
-FLOAT32_TABLE = ["--set", "preconditioner.precision='float32'", "--set", "noise_schedule.precision='float32'"]
+FLOAT32_TABLE = ["--set", "preconditioner.precision=float32", "--set", "noise_schedule.precision=float32"]
 SHORT = ["--steps", "3", "--batch-size", "8", "--sampling-steps", "3", "-q", "--set", "data.eval_size=16",
          "--set", "projections=8", "--set", "ema_snapshot_every=1"]
 TINY = [*SHORT, "--set", "model.block_out_channels=[8, 16]", "--set", "model.norm_num_groups=4",
