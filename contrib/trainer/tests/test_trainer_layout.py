@@ -11,7 +11,7 @@ import diffusion_schemes_trainer
 PACKAGE = Path(diffusion_schemes_trainer.__file__).parent
 NAME = "diffusion_schemes_trainer"
 #: Libraries that may be imported inside a function: optional extras, loaded only when drawing or reading digits.
-DEFERRED = ("matplotlib", "sklearn")
+DEFERRED = ("matplotlib", "sklearn", "diffusers", "physicsnemo", "diffusion_schemes_physicsnemo")  # heavy or optional: built only when used
 
 
 def _modules() -> dict[str, Path]:

@@ -6,9 +6,10 @@ Registered by name through the ``diffusion_schemes`` entry point, like any third
   ``alphas_cumprod`` or a diffusers ``beta_schedule``) with its noise-level-to-timestep map;
 - the ``linspace``, ``leading`` and ``trailing`` discretizations: diffusers' timestep spacings.
 
-And two functions: :func:`from_diffusers` (a diffusers model and its scheduler's table become a
-preconditioner and a schedule) and :func:`as_diffusers_scheduler` (a schedule, a solver and a grid
-become a diffusers scheduler).
+And three functions: :func:`from_diffusers` (a diffusers model and its scheduler's table become a
+preconditioner and a schedule), :func:`as_diffusers_scheduler` (a schedule, a solver and a grid
+become a diffusers scheduler) and :func:`export_run` (a run of the trainer's ``unet2d`` backbone
+becomes a diffusers pipeline folder).
 
 >>> import diffusion_schemes as ds
 >>> schedule = ds.create("noise_schedule", {"name": "discrete", "beta_schedule": "scaled_linear",
@@ -33,7 +34,7 @@ __all__ = [
     "DiffusersBridgeError", "DiffusionSchemesScheduler", "DiscreteNoiseSchedule", "DiscreteNoiseScheduleSpec",
     "DiscretePreconditioner", "DiscretePreconditionerSpec", "LeadingDiscretization", "LeadingSpec",
     "LinspaceDiscretization", "LinspaceSpec", "TrailingDiscretization", "TrailingSpec", "as_diffusers_scheduler",
-    "from_diffusers",
+    "export_run", "from_diffusers",
 ]
 
 
@@ -186,6 +187,7 @@ _LAZY = {
     "TrailingDiscretization": "._discretizations",
     "DiffusionSchemesScheduler": "._scheduler",
     "as_diffusers_scheduler": "._scheduler",
+    "export_run": "._export",
 }
 
 __getattr__, __dir__ = lazy_exports(__name__, _LAZY)

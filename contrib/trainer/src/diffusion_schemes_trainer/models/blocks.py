@@ -19,7 +19,7 @@ from torch import nn
 
 from ..errors import TrainerError
 
-__all__ = ["Backbone", "ClassEmbedding", "NoiseEmbedding"]
+__all__ = ["Backbone", "ClassEmbedding", "NoiseEmbedding", "class_labels", "refuse_condition"]
 
 
 class NoiseEmbedding(nn.Module):
@@ -67,14 +67,33 @@ class ClassEmbedding(nn.Module):
         self.table = nn.Embedding(num_classes + 1, dim)
 
     def forward(self, labels: Any, batch: int) -> torch.Tensor:
-        if labels is None:
-            labels = torch.full((batch,), self.num_classes, dtype=torch.long, device=self.table.weight.device)
-        if not isinstance(labels, torch.Tensor) or labels.dtype not in (torch.int32, torch.int64) or labels.shape != (batch,):
-            raise TrainerError(
-                f"a class condition must be integer labels shaped ({batch},), got "
-                f"{getattr(labels, 'dtype', type(labels).__name__)} {tuple(getattr(labels, 'shape', ()))}"
-            )
-        return self.table(labels)
+        return self.table(class_labels(labels, self.num_classes, batch, self.table.weight.device))
+
+
+def class_labels(labels: Any, num_classes: int, batch: int, device: Any) -> torch.Tensor:
+    """The ``(batch,)`` integer labels of a class condition; ``None`` (no condition) is the null label ``num_classes``.
+
+    >>> import torch
+    >>> class_labels(None, 10, 2, "cpu").tolist(), class_labels(torch.tensor([3, 10]), 10, 2, "cpu").tolist()
+    ([10, 10], [3, 10])
+    """
+    if labels is None:
+        return torch.full((batch,), num_classes, dtype=torch.long, device=device)
+    if not isinstance(labels, torch.Tensor) or labels.dtype not in (torch.int32, torch.int64) or labels.shape != (batch,):
+        raise TrainerError(
+            f"a class condition must be integer labels shaped ({batch},), got "
+            f"{getattr(labels, 'dtype', type(labels).__name__)} {tuple(getattr(labels, 'shape', ()))}"
+        )
+    return labels
+
+
+def refuse_condition(label: str, condition: Any) -> None:
+    """An unconditional backbone given a condition: the error saying how to condition on a class."""
+    if condition is not None:
+        raise TrainerError(
+            f"the {label} backbone is unconditional; got a condition of type {type(condition).__name__} "
+            "(build it with num_classes=K, or train with --class-conditional, to condition on a class)"
+        )
 
 
 class Backbone(nn.Module):
@@ -107,10 +126,6 @@ class Backbone(nn.Module):
         """``(batch, dim)``: the noise label's embedding plus the class's (none without classes)."""
         emb = self.emb_mlp(self.embed(c_noise).to(dtype))
         if self.classes is None:
-            if condition is not None:
-                raise TrainerError(
-                    f"the {self.label} backbone is unconditional; got a condition of type {type(condition).__name__} "
-                    "(build it with num_classes=K, or train with --class-conditional, to condition on a class)"
-                )
+            refuse_condition(self.label, condition)
             return emb
         return emb + self.classes(condition, batch).to(emb.dtype)
