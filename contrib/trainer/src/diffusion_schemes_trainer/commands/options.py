@@ -35,7 +35,7 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--solver", metavar="NAME", help="solver used to sample after training")
     g.add_argument("--sampling-steps", type=int, metavar="N", help="solver steps")
     g.add_argument("--data", metavar="NAME", help="gaussian_mixture, two_moons, checkerboard or digits")
-    g.add_argument("--model", metavar="NAME", help="backbone: mlp, conv or unet (default: the data's usual one)")
+    g.add_argument("--model", metavar="NAME", help="backbone: mlp, conv, unet, unet2d (a diffusers UNet2DModel) or songunet (PhysicsNeMo's) (default: the data's usual one)")
     g.add_argument("--steps", type=int, metavar="N", help="optimiser steps")
     g.add_argument("--batch-size", type=int, metavar="N", help="global batch size")
     g.add_argument("--seed", type=int, metavar="N", help="seed of data, weights, noise and sampling")
