@@ -82,7 +82,7 @@ def test_wrong_kind_says_what_the_name_is(fresh_registry):
 
 
 def test_config_without_name_or_of_a_wrong_type(fresh_registry):
-    with pytest.raises(ds.SchemeConfigError, match="is missing 'name'. Add one of: edm"):
+    with pytest.raises(ds.SchemeConfigError, match="is missing 'name'. Add one of: (discrete, )?edm"):
         ds.create("preconditioner", {"sigma_data": 0.5}, model=None)
     with pytest.raises(ds.SchemeConfigError, match="must be a scheme name, a mapping"):
         ds.create("preconditioner", 3, model=None)

@@ -66,7 +66,7 @@ def test_sample_sweeps_guidance_scales_from_the_same_seeds(capsys, trained):
 def test_a_guidance_weight_that_blows_up_the_samples_is_a_clear_error(capsys, trained):
     code, out, err = run(capsys, "sample", trained / "run", "--guidance", "1e20", "--out", trained / "blown")
     assert code == 2 and "\nerror: " in err, err
-    assert "hold NaN or inf" in err and "guidance" in err and "Traceback" not in err, err
+    assert "NaN or inf" in err and "guidance" in err and "Traceback" not in err, err
     assert not list((trained / "blown").glob("samples-*"))  # no NaN samples file, no picture
 
 
