@@ -1,4 +1,4 @@
-"""``sample RUN --calibrate N``: the grid fitted to a tiny run, stored in the run, reused, and refused when it cannot be."""
+"""``sample RUN --calibrate N``: the grid fitted to a tiny run, stored in it, reused, and refused when it cannot be."""
 
 from __future__ import annotations
 
@@ -56,7 +56,8 @@ def test_calibrate_stores_the_grid_samples_on_it_and_reuses_it(capsys, tmp_path)
     # the samples are dpmpp_2m on exactly the stored grid, from the evaluation's latents
     g = torch.Generator().manual_seed(config.seed + 1)
     latents = schedule.init_latents((128, 2), generator=g)
-    expected = ds.sample(precond, latents, schedule, solver="dpmpp_2m", sigmas=torch.tensor(sigmas), generator=g).samples
+    grid = torch.tensor(sigmas)
+    expected = ds.sample(precond, latents, schedule, solver="dpmpp_2m", sigmas=grid, generator=g).samples
     first = torch.load(run_dir / "samples-dpmpp_2m-4-calibrated.pt", weights_only=True)
     torch.testing.assert_close(first, expected)
 
@@ -74,7 +75,8 @@ def test_calibration_errors_exit_2(capsys, tmp_path):
     assert code == 0, err
     code, _, err = run(capsys, "sample", run_dir, "--discretization", "calibrated", "-q")
     assert code == 2 and "no calibrated_grid.json" in err and "--calibrate N" in err
-    code, _, err = run(capsys, "sample", run_dir, "--calibrate", "8", "--solver", "euler_ancestral", "--steps", "3", "-q")
+    code, _, err = run(capsys, "sample", run_dir, "--calibrate", "8", "--solver", "euler_ancestral", "--steps", "3",
+                       "-q")
     assert code == 2 and "--calibrate:" in err and "adds noise" in err
     assert not (run_dir / "calibrated_grid.json").exists()
     code, _, err = run(capsys, "sample", run_dir, "--calibrate", "8", "--discretization", "karras", "-q")
@@ -86,6 +88,7 @@ def test_calibration_errors_exit_2(capsys, tmp_path):
     assert code == 0, err
     code, _, err = run(capsys, "sample", run_dir, "--discretization", "calibrated", "--steps", "5", "-q")
     assert code == 2 and "has 3 steps, not the 5 of --steps" in err
-    (run_dir / "calibrated_grid.json").write_text('{"discretization": {"name": "explicit", "sigmas": [1.0, 2.0, 0.0]}}')
+    bad = {"discretization": {"name": "explicit", "sigmas": [1.0, 2.0, 0.0]}}  # increasing: not a grid
+    (run_dir / "calibrated_grid.json").write_text(json.dumps(bad))
     code, _, err = run(capsys, "sample", run_dir, "--discretization", "calibrated", "-q")
     assert code == 2 and "does not hold a valid calibrated grid" in err

@@ -16,7 +16,7 @@ calibrated`` samples on the stored grid again.
 >>> load_grid([folder], 5)
 Traceback (most recent call last):
   ...
-diffusion_schemes_trainer.errors.TrainerError: the calibrated grid in .../calibrated_grid.json has 3 steps, not the 5 of --steps; ...
+diffusion_schemes_trainer.errors.TrainerError: the calibrated grid in ... has 3 steps, not the 5 of --steps; ...
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ GRID_NAME = "calibrated_grid.json"
 
 def calibrate(model: Any, schedule: Any, shape: tuple[int, ...], solver: Any, num_steps: int, seed: int,
               condition: Any = None, guidance: Any = None) -> dict[str, Any]:
-    """Calibrate ``num_steps`` steps of ``solver`` (a solver spec) for ``model`` on latents of ``shape``, seed ``seed + 2``.
+    """Calibrate ``num_steps`` steps of ``solver`` (a spec) for ``model`` on latents of ``shape`` (seed ``seed + 2``).
 
     Returns the record stored in ``calibrated_grid.json``. A solver that cannot be calibrated (one
     that adds noise or picks its own steps) is a :class:`TrainerError` carrying the core's reason.
@@ -87,14 +87,16 @@ def load_grid(folders: Sequence[str | Path], num_steps: int | None) -> dict[str,
         record = json.loads(path.read_text())
         spec = ds.parse_spec("discretization", record["discretization"])
     except (OSError, ValueError, KeyError, TypeError, ds.DiffusionSchemesError) as exc:
-        raise TrainerError(f"{path} does not hold a valid calibrated grid ({exc}); calibrate again with --calibrate N") \
-            from None
+        raise TrainerError(
+            f"{path} does not hold a valid calibrated grid ({exc}); calibrate again with --calibrate N"
+        ) from None
     steps = len(spec.sigmas) - 1 if hasattr(spec, "sigmas") else None
     if steps is None:
         raise TrainerError(f"{path} holds a {spec.name!r} discretization, not an explicit grid; calibrate again")
     if num_steps is not None and num_steps != steps:
         raise TrainerError(
             f"the calibrated grid in {path} has {steps} steps, not the {num_steps} of --steps; drop --steps "
-            f"(or pass --steps {steps}), or calibrate a grid of {num_steps} steps with --calibrate N --steps {num_steps}"
+            f"(or pass --steps {steps}), or calibrate a grid of {num_steps} steps with "
+            f"--calibrate N --steps {num_steps}"
         )
     return {**record, "discretization": spec.model_dump(mode="json"), "num_steps": steps}

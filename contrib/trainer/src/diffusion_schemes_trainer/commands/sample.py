@@ -31,7 +31,8 @@ def add_parser(cli: Any) -> argparse.ArgumentParser:
     """Add ``sample`` and its arguments to an argparse sub-parser collection."""
     p = cli.add_parser("sample", help="sample from a trained checkpoint with any solver and step count")
     p.add_argument("checkpoint", help="a run directory or its checkpoint.pt")
-    p.add_argument("--solver", metavar="NAME", help="solver by name (default: the run's; with --discretization calibrated, the grid's)")
+    p.add_argument("--solver", metavar="NAME",
+                   help="solver by name (default: the run's; with --discretization calibrated, the grid's)")
     p.add_argument("--solver-option", action="append", default=[], metavar="KEY=VALUE",
                    help="a field of the solver, e.g. S_churn=0")
     p.add_argument("--steps", type=int, metavar="N", help=f"solver steps (default: the run's; at most {MAX_SAMPLING_STEPS})")
