@@ -8,26 +8,9 @@ import pytest
 import torch
 
 import diffusion_schemes as ds
-from diffusion_schemes.cli import commands as cli
 from diffusion_schemes_trainer.runs import rebuild
 from diffusion_schemes_trainer.storage import load_checkpoint
-
-# A run of a few seconds on the default 2-D mixture (as in test_trainer.py).
-TINY = ["--steps", "24", "--batch-size", "32", "--sampling-steps", "4", "-q",
-        "--set", "data.train_size=512", "--set", "data.eval_size=128", "--set", "model.hidden=16",
-        "--set", "model.depth=1", "--set", "projections=32", "--set", "checkpoint_every=8",
-        "--set", "log_every=4", "--set", "optimizer.warmup=4"]
-
-
-def run(capsys, *args):
-    code = cli.main([str(a) for a in args])
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-@pytest.fixture(autouse=True)
-def _registry(fresh_registry):
-    yield
+from test_trainer import TINY, _registry, run  # noqa: F401 - the autouse fixture applies here too
 
 
 def test_calibrate_stores_the_grid_samples_on_it_and_reuses_it(capsys, tmp_path):
