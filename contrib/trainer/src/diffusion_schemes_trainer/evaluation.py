@@ -49,8 +49,12 @@ def exact_predictor(mixture: Any, schedule: Any) -> Any:
 
 
 def generate(model: Any, schedule: Any, shape: tuple[int, ...], solver: Any, num_steps: int, seed: int,
-             device: Any = "cpu", condition: Any = None, guidance: Any = None, callback: Any = None) -> Any:
+             device: Any = "cpu", condition: Any = None, guidance: Any = None, callback: Any = None,
+             discretization: Any = None) -> Any:
     """``ds.sample`` from latents drawn with ``seed`` (``callback`` after every step); returns ``(samples, nfe)``.
+
+    ``discretization`` (a name or config, e.g. an ``explicit`` calibrated grid; default the schedule's
+    own grid) is handed to ``ds.sample``.
 
     Samples holding NaN or inf (a diverged solver, an extreme guidance weight) are a :class:`TrainerError`.
     """
@@ -59,7 +63,7 @@ def generate(model: Any, schedule: Any, shape: tuple[int, ...], solver: Any, num
     if condition is not None:
         condition = condition.to(device)
     result = ds.sample(model, latents, schedule, num_steps, solver=solver, generator=g, condition=condition,
-                       guidance=guidance, callback=callback)
+                       guidance=guidance, callback=callback, discretization=discretization)
     bad = int((~torch.isfinite(result.samples)).any(dim=tuple(range(1, result.samples.ndim))).sum())
     if bad:  # one read at the end: the samples are refused before anything is measured, drawn or written
         raise TrainerError(
@@ -87,11 +91,13 @@ def evaluate(
     classifier: Any = None,
     judge: Any = None,
     callback: Any = None,
+    discretization: Any = None,
 ) -> dict[str, Any]:
     """Sample ``model`` (a preconditioner or x0-predictor) and measure it; see the module docstring.
 
     ``callback`` is passed to :func:`diffusion_schemes.sample` for the model's samples and the exact
-    denoiser's (a progress bar: ``num_steps`` calls for each).
+    denoiser's (a progress bar: ``num_steps`` calls for each); ``discretization`` is the grid both
+    sample on (see :func:`generate`).
 
     Returns ``sw_model``, ``sw_floor``, ``sw_exact`` (None without a mixture), ``nfe``,
     ``num_samples``, and the tensors ``samples`` and ``exact_samples`` (for pictures).
@@ -105,7 +111,8 @@ def evaluate(
     ref = splits.eval_a
     shape = tuple(ref.shape)
     labels = splits.eval_b_labels if conditional else None
-    samples, nfe = generate(model, schedule, shape, solver, num_steps, seed + 1, device, labels, guidance, callback)
+    samples, nfe = generate(model, schedule, shape, solver, num_steps, seed + 1, device, labels, guidance, callback,
+                            discretization)
     samples = samples.cpu()
     out: dict[str, Any] = {
         "sw_model": float(sliced_wasserstein(samples, ref, projections, seed)),
@@ -124,7 +131,7 @@ def evaluate(
     mixture = getattr(data, "mixture", None)
     if exact and mixture is not None and not conditional:
         exact_samples, _ = generate(exact_predictor(mixture, schedule), schedule, shape, solver, num_steps, seed + 1,
-                                    callback=callback)
+                                    callback=callback, discretization=discretization)
         out["sw_exact"] = float(sliced_wasserstein(exact_samples, ref, projections, seed))
         out["exact_samples"] = exact_samples
     return out

@@ -12,6 +12,7 @@ import torch
 import diffusion_schemes as ds
 
 from .. import plots
+from ..calibration import GRID_NAME, calibrate, load_grid, save_grid
 from ..config import MAX_SAMPLING_STEPS, num_classes, parse_overrides
 from ..errors import TrainerError
 from ..evaluation import evaluate, generate, sampling_calls
@@ -30,7 +31,8 @@ def add_parser(cli: Any) -> argparse.ArgumentParser:
     """Add ``sample`` and its arguments to an argparse sub-parser collection."""
     p = cli.add_parser("sample", help="sample from a trained checkpoint with any solver and step count")
     p.add_argument("checkpoint", help="a run directory or its checkpoint.pt")
-    p.add_argument("--solver", metavar="NAME", help="solver by name (default: the run's)")
+    p.add_argument("--solver", metavar="NAME",
+                   help="solver by name (default: the run's; with --discretization calibrated, the grid's)")
     p.add_argument("--solver-option", action="append", default=[], metavar="KEY=VALUE",
                    help="a field of the solver, e.g. S_churn=0")
     p.add_argument("--steps", type=int, metavar="N", help=f"solver steps (default: the run's; at most {MAX_SAMPLING_STEPS})")
@@ -38,6 +40,12 @@ def add_parser(cli: Any) -> argparse.ArgumentParser:
                    help="how many (default: the held-out set's size; at most what fits in memory)")
     p.add_argument("--seed", type=int, metavar="N", help="seed of the latents (default: the run's)")
     p.add_argument("--no-ema", action="store_true", help="use the trained weights, not their moving average")
+    p.add_argument("--calibrate", type=int, metavar="N",
+                   help="fit the grid of this solver and step count to the model on N fresh latents, store it in "
+                   f"{GRID_NAME} and report the metric on the schedule's grid and on the calibrated one")
+    p.add_argument("--discretization", metavar="NAME",
+                   help=f"the grid: 'calibrated' (the one --calibrate stored in {GRID_NAME}) or a discretization "
+                   "by name, e.g. karras (default: the schedule's own)")
     p.add_argument("--out", metavar="DIR", help="output folder (default: the run directory)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     g = p.add_argument_group("class-conditional runs (trained with --class-conditional)")
@@ -95,7 +103,10 @@ def run(args: argparse.Namespace) -> int:
     path = Path(args.checkpoint)
     if args.guidance_scales is not None:
         return _sweep(args, path)
-    for flag, value in (("--steps", args.steps), ("--num-samples", args.num_samples)):
+    if args.calibrate is not None and args.discretization is not None:
+        raise TrainerError("--calibrate fits a new grid and --discretization picks one; give one of them")
+    for flag, value in (("--steps", args.steps), ("--num-samples", args.num_samples),
+                        ("--calibrate", args.calibrate)):
         if value is not None and value < 1:
             raise TrainerError(f"{flag} must be >= 1, got {value}")
     if args.steps is not None and args.steps > MAX_SAMPLING_STEPS:
@@ -104,11 +115,20 @@ def run(args: argparse.Namespace) -> int:
     payload = load_checkpoint(path)
     config, precond, schedule = rebuild(payload, ema=not args.no_ema)  # sets the run's threads first
     run_dir = run_dir_of(path)
+    out = Path(args.out) if args.out else run_dir
+    stored, discretization = None, args.discretization
+    if discretization == "calibrated":
+        stored = load_grid([out, run_dir] if args.out else [run_dir], args.steps)
+        discretization = stored["discretization"]
+    elif discretization is not None:
+        ds.parse_spec("discretization", discretization)  # a wrong name fails here, with the known ones
     solver: dict[str, Any] = {"name": args.solver} if args.solver else config.solver.model_dump(mode="json")
+    if stored and not args.solver and isinstance(stored.get("solver"), dict):
+        solver = dict(stored["solver"])  # the solver the grid was fitted for
     for keys, value in parse_overrides(args.solver_option):
         solver[".".join(keys)] = value
     solver_spec = ds.parse_spec("solver", solver)
-    steps = config.sampling_steps if args.steps is None else args.steps
+    steps = (stored["num_steps"] if stored else config.sampling_steps) if args.steps is None else args.steps
     seed = config.seed if args.seed is None else args.seed
     data = config.data.build()
     classes = num_classes(config, data)
@@ -123,7 +143,6 @@ def run(args: argparse.Namespace) -> int:
                "use a smaller --num-samples")
     if not 0 <= seed < 2**63 - 1:
         raise TrainerError(f"--seed must be in [0, 2**63 - 1), got {seed}")
-    out = Path(args.out) if args.out else run_dir
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -133,36 +152,48 @@ def run(args: argparse.Namespace) -> int:
         stem += f"-w{guidance.scale:g}"
     if args.label is not None:
         stem += f"-class{args.label}"
+    if args.calibrate is not None or args.discretization is not None:
+        stem += f"-{args.discretization or 'calibrated'}"
     weights = "trained" if args.no_ema or payload.get("ema") is None else "ema"
     print(f"sampling {n} samples at step {payload['step']} ({weights} weights) with {solver_spec.name}, {steps} steps"
           + (f", guidance {guidance!r}" if guidance is not None else ""), file=sys.stderr)
     measured = n == config.data.eval_size and args.label is None
+    before: list[str] = []
+    if args.calibrate is not None:
+        record = calibrate(precond, schedule, (args.calibrate, *data.shape), solver_spec, steps, seed,
+                           torch.arange(args.calibrate) % classes if classes else None, guidance)
+        save_grid(out, record)
+        print(f"calibrated the {steps}-step grid on {args.calibrate} latents (seed {record['seed']}): error "
+              f"{record['error_before']:.4g} -> {record['error_after']:.4g} against a fine-step solution, "
+              f"{record['model_evaluations']} model evaluations, {record['seconds']:.3g} s; written: {out / GRID_NAME}")
+        discretization = record["discretization"]
     splits = data.splits(config.data.train_size, config.data.eval_size, config.seed) if classes or measured else None
     judge = classifier_for(data, splits, config.seed, run_dir) if classes else None
     calls = sampling_calls(data, bool(classes)) if measured else 1
-    with progress(steps * calls, "sample", disable=args.quiet) as bar:
+    grids = [None, discretization] if measured and args.calibrate is not None else [discretization]
+    with progress(steps * calls * len(grids), "sample", disable=args.quiet) as bar:
         callback = lambda info: bar.update()  # noqa: E731 - one step of the solver done
         if measured:
-            result = evaluate(precond, schedule, splits, data, solver_spec, steps, config.projections, seed,
-                              conditional=bool(classes), guidance=guidance, classifier=judge,
-                              judge=digits_judge(data, config.data.train_size, config.data.eval_size, config.seed,
-                                                 run_dir),
-                              callback=callback)
+            judge_digits = digits_judge(data, config.data.train_size, config.data.eval_size, config.seed, run_dir)
+            results = [evaluate(precond, schedule, splits, data, solver_spec, steps, config.projections, seed,
+                                conditional=bool(classes), guidance=guidance, classifier=judge, judge=judge_digits,
+                                callback=callback, discretization=grid) for grid in grids]
+            result = results[-1]
             samples, nfe = result["samples"], result["nfe"]
-            lines = [f"sliced Wasserstein distance to held-out data: {result['sw_model']:.4f} "
-                     f"(floor {result['sw_floor']:.4f}, {result['sw_model'] / result['sw_floor']:.2f}x)"]
-            lines += fd_lines(result)
-            if result["sw_exact"] is not None:
-                lines.append(f"exact denoiser with the same solver and steps: {result['sw_exact']:.4f}")
-            if result["class_accuracy"] is not None:
-                lines.append("class accuracy (held-out set B's labels, judged by a classifier): "
-                             f"{result['class_accuracy']:.3f}")
+            lines = _measured_lines(result)
+            if len(results) == 2:
+                key = "fd_digits" if "fd_digits" in result else "sw_model"
+                before = [f"on the schedule's grid: {key} {results[0][key]:.4f}", *_measured_lines(results[0]),
+                          f"on the calibrated grid: {key} {result[key]:.4f}"]
+                record.update({"metric": key, "metric_before": results[0][key], "metric_after": result[key]})
+                save_grid(out, record)
         else:
             labels = None
             if classes:
                 labels = torch.full((n,), args.label) if args.label is not None else torch.arange(n) % classes
             samples, nfe = generate(precond, schedule, (n, *data.shape), solver_spec, steps, seed + 1,
-                                    condition=labels, guidance=guidance, callback=callback)
+                                    condition=labels, guidance=guidance, callback=callback,
+                                    discretization=discretization)
             lines = [f"(no distance measured: it needs --num-samples {config.data.eval_size}, the held-out set's size, "
                      "and every class)"]
             if judge is not None:
@@ -171,15 +202,28 @@ def run(args: argparse.Namespace) -> int:
     title = f"{solver_spec.name}, {steps} steps" + (f", w = {guidance.scale:g}" if guidance is not None else "")
     picture = plots.samples_picture(str(out / f"{stem}.png"), [(title, samples)], data.kind)
     print(f"{n} samples, {nfe} model evaluations")
-    print("\n".join(lines))
+    print("\n".join(before + lines))
     print(f"written: {out / (stem + '.pt')}" + (f", {picture}" if picture else f" ({plots.MISSING})"))
     return 0
+
+
+def _measured_lines(result: dict[str, Any]) -> list[str]:
+    """What :func:`~diffusion_schemes_trainer.evaluation.evaluate` measured, one line a number."""
+    lines = [f"sliced Wasserstein distance to held-out data: {result['sw_model']:.4f} "
+             f"(floor {result['sw_floor']:.4f}, {result['sw_model'] / result['sw_floor']:.2f}x)"]
+    lines += fd_lines(result)
+    if result["sw_exact"] is not None:
+        lines.append(f"exact denoiser with the same solver and steps: {result['sw_exact']:.4f}")
+    if result["class_accuracy"] is not None:
+        lines.append("class accuracy (held-out set B's labels, judged by a classifier): "
+                     f"{result['class_accuracy']:.3f}")
+    return lines
 
 
 def _sweep(args: argparse.Namespace, path: Path) -> int:
     """``sample RUN --guidance-scales LIST``: the run's own solver and steps at each weight, same seeds."""
     other = [f for f in ("label", "guidance", "guidance_interval", "guidance_rescale", "guide", "solver", "steps",
-                         "num_samples", "seed") if getattr(args, f) not in (None, [])]
+                         "num_samples", "seed", "calibrate", "discretization") if getattr(args, f) not in (None, [])]
     if other or args.solver_option:
         raise TrainerError("--guidance-scales samples with the run's own settings; drop the other sampling flags")
     scales = parse_scales(args.guidance_scales)
