@@ -69,14 +69,14 @@ def checksum(payload: Mapping[str, Any]) -> str:
     False
     """
     digest = hashlib.sha256()
-    for where, leaf in _walk(dict(payload)):
-        digest.update(where.encode() + b"\0")
+    update = digest.update
+    for where, leaf in _walk(dict(payload)):  # per leaf: path NUL dtype shape bytes NUL, or path NUL repr NUL
         if isinstance(leaf, torch.Tensor):
-            digest.update(f"{leaf.dtype}{tuple(leaf.shape)}".encode())
+            update(f"{where}\0{leaf.dtype}{tuple(leaf.shape)}".encode())
             _update(digest, leaf)
+            update(b"\0")
         else:
-            digest.update(repr(leaf).encode())
-        digest.update(b"\0")
+            update(f"{where}\0{leaf!r}\0".encode())
     return digest.hexdigest()
 
 
@@ -90,14 +90,36 @@ def first_nonfinite(payload: Mapping[str, Any], skip: tuple[str, ...] = ("histor
     >>> first_nonfinite({"model": {"a": torch.ones(2), "b": torch.tensor([1.0, float("nan")])}})
     'model.b'
     """
-    for where, leaf in _walk(dict(payload)):
-        if where.split(".")[0] in skip:
-            continue
+    leaves = [(where, leaf) for where, leaf in _walk(dict(payload)) if where.split(".")[0] not in skip]
+    if _all_finite([leaf for _, leaf in leaves]):
+        return None
+    for where, leaf in leaves:  # something is not finite (or a sum overflowed): find the first, tensor by tensor
         if isinstance(leaf, torch.Tensor) and leaf.is_floating_point() and not bool(torch.isfinite(leaf).all()):
             return where
         if isinstance(leaf, float) and not math.isfinite(leaf):
             return where
     return None
+
+
+def _all_finite(leaves: list[Any]) -> bool:
+    """``True`` when every float and floating tensor in ``leaves`` is finite, with one host read per device and dtype.
+
+    A sum is finite only if every term is (NaN and inf propagate through it), so one sum per tensor
+    (float16 and bfloat16 summed in float32), stacked per device and dtype, clears a payload; a
+    non-finite sum (NaN, inf, or finite terms whose sum overflows) sends the caller to the exact
+    check, tensor by tensor.
+    """
+    if any(isinstance(leaf, float) and not math.isfinite(leaf) for leaf in leaves):
+        return False
+    sums: dict[tuple[torch.device, torch.dtype], list[torch.Tensor]] = {}
+    for leaf in leaves:
+        if isinstance(leaf, torch.Tensor) and leaf.is_floating_point():
+            total = leaf.detach().sum(dtype=torch.float32 if leaf.element_size() < 4 else None)
+            sums.setdefault((leaf.device, total.dtype), []).append(total)
+    if not sums:
+        return True
+    per_group = [torch.stack(s).isfinite().all().cpu() for s in sums.values()]
+    return bool(torch.stack(per_group).all())
 
 
 def save_verified(path: str | os.PathLike[str], payload: Mapping[str, Any], what: str) -> None:
