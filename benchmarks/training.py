@@ -167,6 +167,7 @@ def _digits_payload() -> dict[str, object]:
 
 
 def _checkpoint_rows(settings: Settings) -> tuple[list[dict[str, str]], list[str], dict[str, object]]:
+    import os
     import tempfile
     from pathlib import Path
 
@@ -175,13 +176,18 @@ def _checkpoint_rows(settings: Settings) -> tuple[list[dict[str, str]], list[str
     payload = _digits_payload()
     folder = Path(tempfile.mkdtemp())
     ours_path, bare_path = folder / "checkpoint.pt", folder / "bare.pt"
-    save = compare(lambda: save_checkpoint(ours_path, payload), lambda: torch.save(payload, bare_path),
-                   settings.repeats, settings.block_s)
+    def bare_save() -> None:  # torch.save made as durable as the checkpoint: the file fsync-ed before it counts
+        with open(bare_path, "wb") as fh:
+            torch.save(payload, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    save = compare(lambda: save_checkpoint(ours_path, payload), bare_save, settings.repeats, settings.block_s)
     load = compare(lambda: load_checkpoint(ours_path), lambda: torch.load(bare_path, weights_only=True),
                    settings.repeats, settings.block_s)
     size = ours_path.stat().st_size
     rows, misses = [], []
-    for what, timing, ref in (("save", save, "torch.save"), ("load", load, "torch.load(weights_only=True)")):
+    for what, timing, ref in (("save", save, "torch.save + fsync"), ("load", load, "torch.load(weights_only=True)")):
         rows.append({"operation": f"{what} ({size / 2**20:.1f} MiB)", "trainer": fmt_time(timing["ours_s"]),
                      "bare": f"{fmt_time(timing['reference_s'])} ({ref})", "ratio [IQR]": fmt_ratio(timing)})
         if timing["ratio"]["median"] > TRAINER_AIM:
@@ -250,23 +256,81 @@ def _step_rows(settings: Settings) -> tuple[list[dict[str, str]], list[str], dic
     return [row], misses, {"ratios": ratios, "ours_s": t_ours, "bare_s": t_bare, "steps": steps}
 
 
+GUIDANCE_SCALES = "0,1,2"
+
+
+def _guidance_rows(settings: Settings) -> tuple[list[dict[str, str]], list[str], dict[str, object]]:
+    """``sample RUN --guidance-scales 0,1,2`` per scale against ``sample RUN --guidance 1``, as commands.
+
+    Both are timed as whole commands in fresh processes (the threads are set by the command itself,
+    which is what the issue's 7.7x came from); each pays the process start and the run's load once.
+    """
+    import os
+    import subprocess
+    import sys
+    import tempfile
+    import time
+    from pathlib import Path
+
+    root = Path(tempfile.mkdtemp())
+    steps, sampling, eval_size = (40, 4, 128) if settings.quick else (300, 32, 1024)
+    train = ["train", "--class-conditional", "--steps", str(steps), "--batch-size", "128", "--sampling-steps",
+             str(sampling), "-q", "--run-dir", str(root / "run"), "--set", "data.train_size=2048", "--set",
+             f"data.eval_size={eval_size}", "--set", "model.hidden=64", "--set", "model.depth=2", "--set",
+             "projections=64", "--set", "optimizer.warmup=10"]
+    env = {**os.environ, "MPLBACKEND": "Agg"}
+
+    def command(*argv: str) -> float:
+        t0 = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-m", "diffusion_schemes", *argv], env=env, capture_output=True,
+                              text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"diffusion-schemes {' '.join(argv)} failed: {proc.stderr[-2000:]}")
+        return time.perf_counter() - t0
+
+    command(*train)
+    k = len(GUIDANCE_SCALES.split(","))
+    repeats = 1 if settings.quick else 3
+    sweep, single = [], []
+    for _ in range(repeats):  # interleaved, so a busy machine slows both
+        sweep.append(command("sample", str(root / "run"), "--guidance-scales", GUIDANCE_SCALES, "-q",
+                             "--out", str(root / "sweep")) / k)
+        single.append(command("sample", str(root / "run"), "--guidance", "1", "-q", "--out", str(root / "one")))
+    ratios = [a / b for a, b in zip(sweep, single)]
+    ratio = sorted(ratios)[len(ratios) // 2]
+    row = {"operation": f"guidance sweep `sample RUN --guidance-scales {GUIDANCE_SCALES}`, per scale "
+                        f"(class-conditional mixture run, {sampling} solver steps, {eval_size} samples, x{repeats})",
+           "trainer": fmt_time(sorted(sweep)[len(sweep) // 2]),
+           "bare": f"{fmt_time(sorted(single)[len(single) // 2])} (`sample RUN --guidance 1`)",
+           "ratio [IQR]": f"{ratio:.2f} [{min(ratios):.2f}, {max(ratios):.2f}]"}
+    misses = [f"guidance sweep {ratio:.2f}x per scale"] if ratio > TRAINER_AIM else []
+    return [row], misses, {"sweep_per_scale_s": sweep, "single_s": single, "ratios": ratios, "scales": k}
+
+
 def trainer_table(settings: Settings) -> tuple[dict[str, object], dict[str, object], dict[str, object]]:
     """The trainer's extra table (checkpoint save/load, training step), its aim and its data."""
     rows, misses, data = _checkpoint_rows(settings)
     step_rows, step_misses, step_data = _step_rows(settings)
+    guidance_rows, guidance_misses, guidance_data = _guidance_rows(settings)
+    step_misses += guidance_misses
     table = {
         "title": "The trainer: checkpoints and the training step",
         "description": (
             "`save_checkpoint` / `load_checkpoint` (checksum over byte views, structure check, atomic write with "
-            "fsync) of a payload the size of the digits run's checkpoint, against bare `torch.save` / `torch.load` "
-            "of the same payload; and a step of the default `train` run (`Trainer.advance`: EDM on the 2-D mixture, "
+            "fsync) of a payload the size of the digits run's checkpoint, against bare `torch.save` (into an open "
+            "file, flushed and fsync-ed: the checkpoint's durability, a few ms of disk time both sides pay) / "
+            "`torch.load` of the same payload; and a step of the default `train` run (`Trainer.advance`: EDM on the 2-D mixture, "
             "MLP, batch 256, the weight EMA, two post-hoc EMAs with their snapshots every 200 steps and the "
-            "checkpoint every 500) against a bare loop on the same model (Adam, an EMA, the DSM loss). Ratio: "
-            "trainer / bare."
+            "checkpoint every 500) against a bare loop on the same model (Adam, an EMA, the DSM loss); and the "
+            f"guidance sweep `sample RUN --guidance-scales {GUIDANCE_SCALES}` per scale against one `sample RUN "
+            "--guidance 1` of the same small class-conditional run (trained first), both whole commands in fresh "
+            "processes, so each pays the process start and the run's load once (which the sweep shares between "
+            "its scales: in quick mode that start dominates and the ratio is well under 1; a sweep that "
+            "set its threads late would be several times over 1). Ratio: trainer / bare."
         ),
         "columns": ["operation", "trainer", "bare", "ratio [IQR]"],
-        "rows": rows + step_rows,
+        "rows": rows + step_rows + guidance_rows,
     }
     aim = {"aim": f"trainer checkpoint save/load and training step within {TRAINER_AIM}x of bare torch",
            "met": not (misses + step_misses), "detail": "; ".join(misses + step_misses) or "all cases"}
-    return table, aim, {"checkpoint": data, "step": step_data}
+    return table, aim, {"checkpoint": data, "step": step_data, "guidance": guidance_data}

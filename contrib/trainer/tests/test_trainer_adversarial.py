@@ -415,3 +415,26 @@ def test_the_checksum_hashes_each_tensors_bytes_as_stored_in_order():
             want.update(repr(leaf).encode())
         want.update(b"\0")
     assert checksum(payload) == want.hexdigest()
+
+
+def test_saving_refuses_the_first_non_finite_tensor_but_not_finite_ones_whose_sum_overflows(tmp_path):
+    """The save's quick check sums each tensor; a sum that overflows from finite values must not refuse the payload."""
+    from diffusion_schemes_trainer.storage.verified import load_verified, save_verified
+
+    path = tmp_path / "thing.pt"
+    big32 = torch.full((4,), 3e38)  # finite, but its float32 sum is inf
+    big16 = torch.full((8,), 6e4, dtype=torch.float16)  # finite, past float16's range once summed
+    big64 = torch.full((4,), 1.5e308, dtype=torch.float64)
+    fine = {"format": "t/1", "a": big32, "b": big16, "c": big64, "d": 1e308, "i": torch.arange(3),
+            "history": {"loss": [float("nan")]}}  # a loss history may hold NaN
+    save_verified(path, fine, what="the thing")
+    got = load_verified(path, "t/1", {}, what="thing", finite=True)
+    assert torch.equal(got["b"], big16) and torch.equal(got["c"], big64)
+    cancelling = torch.tensor([float("inf"), float("-inf")])  # its sum is NaN, its elements infinite
+    nan16 = torch.tensor([1.0, float("nan")], dtype=torch.bfloat16)
+    for payload, first in (({"a": big32, "z": cancelling, "m": {"x": torch.ones(2)}}, "z"),
+                           ({"b": {"q": nan16}, "c": big64, "a": torch.ones(3)}, "b.q"),
+                           ({"a": torch.ones(2), "b": float("inf")}, "b")):
+        with pytest.raises(ds.DiffusionSchemesError, match=f"^{first} holds NaN or inf; the thing .* was not written"):
+            save_verified(tmp_path / "bad.pt", {"format": "t/1", **payload}, what="the thing")
+        assert not (tmp_path / "bad.pt").exists()

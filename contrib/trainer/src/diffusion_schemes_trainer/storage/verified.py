@@ -51,8 +51,9 @@ def _walk(value: Any, where: str = "") -> Iterator[tuple[str, Any]]:
 
 def _update(digest: Any, t: torch.Tensor) -> None:
     """Feed a tensor's element bytes to ``digest`` through a view of its memory (no per-element copy)."""
-    t = t.detach().cpu().contiguous()
-    size = t.numel() * t.element_size()
+    if t.device.type != "cpu" or not t.is_contiguous():  # a state dict's tensors usually are already
+        t = t.detach().cpu().contiguous()
+    size = t.nbytes
     if size:
         digest.update((ctypes.c_char * size).from_address(t.data_ptr()))
 
@@ -68,16 +69,38 @@ def checksum(payload: Mapping[str, Any]) -> str:
     >>> checksum(a) == checksum({"step": 1, "model": {"w": torch.tensor([0.0, -0.0])}})   # one bit differs
     False
     """
+    return _scan(payload, None)[0]
+
+
+def _scan(payload: Mapping[str, Any], skip: tuple[str, ...] | None) -> tuple[str, bool]:
+    """``(checksum, finite)`` in one walk; ``finite`` (when ``skip`` is given) says every float and floating
+    tensor outside the top-level keys ``skip`` is finite, with one host read per device and dtype.
+
+    A sum is finite only if every term is (NaN and inf propagate through it), so one sum per tensor
+    (float16 and bfloat16 summed in float32), stacked per device and dtype, clears a payload; a
+    non-finite sum (NaN, inf, or finite terms whose sum overflows) is ``finite=False``, and the
+    caller looks tensor by tensor (:func:`first_nonfinite`).
+    """
     digest = hashlib.sha256()
-    for where, leaf in _walk(dict(payload)):
-        digest.update(where.encode() + b"\0")
+    update = digest.update
+    sums: dict[tuple[torch.device, torch.dtype], list[torch.Tensor]] = {}
+    finite = True
+    for where, leaf in _walk(dict(payload)):  # per leaf: path NUL dtype shape bytes NUL, or path NUL repr NUL
+        checked = skip is not None and where.partition(".")[0] not in skip
         if isinstance(leaf, torch.Tensor):
-            digest.update(f"{leaf.dtype}{tuple(leaf.shape)}".encode())
+            update(f"{where}\0{leaf.dtype}{tuple(leaf.shape)}".encode())
             _update(digest, leaf)
+            update(b"\0")
+            if checked and leaf.is_floating_point():
+                total = leaf.detach().sum(dtype=torch.float32 if leaf.element_size() < 4 else None)
+                sums.setdefault((leaf.device, total.dtype), []).append(total)
         else:
-            digest.update(repr(leaf).encode())
-        digest.update(b"\0")
-    return digest.hexdigest()
+            update(f"{where}\0{leaf!r}\0".encode())
+            if checked and isinstance(leaf, float) and not math.isfinite(leaf):
+                finite = False
+    if finite and sums:
+        finite = bool(torch.stack([torch.stack(s).isfinite().all().cpu() for s in sums.values()]).all())
+    return digest.hexdigest(), finite
 
 
 def first_nonfinite(payload: Mapping[str, Any], skip: tuple[str, ...] = ("history",)) -> str | None:
@@ -91,7 +114,7 @@ def first_nonfinite(payload: Mapping[str, Any], skip: tuple[str, ...] = ("histor
     'model.b'
     """
     for where, leaf in _walk(dict(payload)):
-        if where.split(".")[0] in skip:
+        if where.partition(".")[0] in skip:
             continue
         if isinstance(leaf, torch.Tensor) and leaf.is_floating_point() and not bool(torch.isfinite(leaf).all()):
             return where
@@ -102,10 +125,11 @@ def first_nonfinite(payload: Mapping[str, Any], skip: tuple[str, ...] = ("histor
 
 def save_verified(path: str | os.PathLike[str], payload: Mapping[str, Any], what: str) -> None:
     """Write ``payload`` with its checksum to ``path`` atomically; a non-finite tensor is refused, by name."""
-    bad = first_nonfinite(payload)
+    digest, finite = _scan(payload, skip=("history",))  # one walk; the exact search only when something is off
+    bad = None if finite else first_nonfinite(payload)
     if bad is not None:
         raise TrainerError(f"{bad} holds NaN or inf; {what} {str(path)!r} was not written")
-    save_torch(path, {**payload, "checksum": checksum(payload)}, what=what)
+    save_torch(path, {**payload, "checksum": digest}, what=what)
 
 
 def load_verified(path: str | os.PathLike[str], format: str, fields: Mapping[str, type | tuple[type, ...]],
@@ -131,14 +155,15 @@ def load_verified(path: str | os.PathLike[str], format: str, fields: Mapping[str
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise TrainerError(f"{str(path)!r} is not a diffusion-schemes-trainer {what} (it holds {found!r}; a {what} "
                            f"has format {format!r}).{hint}")
-    if not isinstance(payload.get("checksum"), str) or payload["checksum"] != checksum(payload):
+    digest, all_finite = _scan(payload, skip=("history",) if finite else None)
+    if not isinstance(payload.get("checksum"), str) or payload["checksum"] != digest:
         raise TrainerError(f"{str(path)!r} does not match its checksum: its contents changed after it was written "
                            f"(a damaged disk or copy).{hint}")
     wrong = [k for k, typ in fields.items() if not isinstance(payload.get(k), typ) or isinstance(payload.get(k), bool)
              and bool not in (typ if isinstance(typ, tuple) else (typ,))]
     if wrong:
         raise TrainerError(f"{str(path)!r} is not a well-formed {what} ({', '.join(wrong)} missing or malformed).{hint}")
-    if finite:
+    if not all_finite:
         bad = first_nonfinite(payload)
         if bad is not None:
             raise TrainerError(f"{str(path)!r} holds NaN or inf (in {bad}); it cannot be used.{hint}")
