@@ -42,11 +42,12 @@ docs-plots: $(STAMP)
 
 # PhysicsNeMo's own environment, optional and apart from .venv: PhysicsNeMo 2.2.2 imports its models only
 # with torch 2.14.1 + torchvision 0.29.1 (a CUDA build, about 6 GB), so `make setup` installs
-# contrib/physicsnemo without its [physicsnemo] extra and its PhysicsNeMo tests skip there.
+# contrib/physicsnemo without its [physicsnemo] extra and its PhysicsNeMo tests skip there. That environment
+# leaves out the BayesFlow and diffusers bridges (their own pins) and adds the trainer's digits extra.
 PN_VENV  ?= .venv-physicsnemo
 PN_PY    := $(PN_VENV)/bin/python
 PN_STAMP := $(PN_VENV)/.installed
-PN_DISTS := $(foreach d,$(filter-out contrib/bayesflow/ contrib/physicsnemo/,$(DISTS)),-e $(d)) -e 'contrib/physicsnemo/[physicsnemo]'
+PN_DISTS := $(patsubst contrib/trainer/,'contrib/trainer/[digits]',$(foreach d,$(filter-out contrib/bayesflow/ contrib/diffusers/ contrib/physicsnemo/,$(DISTS)),-e $(d))) -e 'contrib/physicsnemo/[physicsnemo]'
 
 physicsnemo-test: $(PN_STAMP)
 	$(PN_PY) -m pytest -q contrib/physicsnemo/tests
