@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from diffusion_schemes.errors import ArgumentTypeError, DomainError
-from diffusion_schemes.tensors import outside
+from diffusion_schemes.tensors import check_inside
 
 __all__ = ["UncertaintyWeight", "resolve_uncertainty"]
 
@@ -81,9 +81,9 @@ class UncertaintyWeight(nn.Module):
     def forward(self, sigma: torch.Tensor) -> torch.Tensor:
         """``u`` at noise levels ``sigma`` (any shape; float32 or wider), shaped like ``sigma``."""
         sigma = torch.as_tensor(sigma)
-        # checked on the CPU only, like the preconditioner's noise levels (no device sync in the training step)
-        if sigma.device.type == "cpu" and not torch.compiler.is_compiling() and outside(sigma, 0.0, math.inf) is not None:
-            raise DomainError("the uncertainty weight u(sigma) needs noise levels sigma > 0; got a sigma <= 0 (or NaN)")
+        # checked on the tensor's device, like the preconditioner's noise levels: no host read, no device sync
+        check_inside(sigma, 0.0, math.inf, lambda bad: DomainError(
+            f"the uncertainty weight u(sigma) needs noise levels sigma > 0; got {bad}"))
         c = sigma.to(torch.promote_types(sigma.dtype, torch.float32)).log().reshape(-1, 1) / 4
         feats = math.sqrt(2) * torch.cos(2 * math.pi * (c * self.freqs + self.phases))
         return self.linear(feats.to(self.linear.weight.dtype)).to(c.dtype).reshape(sigma.shape)
