@@ -10,7 +10,7 @@ import traceback
 import warnings
 from pathlib import Path
 
-SECTIONS = ("aims", "overhead", "training", "compilation", "startup", "sampling", "solvers", "guidance", "likelihood", "gpu")
+SECTIONS = ("aims", "overhead", "training", "compilation", "startup", "sampling", "solvers", "guidance", "likelihood", "trainer", "gpu")
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -101,7 +101,7 @@ def _graph(settings: Settings) -> dict[str, object]:
 
 
 def run(settings: Settings) -> dict[str, object]:
-    base = {"id": "gpu", "title": "6. CUDA"}
+    base = {"id": "gpu", "title": "10. CUDA"}
     if not torch.cuda.is_available():
         return {**base, "description": "not run: no GPU (`torch.cuda.is_available()` is False on this machine).",
                 "columns": [], "rows": [], "aims": [], "data": {"run": False}}
