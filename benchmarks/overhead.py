@@ -9,6 +9,8 @@ checked equal before timing. Inference (``torch.no_grad``), eager and ``torch.co
 
 from __future__ import annotations
 
+import time
+
 import torch
 
 import diffusion_schemes as ds
@@ -18,6 +20,7 @@ from ._settings import Settings
 from ._timing import compare, fmt_ratio, fmt_time
 
 AIM = 1.05
+CLOCK = time.process_time  # this process's CPU time: other processes' load stays out of the ratios
 
 
 def _case(name: str, batch: int, compiled: bool, settings: Settings) -> dict[str, object]:
@@ -37,10 +40,11 @@ def _case(name: str, batch: int, compiled: bool, settings: Settings) -> dict[str
         want = pre(x, *coeffs)
         for got in (ours(x, sigma), edm(x, sigma)):
             torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
-        vs_pre = compare(lambda: ours(x, sigma), lambda: pre(x, *coeffs), settings.repeats, settings.block_s)
-        vs_edm = compare(lambda: ours(x, sigma), lambda: edm(x, sigma), settings.repeats, settings.block_s)
+        vs_pre = compare(lambda: ours(x, sigma), lambda: pre(x, *coeffs), settings.repeats, settings.block_s, CLOCK)
+        vs_edm = compare(lambda: ours(x, sigma), lambda: edm(x, sigma), settings.repeats, settings.block_s, CLOCK)
+        formula = compare(lambda: edm(x, sigma), lambda: pre(x, *coeffs), settings.repeats, settings.block_s, CLOCK)
     return {"backbone": name, "batch": batch, "mode": "compiled" if compiled else "eager",
-            "vs_precomputed": vs_pre, "vs_inline_edm": vs_edm}
+            "vs_precomputed": vs_pre, "vs_inline_edm": vs_edm, "inline_edm_vs_precomputed": formula}
 
 
 def run(settings: Settings) -> dict[str, object]:
@@ -49,40 +53,46 @@ def run(settings: Settings) -> dict[str, object]:
         for name in BACKBONES:
             for batch in (1, 64):
                 results.append(_case(name, batch, compiled, settings))
-    rows, misses = [], []
+    rows, misses, floor = [], [], []
     for r in results:
-        med = r["vs_precomputed"]["ratio"]["median"]
-        extra = r["vs_precomputed"]["ours_s"] - r["vs_precomputed"]["reference_s"]
+        med = r["vs_inline_edm"]["ratio"]["median"]
+        extra = r["vs_inline_edm"]["ours_s"] - r["vs_inline_edm"]["reference_s"]
         met = med <= AIM
+        case = f"{r['backbone']}, batch {r['batch']}, {r['mode']}"
         if not met:
-            misses.append(f"{r['backbone']}, batch {r['batch']}, {r['mode']}: {med:.2f}x ({extra * 1e6:+.1f} us per call)")
+            misses.append(f"{case}: {med:.3f}x EDM inline ({extra * 1e6:+.1f} us per call)")
+        pre, formula = r["vs_precomputed"]["ratio"]["median"], r["inline_edm_vs_precomputed"]["ratio"]["median"]
+        if pre > AIM:
+            floor.append(f"{case}: ours {pre:.2f}x, EDM inline {formula:.2f}x")
         rows.append({
             "backbone": r["backbone"], "batch": str(r["batch"]), "mode": r["mode"],
             "ours": fmt_time(r["vs_precomputed"]["ours_s"]),
-            "inline, precomputed": fmt_time(r["vs_precomputed"]["reference_s"]),
-            "ratio [IQR]": fmt_ratio(r["vs_precomputed"]),
-            "vs inline EDM [IQR]": fmt_ratio(r["vs_inline_edm"]),
+            "inline EDM": fmt_time(r["vs_inline_edm"]["reference_s"]),
+            "ours / inline EDM [IQR]": fmt_ratio(r["vs_inline_edm"]),
             "aim <= 1.05": "met" if met else f"missed by {(med - AIM) * 100:.0f} points",
+            "inline, precomputed": fmt_time(r["vs_precomputed"]["reference_s"]),
+            "ours / precomputed [IQR]": fmt_ratio(r["vs_precomputed"]),
+            "inline EDM / precomputed [IQR]": fmt_ratio(r["inline_edm_vs_precomputed"]),
         })
+
     def extra_us(r, key):
         return (r[key]["ours_s"] - r[key]["reference_s"]) * 1e6
 
     tiny = next(r for r in results if r["batch"] == 1 and r["mode"] == "eager" and "MLP" in r["backbone"])
     notes = [
-        "Why the small cases miss: the preconditioner computes its four coefficients from sigma on every call "
-        "(EDM's formulas are about fifteen elementwise operations on a (B, 1) tensor, each a dispatcher call of "
-        "a few microseconds on the CPU), while the precomputed reference does three multiplications and an add. "
-        f"Tiny MLP, batch 1, eager: ours costs {extra_us(tiny, 'vs_precomputed'):+.0f} us per call against the "
-        f"precomputed formula but {extra_us(tiny, 'vs_inline_edm'):+.0f} us against EDM written inline, which "
-        "pays for the same coefficients: the difference between the two columns is the price of the formula, "
-        "and the inline-EDM column is what the library itself adds (argument checks, the noise-level domain "
-        "check on the CPU, reshaping c_noise). Where the backbone does real work (conv net, batch 64) the "
-        "coefficients vanish in its cost; compiled, they fuse into the backbone's kernels.",
-        "Changed after profiling: the domain check of the noise levels runs on the tensor's device "
+        "Reading the table: the aim compares the library with EDM's preconditioner written inline, which computes "
+        "the same four coefficients from sigma in the call. The formula with its coefficients computed before the "
+        "call is a floor that no code computing them from sigma reaches: EDM's coefficients are about eight "
+        "elementwise operations on a (B, 1) tensor, each a dispatcher call of a few microseconds on the CPU, against "
+        "three multiplications and an add. The last column measures that floor for the inline code itself: "
+        f"tiny MLP, batch 1, eager, EDM inline costs {extra_us(tiny, 'inline_edm_vs_precomputed'):+.0f} us per call "
+        f"over the precomputed formula and the library {extra_us(tiny, 'vs_inline_edm'):+.0f} us over EDM inline. "
+        "Where the backbone does real work (conv net, batch 64) the coefficients vanish in its cost; compiled, they "
+        "fuse into the backbone's kernels and all three agree.",
+        "What the forward does besides the formula: the domain check of the noise levels runs on the tensor's device "
         "(`diffusion_schemes.tensors.check_inside`: a clamp, a comparison and a reduction ending in "
         "`torch._assert_async`, no host read, so no device synchronisation), dtype casts are skipped when the dtype "
-        "already matches, and EDM's coefficients share one `rsqrt` and use `square()` (a Python-side `**` goes "
-        "through an extra wrapper). Section 0 sets the same forward against EDM written inline, the aim.",
+        "already matches, and EDM's coefficients share one `rsqrt` and use `square()`.",
     ]
     return {
         "notes": notes,
@@ -92,12 +102,16 @@ def run(settings: Settings) -> dict[str, object]:
             "`EDMPreconditioner` (built with `ds.create`) around a backbone, against the affine formula "
             "with the coefficients precomputed outside the timed call, and against EDM written inline "
             "(coefficients from sigma inside the call). Ratio = ours / reference, median of interleaved "
-            f"blocks [interquartile range]. Compiled: `torch.compile(fullgraph=True, dynamic=False)`, "
+            f"blocks of CPU time [interquartile range]. Compiled: `torch.compile(fullgraph=True, dynamic=False)`, "
             f"{settings.backend_note}."
         ),
         "columns": list(rows[0]),
         "rows": rows,
-        "aims": [{"aim": "forward within 5% of the inline formula with precomputed coefficients",
-                  "met": not misses, "detail": "; ".join(misses) or "all cases"}],
+        "aims": [{"aim": "forward within 5% of EDM's preconditioner written inline (the same formula)",
+                  "met": not misses, "detail": "; ".join(misses) or "all cases"},
+                 {"aim": "forward within 5% of the formula with its coefficients precomputed (the floor)",
+                  "met": not floor, "detail": (
+                      "cause measured: computing EDM's coefficients from sigma, which EDM written inline pays "
+                      "alike; " + "; ".join(floor)) if floor else "all cases"}],
         "data": results,
     }
