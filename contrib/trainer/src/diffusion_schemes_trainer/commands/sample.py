@@ -9,6 +9,7 @@ measures, prints and writes, the other ranks only sample. ``--guidance-scales`` 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -269,6 +270,8 @@ def _sweep(args: argparse.Namespace, path: Path) -> int:
                          "num_samples", "seed", "calibrate", "discretization") if getattr(args, f) not in (None, [])]
     if other or args.solver_option:
         raise TrainerError("--guidance-scales samples with the run's own settings; drop the other sampling flags")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise TrainerError("--guidance-scales runs on one process; start it without torchrun")
     scales = parse_scales(args.guidance_scales)
     out = Path(args.out) if args.out else run_dir_of(path)
     try:
