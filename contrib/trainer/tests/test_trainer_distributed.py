@@ -118,6 +118,15 @@ def test_sample_on_two_processes_gives_the_samples_and_numbers_of_one(mixture_ru
 
 
 @pytest.mark.slow
+def test_a_failure_on_rank_0_stops_both_processes_instead_of_leaving_one_waiting(mixture_run, tmp_path):
+    (tmp_path / "a-file").write_text("")
+    proc = torchrun("sample", mixture_run, "--out", tmp_path / "a-file" / "out", "-q", cwd=tmp_path)
+    assert proc.returncode != 0
+    assert proc.stderr.count("cannot create the output folder") == 2  # rank 0's own error, and rank 1 told of it
+    assert "rank 0 failed: cannot create the output folder" in proc.stderr
+
+
+@pytest.mark.slow
 def test_nll_on_two_processes_gives_the_number_of_one(mixture_run, tmp_path):
     ok(one_process("nll", mixture_run, "-q", cwd=tmp_path))
     one = json.loads((mixture_run / "nll.json").read_text())
