@@ -149,6 +149,22 @@ def test_sampling_reads_on_the_host_only_once_per_call_not_per_step(monkeypatch,
         sorted(set(counts[30]) - set(counts[14])) or counts[30])
 
 
+
+@pytest.mark.parametrize("solver", ["euler_ancestral", "edm_stochastic_heun"])
+def test_per_sample_generators_read_nothing_per_step(monkeypatch, solver):
+    """A generator per sample: the noise is drawn in a loop over the generators, with no host read per step."""
+    precond = ds.create("preconditioner", "edm", model=MLP())
+    schedule = ds.create("noise_schedule", "edm")
+    gens = lambda: [torch.Generator().manual_seed(i) for i in range(4)]  # noqa: E731
+    latents = schedule.init_latents((4, 2), generator=gens())
+    counts = {}
+    for steps in (14, 30):
+        with counting_host_reads(monkeypatch) as reads:
+            ds.sample(precond, latents, schedule, steps, solver=solver, generator=gens())
+        counts[steps] = reads.where()
+    assert len(counts[30]) == len(counts[14]), "reads that grow with the number of steps:\n" + "\n".join(
+        sorted(set(counts[30]) - set(counts[14])) or counts[30])
+
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU: torch.cuda.set_sync_debug_mode")
 
 

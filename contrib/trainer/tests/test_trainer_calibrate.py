@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import diffusion_schemes as ds
+from diffusion_schemes_trainer.evaluation import sample_generator
 from diffusion_schemes_trainer.runs import rebuild
 from diffusion_schemes_trainer.storage import load_checkpoint
 from test_trainer import TINY, _registry, run  # noqa: F401 - the autouse fixture applies here too
@@ -36,11 +37,12 @@ def test_calibrate_stores_the_grid_samples_on_it_and_reuses_it(capsys, tmp_path)
     assert f"on the schedule's grid: sw_model {stored['metric_before']:.4f}" in out
     assert f"on the calibrated grid: sw_model {stored['metric_after']:.4f}" in out
 
-    # the samples are dpmpp_2m on exactly the stored grid, from the evaluation's latents
-    g = torch.Generator().manual_seed(config.seed + 1)
-    latents = schedule.init_latents((128, 2), generator=g)
+    # the samples are dpmpp_2m on exactly the stored grid, from the evaluation's latents (sample i's generator
+    # seeded by (seed + 1, i); the 128 samples are one block)
+    gens = [sample_generator(config.seed + 1, i) for i in range(128)]
+    latents = schedule.init_latents((128, 2), generator=gens)
     grid = torch.tensor(sigmas)
-    expected = ds.sample(precond, latents, schedule, solver="dpmpp_2m", sigmas=grid, generator=g).samples
+    expected = ds.sample(precond, latents, schedule, solver="dpmpp_2m", sigmas=grid, generator=gens).samples
     first = torch.load(run_dir / "samples-dpmpp_2m-4-calibrated.pt", weights_only=True)
     torch.testing.assert_close(first, expected)
 

@@ -23,7 +23,7 @@ solver as its ``callback`` keeps the known region of an inpainting and calls the
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import torch
@@ -361,7 +361,7 @@ def sample(
     known: Any = None,
     callback: Any = None,
     noise_sampler: Any = None,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | Sequence[torch.Generator] | None = None,
     solver_options: Mapping[str, Any] | None = None,
     check_finite: bool = True,
 ) -> SampleResult:
@@ -399,7 +399,9 @@ def sample(
         noise_sampler: ``noise_sampler(sigma, sigma_next)`` returns standard normal noise
             shaped like ``x``, called where a stochastic solver adds noise (default: drawn from
             ``generator``); see :mod:`diffusion_schemes.solvers.noise_samplers`.
-        generator: for the stochastic solvers' noise.
+        generator: for the stochastic solvers' noise: one ``torch.Generator``, or a list of one per
+            sample (on the latents' device), which makes each sample's noise its own, whatever batch
+            it is sampled in (draw the latents with the same list).
         check_finite: raise :class:`~diffusion_schemes.errors.NonFiniteSamplesError` (a
             :class:`SamplingError`) when the samples hold NaN or inf, naming the first step where the
             noise, the model's output or the solver's state stopped being finite; NaN or inf

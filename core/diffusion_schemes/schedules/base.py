@@ -54,6 +54,7 @@ import torch
 from diffusion_schemes.schedules.deprecation import LOG_SNR_METHODS, accept_log_snr_t
 from diffusion_schemes.discretizations import check_num_steps
 from diffusion_schemes.errors import ArgumentTypeError, DomainError, InvalidArgumentError
+from diffusion_schemes.solvers.noise_samplers import GeneratorArg, normal_noise
 from diffusion_schemes.tensors import append_dims, check_inside, check_not_nan, interval
 from diffusion_schemes.specs.base import SpecBacked
 from diffusion_schemes.specs.config import resolve_weighting
@@ -406,7 +407,7 @@ class BaseNoiseSchedule(SpecBacked, abc.ABC):
     def init_latents(
         self,
         shape: Any,
-        generator: torch.Generator | None = None,
+        generator: GeneratorArg = None,
         device: Any = None,
         dtype: torch.dtype | None = None,
         *,
@@ -418,7 +419,10 @@ class BaseNoiseSchedule(SpecBacked, abc.ABC):
         By default ``x0 = 0`` and ``sigma`` is the first noise level of :meth:`sigmas` (pure
         noise at the top of the schedule). For img2img give the image ``x0`` and the first noise
         level ``sigma`` of the grid the sampler will follow (a scalar, or one per sample); ``shape``
-        must then be ``x0``'s shape, whose device and dtype are used unless given.
+        must then be ``x0``'s shape, whose device and dtype are used unless given. ``generator`` may
+        be one ``torch.Generator`` or a list of one per sample (each on ``device``): sample ``i``'s
+        noise then comes from ``generator[i]`` alone, whatever batch it is drawn in
+        (:func:`~diffusion_schemes.solvers.noise_samplers.normal_noise`).
 
         >>> import torch
         >>> import diffusion_schemes as ds
@@ -430,6 +434,10 @@ class BaseNoiseSchedule(SpecBacked, abc.ABC):
         >>> x = edm.init_latents(image.shape, generator=torch.Generator().manual_seed(0), x0=image, sigma=0.5)
         >>> eps = torch.randn(image.shape, generator=torch.Generator().manual_seed(0))
         >>> bool(torch.equal(x, image + 0.5 * eps))
+        True
+        >>> gens = lambda seeds: [torch.Generator().manual_seed(s) for s in seeds]   # one per sample
+        >>> whole = edm.init_latents((3, 2), generator=gens([0, 1, 2]))
+        >>> bool(torch.equal(whole[2:], edm.init_latents((1, 2), generator=gens([2]))))
         True
         """
         shape = tuple(shape)
@@ -453,7 +461,7 @@ class BaseNoiseSchedule(SpecBacked, abc.ABC):
                 f"init_latents needs a positive, finite noise level sigma, got {sigma.tolist()}; "
                 "pass the first value of the grid the sampler will follow"
             )
-        noise = torch.randn(shape, generator=generator, device=device, dtype=dtype)
+        noise = normal_noise(shape, generator, device=device, dtype=dtype)
         sigma = append_dims(sigma.to(device=noise.device, dtype=dtype), noise.ndim)
         return noise * sigma if x0 is None else x0.to(device=noise.device, dtype=dtype) + sigma * noise
 

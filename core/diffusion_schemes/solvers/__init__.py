@@ -6,7 +6,8 @@ is stochastic, its evaluations per step and one ``step``. The built-in solvers (
 Heun, EDM's stochastic sampler, Euler-Maruyama, the ancestral and midpoint solvers, the
 multistep DPM-Solver++/LMS/UniPC family and adaptive DPM-Solver) are registered through this
 package's ``register_schemes`` hook; ``noise_samplers`` holds the Brownian-tree noise source of
-the SDE solvers (the ``sde`` extra).
+the SDE solvers (the ``sde`` extra) and ``normal_noise``, the default noise drawn from one
+generator or from one generator per sample.
 """
 
 from __future__ import annotations

@@ -32,6 +32,7 @@ from pydantic import Field
 
 from diffusion_schemes.errors import ArgumentTypeError, DomainError, SamplingError
 from diffusion_schemes.discretizations import check_sigmas
+from diffusion_schemes.solvers.noise_samplers import GeneratorArg, check_generator, normal_noise
 from diffusion_schemes.tensors import compute_dtype
 from diffusion_schemes.specs.base import SolverSpec, SpecBacked
 
@@ -53,17 +54,29 @@ NoiseSampler = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Callback = Callable[[dict[str, Any]], Any]
 
 
-def default_noise_sampler(x: torch.Tensor, generator: torch.Generator | None = None) -> NoiseSampler:
+def default_noise_sampler(x: torch.Tensor, generator: GeneratorArg = None) -> NoiseSampler:
     """``noise_sampler(sigma, sigma_next)`` drawing standard normal noise like ``x`` from ``generator``.
+
+    ``generator`` is None (torch's global generator), one ``torch.Generator``, or a list or tuple
+    of one generator per sample of ``x`` (each on ``x``'s device): then each sample's noise comes
+    from its own generator (:func:`~diffusion_schemes.solvers.noise_samplers.normal_noise`), so a
+    sample's value does not depend on the batch it is solved in. The generators are checked here,
+    once a run (:class:`ArgumentTypeError`), never at a step.
 
     >>> import torch
     >>> sampler = default_noise_sampler(torch.zeros(2, 3), torch.Generator().manual_seed(0))
     >>> sampler(torch.tensor(2.0), torch.tensor(1.0)).shape
     torch.Size([2, 3])
+    >>> default_noise_sampler(torch.zeros(2, 3), [torch.Generator()])
+    Traceback (most recent call last):
+      ...
+    diffusion_schemes.errors.ArgumentTypeError: 1 generators were given for a batch of 2 samples; ...
     """
+    shape, device, dtype = tuple(x.shape), x.device, x.dtype
+    generator = check_generator(generator, shape, device)
 
     def noise_sampler(sigma: torch.Tensor, sigma_next: torch.Tensor) -> torch.Tensor:
-        return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        return normal_noise(shape, generator, device=device, dtype=dtype)
 
     return noise_sampler
 

@@ -1,8 +1,15 @@
-"""``diffusion-schemes sample``: its arguments and what it does with them (plain, guided, or a guidance sweep)."""
+"""``diffusion-schemes sample``: its arguments and what it does with them (plain, guided, or a guidance sweep).
+
+Under ``torchrun`` the samples are shared among the processes in fixed blocks by sample index, each
+sample seeded by ``(seed, index)`` (:func:`~diffusion_schemes_trainer.evaluation.generate`), so
+the samples and the numbers measured on them are those of one process; rank 0 calibrates,
+measures, prints and writes, the other ranks only sample. ``--guidance-scales`` runs on one process.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,12 +22,13 @@ from .. import plots
 from ..calibration import GRID_NAME, calibrate, load_grid, save_grid
 from ..config import MAX_SAMPLING_STEPS, num_classes, parse_overrides
 from ..errors import TrainerError
-from ..evaluation import evaluate, generate, sampling_calls
+from ..evaluation import evaluate, generate, rank_blocks, sampling_calls
 from ..limits import check_fits, sampling_bytes
 from ..metrics import class_accuracy
 from ..report import fd_lines, progress
 from ..runs import classifier_for, digits_judge, rebuild, run_dir_of, sweep_guidance
 from ..storage import load_checkpoint, save_torch, write_json
+from ..training import setup
 from .compare import guidance_table
 from .options import parse_scales
 
@@ -143,10 +151,26 @@ def run(args: argparse.Namespace) -> int:
                "use a smaller --num-samples")
     if not 0 <= seed < 2**63 - 1:
         raise TrainerError(f"--seed must be in [0, 2**63 - 1), got {seed}")
+    ctx = setup("cpu")  # sampling runs on the CPU; under torchrun the processes share the samples over gloo
+    try:
+        ctx.on_main(lambda: _make_folder(out))
+        return _sample(args, ctx, payload, config, precond, schedule, data, classes, guidance, solver_spec, steps,
+                       seed, n, out, run_dir, discretization)
+    finally:
+        ctx.close()
+
+
+def _make_folder(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise TrainerError(f"cannot create the output folder {str(out)!r}: {exc.strerror or exc}") from None
+
+
+def _sample(args: argparse.Namespace, ctx: Any, payload: dict[str, Any], config: Any, precond: Any, schedule: Any,
+            data: Any, classes: int, guidance: Any, solver_spec: Any, steps: int, seed: int, n: int, out: Path,
+            run_dir: Path, discretization: Any) -> int:
+    """Sample (this rank's share), and on rank 0 measure, print and write."""
     stem = f"samples-{solver_spec.name}-{steps}"
     if guidance is not None:
         stem += f"-w{guidance.scale:g}"
@@ -155,29 +179,35 @@ def run(args: argparse.Namespace) -> int:
     if args.calibrate is not None or args.discretization is not None:
         stem += f"-{args.discretization or 'calibrated'}"
     weights = "trained" if args.no_ema or payload.get("ema") is None else "ema"
-    print(f"sampling {n} samples at step {payload['step']} ({weights} weights) with {solver_spec.name}, {steps} steps"
-          + (f", guidance {guidance!r}" if guidance is not None else ""), file=sys.stderr)
+    main = ctx.is_main
+    if main:
+        print(f"sampling {n} samples at step {payload['step']} ({weights} weights) with {solver_spec.name}, {steps} "
+              "steps" + (f", guidance {guidance!r}" if guidance is not None else "")
+              + (f", on {ctx.world_size} processes" if ctx.distributed else ""), file=sys.stderr)
     measured = n == config.data.eval_size and args.label is None
     before: list[str] = []
+    record: dict[str, Any] = {}
     if args.calibrate is not None:
-        record = calibrate(precond, schedule, (args.calibrate, *data.shape), solver_spec, steps, seed,
-                           torch.arange(args.calibrate) % classes if classes else None, guidance)
-        save_grid(out, record)
-        print(f"calibrated the {steps}-step grid on {args.calibrate} latents (seed {record['seed']}): error "
-              f"{record['error_before']:.4g} -> {record['error_after']:.4g} against a fine-step solution, "
-              f"{record['model_evaluations']} model evaluations, {record['seconds']:.3g} s; written: {out / GRID_NAME}")
+        record = ctx.on_main(lambda: _calibrate(args, out, precond, schedule, data, classes, guidance, solver_spec,
+                                                steps, seed))
         discretization = record["discretization"]
     splits = data.splits(config.data.train_size, config.data.eval_size, config.seed) if classes or measured else None
-    judge = classifier_for(data, splits, config.seed, run_dir) if classes else None
+    judges = lambda: (  # noqa: E731 - rank 0's: the class judge and the digits' fd_digits judge (None elsewhere)
+        classifier_for(data, splits, config.seed, run_dir) if classes else None,
+        digits_judge(data, config.data.train_size, config.data.eval_size, config.seed, run_dir) if measured else None)
+    judge, judge_digits = ctx.on_main(judges, share=False) or (None, None)
     calls = sampling_calls(data, bool(classes)) if measured else 1
     grids = [None, discretization] if measured and args.calibrate is not None else [discretization]
-    with progress(steps * calls * len(grids), "sample", disable=args.quiet) as bar:
+    ranks = {"rank": ctx.rank, "world_size": ctx.world_size, "gather": ctx.gather}
+    blocks = len(rank_blocks(n, ctx.rank, ctx.world_size))
+    with progress(steps * calls * len(grids) * blocks, "sample", disable=args.quiet or not main) as bar:
         callback = lambda info: bar.update()  # noqa: E731 - one step of the solver done
         if measured:
-            judge_digits = digits_judge(data, config.data.train_size, config.data.eval_size, config.seed, run_dir)
             results = [evaluate(precond, schedule, splits, data, solver_spec, steps, config.projections, seed,
                                 conditional=bool(classes), guidance=guidance, classifier=judge, judge=judge_digits,
-                                callback=callback, discretization=grid) for grid in grids]
+                                callback=callback, discretization=grid, **ranks) for grid in grids]
+            if not main:
+                return 0
             result = results[-1]
             samples, nfe = result["samples"], result["nfe"]
             lines = _measured_lines(result)
@@ -193,7 +223,9 @@ def run(args: argparse.Namespace) -> int:
                 labels = torch.full((n,), args.label) if args.label is not None else torch.arange(n) % classes
             samples, nfe = generate(precond, schedule, (n, *data.shape), solver_spec, steps, seed + 1,
                                     condition=labels, guidance=guidance, callback=callback,
-                                    discretization=discretization)
+                                    discretization=discretization, **ranks)
+            if not main:
+                return 0
             lines = [f"(no distance measured: it needs --num-samples {config.data.eval_size}, the held-out set's size, "
                      "and every class)"]
             if judge is not None:
@@ -205,6 +237,18 @@ def run(args: argparse.Namespace) -> int:
     print("\n".join(before + lines))
     print(f"written: {out / (stem + '.pt')}" + (f", {picture}" if picture else f" ({plots.MISSING})"))
     return 0
+
+
+def _calibrate(args: argparse.Namespace, out: Path, precond: Any, schedule: Any, data: Any, classes: int,
+               guidance: Any, solver_spec: Any, steps: int, seed: int) -> dict[str, Any]:
+    """``--calibrate N``: fit the grid, store it in the output folder and say so; returns the record."""
+    record = calibrate(precond, schedule, (args.calibrate, *data.shape), solver_spec, steps, seed,
+                       torch.arange(args.calibrate) % classes if classes else None, guidance)
+    save_grid(out, record)
+    print(f"calibrated the {steps}-step grid on {args.calibrate} latents (seed {record['seed']}): error "
+          f"{record['error_before']:.4g} -> {record['error_after']:.4g} against a fine-step solution, "
+          f"{record['model_evaluations']} model evaluations, {record['seconds']:.3g} s; written: {out / GRID_NAME}")
+    return record
 
 
 def _measured_lines(result: dict[str, Any]) -> list[str]:
@@ -226,6 +270,8 @@ def _sweep(args: argparse.Namespace, path: Path) -> int:
                          "num_samples", "seed", "calibrate", "discretization") if getattr(args, f) not in (None, [])]
     if other or args.solver_option:
         raise TrainerError("--guidance-scales samples with the run's own settings; drop the other sampling flags")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise TrainerError("--guidance-scales runs on one process; start it without torchrun")
     scales = parse_scales(args.guidance_scales)
     out = Path(args.out) if args.out else run_dir_of(path)
     try:

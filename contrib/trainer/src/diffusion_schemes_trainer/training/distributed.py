@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -52,6 +53,27 @@ class Context:
         box = [obj]
         torch.distributed.broadcast_object_list(box, src=0)
         return box[0]
+
+    def on_main(self, work: Callable[[], Any], share: bool = True) -> Any:
+        """``work()`` run on rank 0 only, its result on every rank (``share=False``: None on the others).
+
+        A failure is raised on every rank: on rank 0 ``work``'s own error, on the others a
+        :class:`TrainerError` quoting it, rather than a wait for a result that never comes.
+        """
+        if not self.distributed:
+            return work()
+        result, failure = None, None
+        if self.is_main:
+            try:
+                result = work()
+            except Exception as exc:  # noqa: BLE001 - told to the other ranks, then raised here as it was
+                failure = exc
+        shared, message = self.broadcast((result if share else None, None if failure is None else str(failure)))
+        if failure is not None:
+            raise failure
+        if message is not None:
+            raise TrainerError(f"rank 0 failed: {message}")
+        return shared if share else result
 
     def mean(self, value: float) -> float:
         """The mean of ``value`` over the ranks."""

@@ -35,7 +35,7 @@ import diffusion_schemes as ds
 from .. import plots
 from ..config import num_classes
 from ..errors import RunInterrupted, TrainerError
-from ..evaluation import evaluate, sampling_calls
+from ..evaluation import evaluate, rank_blocks, sampling_calls
 from ..likelihood import held_out_nll, nll_calls
 from ..limits import check_fits, sampling_bytes, training_bytes
 from ..posthoc_ema import PowerEMA
@@ -288,15 +288,19 @@ class Trainer:
         return ds.create("preconditioner", self.config.preconditioner, model=self.ema)
 
     def measure(self, bar: Any = None) -> dict[str, Any]:
-        """Sample the EMA weights and measure them (``bar``: a progress bar advanced once per solver step)."""
-        cfg = self.config
-        if self.num_classes and self.classifier is None:
+        """Sample the EMA weights and measure them (``bar``: a progress bar advanced once per solver step).
+
+        Every rank samples its share of the samples; rank 0 gets the measurements, the others ``{}``.
+        """
+        cfg, ctx = self.config, self.ctx
+        if self.num_classes and self.classifier is None and ctx.is_main:
             self.classifier = classifier_for(self.data, self.splits, cfg.seed)
         return evaluate(
             self.sampler(), self.schedule, self.splits, self.data, solver=cfg.solver, num_steps=cfg.sampling_steps,
-            projections=cfg.projections, seed=cfg.seed, device=self.ctx.device,
+            projections=cfg.projections, seed=cfg.seed, device=ctx.device,
             conditional=bool(self.num_classes), classifier=self.classifier, judge=self.judge,
             callback=None if bar is None else lambda info: bar.update(),
+            rank=ctx.rank, world_size=ctx.world_size, gather=ctx.gather,
         )
 
     def likelihood(self, bar: Any = None) -> dict[str, Any]:
@@ -310,11 +314,13 @@ class Trainer:
         null = torch.full((points.shape[0],), self.num_classes) if self.num_classes else None
         return held_out_nll(self.sampler(), self.schedule, self.data, points, num_steps=cfg.nll_steps, seed=cfg.seed,
                             device=self.ctx.device, condition=null,
-                            callback=None if bar is None else lambda info: bar.update())
+                            callback=None if bar is None else lambda info: bar.update(),
+                            rank=self.ctx.rank, world_size=self.ctx.world_size, gather=self.ctx.gather)
 
     def evaluation_steps(self) -> int:
-        """Solver steps of one :meth:`measure` (for its progress bar)."""
-        return self.config.sampling_steps * sampling_calls(self.data, bool(self.num_classes))
+        """Solver steps of one :meth:`measure` on this rank (for its progress bar)."""
+        blocks = len(rank_blocks(self.config.data.eval_size, self.ctx.rank, self.ctx.world_size))
+        return self.config.sampling_steps * sampling_calls(self.data, bool(self.num_classes)) * blocks
 
     def advance(self) -> None:
         """One step of the run as :meth:`run` takes it: the optimiser step (with the EMAs and their snapshots), the
@@ -352,8 +358,8 @@ class Trainer:
                 callback(self.step)
 
     def record_eval(self, bar: Any = None) -> dict[str, Any] | None:
-        """Measure the model (rank 0) and record the distances in the history."""
-        result = self.measure(bar) if self.ctx.is_main else None
+        """Measure the model (every rank samples, rank 0 measures) and record the distances in the history."""
+        result = self.measure(bar) or None  # {} on the ranks other than 0
         if result is not None:
             entry = {"step": self.step, "sw": result["sw_model"], "sw_floor": result["sw_floor"]}
             if "fd_digits" in result:
@@ -482,20 +488,21 @@ def train(
                 trainer.run(bar, callback)
         trainer.check_finite()
         in_sync = ctx.identical(trainer.backbone)
-        if ctx.is_main:
-            if show:
-                print(f"sampling {config.data.eval_size} samples with {config.solver.name}, "
-                      f"{config.sampling_steps} steps ...", file=out, flush=True)
-            with progress(trainer.evaluation_steps(), "sample", out, disable=not show) as bar:
-                result = trainer.record_eval(bar)
-            if config.nll_samples:
-                n = min(config.nll_samples, config.data.eval_size)
-                with progress(nll_calls(n, config.nll_steps), "likelihood", out, unit="call", disable=not show) as bar:
-                    result.update(trainer.likelihood(bar))
-            trainer.save()
-            return _write_outputs(trainer, result, time.perf_counter() - wall0, in_sync)
-        trainer.record_eval()
+        if show:
+            print(f"sampling {config.data.eval_size} samples with {config.solver.name}, {config.sampling_steps} steps"
+                  + (f" on {ctx.world_size} processes" if ctx.distributed else "") + " ...", file=out, flush=True)
+        with progress(trainer.evaluation_steps(), "sample", out, disable=not show) as bar:
+            result = trainer.record_eval(bar)  # every rank samples its share; the result is rank 0's
+        if config.nll_samples:
+            n = min(config.nll_samples, config.data.eval_size)
+            with progress(nll_calls(n, config.nll_steps, ctx.rank, ctx.world_size), "likelihood", out, unit="call",
+                          disable=not show) as bar:
+                likelihood = trainer.likelihood(bar)
+            if result is not None:
+                result.update(likelihood)
         trainer.save()
+        if ctx.is_main:
+            return _write_outputs(trainer, result, time.perf_counter() - wall0, in_sync)
         return {}
     except KeyboardInterrupt:
         if trainer is not None:
