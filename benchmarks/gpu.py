@@ -1,4 +1,4 @@
-"""Figure 6: the CUDA section, run only when ``torch.cuda.is_available()``.
+"""Figure 10: the CUDA section, run only when ``torch.cuda.is_available()``.
 
 The overhead figure (1) on CUDA in float32 and bfloat16, with ``torch.cuda.synchronize()``
 ending every timed call so a block measures the kernels, not their launch; and the sampler

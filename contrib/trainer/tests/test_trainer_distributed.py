@@ -196,3 +196,24 @@ def test_a_failure_on_one_rank_is_raised_on_every_rank():
     with pytest.raises(TrainerError, match="sampling failed on rank 0 of 2: .*the network broke"):
         generate(lambda x, t, condition=None: x, schedule, (BLOCK + 40, 2), "heun", 2, 0, rank=1, world_size=2,
                  gather=lambda mine: [told[0], mine])
+
+
+@pytest.mark.parametrize("command", ["ema", "compare"])
+def test_commands_that_run_on_one_process_refuse_torchrun(tmp_path, monkeypatch, command):
+    """``ema`` and ``compare`` would each do the whole job on every process and write the same files."""
+    import argparse
+
+    from diffusion_schemes_trainer.commands import add_commands
+
+    parser = argparse.ArgumentParser(prog="diffusion-schemes")
+    add_commands(parser.add_subparsers(dest="command"))
+    run_dir = str(tmp_path / "run")
+    args = parser.parse_args([command, run_dir] if command == "ema" else [command, "--run-dir", run_dir])
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(TrainerError, match=rf"`{command}` runs on one process.*without torchrun.*train, sample, nll"):
+        args.func(args)
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setenv("WORLD_SIZE", "1")  # one process: the command starts (and fails on the missing run)
+    if command == "ema":
+        with pytest.raises(TrainerError, match="run"):
+            args.func(args)

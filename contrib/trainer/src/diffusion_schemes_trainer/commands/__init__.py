@@ -5,7 +5,10 @@ unwritable run directory, a request that cannot fit in memory), printed as ``err
 ``diffusion-schemes``; 130 interrupted.
 
 Adding a command is one module here with ``add_parser(cli)`` returning its argparse
-parser and ``run(args)`` returning the exit code, listed in :data:`COMMANDS`.
+parser and ``run(args)`` returning the exit code, listed in :data:`COMMANDS`. A command that
+shares its work among processes under ``torchrun`` sets ``DISTRIBUTED = True`` in its module;
+the others refuse to start under ``torchrun`` (each process would do the whole job and write the
+same files).
 
 >>> import argparse
 >>> from diffusion_schemes_trainer.commands import add_commands
@@ -19,9 +22,11 @@ parser and ``run(args)`` returning the exit code, listed in :data:`COMMANDS`.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
 
+from ..errors import TrainerError
 from . import compare, ema, nll, sample, train
 
 __all__ = ["COMMANDS", "EXIT_INTERRUPTED", "add_commands"]
@@ -39,12 +44,21 @@ def add_commands(cli: Any) -> None:
 
 
 def _handler(command: Any) -> Any:
+    name = command.__name__.rsplit(".", 1)[-1]
+
     def handler(args: argparse.Namespace) -> int:
+        world = os.environ.get("WORLD_SIZE", "1")
+        if not getattr(command, "DISTRIBUTED", False) and world.isdigit() and int(world) > 1:
+            runs_on = ", ".join(c.__name__.rsplit(".", 1)[-1] for c in COMMANDS if getattr(c, "DISTRIBUTED", False))
+            raise TrainerError(
+                f"`{name}` runs on one process, but this is one of {world} started by torchrun; start it without "
+                f"torchrun (the commands that share their work among processes: {runs_on})"
+            )
         try:
             return command.run(args)
         except KeyboardInterrupt as exc:
             print(f"\n{getattr(exc, 'message', 'interrupted')}", file=sys.stderr)
             return EXIT_INTERRUPTED
 
-    handler.__name__ = f"cmd_{command.__name__.rsplit('.', 1)[-1]}"
+    handler.__name__ = f"cmd_{name}"
     return handler

@@ -30,6 +30,9 @@ from ..runs import rebuild, run_dir_of
 from ..storage import load_checkpoint, write_json
 from ..training import setup
 
+#: Shares its work among the processes under torchrun.
+DISTRIBUTED = True
+
 __all__ = ["add_parser", "run"]
 
 #: Where ``nll`` writes its result in the run directory.

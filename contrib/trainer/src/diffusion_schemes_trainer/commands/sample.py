@@ -32,6 +32,9 @@ from ..training import setup
 from .compare import guidance_table
 from .options import parse_scales
 
+#: Shares its work among the processes under torchrun.
+DISTRIBUTED = True
+
 __all__ = ["add_parser", "guidance_from_args", "run"]
 
 

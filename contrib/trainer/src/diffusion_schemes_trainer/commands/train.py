@@ -23,6 +23,9 @@ from ..storage import load_checkpoint
 from ..training import train
 from .options import add_config_flags, config_changes
 
+#: Shares its work among the processes under torchrun.
+DISTRIBUTED = True
+
 __all__ = ["SCHEME_FIELDS", "add_parser", "run"]
 
 #: What makes a run's scheme: changing one on resume would continue a model trained for another.
