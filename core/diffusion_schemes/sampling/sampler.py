@@ -23,6 +23,7 @@ solver as its ``callback`` keeps the known region of an inpainting and calls the
 
 from __future__ import annotations
 
+import math
 from array import array
 from collections.abc import Mapping
 from typing import Any, NamedTuple
@@ -256,7 +257,7 @@ class FiniteWatch:
         self.extremes: list[torch.Tensor] = []  # minimum and maximum of each value not yet folded
         self.tags = array("q")  # per value seen: 3 * step + source, on the host
         self.steps = 0  # steps ended so far: the step the next value belongs to
-        self.first = torch.full((), _NEVER, dtype=torch.int64, device=device)  # position of the first bad value
+        self.first: torch.Tensor | None = None  # after a fold: the position of the first bad value, or _NEVER
         self.folded = 0
 
     def see(self, source: int, value: torch.Tensor) -> None:
@@ -273,25 +274,32 @@ class FiniteWatch:
         self.steps = i + 1
 
     def _fold(self) -> None:
-        bad = _extremes_bad(self.extremes)
-        count = bad.shape[0]
-        where = torch.arange(self.folded, self.folded + count, device=self.device)
-        self.first = torch.minimum(self.first, torch.where(bad, where, _NEVER).amin())
-        self.folded += count
+        pairs = torch.stack(self.extremes).view(-1, 2)
+        bad = ~(pairs * 0 == 0).all(dim=1)  # v * 0 is 0 exactly for a finite v
+        where = torch.arange(self.folded, self.folded + bad.shape[0], device=self.device)
+        first = torch.where(bad, where, _NEVER).amin()
+        self.first = first if self.first is None else torch.minimum(self.first, first)
+        self.folded += bad.shape[0]
         self.extremes = []
 
     def read(self, samples: torch.Tensor) -> tuple[tuple[int, str] | None, bool]:
         """``((step, source) of the first value seen that was NaN or inf, or None; whether samples hold NaN or
-        inf)``: one host read (of the values not folded yet, flag by flag, and the folded record)."""
-        ends = _extremes(samples)  # in the latents' dtype, no wider than the values seen (the solver's state)
-        if self.extremes:
-            ends = tuple(cast(end, self.extremes[0].dtype) for end in ends)
-        tail = _extremes_bad([*self.extremes, *ends]).to(torch.int64)
-        first, *flags = torch.cat([self.first.view(1), tail]).tolist()
+        inf)``: one host read, of the extremes not folded yet, the samples' and the folded record (exact in
+        float64, as positions are below 2^53)."""
+        values = torch.stack([*self.extremes, *_extremes(samples)] if not self.extremes else
+                             [*self.extremes, *(cast(e, self.extremes[0].dtype) for e in _extremes(samples))])
+        if self.first is not None:
+            values = torch.cat([values.to(torch.float64), self.first.to(torch.float64).view(1)])
+        read = values.tolist()
+        first = _NEVER
+        if self.first is not None:
+            *read, folded = read
+            first = int(folded) if folded < 2.0**53 else _NEVER
         if first == _NEVER:  # nothing folded was bad: the first bad value not folded, if any
-            first = next((self.folded + k for k, bad in enumerate(flags[:-1]) if bad), _NEVER)
+            first = next((self.folded + k // 2 for k, v in enumerate(read[:-2]) if not math.isfinite(v)), _NEVER)
         where = None if first == _NEVER else divmod(self.tags[first], 3)
-        return (None if where is None else (where[0], self.SOURCES[where[1]])), bool(flags[-1])
+        bad = not (math.isfinite(read[-2]) and math.isfinite(read[-1]))
+        return (None if where is None else (where[0], self.SOURCES[where[1]])), bad
 
 
 def _extremes(value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -302,18 +310,6 @@ def _extremes(value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return zero, zero
     low, high = torch.aminmax(value)
     return low, high
-
-
-def _extremes_bad(extremes: list[torch.Tensor]) -> torch.Tensor:
-    """Per consecutive (minimum, maximum) pair: whether it shows a NaN or an infinity (``v * 0`` is 0
-    exactly for a finite ``v``)."""
-    pairs = torch.stack(extremes).view(-1, 2)
-    return ~(pairs * 0 == 0).all(dim=1)
-
-
-def _non_finite_flags(values: list[torch.Tensor]) -> torch.Tensor:
-    """Per tensor of ``values`` (of one dtype), a device bool: whether it holds NaN or inf."""
-    return _extremes_bad([m for value in values for m in _extremes(value)])
 
 
 class _SolverView:
@@ -390,7 +386,11 @@ def _non_finite(first: tuple[int, str] | None, grid: torch.Tensor, guided: Any, 
 
 def _refuse_non_finite_inputs(latents: torch.Tensor, known: torch.Tensor | None) -> None:
     """NaN or inf in the latents, or in ``known`` where the mask keeps it: one host read per call."""
-    bad_latents, *bad_known = _non_finite_flags([latents] if known is None else [latents, known]).tolist()
+    ends = list(_extremes(latents))
+    if known is not None:  # in the solver's dtype, no narrower than the latents': both compared in float64
+        ends = [cast(end, torch.float64) for end in (*ends, *_extremes(known))]
+    values = torch.stack(ends).tolist()
+    bad_latents, *bad_known = (not (math.isfinite(lo) and math.isfinite(hi)) for lo, hi in zip(values[::2], values[1::2]))
     if bad_latents:
         raise SamplingError(
             "the latents hold NaN or inf; draw them with noise_schedule.init_latents(shape) (for img2img, "
