@@ -330,8 +330,7 @@ class Denoiser:
                 return self.x0_given(x, sigma, condition)
             if not (isinstance(sigma, torch.Tensor) and sigma.dtype == levels and sigma.device == device):
                 sigma = torch.as_tensor(sigma, device=device).to(levels)
-            if sigma.ndim == 0:
-                sigma = sigma.expand(batch)
+            # a scalar level goes as it is: the preconditioner expands it to the batch (inside the graph, compiled)
             out = entry(x if model_dtype is None else x.to(model_dtype), sigma)
             if out.dtype != dtype:
                 out = out.to(dtype)

@@ -262,7 +262,7 @@ class FiniteWatch:
 
     def see(self, source: int, value: torch.Tensor) -> None:
         """Record ``value`` (from ``SOURCES[source]``) for the step under way: one reduction, on its device."""
-        self.extremes.extend(_extremes(value))
+        self.extremes.extend(torch.aminmax(value) if value.numel() else _extremes(value))
         self.tags.append(3 * self.steps + source)
         if len(self.extremes) >= 2 * self.CHUNK:
             self._fold()
