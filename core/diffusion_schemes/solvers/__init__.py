@@ -34,6 +34,7 @@ from diffusion_schemes.solvers.base import (
     EulerSpec,
     Heun,
     HeunSpec,
+    StepLevels,
     default_noise_sampler,
 )
 from diffusion_schemes.solvers.multistep import (
@@ -66,6 +67,7 @@ __all__ = [
     "EulerAncestral",
     "EulerMaruyama",
     "Heun",
+    "StepLevels",
     "UniPC",
     "default_noise_sampler",
 ]

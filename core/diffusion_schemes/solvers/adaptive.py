@@ -29,7 +29,7 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from diffusion_schemes.solvers.base import BaseSolver, StepLevels
+from diffusion_schemes.solvers.base import BaseSolver, StepLevels, as_stored
 from diffusion_schemes.specs.base import SolverSpec
 from diffusion_schemes.tensors import cast
 
@@ -84,8 +84,10 @@ class DPMAdaptive(BaseSolver):
         def eps(x, lam):
             nonlocal nfe
             nfe += 1
-            sigma = math.exp(-lam)
-            return (x - denoiser.x0_sigma(x, level(lam))) / sigma
+            sigma = level(lam)
+            if enter is not None:  # the level is made here from a host value: the denoiser may know it exactly
+                enter(StepLevels(((sigma, as_stored(math.exp(-lam), sigmas.dtype)),), None, sigmas.dtype))
+            return (x - denoiser.x0_sigma(x, sigma)) / math.exp(-lam)
 
         def report(i, lam, lam_t, x_next, eps_s):
             if callback is not None:
@@ -97,8 +99,6 @@ class DPMAdaptive(BaseSolver):
         h, x_prev, eps_s, i = self.h_init, x, None, 0
         while lam_end - lam > 0:
             lam_t = min(lam + h, lam_end)
-            if enter is not None:  # every level of the attempt lies in [sigma(lam_t), sigma(lam)]
-                enter(StepLevels((), (math.exp(-lam_t), math.exp(-lam)), sigmas.dtype))
             eps_s = eps(x, lam) if eps_s is None else eps_s
             x_low, x_high = self._pair(eps, x, lam, lam_t, eps_s)
             delta = (self.rtol * torch.maximum(x_low.abs(), x_prev.abs())).clamp(min=self.atol)

@@ -24,13 +24,14 @@ solver adds noise (k-diffusion's convention), outside the step.
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Callable
 from typing import Any, ClassVar, Literal, NamedTuple
 
 import torch
 from pydantic import Field
 
-from diffusion_schemes.errors import ArgumentTypeError, DomainError, SamplingError
+from diffusion_schemes.errors import ArgumentTypeError, DomainError, InvalidArgumentError, SamplingError
 from diffusion_schemes.discretizations import check_sigmas
 from diffusion_schemes.tensors import cast, compute_dtype
 from diffusion_schemes.specs.base import SolverSpec, SpecBacked
@@ -133,6 +134,20 @@ class StepLevels(NamedTuple):
     known: tuple[tuple[torch.Tensor, float], ...]
     bounds: tuple[float, float] | None
     dtype: torch.dtype
+
+
+def as_stored(value: float, dtype: torch.dtype) -> float:
+    """``value`` as a tensor of ``dtype`` (float32 or float64) holds it: rounded to nearest, as a fill does.
+
+    >>> import torch
+    >>> as_stored(0.1, torch.float32) == float(torch.tensor(0.1, dtype=torch.float32)), as_stored(0.1, torch.float64)
+    (True, 0.1)
+    """
+    if dtype == torch.float32:
+        return struct.unpack("<f", struct.pack("<f", value))[0]
+    if dtype != torch.float64:
+        raise InvalidArgumentError(f"as_stored rounds to float32 or float64, got {dtype}")
+    return value
 
 
 def to_d(x: torch.Tensor, sigma: torch.Tensor, denoised: torch.Tensor) -> torch.Tensor:
