@@ -24,6 +24,7 @@ CUDA-graph capture of a whole sampling grid runs only where a GPU is present.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import timeit
 
@@ -110,7 +111,24 @@ def _loss(name: str, batch: int, compiled: bool, settings: Settings) -> dict[str
     return {"aim": compare(ours, ref, settings.repeats, settings.block_s, CLOCK)}
 
 
+@contextlib.contextmanager
+def _one_thread():
+    """Both loops on one thread: idle OpenMP workers spin, and on a shared machine their spinning, not the
+    work, decides the CPU time of the loop's small kernels (ratios of 0.2 to 8 in one run at two threads)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _loop(name: str, batch: int, compiled: bool, settings: Settings) -> dict[str, object]:
+    with _one_thread():
+        return _loop_timed(name, batch, compiled, settings)
+
+
+def _loop_timed(name: str, batch: int, compiled: bool, settings: Settings) -> dict[str, object]:
     _, shape, schedule, ours, inline = _edm(name)
     if compiled:
         ours, inline = _compile(ours, settings), _compile(inline, settings)
@@ -210,8 +228,9 @@ def run(settings: Settings) -> dict[str, object]:
         "description": (
             "Each hot path against the same formula written inline (EDM, Karras et al. 2022, Table 1), eager and "
             f"compiled ({settings.backend_note}), at the tiny and the conv size. Solver loop: `ds.sample` with Heun, "
-            f"{STEPS} steps ({2 * STEPS - 1} evaluations), against the inline Heun loop on the same grid; the "
-            "library time is per evaluation. Ratios: median of interleaved blocks of CPU time [interquartile range]."
+            f"{STEPS} steps ({2 * STEPS - 1} evaluations), against the inline Heun loop on the same grid, both on "
+            "one thread; the library time is per evaluation. Ratios: median of interleaved blocks of CPU time "
+            "[interquartile range]."
         ),
         "columns": list(rows[0]),
         "rows": rows,
