@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import statistics
+import time
 import timeit
 
 import torch
@@ -121,7 +122,7 @@ def loop_cost(settings: Settings) -> dict[str, object]:
             nfe = ds.sample(free, latents, schedule, steps, solver=info.name, generator=g).nfe
             with torch.no_grad():
                 timing = compare(lambda: ds.sample(free, latents, schedule, steps, solver=info.name, generator=g),
-                                 lambda: backbone(latents, sigma), settings.repeats, settings.block_s)
+                                 lambda: backbone(latents, sigma), settings.repeats, settings.block_s, time.process_time)
             timing["nfe"] = nfe
             timing["per_eval_ratio"] = {k: v / nfe for k, v in timing["ratio"].items()}
             per_solver[info.name] = timing
@@ -178,6 +179,8 @@ def run(settings: Settings) -> dict[str, object]:
     conv_eval = statistics.median(t["reference_s"] for t in loop["backbones"][conv].values())
     noise_s = _randn_time((64, *BACKBONES[conv][1]))
     same = [(s_, runs[-2]["sliced_w1"], runs[-1]["sliced_w1"]) for s_, runs in acc["solvers"].items()]
+    tiny = next(per for name, per in loop["backbones"].items() if name != conv)
+    us = {solver: t["ours_s"] / t["nfe"] * 1e6 for solver, t in tiny.items()}
     notes = [
         "Reading the accuracy table: differences smaller than about the floor are within the metric's own "
         "sampling noise (each entry is one draw of the samples; compare a solver with itself at the two largest "
@@ -191,6 +194,12 @@ def run(settings: Settings) -> dict[str, object]:
         "variants pay it once per evaluation, the Heun variants once per two. With a free backbone the "
         "preconditioner's own elementwise work on the full latent (scale the input, combine skip and output) "
         "is also counted here, as it is the library's.",
+        f"Why `lms` and `unipc` stand out at the tiny size ({us['lms']:.0f} and {us['unipc']:.0f} us per "
+        f"evaluation against {us['euler']:.0f} us for `euler` and {us['heun']:.0f} us for `heun`): each step "
+        "computes its coefficients from the grid, the Lagrange integrals of variable-step Adams-Bashforth "
+        "and UniPC's small linear system, as a few dozen operations on 0-d tensors, kept on the device so "
+        "that a step reads nothing and compiles whole. On a latent of a few numbers those scalar operations "
+        "are most of the step; at the conv size they are a small share of it.",
     ]
     return {
         "notes": notes,
@@ -209,10 +218,11 @@ def run(settings: Settings) -> dict[str, object]:
             "title": "Solver loop cost",
             "description": (
                 f"`ds.sample` ({loop['steps']} steps, batch 64) with `EDMPreconditioner` around a backbone that "
-                "returns its input: the library's own time (solver loop, denoiser, preconditioner) per network "
-                "evaluation, and its ratio to one evaluation of the real backbone at batch 64 (median of "
-                "interleaved blocks [interquartile range]). For the tiny MLP the network costs about as much as "
-                "a few elementwise kernels, so any loop costs a comparable time; what matters is the conv row."
+                "returns its input: the library's own time (solver loop, denoiser, preconditioner, the solver's "
+                "arithmetic and noise) per network evaluation, and its ratio to one evaluation of the real backbone "
+                "at batch 64 (median of interleaved blocks of this process's CPU time [interquartile range]). For "
+                "the tiny MLP the network costs about as much as a few elementwise kernels, so any loop costs a "
+                "comparable time; what matters is the conv row."
             ),
             "columns": list(loop_rows[0]),
             "rows": loop_rows,

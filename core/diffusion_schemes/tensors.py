@@ -11,6 +11,7 @@ torch.Size([2, 1, 1, 1])
 
 from __future__ import annotations
 
+import functools
 import math
 import struct
 from collections.abc import Callable
@@ -166,9 +167,6 @@ def _assert(ok: torch.Tensor, find: Callable[[], Any], error: Callable[[list[flo
             raise error(bad) from None
 
 
-_BOUNDS: dict[tuple[float, float, bool], tuple[float, float]] = {}
-
-
 def _single(bits: int) -> float:
     return struct.unpack("<f", struct.pack("<i", bits))[0]
 
@@ -182,6 +180,15 @@ def _next_single(x: float, up: bool) -> float:
 
 
 def _closed_bounds(lo: float, hi: float, single: bool) -> tuple[float, float]:
+    """:func:`_bounds_inside`, cached for eager calls. Under ``torch.compile`` it is computed while tracing (the
+    result is a constant of the graph): a cache looked up there would become a guard on the cache's contents,
+    failing, with a recompilation, once an eager call filled it in."""
+    if torch.compiler.is_compiling():
+        return _bounds_inside(lo, hi, single)
+    return _cached_bounds(lo, hi, single)
+
+
+def _bounds_inside(lo: float, hi: float, single: bool) -> tuple[float, float]:
     """The least and the greatest value of float32 (``single``) or float64 strictly inside ``(lo, hi)``.
 
     >>> _closed_bounds(0.0, math.inf, False) == (5e-324, 1.7976931348623157e308)
@@ -189,17 +196,17 @@ def _closed_bounds(lo: float, hi: float, single: bool) -> tuple[float, float]:
     >>> _closed_bounds(0.0, 1.0, True) == (_single(1), 1.0 - 2.0**-24)
     True
     """
-    key = (lo, hi, single)
-    if key not in _BOUNDS:
-        if single:
-            big = _single(0x7F7FFFFF)
-            a, b = (struct.unpack("<f", struct.pack("<f", min(max(v, -big), big)))[0] if math.isfinite(v) else v
-                    for v in (lo, hi))
-            while not a > lo:
-                a = _next_single(a, True)
-            while not b < hi:
-                b = _next_single(b, False)
-        else:
-            a, b = math.nextafter(lo, math.inf), math.nextafter(hi, -math.inf)
-        _BOUNDS[key] = (a, b)
-    return _BOUNDS[key]
+    if single:
+        big = _single(0x7F7FFFFF)
+        a, b = (struct.unpack("<f", struct.pack("<f", min(max(v, -big), big)))[0] if math.isfinite(v) else v
+                for v in (lo, hi))
+        while not a > lo:
+            a = _next_single(a, True)
+        while not b < hi:
+            b = _next_single(b, False)
+    else:
+        a, b = math.nextafter(lo, math.inf), math.nextafter(hi, -math.inf)
+    return a, b
+
+
+_cached_bounds = functools.lru_cache(maxsize=None)(_bounds_inside)

@@ -219,3 +219,60 @@ def test_signature_and_output_objects_say_what_to_wrap(vp, x):
         vp.get_denoiser(x0_predictor=raises_inside).x0_sigma(x, 1.0)
     assert not isinstance(info.value, ModelSignatureError)
     assert BackboneAdapter(lambda x, t: (x, None), output=0, condition=False)(x, t=None).shape == x.shape
+
+
+# ------------------------------------------------------------ the path ds.sample takes on a checked grid
+
+def edm_oracle():
+    from diffusion_schemes.conformance.mixture import oracle_preconditioner
+
+    return oracle_preconditioner(lambda backbone: ds.create("preconditioner", "edm", model=backbone), MIX,
+                                 lambda c: torch.exp(4 * c))
+
+
+@pytest.mark.parametrize("kind", ["preconditioner", "partial", "callable"])
+def test_the_checked_levels_path_gives_the_exact_denoiser(vp, x, kind):
+    """``on_checked_levels`` reaches a preconditioner (or a partial of one) through ``precondition`` and any
+    other predictor through ``x0_given``; both give the mixture's exact D at the noise level (EDM's
+    preconditioner on VP's schedule: they meet at the noise level)."""
+    seen = []
+    precond = edm_oracle()
+
+    def with_scale(x_in, c_noise, condition=None, scale=None):  # the oracle backbone of an EDM preconditioner
+        seen.append(scale)
+        return precond.model(x_in, c_noise, condition)
+
+    predictor = {"preconditioner": precond, "callable": exact_x0,
+                 "partial": partial(ds.create("preconditioner", "edm", model=with_scale), scale=2.0)}[kind]
+    evaluate = vp.get_denoiser(x0_predictor=predictor).on_checked_levels(x)
+    for sigma in (torch.tensor(0.7, dtype=torch.float64), torch.linspace(0.1, 3.0, 6, dtype=torch.float64)):
+        expected = MIX.denoise(x, sigma.expand(6))
+        assert torch.allclose(evaluate(x, sigma), expected, rtol=1e-10, atol=1e-12)
+    assert seen == ([2.0, 2.0] if kind == "partial" else [])
+
+
+def test_a_compiled_preconditioner_whose_time_is_the_noise_level_gets_the_noise_level(vp):
+    """``torch.compile(precond)`` hides the preconditioner; one whose time is the noise level (EDM's) is called
+    with the noise level, so it samples with any schedule (on VP's, the schedule's time would be wrong)."""
+    precond = edm_oracle()
+    compiled = torch.compile(precond, backend="eager")
+    latents = vp.init_latents((16, 2), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    eager = ds.sample(precond, latents, vp, 6, solver="heun").samples
+    assert torch.allclose(ds.sample(compiled, latents, vp, 6, solver="heun").samples, eager, rtol=0, atol=1e-12)
+    sigma = torch.tensor(0.7, dtype=torch.float64)
+    assert torch.allclose(vp.get_denoiser(x0_predictor=compiled).x0_sigma(latents, sigma),
+                          MIX.denoise(latents, sigma.expand(16)), rtol=1e-10, atol=1e-12)
+
+
+def test_a_plugin_solver_keeps_the_per_evaluation_check(vp):
+    """Only solvers whose levels provably follow from the grid skip the preconditioner's check: a plugin's
+    evaluation at noise level 0 is still refused with the preconditioner's error."""
+    class ToZero(ds.BaseSolver):
+        def step(self, denoiser, x, sigma, sigma_next, state=None, noise=None, last=False):
+            denoised = denoiser.x0_sigma(x, sigma_next)  # at 0 on the last step: a bug of this solver
+            return denoised, denoised, state
+
+    latents = vp.init_latents((4, 2), generator=torch.Generator().manual_seed(0))
+    assert not ToZero.levels_from_grid
+    with pytest.raises(ds.DomainError, match="noise levels > 0"):
+        ds.sample(edm_oracle(), latents, vp, 3, solver=ToZero())

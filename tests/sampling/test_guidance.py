@@ -333,3 +333,89 @@ def test_every_solver_reports_the_guided_evaluations_it_made(schedule, setup, so
                        guidance=ds.Guidance(2.0, null_condition=torch.zeros(1, K, dtype=torch.float64)))
     assert unguided.nfe == plain.rows // B  # the solver's own count is the calls it made
     assert result.nfe == guided_model.rows // B == 2 * len(guided_model.calls)  # batched: one call, two evaluations
+
+
+# ------------------------------------------------------- the interval decided without reading the device
+
+SOLVERS = sorted(info.name for info in ds.list_schemes("solver"))
+#: Solvers whose every evaluation level the host knows exactly (the grid's own levels; dpm_adaptive makes its
+#: levels from host values): each evaluation is decided on the host, at the rule's cost.
+EXACT_LEVELS = {"euler", "heun", "euler_ancestral", "euler_maruyama", "dpmpp_2m", "dpmpp_2m_sde", "dpmpp_3m_sde",
+                "unipc", "dpm_adaptive"}
+
+
+def interval_rule(w, condition, interval):
+    """The reference: per evaluation, the noise level read on the host and compared with the interval."""
+    def model(x, t):
+        s = t.reshape(-1)[0]  # EDM's time is the noise level; one level per evaluation in a solver
+        inside = interval[0] <= float(s) <= interval[1]
+        model.evaluations += 2 if inside else 1
+        return guided(w, condition, interval=interval)(x, s)
+
+    model.evaluations = 0
+    return model
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_interval_gives_the_samples_of_the_per_evaluation_rule_on_every_solver(schedule, setup, solver):
+    latents, condition = setup
+    interval = (0.5, 5.0)
+    g = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    counting = Counting(ExactX0(MIX, schedule))
+    result = ds.sample(counting, latents, schedule, 6, solver=solver, condition=condition, generator=g(),
+                       guidance=ds.Guidance(2.5, interval=interval))
+    rule = interval_rule(2.5, condition, interval)
+    reference = ds.sample(rule, latents, schedule, 6, solver=solver, generator=g())
+    assert float((result.samples - reference.samples).abs().max()) < 1e-12  # float64 throughout: measured 0
+    assert result.nfe == counting.rows // B  # the count is what was evaluated
+    if solver in EXACT_LEVELS:
+        assert result.nfe == rule.evaluations  # one evaluation outside the interval, two inside
+    else:  # a derived level near a bound costs both branches; none costs less than the rule
+        assert rule.evaluations <= result.nfe
+
+
+def bound_denoiser(schedule, condition):
+    return ds.Guidance(3.0, interval=(1.0, 2.0)).bind(
+        schedule.get_denoiser(x0_predictor=Counting(ExactX0(MIX, schedule)), condition=condition), 4, schedule)
+
+
+
+
+
+@pytest.mark.parametrize(("levels", "sigma", "inside", "evaluations"), [
+    ("known", 1.5, True, 2), ("known", 3.0, False, 1),            # a level the loop named: decided exactly
+    ("bounds", 1.5, True, 2), ("bounds", 2.5, False, 1),          # a derived level, bounds wholly on one side
+    ("straddle", 1.5, True, 2), ("straddle", 2.5, False, 2),      # bounds across 2.0: both branches, where
+    ("none", 2.5, False, 2),                                      # outside a loop: both branches, where
+])
+def test_the_side_of_an_evaluation_follows_what_the_loop_said(schedule, levels, sigma, inside, evaluations):
+    from diffusion_schemes.solvers import StepLevels
+
+    condition = one_hot(torch.tensor([0, 1, 2, 1]))
+    x = torch.randn(4, 2, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    level = torch.tensor(sigma, dtype=torch.float64)
+    denoiser = bound_denoiser(schedule, condition)
+    said = {"known": StepLevels(((level, sigma),), None, torch.float64),
+            "bounds": StepLevels((), (sigma * 0.9, sigma * 1.1), torch.float64),
+            "straddle": StepLevels((), (1.2, 2.6), torch.float64), "none": None}[levels]
+    denoiser.enter_step(said)
+    d = denoiser.x0_sigma(x, level)
+    expected = guided(3.0, condition)(x, level) if inside else MIX.denoise(x, level, condition)
+    assert torch.allclose(d, expected, rtol=0, atol=1e-12)
+    assert denoiser.evaluations == evaluations == denoiser.base.predictor.rows // 4
+
+
+def test_a_sampling_run_leaves_no_step_said_behind(schedule, setup):
+    """After a run the guided denoiser knows no step: a later call may not reuse the last step's bounds."""
+    from diffusion_schemes.solvers import StepLevels
+
+    condition = one_hot(torch.tensor([0, 1, 2, 1]))
+    denoiser = bound_denoiser(schedule, condition)
+    x = torch.randn(4, 2, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    seen = []
+    denoiser.enter_step(StepLevels((), (0.1, 0.2), torch.float64))  # a stale "wholly outside" step
+    ds.create("solver", "euler")(denoiser, x, torch.tensor([3.0, 0.0], dtype=torch.float64),
+                                 callback=lambda info: seen.append(info["i"]))
+    assert seen == [0] and denoiser._levels is None
+    level = torch.tensor(1.5, dtype=torch.float64)  # inside: decided on the device, not by the stale bounds
+    assert torch.allclose(denoiser.x0_sigma(x, level), guided(3.0, condition)(x, level), rtol=0, atol=1e-12)

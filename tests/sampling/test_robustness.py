@@ -64,6 +64,32 @@ def test_a_model_turning_nan_is_reported_at_its_first_step(edm, solver):
     assert isinstance(caught.value, SamplingError) and torch.isnan(caught.value.samples).any()
 
 
+def test_the_first_bad_step_is_named_in_a_run_longer_than_one_record_chunk(edm):
+    """Past ``FiniteWatch.CHUNK`` values the record is folded on the device; the named step stays exact."""
+    from diffusion_schemes.sampling.sampler import FiniteWatch
+
+    steps = 400  # Euler: 400 model outputs and 400 states, three chunks and a tail
+    grid = edm.sigmas(steps)
+    expected = next(i for i in range(steps) if float(grid[i]) < 0.05)  # the first step evaluating below 0.05
+    assert 2 * steps > 2 * FiniteWatch.CHUNK and expected > FiniteWatch.CHUNK // 2  # a folded value is the bad one
+
+    def model(x, t):
+        return torch.where((t < 0.05).reshape(-1, 1), float("nan"), 0.0).expand_as(x).to(x.dtype)
+
+    with pytest.raises(NonFiniteSamplesError) as caught:
+        ds.sample(model, latents(edm), edm, steps, solver="euler")
+    assert (caught.value.step, caught.value.cause) == (expected, "denoised")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_huge_finite_values_are_not_reported(edm, dtype):
+    """The record reduces each value to its minimum and maximum, which cannot overflow: values next to the
+    dtype's largest pass (a sum of them would be infinite)."""
+    big = torch.full((8, 2), torch.finfo(dtype).max / 2, dtype=dtype)
+    result = ds.sample(lambda x, t: x, big, edm, 4, solver="euler")  # D = x: the state stays where it is
+    assert torch.equal(result.samples, big)
+
+
 def test_a_noise_sampler_returning_nan_is_named(edm):
     calls = []
 

@@ -94,6 +94,10 @@ def check_sigmas(sigmas: Any) -> torch.Tensor:
         )
     if grid.device.type == "cpu":
         values = grid.detach()
+        # one fused test and one read when the grid is valid (every ds.sample runs it); the details only on failure
+        ok = (values[:-1] > 0).all() & (values[1:] < values[:-1]).all() & (values[-1] == 0) & (values[0] < math.inf)
+        if bool(ok):
+            return grid
         shown = values.tolist() if values.numel() <= 12 else [*values[:5].tolist(), "...", *values[-5:].tolist()]
         if not bool(torch.isfinite(values).all()):
             raise SamplingError(f"sigmas must be finite, got {shown}")

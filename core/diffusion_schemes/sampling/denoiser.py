@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -37,9 +38,9 @@ from diffusion_schemes.adapters.conditions import check_condition
 from diffusion_schemes.errors import ArgumentTypeError, ConditionError, InvalidArgumentError, PairingError
 from diffusion_schemes.adapters.checks import call_model, check_output
 from diffusion_schemes.preconditioners.affine import BaseAffinePreconditioner
-from diffusion_schemes.tensors import append_dims, compute_dtype
+from diffusion_schemes.tensors import append_dims, cast, compute_dtype
 
-__all__ = ["DENOISING_TYPES", "Denoiser", "bind_condition", "check_device", "make_denoiser"]
+__all__ = ["DENOISING_TYPES", "Denoiser", "as_levels", "bind_condition", "check_device", "make_denoiser"]
 
 #: ``"ode"``: the probability-flow ODE; ``"sde"``: the drift of the reverse-time SDE.
 DENOISING_TYPES = ("ode", "sde")
@@ -55,6 +56,43 @@ def _preconditioner_of(model: Any) -> tuple[BaseAffinePreconditioner | None, tup
     return None, (), {}
 
 
+def _compiled_at_noise_level(model: Any) -> Any:
+    """``model`` when it is ``torch.compile``'s wrapper of a preconditioner whose time is the noise level
+    (``sigma(t) = t``, such as EDM's): called with the noise level as its time it computes ``forward_sigma``,
+    compiled, whatever the schedule. None otherwise (the wrapper is then called with the schedule's time)."""
+    inner = getattr(model, "_orig_mod", None)
+    if isinstance(inner, BaseAffinePreconditioner) and type(inner).sigma is BaseAffinePreconditioner.sigma:
+        return model
+    return None
+
+
+def _noise_level_entry(model: Any, condition: Any, checked: bool) -> Callable[..., torch.Tensor] | None:
+    """``f(x, sigma)``: ``model``'s output at noise levels ``sigma`` (shape ``(B,)``) with ``condition`` bound,
+    for a preconditioner (``precondition`` when the levels were ``checked`` once by the caller, else
+    ``forward_sigma``) or a compiled noise-level preconditioner; None for any other model."""
+    precond, args, keywords = _preconditioner_of(model)
+    if condition is not None:
+        keywords["condition"] = condition
+    if precond is not None:
+        method = precond.precondition if checked else precond.forward_sigma
+    else:
+        method = _compiled_at_noise_level(model)
+        if method is None:
+            return None
+    if not args and not keywords:
+        return method
+    return lambda x, sigma: method(x, sigma, *args, **keywords)
+
+
+def as_levels(sigma: Any, x: torch.Tensor) -> torch.Tensor:
+    """``sigma`` as noise levels for the batch ``x``: a tensor on its device in its coefficient dtype
+    (float32 or wider), shaped ``(B,)`` (a scalar expanded, without a copy)."""
+    if not isinstance(sigma, torch.Tensor) or sigma.device != x.device:
+        sigma = torch.as_tensor(sigma, device=x.device)
+    sigma = cast(sigma, compute_dtype(x.dtype))
+    return sigma.expand(x.shape[0]) if sigma.ndim == 0 else sigma
+
+
 def check_pair(model: Any, schedule: Any, num: int = 65) -> None:
     """Reject a preconditioner whose own ``sigma(t)`` disagrees with a schedule of the same scheme.
 
@@ -68,6 +106,9 @@ def check_pair(model: Any, schedule: Any, num: int = 65) -> None:
     schedule's weighting.
     """
     precond, _, _ = _preconditioner_of(model)
+    key = _pair_key(precond, schedule, num)
+    if key is not None and key in _PAIRS_AGREEING:
+        return
     check_shared_parameters(precond, schedule, getattr(schedule, "weighting", None))
     if precond is None:
         return
@@ -76,6 +117,7 @@ def check_pair(model: Any, schedule: Any, num: int = 65) -> None:
     except (AttributeError, NotImplementedError):
         return
     if names[0] != names[1]:
+        _remember_pair(key)
         return
     for training in (False, True):
         lo, hi = schedule.domain(training)
@@ -90,6 +132,32 @@ def check_pair(model: Any, schedule: Any, num: int = 65) -> None:
                 f"noise_level(t) is {float(theirs[worst]):.6g}. Build both from the same parameters "
                 f"(preconditioner {precond.spec.model_dump()}, schedule {schedule.spec.model_dump()})."
             )
+    _remember_pair(key)
+
+
+#: Pairs found to agree, by the types and specs of the preconditioner and the schedule (a spec states every
+#: parameter its object is built from, so the same specs give the same verdict): ``ds.sample`` binds its
+#: denoiser on every call, and the comparison costs about as much as a few small network evaluations.
+_PAIRS_AGREEING: set[tuple[Any, ...]] = set()
+
+
+def _pair_key(precond: Any, schedule: Any, num: int) -> tuple[Any, ...] | None:
+    """What :func:`check_pair`'s verdict depends on, hashable; None when it cannot be stated (no spec)."""
+    if precond is None:
+        return None
+    try:
+        key = (type(precond), precond.spec, type(schedule), schedule.spec, num)
+        hash(key)
+    except (AttributeError, NotImplementedError, TypeError):
+        return None
+    return key
+
+
+def _remember_pair(key: tuple[Any, ...] | None) -> None:
+    if key is not None:
+        if len(_PAIRS_AGREEING) >= 1024:
+            _PAIRS_AGREEING.clear()
+        _PAIRS_AGREEING.add(key)
 
 
 def first_parameter(model: Any) -> torch.Tensor | None:
@@ -203,12 +271,19 @@ class Denoiser:
 
     def x0_given(self, x: torch.Tensor, sigma: Any, condition: Any) -> torch.Tensor:
         """``D(x; sigma)`` with ``condition`` in place of the bound one (``None``: the model gets none)."""
-        sigma = torch.as_tensor(sigma, device=x.device).to(compute_dtype(x.dtype))
-        sigma = sigma.expand(x.shape[0]) if sigma.ndim == 0 else sigma
+        sigma = as_levels(sigma, x)
         check_condition(condition, x.shape[0])
         x_in = x if self.model_dtype in (None, x.dtype) else x.to(self.model_dtype)
-        out = predict(self.predictor, self.schedule, x_in, sigma, condition=condition, who=self.who)
-        out = out if out.dtype == x.dtype else out.to(x.dtype)  # a model in another precision: D in x's
+        compiled = _compiled_at_noise_level(self.predictor)
+        if compiled is not None:
+            kwargs = {} if condition is None else {"condition": condition}
+            out = check_output(compiled(x_in, sigma, **kwargs), x_in, self.who)
+        else:
+            out = predict(self.predictor, self.schedule, x_in, sigma, condition=condition, who=self.who)
+        return self._to_x0(x, sigma, cast(out, x.dtype))  # a model in another precision: D in x's
+
+    def _to_x0(self, x: torch.Tensor, sigma: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """The x0-prediction from the predictor's output ``out`` at noise levels ``sigma`` (``(B,)``)."""
         if self.prediction_type == "x0":
             return out
         sigma_b = append_dims(sigma, x.ndim).to(x.dtype)
@@ -218,6 +293,50 @@ class Denoiser:
             alpha_sq = 1 / (1 + sigma_b**2)  # sigmoid(lambda) of the variance-preserving process
             return alpha_sq * x - sigma_b * alpha_sq.sqrt() * out
         return x + sigma_b**2 * out  # score of the unscaled latent
+
+    def on_checked_levels(self, like: torch.Tensor) -> Callable[[torch.Tensor, Any], torch.Tensor]:
+        """``D(x; sigma)`` as a function for states ``x`` shaped and typed like ``like``, at noise levels the
+        caller checked once (positive and finite: a grid checked by ``check_sigmas`` and the levels a solver
+        derives from it), which is how ``ds.sample`` calls the model.
+
+        What depends only on the latents is settled here, once: the condition's batch, the dtype the model is
+        called in, how the predictor is reached. A preconditioner (or a ``partial`` of one, or
+        ``torch.compile``'s wrapper of one whose time is the noise level) is then called through
+        ``precondition``, without the per-call domain check of ``forward_sigma``. A state of another batch
+        size or dtype, and any other predictor, take the checked path of :meth:`x0_given`.
+
+        >>> import torch
+        >>> import diffusion_schemes as ds
+        >>> net = lambda x, c_noise, condition=None: torch.zeros_like(x)
+        >>> schedule = ds.create("noise_schedule", "ve")
+        >>> denoiser = schedule.get_denoiser(x0_predictor=ds.create("preconditioner", "ve", model=net))
+        >>> x = torch.ones(2, 3)
+        >>> evaluate = denoiser.on_checked_levels(x)
+        >>> torch.equal(evaluate(x, torch.tensor(2.0)), denoiser.x0_sigma(x, torch.tensor(2.0)))
+        True
+        """
+        batch, dtype, device = like.shape[0], like.dtype, like.device
+        levels = compute_dtype(dtype)
+        condition = self.condition
+        check_condition(condition, batch)
+        model_dtype = None if self.model_dtype in (None, dtype) else self.model_dtype
+        entry = _noise_level_entry(self.predictor, condition, checked=True)
+        if entry is None:
+            return lambda x, sigma: self.x0_given(x, sigma, condition)
+        to_x0 = None if self.prediction_type == "x0" else self._to_x0
+
+        def evaluate(x: torch.Tensor, sigma: Any) -> torch.Tensor:
+            if x.shape[0] != batch or x.dtype != dtype:
+                return self.x0_given(x, sigma, condition)
+            if not (isinstance(sigma, torch.Tensor) and sigma.dtype == levels and sigma.device == device):
+                sigma = torch.as_tensor(sigma, device=device).to(levels)
+            # a scalar level goes as it is: the preconditioner expands it to the batch (inside the graph, compiled)
+            out = entry(x if model_dtype is None else x.to(model_dtype), sigma)
+            if out.dtype != dtype:
+                out = out.to(dtype)
+            return out if to_x0 is None else to_x0(x, sigma, out)
+
+        return evaluate
 
     def x0(self, x: torch.Tensor, t: Any) -> torch.Tensor:
         """``D`` at the schedule's time ``t``."""

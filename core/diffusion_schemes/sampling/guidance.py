@@ -9,7 +9,8 @@ At every evaluation the guided denoiser combines two x0-predictions of the same 
 - autoguidance (Karras et al. 2024, "Guiding a diffusion model with a bad version of itself"):
   ``D_null`` is a ``guide`` model (smaller or less trained) on the same condition;
 - ``interval = (sigma_lo, sigma_hi)`` (Kynkaanniemi et al. 2024): guidance only at noise levels
-  in that closed interval; outside it only ``D_cond`` is evaluated;
+  in that closed interval; outside it only ``D_cond`` is evaluated. Which side an evaluation is on
+  is decided without reading the device (see :meth:`GuidedDenoiser.x0_sigma`);
 - ``rescale = phi`` (Lin et al. 2024, Section 3.4): ``D <- phi D std(D_cond) / std(D) + (1 - phi) D``,
   the standard deviations taken per sample over the non-batch dimensions (``torch.std``,
   default correction); a sample whose guided estimate has no spread (``std(D) = 0``) is left as it is.
@@ -44,11 +45,17 @@ from typing import Any
 import torch
 
 from diffusion_schemes.adapters.conditions import check_condition, expand_null_condition
-from diffusion_schemes.sampling.denoiser import Denoiser, make_denoiser
+from diffusion_schemes.sampling.denoiser import Denoiser, as_levels, make_denoiser
 from diffusion_schemes.errors import ArgumentTypeError, GuidanceError
-from diffusion_schemes.tensors import compute_dtype
+from diffusion_schemes.solvers.base import StepLevels
+from diffusion_schemes.tensors import append_dims, compute_dtype
 
 __all__ = ["Guidance", "GuidedDenoiser", "as_guidance"]
+
+#: Relative widening of a solver's host-side bounds on its evaluation levels: the device computes a derived
+#: level (a midpoint, ``sigma (1 + gamma)``) in float32 or wider, a few roundings (about 1e-7 each) away
+#: from the bound the host computes for it in float64.
+LEVEL_ROUNDING = 1e-5
 
 
 def _real(value: Any, what: str) -> float:
@@ -205,6 +212,8 @@ class GuidedDenoiser(Denoiser):
         self.model_dtype = denoiser.model_dtype
         self.guidance = guidance
         self.evaluations = 0
+        self._levels: StepLevels | None = None  # what the solver loop said about the current step
+        self._bounds: dict[torch.dtype, tuple[float, float]] = {}
         condition = denoiser.condition
         check_condition(condition, batch_size)
         guide = guidance.guide
@@ -229,33 +238,64 @@ class GuidedDenoiser(Denoiser):
     def parameter(self) -> torch.Tensor | None:
         return self.base.parameter()
 
-    def x0_sigma(self, x: torch.Tensor, sigma: Any) -> torch.Tensor:
-        """The guided ``D(x; sigma)``; guidance applies where ``sigma`` is in the interval."""
-        sigma = torch.as_tensor(sigma, device=x.device).to(compute_dtype(x.dtype))
-        sigma = sigma.expand(x.shape[0]) if sigma.ndim == 0 else sigma
+    @property
+    def enter_step(self) -> Any:
+        """What a solver loop calls before each step with the step's :class:`~diffusion_schemes.solvers.StepLevels`
+        (and with None when it leaves the loop); None when no decision depends on the noise level (no
+        interval, or ``scale = 1``), so the loop reads nothing for it."""
         g = self.guidance
+        return None if g.interval is None or g.scale == 1 else self._enter_step
+
+    def _enter_step(self, levels: StepLevels | None) -> None:
+        self._levels = levels
+        if levels is not None and levels.dtype not in self._bounds:
+            # the interval's bounds as the device compares them: rounded to the levels' dtype (once per dtype)
+            self._bounds[levels.dtype] = tuple(torch.tensor(self.guidance.interval, dtype=levels.dtype).tolist())
+
+    def _placement(self, sigma: Any, dtype: torch.dtype) -> bool | None:
+        """Whether the evaluation at ``sigma`` (as the solver passed it) is inside the interval, decided on the
+        host from what the solver loop said about the step: exactly for a level it named (a grid value), by
+        the step's bounds for a level derived from them when those lie wholly on one side; None otherwise."""
+        levels = self._levels
+        if levels is None or levels.dtype != dtype:
+            return None
+        lo, hi = self._bounds[dtype]
+        for tensor, value in levels.known:
+            if sigma is tensor:
+                return lo <= value <= hi
+        if levels.bounds is None:
+            return None
+        low, high = levels.bounds[0] * (1 - LEVEL_ROUNDING), levels.bounds[1] * (1 + LEVEL_ROUNDING)
+        if lo <= low and high <= hi:
+            return True
+        if high < lo or low > hi:
+            return False
+        return None
+
+    def x0_sigma(self, x: torch.Tensor, sigma: Any) -> torch.Tensor:
+        """The guided ``D(x; sigma)``; guidance applies where ``sigma`` is in the interval.
+
+        With an interval, no device value is read. Inside a solver's loop (``enter_step``) an evaluation at
+        a level the host knows, or at a level derived from the step's grid values whose bounds lie wholly
+        inside or outside the interval, is decided on the host: two network evaluations inside, one outside.
+        Anywhere else (a level near a bound, one value per sample, a call outside a loop) both branches are
+        evaluated and ``torch.where`` keeps, sample by sample, the guided estimate inside and the conditional
+        one outside: the same values, at two evaluations.
+        """
+        g = self.guidance
+        placed = None if g.interval is None or g.scale == 1 else self._placement(sigma, compute_dtype(x.dtype))
+        sigma = as_levels(sigma, x)
         if g.scale == 1:
             self.evaluations += 1
             return self.base.x0_given(x, sigma, self.condition)
-        if g.interval is None:
+        if g.interval is None or placed is True:
             return self._guided(x, sigma, self.condition, self.null_condition)
-        inside = (sigma >= g.interval[0]) & (sigma <= g.interval[1])
-        count = int(inside.sum())
-        if count == x.shape[0]:
-            return self._guided(x, sigma, self.condition, self.null_condition)
-        d = self.base.x0_given(x, sigma, self.condition)
-        if count == 0:
+        if placed is False:
             self.evaluations += 1
-            return d
-        # Noise levels per sample, some inside: the conditional branch for all, guidance for those inside.
-        idx = inside.nonzero().squeeze(1)
-        condition = None if self.condition is None else self.condition[idx]
-        null = None if self.null_condition is None else self.null_condition[idx]
-        d_null = self._null(x[idx], sigma[idx], condition, null)
-        self.evaluations += 2
-        d = d.clone()
-        d[idx] = self._combine(d[idx], d_null)
-        return d
+            return self.base.x0_given(x, sigma, self.condition)
+        inside = append_dims((sigma >= g.interval[0]) & (sigma <= g.interval[1]), x.ndim)
+        d_cond, d_null = self._branches(x, sigma, self.condition, self.null_condition)
+        return torch.where(inside, d_null if g.scale == 0 else self._combine(d_cond, d_null), d_cond)
 
     def _null(self, x: torch.Tensor, sigma: torch.Tensor, condition: Any, null: Any) -> torch.Tensor:
         if self.guide is not None:
@@ -266,14 +306,16 @@ class GuidedDenoiser(Denoiser):
         if self.guidance.scale == 0:
             self.evaluations += 1
             return self._null(x, sigma, condition, null)
+        return self._combine(*self._branches(x, sigma, condition, null))
+
+    def _branches(self, x: torch.Tensor, sigma: torch.Tensor, condition: Any, null: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(D_cond, D_null)``: two network evaluations per sample, one batch of ``2B`` when batched."""
         self.evaluations += 2
         if self.batched:
             both = self.base.x0_given(torch.cat([x, x]), torch.cat([sigma, sigma]), _cat(condition, null))
             d_cond, d_null = both.chunk(2)
-        else:
-            d_cond = self.base.x0_given(x, sigma, condition)
-            d_null = self._null(x, sigma, condition, null)
-        return self._combine(d_cond, d_null)
+            return d_cond, d_null
+        return self.base.x0_given(x, sigma, condition), self._null(x, sigma, condition, null)
 
     def _combine(self, d_cond: torch.Tensor, d_null: torch.Tensor) -> torch.Tensor:
         d = d_null + self.guidance.scale * (d_cond - d_null)

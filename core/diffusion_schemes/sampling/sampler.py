@@ -23,6 +23,8 @@ solver as its ``callback`` keeps the known region of an inpainting and calls the
 
 from __future__ import annotations
 
+import math
+from array import array
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -40,7 +42,7 @@ from diffusion_schemes.sampling.guidance import as_guidance
 from diffusion_schemes.solvers.base import BaseSolver, check_callback, checked_noise_sampler
 from diffusion_schemes.specs.base import SchemeSpec
 from diffusion_schemes.specs.discovery import registry
-from diffusion_schemes.tensors import compute_dtype
+from diffusion_schemes.tensors import cast, compute_dtype
 
 __all__ = ["MAX_NUM_STEPS", "SampleResult", "StepHook", "resolve_discretization", "resolve_solver", "sample"]
 
@@ -109,6 +111,35 @@ def resolve_solver(solver: Any, options: Mapping[str, Any] | None = None) -> Bas
     return registry.create("solver", {**solver, **options})
 
 
+#: Solvers and discretizations ``sample`` built by name or config, by that config: they hold only their spec's
+#: fields, so one object serves every call, and validating a config costs about as much as a small network
+#: evaluation. (``resolve_solver`` and ``resolve_discretization`` themselves build a new object each time.)
+_BUILT: dict[tuple[Any, ...], Any] = {}
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def _built(kind: str, resolve: Any, value: Any, options: Mapping[str, Any] | None = None) -> Any:
+    """``resolve(value[, options])``, kept for the next call when ``value`` is None, a name or a config of plain
+    values (and so are the options)."""
+    args = (value,) if options is None else (value, options)
+    if isinstance(value, _PLAIN):
+        config: Any = value
+    elif isinstance(value, Mapping) and all(isinstance(v, _PLAIN) for v in value.values()):
+        config = tuple(sorted(value.items()))
+    else:
+        return resolve(*args)
+    if not all(isinstance(v, _PLAIN) for v in (options or {}).values()):
+        return resolve(*args)
+    key = (kind, config, tuple(sorted((options or {}).items())))
+    built = _BUILT.get(key)
+    if built is None:
+        built = resolve(*args)
+        if len(_BUILT) >= 256:
+            _BUILT.clear()
+        _BUILT[key] = built
+    return built
+
+
 def resolve_discretization(discretization: Any) -> Any:
     """A discretization object from None (the schedule's own grid), a name, a config mapping, a spec or an object.
 
@@ -144,7 +175,7 @@ def _grid(noise_schedule: Any, num_steps: Any, discretization: Any, sigmas: Any)
                     "before the final 0; omit num_steps when you pass sigmas"
                 )
         return grid
-    grids = resolve_discretization(discretization)
+    grids = _built("discretization", resolve_discretization, discretization)
     if num_steps is None:
         num_steps = getattr(grids, "num_steps", None)  # a grid of a fixed step count (``explicit``) states it
         if num_steps is None:
@@ -203,55 +234,113 @@ class StepHook:
 class FiniteWatch:
     """Where sampling stopped being finite, recorded on the latents' device and read once at the end.
 
-    Three sticky flags, set when a value seen was NaN or inf: the noise drawn, the denoiser's
-    output and the solver's state. After each step ``first[k]`` becomes ``min(first[k], i)`` where
-    flag ``k`` is set, so ``first`` holds the first step at which each stopped being finite; all
-    of it with tensor operations, no host read until :meth:`read`.
+    Each value seen (the noise drawn, the denoiser's output, the solver's state after a step) is reduced
+    by one ``torch.aminmax``: a single pass, whose minimum and maximum are both finite exactly when every
+    element is (NaN reaches both, an infinity one of them, and finite values cannot overflow them). The
+    results wait in a list, with where each came from (the step and the source) kept on the host; every
+    ``CHUNK`` values they are folded on the device into the position of the first non-finite one. No
+    comparison runs per value and nothing is read on the host before :meth:`read`.
 
     >>> import torch
     >>> watch = FiniteWatch(torch.device("cpu"))
     >>> for i, x in enumerate([torch.ones(2), torch.tensor([1.0, float("nan")]), torch.ones(2)]):
     ...     watch.step(i, x)
     >>> watch.read(torch.ones(2))
-    ([None, None, 1], False)
+    ((1, 'state'), False)
     """
 
     SOURCES = ("noise", "denoised", "state")
+    CHUNK = 256
 
     def __init__(self, device: torch.device) -> None:
-        self.flags = torch.zeros(3, dtype=torch.bool, device=device)
-        self.first = torch.full((3,), _NEVER, dtype=torch.int64, device=device)
+        self.device = device
+        self.extremes: list[torch.Tensor] = []  # minimum and maximum of each value not yet folded
+        self.tags = array("q")  # per value seen: 3 * step + source, on the host
+        self.steps = 0  # steps ended so far: the step the next value belongs to
+        self.first: torch.Tensor | None = None  # after a fold: the position of the first bad value, or _NEVER
+        self.folded = 0
 
     def see(self, source: int, value: torch.Tensor) -> None:
-        """Record whether ``value`` (from ``SOURCES[source]``) holds a NaN or an inf."""
-        self.flags[source] |= ~torch.isfinite(value).all()
+        """Record ``value`` (from ``SOURCES[source]``) for the step under way: one reduction, on its device."""
+        self.extremes.extend(torch.aminmax(value) if value.numel() else _extremes(value))
+        self.tags.append(3 * self.steps + source)
+        if len(self.extremes) >= 2 * self.CHUNK:
+            self._fold()
 
     def step(self, i: int, x: torch.Tensor) -> None:
-        """After step ``i``: its state ``x`` seen, the first bad step of each source kept."""
+        """After step ``i``: its state ``x`` seen; the values seen next belong to step ``i + 1``."""
+        self.steps = i
         self.see(2, x)
-        self.first = torch.where(self.flags, self.first.clamp(max=i), self.first)
+        self.steps = i + 1
 
-    def read(self, samples: torch.Tensor) -> tuple[list[int | None], bool]:
-        """``(first step of each source or None, whether samples hold NaN or inf)``: one host read."""
-        bad = (~torch.isfinite(samples).all()).view(1).to(torch.int64)
-        *first, bad = torch.cat([self.first, bad]).tolist()
-        return [None if i == _NEVER else i for i in first], bool(bad)
+    def _fold(self) -> None:
+        pairs = torch.stack(self.extremes).view(-1, 2)
+        bad = ~(pairs * 0 == 0).all(dim=1)  # v * 0 is 0 exactly for a finite v
+        where = torch.arange(self.folded, self.folded + bad.shape[0], device=self.device)
+        first = torch.where(bad, where, _NEVER).amin()
+        self.first = first if self.first is None else torch.minimum(self.first, first)
+        self.folded += bad.shape[0]
+        self.extremes = []
+
+    def read(self, samples: torch.Tensor) -> tuple[tuple[int, str] | None, bool]:
+        """``((step, source) of the first value seen that was NaN or inf, or None; whether samples hold NaN or
+        inf)``: one host read, of the extremes not folded yet, the samples' and the folded record (exact in
+        float64, as positions are below 2^53)."""
+        values = torch.stack([*self.extremes, *_extremes(samples)] if not self.extremes else
+                             [*self.extremes, *(cast(e, self.extremes[0].dtype) for e in _extremes(samples))])
+        if self.first is not None:
+            values = torch.cat([values.to(torch.float64), self.first.to(torch.float64).view(1)])
+        read = values.tolist()
+        first = _NEVER
+        if self.first is not None:
+            *read, folded = read
+            first = int(folded) if folded < 2.0**53 else _NEVER
+        if first == _NEVER:  # nothing folded was bad: the first bad value not folded, if any
+            first = next((self.folded + k // 2 for k, v in enumerate(read[:-2]) if not math.isfinite(v)), _NEVER)
+        where = None if first == _NEVER else divmod(self.tags[first], 3)
+        bad = not (math.isfinite(read[-2]) and math.isfinite(read[-1]))
+        return (None if where is None else (where[0], self.SOURCES[where[1]])), bad
+
+
+def _extremes(value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``value``'s minimum and maximum (one pass; both finite exactly when every element is); a tensor with
+    no element gives 0 and 0."""
+    if not value.numel():
+        zero = torch.zeros((), dtype=value.dtype, device=value.device)
+        return zero, zero
+    low, high = torch.aminmax(value)
+    return low, high
 
 
 class _SolverView:
     """The denoiser as the solver sees it: called on the solver's state (float32 or wider), its output
-    in the state's dtype and watched for NaN and inf. The model runs in the latents' dtype: a
-    :class:`Denoiser` casts only the model's input (``model_dtype``); any other denoiser object is
-    called on the state cast to ``dtype``."""
+    in the state's dtype and watched for NaN and inf. The model runs in the latents' dtype: a plain
+    :class:`Denoiser` casts only the model's input (``model_dtype``) and is reached through
+    :meth:`Denoiser.on_checked_levels` when the solver's levels all follow from the checked grid; any
+    other denoiser object is called on the state cast to ``dtype``. ``x0_sigma`` is an attribute (a
+    closure made once per call), so an evaluation passes through no method of its own."""
 
-    def __init__(self, denoiser: Any, dtype: torch.dtype | None, watch: FiniteWatch | None) -> None:
-        self.denoiser, self.dtype, self.watch = denoiser, dtype, watch
+    def __init__(self, denoiser: Any, dtype: torch.dtype | None, watch: FiniteWatch | None, state: torch.Tensor,
+                 checked: bool) -> None:
+        self.denoiser = denoiser
+        if type(denoiser) is Denoiser and dtype is None and checked:
+            evaluate = denoiser.on_checked_levels(state)
+        else:
+            call = denoiser.x0_sigma
 
-    def x0_sigma(self, x: torch.Tensor, sigma: Any) -> torch.Tensor:
-        out = self.denoiser.x0_sigma(x if self.dtype is None else x.to(self.dtype), sigma).to(x.dtype)
-        if self.watch is not None:
-            self.watch.see(1, out)
-        return out
+            def evaluate(x: torch.Tensor, sigma: Any) -> torch.Tensor:
+                return cast(call(x if dtype is None else x.to(dtype), sigma), x.dtype)
+
+        if watch is not None:
+            see = watch.see
+            plain = evaluate
+
+            def evaluate(x: torch.Tensor, sigma: Any) -> torch.Tensor:
+                out = plain(x, sigma)
+                see(1, out)
+                return out
+
+        self.x0_sigma = evaluate
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.denoiser, name)
@@ -270,17 +359,16 @@ def _solver_noise(noise_sampler: Any, latents: torch.Tensor, dtype: torch.dtype,
     return draw
 
 
-def _non_finite(first: list[int | None], grid: torch.Tensor, guided: Any, dtype: torch.dtype) -> tuple[str, int | None, str]:
+def _non_finite(first: tuple[int, str] | None, grid: torch.Tensor, guided: Any, dtype: torch.dtype) -> tuple[str, int | None, str]:
     """``(message, step, cause)`` for samples that are not finite, from the watch's record."""
     def level(i: int) -> str:
         return f"step {i} (noise level {float(grid[i]):.4g} -> {float(grid[i + 1]):.4g})"
 
-    seen = [(i, k) for k, i in enumerate(first) if i is not None]
-    if not seen:
+    if first is None:
         return ("the samples hold NaN or inf, but no step reported a non-finite value (the solver called no "
                 "callback, or the last values overflowed when cast back)", None, "unknown")
-    step, source = min(seen)
-    cause = FiniteWatch.SOURCES[source]
+    step, cause = first
+    step = min(step, grid.shape[0] - 2)  # a value seen after the last step's callback belongs to the last step
     if cause == "noise":
         text = f"the noise_sampler returned NaN or inf noise at {level(step)}; check the noise sampler"
     elif cause == "denoised":
@@ -298,10 +386,11 @@ def _non_finite(first: list[int | None], grid: torch.Tensor, guided: Any, dtype:
 
 def _refuse_non_finite_inputs(latents: torch.Tensor, known: torch.Tensor | None) -> None:
     """NaN or inf in the latents, or in ``known`` where the mask keeps it: one host read per call."""
-    flags = [~torch.isfinite(latents).all()]
-    if known is not None:
-        flags.append(~torch.isfinite(known).all())
-    bad_latents, *bad_known = torch.stack(flags).tolist()
+    ends = list(_extremes(latents))
+    if known is not None:  # in the solver's dtype, no narrower than the latents': both compared in float64
+        ends = [cast(end, torch.float64) for end in (*ends, *_extremes(known))]
+    values = torch.stack(ends).tolist()
+    bad_latents, *bad_known = (not (math.isfinite(lo) and math.isfinite(hi)) for lo, hi in zip(values[::2], values[1::2]))
     if bad_latents:
         raise SamplingError(
             "the latents hold NaN or inf; draw them with noise_schedule.init_latents(shape) (for img2img, "
@@ -447,13 +536,13 @@ def sample(
             f"noise_sampler must be callable as noise_sampler(sigma, sigma_next), got {type(noise_sampler).__name__}"
         )
     grid = _grid(noise_schedule, num_steps, discretization, sigmas)
-    solver = resolve_solver(solver, solver_options)
+    solver = _built("solver", resolve_solver, solver, solver_options or {})
     denoiser = bind_condition(denoiser, noise_schedule, condition, latents.shape[0])
-    cast = None  # a plain Denoiser calls its model in the latents' dtype itself; another gets its input cast
+    model_cast = None  # a plain Denoiser calls its model in the latents' dtype itself; another gets its input cast
     if type(denoiser) is Denoiser:
         denoiser = denoiser.calling_model_in(latents.dtype)
     else:
-        cast = latents.dtype
+        model_cast = latents.dtype
     guidance = as_guidance(guidance)
     per_call = getattr(denoiser, "evaluations_per_call", None)  # ds.Patched: patches per evaluation
     per_call = 1 if per_call is None else per_call(latents.shape)
@@ -472,9 +561,9 @@ def sample(
         hook = extra["callback"] = StepHook(callback, mask, known, noise, watch)
     if noise_sampler is not None:
         extra["noise_sampler"] = _solver_noise(noise_sampler, latents, dtype, watch)
-    view = _SolverView(denoiser, cast, watch)
     with torch.no_grad():
         x = latents.to(dtype)
+        view = _SolverView(denoiser, model_cast, watch, x, getattr(solver, "levels_from_grid", False))
         samples, nfe = solver.run(view, x, grid, generator=generator, **extra)  # grid checked once, above
         if mask is not None and hook is not None and hook.last_x is not samples:
             samples = samples * (1 - mask) + known * mask  # a solver that returned a copy of its last state

@@ -35,6 +35,7 @@ from diffusion_schemes.solvers.base import (
     EulerSpec,
     Heun,
     HeunSpec,
+    StepLevels,
     default_noise_sampler,
 )
 from diffusion_schemes.solvers.multistep import (
@@ -67,6 +68,7 @@ __all__ = [
     "EulerAncestral",
     "EulerMaruyama",
     "Heun",
+    "StepLevels",
     "UniPC",
     "default_noise_sampler",
 ]

@@ -29,8 +29,9 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from diffusion_schemes.solvers.base import BaseSolver
+from diffusion_schemes.solvers.base import BaseSolver, StepLevels, as_stored
 from diffusion_schemes.specs.base import SolverSpec
+from diffusion_schemes.tensors import cast
 
 __all__ = ["DPMAdaptive"]
 
@@ -66,59 +67,76 @@ class DPMAdaptive(BaseSolver):
 
     spec_class = DPMAdaptiveSpec
     adaptive = True
+    levels_from_grid = True
 
     def solve(self, denoiser, x, sigmas, noise_sampler, callback=None):
+        """The step-size loop. ``lambda`` and the step size live on the host (Python floats, from the grid's
+        two ends read once per call), so the one value an attempted step reads from the device is its error
+        estimate, which decides whether to accept the step, the next step size and when to stop: a loop that
+        chooses its own steps cannot do without it. Each evaluation's noise level is filled in on the device
+        from its host value (no copy)."""
         nfe = 0
+        enter = getattr(denoiser, "enter_step", None)
+        first, end = sigmas[0], sigmas[-2]
+        sigma_first, sigma_end = torch.stack([first, end]).tolist()
+        level = lambda lam: sigmas.new_full((), math.exp(-lam))  # noqa: E731
 
         def eps(x, lam):
             nonlocal nfe
             nfe += 1
-            sigma = (-lam).exp()
-            return (x - denoiser.x0_sigma(x, sigma)) / sigma.to(x.dtype)
+            sigma = level(lam)
+            if enter is not None:  # the level is made here from a host value: the denoiser may know it exactly
+                enter(StepLevels(((sigma, as_stored(math.exp(-lam), sigmas.dtype)),), None, sigmas.dtype))
+            return (x - denoiser.x0_sigma(x, sigma)) / math.exp(-lam)
 
-        lam, lam_end = -sigmas[0].log(), -sigmas[-2].log()
+        def report(i, lam, lam_t, x_next, eps_s):
+            if callback is not None:
+                sigma_s = level(lam)
+                denoised = x - cast(sigma_s, x.dtype) * eps_s
+                callback({"i": i, "sigma": sigma_s, "sigma_next": level(lam_t), "x": x_next, "denoised": denoised})
+
+        lam, lam_end = -math.log(sigma_first), -math.log(sigma_end)
         h, x_prev, eps_s, i = self.h_init, x, None, 0
-        while float(lam_end - lam) > 0:
-            lam_t = torch.clamp(lam + h, max=lam_end)
+        while lam_end - lam > 0:
+            lam_t = min(lam + h, lam_end)
             eps_s = eps(x, lam) if eps_s is None else eps_s
             x_low, x_high = self._pair(eps, x, lam, lam_t, eps_s)
-            delta = torch.maximum(torch.full_like(x, self.atol), self.rtol * torch.maximum(x_low.abs(), x_prev.abs()))
-            error = float(torch.linalg.vector_norm((x_high - x_low) / delta)) / math.sqrt(x.numel())
+            delta = (self.rtol * torch.maximum(x_low.abs(), x_prev.abs())).clamp(min=self.atol)
+            error = float(torch.linalg.vector_norm((x_high - x_low) / delta)) / math.sqrt(x.numel())  # the read
             if not math.isfinite(error):  # NaN or inf in the state or the model's output: no step size helps
-                if callback is not None:
-                    sigma_s, sigma_t = (-lam).exp(), (-lam_t).exp()
-                    denoised = x - sigma_s.to(x.dtype) * eps_s
-                    callback({"i": i, "sigma": sigma_s, "sigma_next": sigma_t, "x": x_high, "denoised": denoised})
+                report(i, lam, lam_t, x_high, eps_s)
                 return x_high, nfe
-            h = float(lam_t - lam) * min(MAX_GROWTH, self.theta * max(error, 1e-10) ** (-1 / self.order))
+            h = (lam_t - lam) * min(MAX_GROWTH, self.theta * max(error, 1e-10) ** (-1 / self.order))
             if error <= 1:
-                if callback is not None:
-                    sigma_s, sigma_t = (-lam).exp(), (-lam_t).exp()
-                    denoised = x - sigma_s.to(x.dtype) * eps_s
-                    callback({"i": i, "sigma": sigma_s, "sigma_next": sigma_t, "x": x_high, "denoised": denoised})
+                report(i, lam, lam_t, x_high, eps_s)
                 x_prev, x, lam, eps_s, i = x_low, x_high, lam_t, None, i + 1
-        denoised = denoiser.x0_sigma(x, sigmas[-2])
+        if enter is not None:
+            enter(StepLevels(((end, sigma_end),), None, sigmas.dtype))
+        denoised = denoiser.x0_sigma(x, end)
         if callback is not None:
-            callback({"i": i, "sigma": sigmas[-2], "sigma_next": sigmas[-1], "x": denoised, "denoised": denoised})
+            callback({"i": i, "sigma": end, "sigma_next": sigmas[-1], "x": denoised, "denoised": denoised})
         return denoised, nfe + 1
 
     def _pair(self, eps, x, lam, lam_t, eps_s):
-        """``(x_low, x_high)`` from ``lam`` to ``lam_t``: DPM-Solver-(k-1) and -k sharing evaluations."""
+        """``(x_low, x_high)`` from ``lam`` to ``lam_t`` (host floats): DPM-Solver-(k-1) and -k sharing evaluations.
+
+        Every coefficient is a product of host floats, so each term costs one operation on the latent.
+        """
         h = lam_t - lam
-        sigma = lambda v: (-v).exp().to(x.dtype)  # noqa: E731
-        first = x - sigma(lam_t) * torch.expm1(h).to(x.dtype) * eps_s
+        sigma = lambda v: math.exp(-v)  # noqa: E731
+        first = x - (sigma(lam_t) * math.expm1(h)) * eps_s
         if self.order == 2:
             s1 = lam + h / 2
-            u1 = x - sigma(s1) * torch.expm1(h / 2).to(x.dtype) * eps_s
-            second = first - sigma(lam_t) * torch.expm1(h).to(x.dtype) * (eps(u1, s1) - eps_s)
+            u1 = x - (sigma(s1) * math.expm1(h / 2)) * eps_s
+            second = first - (sigma(lam_t) * math.expm1(h)) * (eps(u1, s1) - eps_s)
             return first, second
         r1, r2 = 1 / 3, 2 / 3
         s1, s2 = lam + r1 * h, lam + r2 * h
-        u1 = x - sigma(s1) * torch.expm1(r1 * h).to(x.dtype) * eps_s
+        u1 = x - (sigma(s1) * math.expm1(r1 * h)) * eps_s
         d1 = eps(u1, s1) - eps_s
-        second = first - (sigma(lam_t) / (2 * r1) * torch.expm1(h).to(x.dtype)) * d1
-        phi = (torch.expm1(r2 * h) / (r2 * h) - 1).to(x.dtype)
-        u2 = x - sigma(s2) * torch.expm1(r2 * h).to(x.dtype) * eps_s - sigma(s2) * (r2 / r1) * phi * d1
+        second = first - (sigma(lam_t) / (2 * r1) * math.expm1(h)) * d1
+        phi = math.expm1(r2 * h) / (r2 * h) - 1
+        u2 = x - (sigma(s2) * math.expm1(r2 * h)) * eps_s - (sigma(s2) * (r2 / r1) * phi) * d1
         d2 = eps(u2, s2) - eps_s
-        third = first - sigma(lam_t) / r2 * (torch.expm1(h) / h - 1).to(x.dtype) * d2
+        third = first - (sigma(lam_t) / r2 * (math.expm1(h) / h - 1)) * d2
         return second, third

@@ -22,11 +22,13 @@ dpmpp_2s_ancestral 9 True
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from pydantic import Field
 
 from diffusion_schemes.solvers.base import BaseSolver, _euler, ancestral_step, to_d
+from diffusion_schemes.tensors import cast
 from diffusion_schemes.specs.base import SolverSpec
 
 __all__ = ["DPM2", "DPM2Ancestral", "DPMpp2SAncestral", "EulerAncestral"]
@@ -40,17 +42,17 @@ class _AncestralSpec(SolverSpec):
 def _dpm_2(denoiser, x, sigma, sigma_next, denoised):
     """DPM-Solver-2 in sigma: an Euler half step in ``log sigma``, then the full step with its slope."""
     sigma_mid = ((sigma.log() + sigma_next.log()) / 2).exp()
-    x_mid = x + (sigma_mid - sigma).to(x.dtype) * to_d(x, sigma, denoised)
+    x_mid = x + cast(sigma_mid - sigma, x.dtype) * to_d(x, sigma, denoised)
     d_mid = to_d(x_mid, sigma_mid, denoiser.x0_sigma(x_mid, sigma_mid))
-    return x + (sigma_next - sigma).to(x.dtype) * d_mid
+    return x + cast(sigma_next - sigma, x.dtype) * d_mid
 
 
 def _dpmpp_2s(denoiser, x, sigma, sigma_next, denoised):
     """DPM-Solver++(2S) with ``r = 1/2`` in ``lambda = -log sigma`` (Lu et al. 2022b, Algorithm 1)."""
     sigma_mid = (sigma * sigma_next).sqrt()
-    x_mid = (sigma_mid / sigma).to(x.dtype) * x - (sigma_mid / sigma - 1).to(x.dtype) * denoised
+    x_mid = cast(sigma_mid / sigma, x.dtype) * x - cast(sigma_mid / sigma - 1, x.dtype) * denoised
     denoised_mid = denoiser.x0_sigma(x_mid, sigma_mid)
-    return (sigma_next / sigma).to(x.dtype) * x - (sigma_next / sigma - 1).to(x.dtype) * denoised_mid
+    return cast(sigma_next / sigma, x.dtype) * x - cast(sigma_next / sigma - 1, x.dtype) * denoised_mid
 
 
 class EulerAncestralSpec(_AncestralSpec):
@@ -70,12 +72,13 @@ class EulerAncestral(BaseSolver):
 
     stochastic = True
     spec_class = EulerAncestralSpec
+    levels_from_grid = True
 
     def step(self, denoiser, x, sigma, sigma_next, state=None, noise=None, last=False):
         sigma_down, sigma_up = ancestral_step(sigma, sigma_next, self.eta)
         x, denoised = _euler(denoiser, x, sigma, sigma_down)
         if noise is not None:
-            x = x + noise * (self.s_noise * sigma_up).to(x.dtype)
+            x = x + noise * cast(self.s_noise * sigma_up, x.dtype)
         return x, denoised, state
 
 
@@ -100,6 +103,11 @@ class DPM2(BaseSolver):
     order = 2
     evaluations = 2
     spec_class = DPM2Spec
+    levels_from_grid = True
+
+    def level_bounds(self, sigmas, i):
+        """The midpoint ``sqrt(sigma_i sigma_{i+1})`` lies between the two."""
+        return sigmas[i + 1], sigmas[i]
 
     def step(self, denoiser, x, sigma, sigma_next, state=None, noise=None, last=False):
         if last:
@@ -121,10 +129,23 @@ class DPM2AncestralSpec(_AncestralSpec):
 
 
 class _TwoStageAncestral(BaseSolver):
-    """A two-evaluation step (``inner``) to ``sigma_down``, then noise of scale ``sigma_up``; Euler on the last."""
+    """A two-evaluation step (``inner``) to ``sigma_down``, then noise of scale ``sigma_up``; Euler on the last.
+
+    Its evaluations stay checked (``levels_from_grid`` False): where ``sigma_{i+1} / sigma_i`` is below about
+    3e-4, ``sigma_down^2 = sigma_{i+1}^2 - sigma_up^2`` cancels to 0 in float32 and the midpoint with it.
+    """
 
     stochastic = True
     evaluations = 2
+
+    def level_bounds(self, sigmas, i):
+        """The midpoint ``sqrt(sigma_i sigma_down)`` lies in ``[sqrt(sigma_i sigma_down), sigma_i]``; ``sigma_down``
+        is bounded below allowing the device's cancellation in ``sigma_{i+1}^2 - sigma_up^2`` (1e-5 of
+        ``sigma_{i+1}^2``, far above float32's rounding)."""
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        up = min(sigma_next, self.eta * math.sqrt(sigma_next**2 * (sigma**2 - sigma_next**2) / sigma**2))
+        down_sq = max(0.0, sigma_next**2 - up**2 - 1e-5 * sigma_next**2)
+        return math.sqrt(sigma * math.sqrt(down_sq)), sigma
 
     def step(self, denoiser, x, sigma, sigma_next, state=None, noise=None, last=False):
         if last:
@@ -132,7 +153,7 @@ class _TwoStageAncestral(BaseSolver):
         sigma_down, sigma_up = ancestral_step(sigma, sigma_next, self.eta)
         denoised = denoiser.x0_sigma(x, sigma)
         x = type(self).inner(denoiser, x, sigma, sigma_down, denoised)
-        return x + noise * (self.s_noise * sigma_up).to(x.dtype), denoised, state
+        return x + noise * cast(self.s_noise * sigma_up, x.dtype), denoised, state
 
 
 class DPM2Ancestral(_TwoStageAncestral):

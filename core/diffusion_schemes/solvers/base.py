@@ -24,16 +24,17 @@ solver adds noise (k-diffusion's convention), outside the step.
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Callable
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, NamedTuple
 
 import torch
 from pydantic import Field
 
-from diffusion_schemes.errors import ArgumentTypeError, DomainError, SamplingError
+from diffusion_schemes.errors import ArgumentTypeError, DomainError, InvalidArgumentError, SamplingError
 from diffusion_schemes.discretizations import check_sigmas
 from diffusion_schemes.solvers.noise_samplers import GeneratorArg, check_generator, normal_noise
-from diffusion_schemes.tensors import compute_dtype
+from diffusion_schemes.tensors import cast, compute_dtype
 from diffusion_schemes.specs.base import SolverSpec, SpecBacked
 
 __all__ = [
@@ -44,6 +45,7 @@ __all__ = [
     "Euler",
     "EulerMaruyama",
     "Heun",
+    "StepLevels",
     "ancestral_step",
     "checked_noise_sampler",
     "default_noise_sampler",
@@ -126,9 +128,44 @@ def check_callback(callback: Any) -> None:
         )
 
 
+class StepLevels(NamedTuple):
+    """The noise levels at which a step will call ``denoiser.x0_sigma``, as the host knows them without reading the device.
+
+    A solver loop hands it to a denoiser that asks for it (an ``enter_step`` attribute that is not None,
+    such as a guidance interval's) before each step, and None when it leaves the loop. ``known`` pairs
+    level tensors the step passes to ``x0_sigma`` as they are (the grid's entries) with their exact
+    values; every other level of the step lies within ``bounds`` (low, high; up to the rounding of the
+    ``dtype`` the device computes them in), or anywhere when ``bounds`` is None.
+
+    >>> import torch
+    >>> grid = torch.tensor([2.0, 1.0, 0.0])
+    >>> levels = StepLevels(((grid[0], 2.0), (grid[1], 1.0)), (1.0, 2.0), grid.dtype)
+    >>> levels.bounds
+    (1.0, 2.0)
+    """
+
+    known: tuple[tuple[torch.Tensor, float], ...]
+    bounds: tuple[float, float] | None
+    dtype: torch.dtype
+
+
+def as_stored(value: float, dtype: torch.dtype) -> float:
+    """``value`` as a tensor of ``dtype`` (float32 or float64) holds it: rounded to nearest, as a fill does.
+
+    >>> import torch
+    >>> as_stored(0.1, torch.float32) == float(torch.tensor(0.1, dtype=torch.float32)), as_stored(0.1, torch.float64)
+    (True, 0.1)
+    """
+    if dtype == torch.float32:
+        return struct.unpack("<f", struct.pack("<f", value))[0]
+    if dtype != torch.float64:
+        raise InvalidArgumentError(f"as_stored rounds to float32 or float64, got {dtype}")
+    return value
+
+
 def to_d(x: torch.Tensor, sigma: torch.Tensor, denoised: torch.Tensor) -> torch.Tensor:
     """The probability-flow slope ``dx/dsigma = (x - D) / sigma`` (Karras et al. 2022, eq. 4)."""
-    return (x - denoised) / sigma.to(x.dtype)
+    return (x - denoised) / cast(sigma, x.dtype)
 
 
 def ancestral_step(sigma: torch.Tensor, sigma_next: torch.Tensor, eta: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -153,17 +190,17 @@ def ancestral_step(sigma: torch.Tensor, sigma_next: torch.Tensor, eta: float) ->
 def _euler(denoiser: Any, x: torch.Tensor, sigma: torch.Tensor, sigma_next: torch.Tensor):
     """One Euler step of the ODE; returns ``(x_next, denoised)``."""
     denoised = denoiser.x0_sigma(x, sigma)
-    return x + (sigma_next - sigma).to(x.dtype) * to_d(x, sigma, denoised), denoised
+    return x + cast(sigma_next - sigma, x.dtype) * to_d(x, sigma, denoised), denoised
 
 
 def _heun(denoiser: Any, x: torch.Tensor, sigma: torch.Tensor, sigma_next: torch.Tensor):
     """Heun's step (Karras et al. 2022, Algorithm 1, lines 5-8); returns ``(x_next, denoised)``."""
     denoised = denoiser.x0_sigma(x, sigma)
     d = to_d(x, sigma, denoised)
-    step = (sigma_next - sigma).to(x.dtype)
+    step = cast(sigma_next - sigma, x.dtype)
     x_euler = x + step * d
     d_next = to_d(x_euler, sigma_next, denoiser.x0_sigma(x_euler, sigma_next))
-    return x + step * (0.5 * d + 0.5 * d_next), denoised
+    return x + step * ((d + d_next) / 2), denoised
 
 
 class BaseSolver(SpecBacked):
@@ -204,6 +241,11 @@ class BaseSolver(SpecBacked):
     final_evaluations: ClassVar[int] = 1
     #: True when the solver picks its own steps (then only ``sigmas[0]`` and ``sigmas[-2]`` matter).
     adaptive: ClassVar[bool] = False
+    #: True when every noise level the solver evaluates ``D`` at follows from the checked grid by formulas
+    #: that keep it finite and positive (the grid's own values, their geometric means, ``sigma (1 + gamma)``,
+    #: points between two of them): ``ds.sample`` then calls a preconditioner without its per-evaluation
+    #: domain check. False (the default, for a solver of a plugin): every evaluation is checked.
+    levels_from_grid: ClassVar[bool] = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         if self._built_from_spec(args, kwargs):
@@ -243,22 +285,43 @@ class BaseSolver(SpecBacked):
             noise_sampler = default_noise_sampler(x, generator)
         else:
             noise_sampler = checked_noise_sampler(noise_sampler, x)
-        return self.solve(denoiser, x, sigmas, noise_sampler, callback)
+        enter = getattr(denoiser, "enter_step", None)
+        try:
+            return self.solve(denoiser, x, sigmas, noise_sampler, callback)
+        finally:
+            if enter is not None:
+                enter(None)  # out of the loop: what was said about its steps no longer holds
 
     def solve(
         self, denoiser: Any, x: torch.Tensor, sigmas: torch.Tensor, noise_sampler: NoiseSampler,
         callback: Callback | None = None,
     ) -> tuple[torch.Tensor, int]:
-        """Run every step over the checked ``sigmas`` (already on ``x``'s device); returns ``(x, nfe)``."""
+        """Run every step over the checked ``sigmas`` (already on ``x``'s device); returns ``(x, nfe)``.
+
+        A denoiser with an ``enter_step`` hook (not None) gets the step's :class:`StepLevels` before each
+        step: the grid is read on the host for it once per call, and :meth:`level_bounds` bounds the levels
+        the step derives from it.
+        """
         n = sigmas.shape[0] - 1
         state = self.start(sigmas)
+        levels = sigmas.unbind(0)  # the grid's entries, made once: no indexing per step
+        enter = getattr(denoiser, "enter_step", None)
+        host = sigmas.tolist() if enter is not None else None
         for i in range(n):
-            sigma, sigma_next, last = sigmas[i], sigmas[i + 1], i == n - 1
+            sigma, sigma_next, last = levels[i], levels[i + 1], i == n - 1
+            if enter is not None:
+                enter(StepLevels(((sigma, host[i]), (sigma_next, host[i + 1])), self.level_bounds(host, i), sigmas.dtype))
             noise = noise_sampler(sigma, sigma_next) if self.adds_noise(last) else None
             x, denoised, state = self.step(denoiser, x, sigma, sigma_next, state, noise, last)
             if callback is not None:
                 callback({"i": i, "sigma": sigma, "sigma_next": sigma_next, "x": x, "denoised": denoised})
         return x, self.nfe(n)
+
+    def level_bounds(self, sigmas: list[float], i: int) -> tuple[float, float] | None:
+        """``(low, high)``: bounds on the noise levels step ``i`` evaluates at other than the grid's entries
+        ``sigmas[i]`` and ``sigmas[i + 1]`` (passed as they are), from the grid on the host; None when unknown
+        (the default). Only a guidance interval uses them, to decide on the host which side a level is on."""
+        return None
 
     def nfe(self, num_steps: int) -> int:
         """Network evaluations for ``num_steps`` steps, from the declared evaluations per step."""
@@ -308,6 +371,7 @@ class Euler(BaseSolver):
     """
 
     spec_class = EulerSpec
+    levels_from_grid = True
 
     def step(self, denoiser, x, sigma, sigma_next, state=None, noise=None, last=False):
         return (*_euler(denoiser, x, sigma, sigma_next), state)
@@ -336,6 +400,7 @@ class Heun(BaseSolver):
     order = 2
     evaluations = 2
     spec_class = HeunSpec
+    levels_from_grid = True
 
     def step(self, denoiser, x, sigma, sigma_next, state=None, noise=None, last=False):
         return (*(_euler if last else _heun)(denoiser, x, sigma, sigma_next), state)
@@ -390,10 +455,20 @@ class EDMStochastic(BaseSolver):
     """
 
     stochastic = True
+    levels_from_grid = True
 
     def churn(self, num_steps: int) -> float:
         """``min(S_churn / N, sqrt(2) - 1)``: the gamma applied inside ``[S_min, S_max]``."""
         return min(self.S_churn / num_steps, math.sqrt(2) - 1)
+
+    def level_bounds(self, sigmas, i):
+        """``sigma_hat = sigma_i (1 + gamma)``; the device compares ``sigma_i`` with ``S_min`` and ``S_max`` in
+        its own dtype, so close to them (relative 1e-6) both outcomes are allowed."""
+        sigma = sigmas[i]
+        gamma = self.churn(len(sigmas) - 1) if self.S_churn > 0 else 0.0
+        if sigma < self.S_min * (1 - 1e-6) or sigma > self.S_max * (1 + 1e-6):
+            gamma = 0.0
+        return sigma, sigma * (1 + gamma)
 
     def start(self, sigmas):
         return self.churn(sigmas.shape[0] - 1)
@@ -405,7 +480,7 @@ class EDMStochastic(BaseSolver):
         if noise is not None:
             inside = (sigma >= self.S_min) & (sigma <= self.S_max)
             sigma_hat = sigma * (1 + state * inside.to(sigma.dtype))
-            x = x + (sigma_hat**2 - sigma**2).sqrt().to(x.dtype) * (self.S_noise * noise)
+            x = x + cast((sigma_hat**2 - sigma**2).sqrt(), x.dtype) * (self.S_noise * noise)
             sigma = sigma_hat
         second_order = self.order == 2 and not last
         return (*(_heun if second_order else _euler)(denoiser, x, sigma, sigma_next), state)
@@ -448,10 +523,11 @@ class EulerMaruyama(BaseSolver):
 
     stochastic = True
     spec_class = EulerMaruyamaSpec
+    levels_from_grid = True
 
     def step(self, denoiser, x, sigma, sigma_next, state=None, noise=None, last=False):
         denoised = denoiser.x0_sigma(x, sigma)
         if last:
             return denoised, denoised, state
-        drift = 2 * (sigma_next - sigma).to(x.dtype) * to_d(x, sigma, denoised)
-        return x + drift + (sigma**2 - sigma_next**2).sqrt().to(x.dtype) * noise, denoised, state
+        drift = 2 * cast(sigma_next - sigma, x.dtype) * to_d(x, sigma, denoised)
+        return x + drift + cast((sigma**2 - sigma_next**2).sqrt(), x.dtype) * noise, denoised, state

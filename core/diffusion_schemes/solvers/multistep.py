@@ -36,6 +36,7 @@ import torch
 from pydantic import Field
 
 from diffusion_schemes.solvers.base import BaseSolver, to_d
+from diffusion_schemes.tensors import cast
 from diffusion_schemes.specs.base import SolverSpec
 
 __all__ = ["LMS", "DPMpp2M", "DPMpp2MSDE", "DPMpp3MSDE", "UniPC"]
@@ -68,6 +69,7 @@ class _Multistep(BaseSolver):
 
     #: How many earlier steps ``lower_order_final`` compares with the current one.
     lookback: ClassVar[int] = 1
+    levels_from_grid = True
 
     def start(self, sigmas):
         return {"history": [], **self.plan(sigmas)}
@@ -138,11 +140,11 @@ class _SDEMultistep(_Multistep):
         history = state["history"]
         h = (sigma / sigma_next).log()
         a = (1 + self.eta) * h
-        x = (-a).exp().to(x.dtype) * x + (-torch.expm1(-a)).to(x.dtype) * denoised
+        x = cast((-a).exp(), x.dtype) * x + cast(-torch.expm1(-a), x.dtype) * denoised
         if history:
             x = self.select(high, x + self.correction(denoised, history, h, a), x)
         if noise is not None:
-            x = x + noise * (sigma_next * (-torch.expm1(-2 * self.eta * h)).sqrt() * self.s_noise).to(x.dtype)
+            x = x + noise * cast(sigma_next * (-torch.expm1(-2 * self.eta * h)).sqrt() * self.s_noise, x.dtype)
         return x, denoised, {**state, "history": [*history, (denoised, h)][1 - self.order:]}
 
 
@@ -239,17 +241,22 @@ class DPMpp3MSDE(_SDEMultistep):
     spec_class = DPMpp3MSDESpec
 
     def correction(self, denoised, history, h, a):
+        """``phi_2 D1 - phi_3 D2`` written as ``c_0 (D_i - D_{i-1}) + c_2 (D_{i-2} - D_{i-1})``: the same linear
+        combination with its coefficients computed on the scalars, so the latent sees five operations, not twelve.
+
+        With ``k = (phi_2 r0 - phi_3) / (r0 + r1)``: ``c_0 = (phi_2 + k) / r0`` and ``c_2 = k / r1``; with one
+        earlier estimate, ``phi_2 d0 = (phi_2 / r0) (D_i - D_{i-1})``.
+        """
         phi_2 = torch.expm1(-a) / a + 1
         r0 = history[-1][1] / h
-        d0 = (denoised - history[-1][0]) / r0.to(denoised.dtype)
         if len(history) == 1:
-            return phi_2.to(denoised.dtype) * d0
+            return cast(phi_2 / r0, denoised.dtype) * (denoised - history[-1][0])
         r1 = history[-2][1] / h
-        d1 = (history[-1][0] - history[-2][0]) / r1.to(denoised.dtype)
-        big_d1 = d0 + (d0 - d1) * (r0 / (r0 + r1)).to(denoised.dtype)
-        big_d2 = (d0 - d1) / (r0 + r1).to(denoised.dtype)
         phi_3 = phi_2 / a - 0.5
-        return phi_2.to(denoised.dtype) * big_d1 - phi_3.to(denoised.dtype) * big_d2
+        k = (phi_2 * r0 - phi_3) / (r0 + r1)
+        c0, c2 = cast((phi_2 + k) / r0, denoised.dtype), cast(k / r1, denoised.dtype)
+        previous = history[-1][0]
+        return c0 * (denoised - previous) + c2 * (history[-2][0] - previous)
 
 
 class LMSSpec(_MultistepSpec):
@@ -291,7 +298,7 @@ def _adams_bashforth(x, slopes, sigma, sigma_next):
     """``x + sum_j c_j d_j`` over ``slopes`` (``(d, sigma)``, oldest first), ``c_j`` the Lagrange integrals."""
     nodes = [s for _, s in reversed(slopes)]
     for j, (d, _) in enumerate(reversed(slopes)):
-        x = x + _lagrange_integral(nodes, j, sigma, sigma_next).to(x.dtype) * d
+        x = x + cast(_lagrange_integral(nodes, j, sigma, sigma_next), x.dtype) * d
     return x
 
 
@@ -309,10 +316,10 @@ def _runge_kutta(denoiser, x, d, sigma, sigma_next, tableau):
     h = sigma_next - sigma
     slopes = [d]
     for k in range(1, len(c)):
-        x_k = x + h.to(x.dtype) * sum(weight * slope for weight, slope in zip(a[k], slopes))
+        x_k = x + cast(h, x.dtype) * sum(weight * slope for weight, slope in zip(a[k], slopes))
         sigma_k = sigma + c[k] * h
         slopes.append(to_d(x_k, sigma_k, denoiser.x0_sigma(x_k, sigma_k)))
-    return x + h.to(x.dtype) * sum(weight * slope for weight, slope in zip(b, slopes))
+    return x + cast(h, x.dtype) * sum(weight * slope for weight, slope in zip(b, slopes))
 
 
 class LMS(_Multistep):
@@ -346,6 +353,10 @@ class LMS(_Multistep):
 
     def nfe(self, num_steps):
         return num_steps + (self.order - 2) * self.runge_kutta_steps(num_steps)
+
+    def level_bounds(self, sigmas, i):
+        """A Runge-Kutta step's stages ``sigma_i + c_k (sigma_{i+1} - sigma_i)``, ``0 < c_k < 1``, lie between the two."""
+        return sigmas[i + 1], sigmas[i]
 
     def step(self, denoiser, x, sigma, sigma_next, state=None, noise=None, last=False):
         denoised = denoiser.x0_sigma(x, sigma)
@@ -425,14 +436,14 @@ class UniPC(_Multistep):
         h = lam_next - lam
         hh = -h
         rks = [(prev_lam - lam) / h for _, prev_lam in reversed(history[:-1])]
-        d1s = [(prev - denoised) / rk.to(x.dtype) for (prev, _), rk in zip(reversed(history[:-1]), rks)]
+        d1s = [(prev - denoised) / cast(rk, x.dtype) for (prev, _), rk in zip(reversed(history[:-1]), rks)]
         if new is not None:
             rks, d1s = [*rks, torch.ones_like(h)], [*d1s, new - denoised]
         b_h = torch.expm1(hh)
-        x = (sigma_next / sigma).to(x.dtype) * x - torch.expm1(hh).to(x.dtype) * denoised
+        x = cast(sigma_next / sigma, x.dtype) * x - cast(torch.expm1(hh), x.dtype) * denoised
         if d1s:
             rhos = _unipc_coefficients(rks if new is not None else [*rks, torch.ones_like(h)], hh, predictor)
-            x = x - b_h.to(x.dtype) * sum(rho.to(x.dtype) * d for rho, d in zip(rhos, d1s))
+            x = x - cast(b_h, x.dtype) * sum(cast(rho, x.dtype) * d for rho, d in zip(rhos, d1s))
         return x
 
     def step(self, denoiser, x, sigma, sigma_next, state=None, noise=None, last=False):
