@@ -32,10 +32,11 @@ import torch
 
 import diffusion_schemes as ds
 from diffusion_schemes.discretizations import check_sigmas
+from diffusion_schemes.tensors import check_inside
 
 from ._backbones import BACKBONES, InlineEDM, InlinePrecomputed, edm_coefficients
 from ._settings import Settings
-from ._timing import compare, fmt_ratio, fmt_time
+from ._timing import _block, calibrate, compare, fmt_ratio, fmt_time
 from .training import SIGMA_DATA, inline_edm_loss
 
 AIM = 1.05
@@ -75,24 +76,41 @@ def _compile(module, settings: Settings):
 def _forward(name: str, batch: int, compiled: bool, settings: Settings) -> dict[str, object]:
     backbone, shape, _, ours, inline = _edm(name)
     pre = InlinePrecomputed(backbone)
+    # the same preconditioner without its per-call check of the noise levels: what that check costs
+    unchecked = ds.create("preconditioner", {"name": "edm", "sigma_data": SIGMA_DATA}, model=backbone, validate=False)
     if compiled:
-        ours, inline, pre = _compile(ours, settings), _compile(inline, settings), _compile(pre, settings)
+        ours, inline, pre, unchecked = (_compile(m, settings) for m in (ours, inline, pre, unchecked))
     x = torch.randn(batch, *shape)
     sigma = torch.exp(torch.randn(batch) * 1.2 - 1.2)
     coeffs = edm_coefficients(sigma, x.ndim, SIGMA_DATA)
     with torch.no_grad():
         torch.testing.assert_close(ours(x, sigma), inline(x, sigma), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(unchecked(x, sigma), inline(x, sigma), rtol=1e-5, atol=1e-5)
         vs_inline = compare(lambda: ours(x, sigma), lambda: inline(x, sigma), settings.repeats, settings.block_s, CLOCK)
         vs_pre = compare(lambda: ours(x, sigma), lambda: pre(x, *coeffs), settings.repeats, settings.block_s, CLOCK)
-    return {"aim": vs_inline, "floor": vs_pre}
+        check = compare(lambda: ours(x, sigma), lambda: unchecked(x, sigma), settings.repeats, settings.block_s, CLOCK)
+    return {"aim": vs_inline, "floor": vs_pre, "check": check}
+
+
+class _InlineLossModule(torch.nn.Module):
+    """The inline EDM loss inside an ``nn.Module``: what a module costs to call, eager and compiled."""
+
+    def __init__(self, inline: torch.nn.Module) -> None:
+        super().__init__()
+        self.inline = inline
+
+    def forward(self, x0: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        return inline_edm_loss(self.inline, x0, sigma, noise)
 
 
 def _loss(name: str, batch: int, compiled: bool, settings: Settings) -> dict[str, object]:
     backbone, shape, schedule, precond, inline = _edm(name)
     loss_fn = ds.MSEDSMLoss(precond, schedule)
     reference = lambda x0, sigma, noise: inline_edm_loss(inline, x0, sigma, noise)  # noqa: E731
+    as_module = _InlineLossModule(inline)
     if compiled:
-        loss_fn, reference = _compile(loss_fn, settings), _compile(reference, settings)
+        loss_fn, reference, as_module = (_compile(loss_fn, settings), _compile(reference, settings),
+                                         _compile(as_module, settings))
     x0 = torch.randn(batch, *shape) * SIGMA_DATA
     sigma = schedule.sample_time(batch, generator=torch.Generator().manual_seed(1)).to(torch.float32)
     noise = torch.randn_like(x0)
@@ -108,13 +126,23 @@ def _loss(name: str, batch: int, compiled: bool, settings: Settings) -> dict[str
     ours = step(lambda: loss_fn(x0, t=sigma, noise=noise))
     ref = step(lambda: reference(x0, sigma, noise))
     torch.testing.assert_close(loss_fn(x0, t=sigma, noise=noise), reference(x0, sigma, noise), rtol=1e-4, atol=1e-6)
-    return {"aim": compare(ours, ref, settings.repeats, settings.block_s, CLOCK)}
+    torch.testing.assert_close(as_module(x0, sigma, noise), reference(x0, sigma, noise), rtol=1e-4, atol=1e-6)
+    # the same inline loss called as a module against called as a function: the module call's own cost
+    module = compare(step(lambda: as_module(x0, sigma, noise)), ref, settings.repeats, settings.block_s, CLOCK)
+    result = {"aim": compare(ours, ref, settings.repeats, settings.block_s, CLOCK), "module": module}
+    if not compiled:  # the loss's one check of its times a step (four tensor operations), timed on its own
+        lo, hi = schedule.t_limits
+        check = lambda: check_inside(sigma, lo, hi, ds.DomainError)  # noqa: E731
+        number = calibrate(check, settings.block_s, CLOCK)
+        result["check_s"] = min(_block(check, number, CLOCK) for _ in range(max(3, settings.repeats // 3)))
+    return result
 
 
 @contextlib.contextmanager
 def _one_thread():
-    """Both loops on one thread: idle OpenMP workers spin, and on a shared machine their spinning, not the
-    work, decides the CPU time of the loop's small kernels (ratios of 0.2 to 8 in one run at two threads)."""
+    """Both sides on one thread: idle OpenMP workers spin, and on a shared machine their spinning, not the
+    work, decides the CPU time of small kernels (solver-loop ratios of 0.2 to 8 in one run at two threads,
+    and a tiny loss step's CPU time counted about twice its wall time)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -124,11 +152,6 @@ def _one_thread():
 
 
 def _loop(name: str, batch: int, compiled: bool, settings: Settings) -> dict[str, object]:
-    with _one_thread():
-        return _loop_timed(name, batch, compiled, settings)
-
-
-def _loop_timed(name: str, batch: int, compiled: bool, settings: Settings) -> dict[str, object]:
     _, shape, schedule, ours, inline = _edm(name)
     if compiled:
         ours, inline = _compile(ours, settings), _compile(inline, settings)
@@ -182,18 +205,54 @@ def _loop_notes(results: list[dict[str, object]]) -> list[str]:
 PATHS = {"preconditioner forward": _forward, "loss step (forward + backward)": _loss, "solver loop (Heun)": _loop}
 
 
+def _check_note(results: list[dict[str, object]]) -> str:
+    """What the forward's default check of its noise levels costs per call (ours minus ``validate=False``)."""
+    rows = [r for r in results if "check" in r]
+    cost = "; ".join(f"{r['backbone'].split(',')[0]} b{r['batch']} {r['mode']} "
+                     f"{(r['check']['ours_s'] - r['check']['reference_s']) * 1e6:+.1f} us "
+                     f"({r['check']['ratio']['median']:.3f}x)" for r in rows)
+    return ("Preconditioner forward, the cost of its default check of the noise levels per call (checked minus the "
+            "same preconditioner built with `validate=False`): " + cost + ". Where the forward misses the aim at "
+            "the tiny size, this check is the difference; a loop that checks its noise levels once can build the "
+            "preconditioner with `validate=False` (`ds.create`, `spec.build`, the class, or the attribute).")
+
+
+def _loss_note(results: list[dict[str, object]]) -> str:
+    """What the loss step adds over the inline loss, and the two costs the inline function does not pay, in us."""
+    rows = [r for r in results if "module" in r]
+    def us(r, key):  # ours (or the inline module) minus the inline function, per step
+        return (r[key]["ours_s"] - r[key]["reference_s"]) * 1e6
+    extra = "; ".join(f"{r['backbone'].split(',')[0]} b{r['batch']} {r['mode']} {us(r, 'aim'):+.0f}" for r in rows)
+    module = "; ".join(f"{r['backbone'].split(',')[0]} b{r['batch']} {r['mode']} {us(r, 'module'):+.0f}" for r in rows)
+    checks = [r["check_s"] * 1e6 for r in rows if "check_s" in r]
+    check = f"{min(checks):.1f} to {max(checks):.1f} us" if checks else "not measured"
+    return (
+        "Loss step, what the library adds per step (ours minus inline, us): " + extra + ". Two costs the inline "
+        "function does not pay, measured in this run: calling a module rather than a function (the inline loss "
+        "itself inside an `nn.Module`, last column; us per step: " + module + "), which under `torch.compile` is "
+        "two `Module.__call__` layers and dynamo's wrapper around the compiled graph (`loss_fn.compile()` in "
+        "place saves one layer), and the loss's one check of its times a step (clamp, compare, `all`, "
+        f"`torch._assert_async`: {check} eager, on the device, no host read), which refuses a bad time with its "
+        "value named. The loss runs the same tensor operations as the inline formula otherwise (its autograd "
+        "graph has the same nodes, its backward the same kernels, and compiled, the same fused kernels and saved "
+        "tensors); at the tiny size a step is about 40 small operations, so these fixed microseconds are the "
+        "percent points above 1.0 there, and they vanish at the conv size."
+    )
+
+
 def run(settings: Settings) -> dict[str, object]:
     sizes = [(name, batch) for name in BACKBONES for batch in (1, 64)]
     if settings.quick:  # a smoke run: the smallest case of each size
         sizes = [(name, 1) for name in BACKBONES]
     results = []
-    for path, fn in PATHS.items():
-        for compiled in (False, True):
-            for name, batch in sizes:
-                torch._dynamo.reset()
-                r = fn(name, batch, compiled, settings)
-                results.append({"path": path, "backbone": name, "batch": batch,
-                                "mode": "compiled" if compiled else "eager", **r})
+    with _one_thread():
+        for path, fn in PATHS.items():
+            for compiled in (False, True):
+                for name, batch in sizes:
+                    torch._dynamo.reset()
+                    r = fn(name, batch, compiled, settings)
+                    results.append({"path": path, "backbone": name, "batch": batch,
+                                    "mode": "compiled" if compiled else "eager", **r})
     rows, misses = [], []
     for r in results:
         aim = r["aim"]
@@ -208,6 +267,7 @@ def run(settings: Settings) -> dict[str, object]:
             "ours / inline [IQR]": fmt_ratio(aim), "library time": per,
             "aim <= 1.05": "met" if med <= AIM else f"missed by {(med - AIM) * 100:.0f} points",
             "forward / precomputed coefficients [IQR]": fmt_ratio(r["floor"]) if "floor" in r else "-",
+            "inline loss as a module / as a function [IQR]": fmt_ratio(r["module"]) if "module" in r else "-",
         })
     graph = ("not run: no GPU (`torch.cuda.is_available()` is False on this machine)" if not torch.cuda.is_available()
              else "see the CUDA section")
@@ -220,6 +280,8 @@ def run(settings: Settings) -> dict[str, object]:
         "a loop that checks its noise levels once. The loss checks its times once a step and calls the "
         "preconditioner without a second check; `ds.sample` checks its grid once a call.",
         f"CUDA-graph capture of a whole sampling grid: {graph}.",
+        _loss_note(results),
+        _check_note(results),
         *_loop_notes(results),
     ]
     return {
@@ -228,8 +290,9 @@ def run(settings: Settings) -> dict[str, object]:
         "description": (
             "Each hot path against the same formula written inline (EDM, Karras et al. 2022, Table 1), eager and "
             f"compiled ({settings.backend_note}), at the tiny and the conv size. Solver loop: `ds.sample` with Heun, "
-            f"{STEPS} steps ({2 * STEPS - 1} evaluations), against the inline Heun loop on the same grid, both on "
-            "one thread; the library time is per evaluation. Ratios: median of interleaved blocks of CPU time "
+            f"{STEPS} steps ({2 * STEPS - 1} evaluations), against the inline Heun loop on the same grid; the "
+            "library time is per evaluation. Every path runs on one thread, both sides (idle OpenMP workers "
+            "spinning on a shared machine would otherwise decide the CPU time of small kernels). Ratios: median of interleaved blocks of CPU time "
             "[interquartile range]."
         ),
         "columns": list(rows[0]),

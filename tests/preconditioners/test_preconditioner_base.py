@@ -197,3 +197,50 @@ def test_validate_is_a_keyword_of_a_schemes_constructor_and_an_attribute():
     precond.validate = True
     with pytest.raises(ds.DomainError):
         precond.forward_sigma(torch.randn(1, 2), torch.tensor([0.0]))
+
+
+@pytest.mark.parametrize("scheme", ["edm", "ve", "vp", "iddpm"])
+@pytest.mark.parametrize("way", ["create", "spec.build", "constructor", "attribute"])
+def test_the_validate_switch_is_reachable_every_way_a_preconditioner_is_built(scheme, way):
+    """``validate=False`` through ``ds.create``, the spec's ``build``, the class itself, or set afterwards:
+    each gives an unchecked forward (noise level 0 passes), and the default still checks."""
+    spec = ds.parse_spec("preconditioner", scheme)
+    build = {
+        "create": lambda **kw: ds.create("preconditioner", scheme, model=Probe(), **kw),
+        "spec.build": lambda **kw: spec.build(model=Probe(), **kw),
+        "constructor": lambda **kw: type(spec.build(model=Probe()))(Probe(), **kw),
+        "attribute": lambda **kw: _set_validate(spec.build(model=Probe()), **kw),
+    }[way]
+    checked, unchecked = build(), build(validate=False)
+    assert checked.validate is True and unchecked.validate is False
+    assert unchecked.spec == checked.spec == spec  # a switch, not a field of the config
+    x, sigma = torch.randn(2, 3), torch.tensor([0.0, 1.0])
+    unchecked.forward_sigma(x, sigma)  # not checked: no error
+    with pytest.raises(ds.DomainError, match="a preconditioner needs noise levels > 0, got \\[0.0\\]"):
+        checked.forward_sigma(x, sigma)
+    with pytest.raises(ds.errors.ArgumentTypeError, match="validate must be True or False, got 'no'"):
+        build(validate="no")
+
+
+def _set_validate(precond, validate=True):
+    precond.validate = validate
+    return precond
+
+
+def test_spec_build_passes_meta_and_leaves_the_switches_out_of_a_class_that_has_none():
+    """``meta`` reaches the preconditioner; a class whose constructor takes neither switch still builds."""
+    spec = ds.parse_spec("preconditioner", "edm")
+    assert spec.build(model=Probe(), meta={"run": 1}).meta == {"run": 1}
+
+    class Plain(torch.nn.Module):
+        def __init__(self, model, sigma_data):
+            super().__init__()
+            self.model, self.sigma_data = model, sigma_data
+
+    spec_class = type(spec)
+    original = spec_class._implementation
+    try:
+        spec_class._implementation = lambda self: Plain
+        assert isinstance(spec.build(model=Probe()), Plain)
+    finally:
+        spec_class._implementation = original

@@ -380,3 +380,27 @@ def test_the_loss_skips_only_the_preconditioners_check_not_the_value():
     weight = torch.exp(schedule.get_log_snr(t))[:, None]  # VP's default weighting: 1/sigma^2 on x0
     got = ds.MSEDSMLoss(precond, schedule, reduction="none")(x0, t=t, noise=noise)
     torch.testing.assert_close(got, weight * (expected - x0) ** 2)
+
+
+def test_a_schedule_of_the_protocol_only_gives_the_noise_level_through_its_log_snr(batch):
+    """A schedule without ``log_snr_and_noise_level`` (only the NoiseSchedule protocol): the loss takes
+    ``exp(-lambda / 2)`` of its log-SNR, the same value as the built-in schedule's own pair."""
+    x0, noise, t = batch
+    vp = ds.create("noise_schedule", "vp")
+
+    class ProtocolOnly:
+        weighting = vp.weighting
+
+        def get_log_snr(self, t, training=False):
+            return vp_log_snr(torch.as_tensor(t))
+
+        def __getattr__(self, name):  # the rest of the protocol, from the VP schedule
+            if name == "log_snr_and_noise_level":
+                raise AttributeError(name)
+            return getattr(vp, name)
+
+    model = ds.create("preconditioner", {"name": "edm", "sigma_data": SIGMA_DATA}, model=Backbone())
+    got = ds.MSEDSMLoss(model, ProtocolOnly(), reduction="none")(x0, t=t, noise=noise)
+    sigma = torch.exp(-vp_log_snr(t) / 2)
+    out = edm_preconditioned(model.model, x0 + sigma[:, None] * noise, sigma)
+    torch.testing.assert_close(got, torch.exp(vp_log_snr(t))[:, None] * (out - x0) ** 2, rtol=1e-10, atol=0)

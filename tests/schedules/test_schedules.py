@@ -36,6 +36,20 @@ def test_noise_level_log_snr_and_alpha_sigma_match_closed_forms(name):
 
 
 @pytest.mark.parametrize("name", SCHEMES)
+def test_log_snr_and_noise_level_together_match_closed_forms(name):
+    """What a training step asks of t in one call (one domain check): the same closed forms as apart."""
+    s, ref, t = schedule(name), REFS[name], times(name)
+    for training in (False, True):
+        log_snr, level = s.log_snr_and_noise_level(t, training)
+        torch.testing.assert_close(log_snr, ref.log_snr(t), rtol=RTOL, atol=1e-12)
+        torch.testing.assert_close(level, ref.sigma(t), rtol=1e-10, atol=0)
+    if name != "vp":  # the time is the noise level: returned exactly, not through exp(-lambda / 2)
+        assert torch.equal(s.log_snr_and_noise_level(t)[1], t)
+    with pytest.raises(ds.DomainError, match=r"diffusion time t=\[-1.0\] is outside"):
+        s.log_snr_and_noise_level(torch.tensor([0.5, -1.0], dtype=F64), training=True)
+
+
+@pytest.mark.parametrize("name", SCHEMES)
 def test_domains(name):
     s, ref = schedule(name), REFS[name]
     for training in (False, True):

@@ -126,8 +126,9 @@ class BaseAffinePreconditioner(SpecBacked, torch.nn.Module, abc.ABC):
         validate: ``True`` (default): check every call's noise levels as above. ``False``:
             skip the check (about four tensor operations on a ``(B,)`` tensor), for a loop
             that validates its noise levels once; a noise level of 0, a negative one or NaN
-            then gives NaN or infinite outputs instead of an error. A preconditioner built by
-            name keeps the default; set its ``validate`` attribute to change it.
+            then gives NaN or infinite outputs instead of an error. Every way of building one
+            takes it: the constructor, ``ds.create("preconditioner", ..., model=m, validate=False)``,
+            ``spec.build(model=m, validate=False)``; and the attribute ``validate`` can be set later.
 
     A subclass gives the coefficients; with a backbone that outputs 0 the result is ``c_skip x``:
 
@@ -166,8 +167,6 @@ class BaseAffinePreconditioner(SpecBacked, torch.nn.Module, abc.ABC):
         self, model: torch.nn.Module, *args: Any, meta: Any = None, validate: bool = True, **kwargs: Any
     ) -> None:
         super().__init__()
-        if not isinstance(validate, bool):
-            raise ArgumentTypeError(f"validate must be True or False, got {validate!r}")
         self.model = model
         self.validate = validate
         if self._built_from_spec(args, kwargs):  # the other arguments are the spec's fields
@@ -182,6 +181,17 @@ class BaseAffinePreconditioner(SpecBacked, torch.nn.Module, abc.ABC):
         self.meta = meta
 
     __repr__ = torch.nn.Module.__repr__  # the module tree, not SpecBacked's one-line repr
+
+    @property
+    def validate(self) -> bool:
+        """Whether every call checks its noise levels (see the class's ``validate`` argument); settable."""
+        return self._validate
+
+    @validate.setter
+    def validate(self, value: bool) -> None:
+        if not isinstance(value, bool):
+            raise ArgumentTypeError(f"validate must be True or False, got {value!r}")
+        self._validate = value
 
     def sigma(self, t: torch.Tensor) -> torch.Tensor:
         """Map diffusion time to noise level; the identity unless a scheme overrides it."""

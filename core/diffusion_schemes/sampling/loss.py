@@ -49,6 +49,7 @@ from diffusion_schemes.sampling.compose import check_prediction_type, check_shar
 from diffusion_schemes.adapters.conditions import check_condition, expand_null_condition
 from diffusion_schemes.sampling.denoiser import _preconditioner_of, check_pair, predict
 from diffusion_schemes.errors import InvalidArgumentError
+from diffusion_schemes.preconditioners.affine import BaseAffinePreconditioner
 from diffusion_schemes.tensors import append_dims, cast, compute_dtype
 from diffusion_schemes.specs.config import resolve_weighting
 from diffusion_schemes.weightings.uncertainty import resolve_uncertainty
@@ -207,9 +208,8 @@ class MSEDSMLoss(torch.nn.Module):
             noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         elif noise.shape != x0.shape:
             raise InvalidArgumentError(f"noise must be shaped like x0 {tuple(x0.shape)}, got {tuple(noise.shape)}")
-        # lambda(t) once a step (its domain check included), passed on to the noise level, the target and the weight
-        log_snr = cast(self.noise_schedule.get_log_snr(t, training=True), compute_dtype(x0.dtype))
-        level = torch.exp(log_snr * -0.5)
+        # lambda(t) and the noise level once a step, from one domain check; passed on to the target and the weight
+        log_snr, level = self._log_snr_and_level(t, compute_dtype(x0.dtype))
         x_hat = x0 + cast(append_dims(level, x0.ndim), x0.dtype) * noise
         if self.condition_dropout and condition is not None:
             dropped = torch.rand(batch, generator=generator, device=x0.device) < self.condition_dropout
@@ -221,19 +221,32 @@ class MSEDSMLoss(torch.nn.Module):
         out = self._predict(x_hat, level, t, condition, model_kwargs)
         return self._reduce(self._loss(x0, noise, log_snr, level, out))
 
+    def _log_snr_and_level(self, t: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """``lambda(t)`` and the noise level ``exp(-lambda / 2)`` in ``dtype``, with the schedule's one check of ``t``."""
+        schedule = self.noise_schedule
+        both = getattr(schedule, "log_snr_and_noise_level", None)
+        if both is None:  # a schedule of the protocol only: the noise level from its log-SNR
+            log_snr = cast(schedule.get_log_snr(t, training=True), dtype)
+            return log_snr, torch.exp(log_snr * -0.5)
+        log_snr, level = both(t, training=True)
+        return cast(log_snr, dtype), cast(level, dtype)
+
     def _predict(self, x_hat, level, t, condition, model_kwargs) -> torch.Tensor:
         """The model's prediction at noise level ``level``; a preconditioner skips its own domain check,
         since the times were checked once when the schedule turned them into log-SNRs."""
-        precond, args, keywords = _preconditioner_of(self.model)
+        model = self.model
+        if isinstance(model, BaseAffinePreconditioner):  # the common case, without unpacking a partial
+            return model.precondition(x_hat, level, condition, **model_kwargs)
+        precond, args, keywords = _preconditioner_of(model)
         if precond is None:
-            return predict(self.model, self.noise_schedule, x_hat, level, t, condition, **model_kwargs)
+            return predict(model, self.noise_schedule, x_hat, level, t, condition, **model_kwargs)
         if condition is not None:
             model_kwargs["condition"] = condition
         return precond.precondition(x_hat, level, *args, **{**keywords, **model_kwargs})
 
     def _loss(self, x0, noise, log_snr, level, out) -> torch.Tensor:
         """The weighted elementwise loss of the prediction ``out``."""
-        target = self.target(x0, noise, append_dims(log_snr, x0.ndim))
+        target = x0 if self.prediction_type == "x0" else self.target(x0, noise, append_dims(log_snr, x0.ndim))
         weight = append_dims(cast(self.weight(log_snr), log_snr.dtype), x0.ndim)
         loss = weight * (cast(out, weight.dtype) - cast(target, weight.dtype)).square()
         if self.uncertainty is not None:

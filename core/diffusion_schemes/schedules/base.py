@@ -272,6 +272,23 @@ class BaseNoiseSchedule(SpecBacked, abc.ABC):
         """
         return torch.exp(-self.get_log_snr(t) / 2)
 
+    def log_snr_and_noise_level(self, t: Any, training: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(lambda(t), noise_level(t))`` from one domain check: what a training step needs of ``t``.
+
+        By default the noise level is ``exp(-lambda / 2)`` of that log-SNR (no second call, no second
+        check); a schedule whose time is its noise level returns the time itself.
+
+        >>> import torch
+        >>> import diffusion_schemes as ds
+        >>> vp = ds.create("noise_schedule", "vp")
+        >>> t = torch.tensor([0.5], dtype=torch.float64)
+        >>> lam, level = vp.log_snr_and_noise_level(t, training=True)
+        >>> bool(torch.equal(lam, vp.get_log_snr(t))), bool(torch.isclose(level, vp.noise_level(t)))
+        (True, True)
+        """
+        log_snr = self.get_log_snr(t, training)
+        return log_snr, torch.exp(log_snr * -0.5)
+
     def noise_level_derivative(self, t: Any) -> torch.Tensor:
         """``d noise_level / dt = -lambda'(t) / 2 * noise_level(t)``.
 

@@ -85,6 +85,17 @@ class SigmaTimeSchedule(BaseNoiseSchedule):
         """
         return -2 / self._t(t, training)
 
+    def log_snr_and_noise_level(self, t: Any, training: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(-2 ln t, t)``: the noise level is the time itself, checked once.
+
+        >>> import torch
+        >>> import diffusion_schemes as ds
+        >>> ds.create("noise_schedule", "ve").log_snr_and_noise_level(torch.tensor([1.0, 0.5]))
+        (tensor([-0.0000, 1.3863]), tensor([1.0000, 0.5000]))
+        """
+        t = self._t(t, training)
+        return t.log() * -2, t
+
     def noise_level(self, t: Any) -> torch.Tensor:
         """The time itself (exactly, without the round trip through lambda).
 

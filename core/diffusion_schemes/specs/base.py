@@ -226,9 +226,21 @@ class PreconditionerSpec(SchemeSpec):
 
     kind: ClassVar[str] = "preconditioner"
 
-    def build(self, model: Any) -> Any:
-        """Wrap ``model`` in the preconditioner this spec describes."""
-        return self._implementation()(model, **self.params())
+    def build(self, model: Any, *, validate: bool = True, meta: Any = None) -> Any:
+        """Wrap ``model`` in the preconditioner this spec describes.
+
+        ``validate`` and ``meta`` are the constructor's own switches (not spec fields, so not part
+        of a config): ``validate=False`` leaves out the per-call check of the noise levels.
+
+        >>> import torch
+        >>> import diffusion_schemes as ds
+        >>> ds.parse_spec("preconditioner", "edm").build(model=torch.nn.Identity(), validate=False).validate
+        False
+        """
+        switches = {} if validate is True else {"validate": validate}  # passed on only when set, so a
+        if meta is not None:                                            # class without them still builds
+            switches["meta"] = meta
+        return self._implementation()(model, **self.params(), **switches)
 
 
 class NoiseScheduleSpec(SchemeSpec):

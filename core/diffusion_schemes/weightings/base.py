@@ -64,7 +64,8 @@ def convert_weight(weight: torch.Tensor, log_snr: torch.Tensor, source: str, tar
     tensor([1., 1.], dtype=torch.float64)
     """
     if source == target:
-        _log_factor(log_snr, source)  # validates the name
+        if source not in LOSS_TYPES:
+            _log_factor(log_snr, source)  # raises the error that names the loss types
         return weight
     return weight * torch.exp(_log_factor(log_snr, target) - _log_factor(log_snr, source))
 
