@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SECTIONS = ["aims", "overhead", "training", "compilation", "startup", "sampling", "solvers", "guidance", "likelihood", "gpu"]
+SECTIONS = ["aims", "overhead", "training", "compilation", "startup", "sampling", "solvers", "guidance", "likelihood", "trainer", "gpu"]
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +54,10 @@ def test_json_has_every_section_with_rows_aims_and_machine(report):
                                                    "solver loop (Heun)"}
     assert {r["mode"] for r in aims["data"]} == {"eager", "compiled"}
     assert all(r["q1"] <= r["median"] <= r["q3"] and r["min"] <= r["q1"] for r in ratios)
+    trainer = next(s for s in data["sections"] if s["id"] == "trainer")
+    operations = " ".join(row["operation"] for row in trainer["rows"])
+    for what in ("checkpoint save", "checkpoint load", "U-Net", "MLP", "post-hoc EMA", "guidance sweep"):
+        assert what in operations, what
 
 
 @pytest.mark.slow
