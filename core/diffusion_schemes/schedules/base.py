@@ -54,8 +54,7 @@ import torch
 from diffusion_schemes.schedules.deprecation import LOG_SNR_METHODS, accept_log_snr_t
 from diffusion_schemes.discretizations import check_num_steps
 from diffusion_schemes.errors import ArgumentTypeError, DomainError, InvalidArgumentError
-from diffusion_schemes.solvers.noise_samplers import GeneratorArg, normal_noise
-from diffusion_schemes.tensors import append_dims, check_inside, check_not_nan, interval
+from diffusion_schemes.tensors import GeneratorArg, append_dims, check_inside, check_not_nan, interval, normal_noise
 from diffusion_schemes.specs.base import SpecBacked
 from diffusion_schemes.specs.config import resolve_weighting
 from diffusion_schemes.weightings.base import SNRWeighting, weight_for

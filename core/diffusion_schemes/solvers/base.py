@@ -33,8 +33,7 @@ from pydantic import Field
 
 from diffusion_schemes.errors import ArgumentTypeError, DomainError, InvalidArgumentError, SamplingError
 from diffusion_schemes.discretizations import check_sigmas
-from diffusion_schemes.solvers.noise_samplers import GeneratorArg, check_generator, normal_noise
-from diffusion_schemes.tensors import cast, compute_dtype
+from diffusion_schemes.tensors import GeneratorArg, cast, check_generator, compute_dtype, normal_noise
 from diffusion_schemes.specs.base import SolverSpec, SpecBacked
 
 __all__ = [

@@ -35,102 +35,10 @@ from typing import Any
 
 import torch
 
-from diffusion_schemes.errors import ArgumentTypeError, DiffusionSchemesError
+from diffusion_schemes.errors import DiffusionSchemesError
+from diffusion_schemes.tensors import GeneratorArg, check_generator, normal_noise
 
-__all__ = ["BrownianTreeNoiseSampler", "check_generator", "normal_noise"]
-
-#: ``generator=`` where noise is drawn: None (torch's global generator), one ``torch.Generator``, or one per sample.
-GeneratorArg = torch.Generator | Sequence[torch.Generator] | None
-
-
-def _on_device(generator: torch.Generator, device: torch.device) -> bool:
-    """Whether ``generator`` draws on ``device`` (an index left out, as in ``"cuda"``, means the current one)."""
-    own = generator.device
-    if own.type != device.type:
-        return False
-    return own.index is None or device.index is None or own.index == device.index
-
-
-def check_generator(generator: Any, shape: Sequence[int], device: Any = None) -> GeneratorArg:
-    """``generator`` checked for drawing noise of ``shape`` on ``device``; a list or tuple comes back as a tuple.
-
-    One generator (or None) draws the whole tensor. A list or tuple must hold one
-    ``torch.Generator`` per sample along the first dimension of ``shape``, each on ``device``
-    (None: torch's default device); anything else raises :class:`ArgumentTypeError` saying what to
-    pass. The check reads no tensor, so it costs nothing on the device.
-
-    >>> import torch
-    >>> check_generator([torch.Generator()] * 2, (3, 4))
-    Traceback (most recent call last):
-      ...
-    diffusion_schemes.errors.ArgumentTypeError: 2 generators were given for a batch of 3 samples; pass one torch.Generator per sample along the first dimension (a list of 3), or a single generator
-    """
-    device = torch.get_default_device() if device is None else torch.device(device)
-    if generator is None:
-        return None
-    if isinstance(generator, torch.Generator):
-        gens: tuple[torch.Generator, ...] = (generator,)
-    elif isinstance(generator, (list, tuple)):
-        gens = tuple(generator)
-        batch = shape[0] if len(shape) else None
-        if batch is None or len(gens) != batch:
-            raise ArgumentTypeError(
-                f"{len(gens)} generators were given for "
-                + (f"a batch of {batch} samples" if batch is not None else "a tensor without a batch dimension")
-                + f"; pass one torch.Generator per sample along the first dimension (a list of {batch or 'B'}), "
-                "or a single generator"
-            )
-        for i, g in enumerate(gens):
-            if not isinstance(g, torch.Generator):
-                raise ArgumentTypeError(
-                    f"generator[{i}] is a {type(g).__name__}, but every item of a per-sample generator list must be "
-                    "a torch.Generator (e.g. torch.Generator(device).manual_seed(seed_i))"
-                )
-    else:
-        raise ArgumentTypeError(
-            f"generator must be None, a torch.Generator or a list of one torch.Generator per sample, got "
-            f"{type(generator).__name__}"
-        )
-    for i, g in enumerate(gens):
-        if not _on_device(g, device):
-            where = "generator" if isinstance(generator, torch.Generator) else f"generator[{i}]"
-            raise ArgumentTypeError(
-                f"{where} draws on {g.device} but the noise is drawn on {device}; make it with "
-                f"torch.Generator(device={str(device)!r})"
-            )
-    return generator if isinstance(generator, torch.Generator) else gens
-
-
-def normal_noise(
-    shape: Sequence[int], generator: GeneratorArg = None, *, device: Any = None, dtype: torch.dtype | None = None,
-) -> torch.Tensor:
-    """Standard normal noise of ``shape``: from ``generator``, or sample ``i`` from ``generator[i]`` alone.
-
-    With one generator per sample (a list or tuple, checked by :func:`check_generator`), row ``i``
-    is what ``generator[i]`` draws for one sample's shape ``shape[1:]``, so the same generators give
-    the same rows in a batch of any size or order: a batch split in parts, with the matching
-    generators, gives the same tensor bit for bit. The rows are drawn one after another (a loop
-    over the generators, with no read of the device).
-
-    >>> import torch
-    >>> from diffusion_schemes.solvers.noise_samplers import normal_noise
-    >>> gens = lambda seeds: [torch.Generator().manual_seed(s) for s in seeds]
-    >>> whole = normal_noise((3, 2), gens([7, 8, 9]))
-    >>> parts = torch.cat([normal_noise((1, 2), gens([7])), normal_noise((2, 2), gens([8, 9]))])
-    >>> bool(torch.equal(whole, parts))
-    True
-    >>> bool(torch.equal(whole[1], torch.randn(2, generator=torch.Generator().manual_seed(8))))
-    True
-    """
-    shape = tuple(shape)
-    gens = check_generator(generator, shape, device)
-    if gens is None or isinstance(gens, torch.Generator):
-        return torch.randn(shape, generator=gens, device=device, dtype=dtype)
-    out = torch.empty(shape, device=device, dtype=dtype)
-    for row, g in zip(out, gens):
-        row.normal_(generator=g)
-    return out
-
+__all__ = ["BrownianTreeNoiseSampler", "GeneratorArg", "check_generator", "normal_noise"]  # the last three: tensors'
 
 def _import_torchsde() -> Any:
     try:
