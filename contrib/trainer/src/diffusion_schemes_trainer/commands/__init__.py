@@ -22,11 +22,11 @@ same files).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import Any
 
 from ..errors import TrainerError
+from ..training import launched_world_size
 from . import compare, ema, nll, sample, train
 
 __all__ = ["COMMANDS", "EXIT_INTERRUPTED", "add_commands"]
@@ -47,8 +47,8 @@ def _handler(command: Any) -> Any:
     name = command.__name__.rsplit(".", 1)[-1]
 
     def handler(args: argparse.Namespace) -> int:
-        world = os.environ.get("WORLD_SIZE", "1")
-        if not getattr(command, "DISTRIBUTED", False) and world.isdigit() and int(world) > 1:
+        world = launched_world_size()
+        if not getattr(command, "DISTRIBUTED", False) and world > 1:
             runs_on = ", ".join(c.__name__.rsplit(".", 1)[-1] for c in COMMANDS if getattr(c, "DISTRIBUTED", False))
             raise TrainerError(
                 f"`{name}` runs on one process, but this is one of {world} started by torchrun; start it without "

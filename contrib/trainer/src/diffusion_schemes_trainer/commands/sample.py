@@ -9,7 +9,6 @@ measures, prints and writes, the other ranks only sample. ``--guidance-scales`` 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ from ..metrics import class_accuracy
 from ..report import fd_lines, progress
 from ..runs import classifier_for, digits_judge, rebuild, run_dir_of, sweep_guidance
 from ..storage import load_checkpoint, save_torch, write_json
-from ..training import setup
+from ..training import launched_world_size, setup
 from .compare import guidance_table
 from .options import parse_scales
 
@@ -273,7 +272,7 @@ def _sweep(args: argparse.Namespace, path: Path) -> int:
                          "num_samples", "seed", "calibrate", "discretization") if getattr(args, f) not in (None, [])]
     if other or args.solver_option:
         raise TrainerError("--guidance-scales samples with the run's own settings; drop the other sampling flags")
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if launched_world_size() > 1:
         raise TrainerError("--guidance-scales runs on one process; start it without torchrun")
     scales = parse_scales(args.guidance_scales)
     out = Path(args.out) if args.out else run_dir_of(path)

@@ -23,7 +23,7 @@ import torch
 
 from ..errors import TrainerError
 
-__all__ = ["Context", "setup"]
+__all__ = ["Context", "launched_world_size", "setup"]
 
 
 @dataclasses.dataclass
@@ -127,9 +127,22 @@ def _device(name: str, local_rank: int, distributed: bool) -> torch.device:
     return device
 
 
+def launched_world_size() -> int:
+    """The number of processes ``torchrun`` started (its ``WORLD_SIZE``; 1 when not under torchrun).
+
+    >>> launched_world_size() >= 1
+    True
+    """
+    value = os.environ.get("WORLD_SIZE", "1")
+    if not value.strip().isdigit():
+        raise TrainerError(f"WORLD_SIZE={value!r} in the environment is not a number of processes; unset it or "
+                           "start the command with torchrun")
+    return int(value)
+
+
 def setup(device: str = "cpu") -> Context:
     """The context of this process; joins the process group when launched by ``torchrun``."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    world_size = launched_world_size()
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     dev = _device(device, local_rank, world_size > 1)
