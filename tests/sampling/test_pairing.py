@@ -37,3 +37,14 @@ def test_mixed_pairs_are_reached_through_the_noise_level_and_not_rejected(precon
     loss = ds.MSEDSMLoss(precond, schedule)
     x0 = torch.randn(8, 2)
     assert torch.isfinite(loss(x0, generator=torch.Generator().manual_seed(0)))
+
+
+def test_a_compiled_preconditioner_is_checked_against_its_schedule_as_itself():
+    """``torch.compile``'s wrapper hides the preconditioner's type; the pair check looks inside it (the wrapper is
+    made lazily, so nothing is compiled here)."""
+    precond = ds.create("preconditioner", {"name": "vp", "beta_d": 19.9}, model=torch.nn.Linear(2, 2))
+    schedule = ds.create("noise_schedule", {"name": "vp", "beta_d": 10.0})
+    with pytest.raises(ds.PairingError, match="beta_d"):
+        schedule.get_denoiser(x0_predictor=torch.compile(precond, backend="eager"))
+    with pytest.raises(ds.PairingError, match="beta_d"):
+        ds.sample(torch.compile(precond, backend="eager"), torch.zeros(2, 2), schedule, 4)

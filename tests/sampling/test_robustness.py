@@ -151,6 +151,69 @@ def test_dpm_adaptive_stops_on_nan_instead_of_shrinking_its_step_forever(edm):
     assert caught.value.cause == "denoised"
 
 
+def _nan_where_far(x, t):
+    """D = 0, but NaN for the whole batch once some element lies beyond 2.2 noise levels: on an ancestral path of
+    D = 0 every x / sigma is standard normal, so the first step this happens at depends on the noise drawn."""
+    far = (x.abs() > 2.2 * t.reshape(-1, 1)).any()
+    return torch.where(far, float("nan"), 0.0) * torch.ones_like(x)
+
+
+@pytest.mark.parametrize("seeded", ["generator", "per-sample generators", "global"])
+def test_a_stochastic_run_is_replayed_with_the_same_noise_to_name_its_first_bad_step(edm, seeded):
+    """An unwatched run that ends non-finite is run again from the same latents and the same noise, watched;
+    the step it names is the one a run watched from the start names (a callback of the user's makes one)."""
+    named = []
+    for seed in range(6):
+        x = latents(edm, seed=seed)
+
+        def run(**extra):
+            if seeded == "global":
+                torch.manual_seed(100 + seed)
+                gen = None
+            elif seeded == "generator":
+                gen = torch.Generator().manual_seed(100 + seed)
+            else:
+                gen = [torch.Generator().manual_seed(100 * seed + i) for i in range(x.shape[0])]
+            with pytest.raises(NonFiniteSamplesError) as caught:
+                ds.sample(_nan_where_far, x, edm, 12, solver="euler_ancestral", generator=gen, **extra)
+            return caught.value.step, caught.value.cause
+
+        watched = run(callback=lambda info: None)
+        assert run() == watched and watched[1] == "denoised"
+        named.append(watched[0])
+    assert len(set(named)) > 1  # the step depends on the noise: a replay with other noise would name another
+
+
+def test_a_model_that_is_not_deterministic_is_named_when_the_replay_stays_finite(edm):
+    calls = []
+
+    def flaky(x, t):  # NaN on its fifth call only
+        calls.append(1)
+        return torch.full_like(x, float("nan") if len(calls) == 5 else 0.0)
+
+    with pytest.raises(NonFiniteSamplesError, match="re-run from the same latents and noise stayed finite") as caught:
+        ds.sample(flaky, latents(edm), edm, 6, solver="heun")
+    assert (caught.value.step, caught.value.cause) == (None, "unknown")
+    assert len(calls) == 2 * 11  # the run and its replay, 11 evaluations each
+
+
+@pytest.mark.parametrize("solver", ["heun", "euler_ancestral", "dpmpp_2m_sde"])
+def test_a_finite_run_reduces_its_latents_and_its_samples_once_whatever_the_step_count(edm, monkeypatch, solver):
+    """With nothing of the user's in the loop but the model, no value is watched per step: the check costs one
+    reduction of the latents before the first step and one of the samples after the last."""
+    original, count = torch.aminmax, [0]
+
+    def counting(*args, **kwargs):
+        count[0] += 1
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "aminmax", counting)
+    for steps in (5, 40):
+        count[0] = 0
+        ds.sample(zero, latents(edm), edm, steps, solver=solver, generator=torch.Generator().manual_seed(0))
+        assert count[0] == 2, steps
+
+
 HOST_READS = ("item", "tolist", "__bool__", "__float__", "__int__", "__index__")
 
 

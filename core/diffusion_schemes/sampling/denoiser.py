@@ -56,12 +56,17 @@ def _preconditioner_of(model: Any) -> tuple[BaseAffinePreconditioner | None, tup
     return None, (), {}
 
 
+def _uncompiled(model: Any) -> Any:
+    """The module inside ``torch.compile``'s wrapper (which holds it as its submodule ``_orig_mod``), else ``model``."""
+    return model._modules.get("_orig_mod", model) if isinstance(model, torch.nn.Module) else model
+
+
 def _compiled_at_noise_level(model: Any) -> Any:
     """``model`` when it is ``torch.compile``'s wrapper of a preconditioner whose time is the noise level
     (``sigma(t) = t``, such as EDM's): called with the noise level as its time it computes ``forward_sigma``,
     compiled, whatever the schedule. None otherwise (the wrapper is then called with the schedule's time)."""
-    inner = getattr(model, "_orig_mod", None)
-    if isinstance(inner, BaseAffinePreconditioner) and type(inner).sigma is BaseAffinePreconditioner.sigma:
+    inner = _uncompiled(model)
+    if inner is not model and isinstance(inner, BaseAffinePreconditioner) and type(inner).sigma is BaseAffinePreconditioner.sigma:
         return model
     return None
 
@@ -105,7 +110,8 @@ def check_pair(model: Any, schedule: Any, num: int = 65) -> None:
     (:attr:`SchemeSpec.shared_parameters`) must agree between the model, the schedule and the
     schedule's weighting.
     """
-    precond, _, _ = _preconditioner_of(model)
+    # a preconditioner inside torch.compile's wrapper is checked as itself
+    precond, _, _ = _preconditioner_of(_uncompiled(model))
     key = _pair_key(precond, schedule, num)
     if key is not None and key in _PAIRS_AGREEING:
         return
@@ -142,11 +148,10 @@ _PAIRS_AGREEING: set[tuple[Any, ...]] = set()
 
 
 def _pair_key(precond: Any, schedule: Any, num: int) -> tuple[Any, ...] | None:
-    """What :func:`check_pair`'s verdict depends on, hashable; None when it cannot be stated (no spec)."""
-    if precond is None:
-        return None
+    """What :func:`check_pair`'s verdict depends on, hashable; None when it cannot be stated (no spec). Without a
+    preconditioner the verdict is the schedule's agreement with its own weighting, which its spec states."""
     try:
-        key = (type(precond), precond.spec, type(schedule), schedule.spec, num)
+        key = (type(precond), None if precond is None else precond.spec, type(schedule), schedule.spec, num)
         hash(key)
     except (AttributeError, NotImplementedError, TypeError):
         return None
@@ -164,6 +169,8 @@ def first_parameter(model: Any) -> torch.Tensor | None:
     """The first parameter of ``model`` (or of the module inside a ``partial``), or None."""
     while isinstance(model, functools.partial):
         model = model.func
+    if isinstance(model, torch.nn.Module) and type(model).parameters is torch.nn.Module.parameters:
+        return _first_in(model, set())  # what parameters() yields first, without its generator machinery
     model = getattr(model, "__self__", model)  # a bound method such as module.forward
     parameters = getattr(model, "parameters", None)
     if not callable(parameters):
@@ -172,6 +179,21 @@ def first_parameter(model: Any) -> torch.Tensor | None:
         return next(iter(parameters()), None)
     except TypeError:
         return None
+
+
+def _first_in(module: torch.nn.Module, seen: set[int]) -> torch.Tensor | None:
+    """The first parameter ``module.parameters()`` yields: its own first, then its submodules' in order, each
+    module visited once (``seen``), as ``named_parameters`` walks them."""
+    seen.add(id(module))
+    for value in module._parameters.values():
+        if value is not None:
+            return value
+    for child in module._modules.values():
+        if child is not None and id(child) not in seen:
+            found = _first_in(child, seen)
+            if found is not None:
+                return found
+    return None
 
 
 def predict(

@@ -176,6 +176,11 @@ def _grid(noise_schedule: Any, num_steps: Any, discretization: Any, sigmas: Any)
                 )
         return grid
     grids = _built("discretization", resolve_discretization, discretization)
+    key = _grid_key(noise_schedule, discretization, num_steps)
+    if key is not None:
+        grid = _GRIDS.get(key)
+        if grid is not None:
+            return grid.clone()  # the caller's own copy: a callback may write to the levels it is given
     if num_steps is None:
         num_steps = getattr(grids, "num_steps", None)  # a grid of a fixed step count (``explicit``) states it
         if num_steps is None:
@@ -189,7 +194,41 @@ def _grid(noise_schedule: Any, num_steps: Any, discretization: Any, sigmas: Any)
             "levels is held in memory and every step evaluates the network at least once; a few tens to a few "
             "hundred steps are usual"
         )
-    return check_sigmas(grids.sigmas(num_steps, noise_schedule))
+    grid = check_sigmas(grids.sigmas(num_steps, noise_schedule))
+    if key is not None and grid.device.type == "cpu":
+        if len(_GRIDS) >= 256:
+            _GRIDS.clear()
+        _GRIDS[key] = grid.clone()
+    return grid
+
+
+#: Checked grids by what they follow from (:func:`_grid_key`): a schedule's grid is a few tens of tensor
+#: operations on a handful of numbers, as long as a few evaluations of a small network, and ``ds.sample``
+#: asks for the same one call after call.
+_GRIDS: dict[tuple[Any, ...], torch.Tensor] = {}
+
+
+def _grid_key(noise_schedule: Any, discretization: Any, num_steps: Any) -> tuple[Any, ...] | None:
+    """What the grid of ``discretization`` (None, a name or a config of plain values) for ``num_steps`` on
+    ``noise_schedule`` depends on, hashable; None when it cannot be stated. A schedule built from a spec holds
+    nothing its spec does not state (like :func:`~diffusion_schemes.sampling.denoiser.check_pair`'s verdicts,
+    the grid is kept by the schedule's type and spec); any other schedule, or an object as the
+    discretization, is asked every call."""
+    spec = getattr(noise_schedule, "_spec", None)
+    if spec is None or not isinstance(num_steps, int) or isinstance(num_steps, bool):
+        return None
+    if isinstance(discretization, _PLAIN):
+        config: Any = discretization
+    elif isinstance(discretization, Mapping) and all(isinstance(v, _PLAIN) for v in discretization.values()):
+        config = tuple(sorted(discretization.items()))
+    else:
+        return None
+    key = (type(noise_schedule), spec, config, num_steps)
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
 
 
 class StepHook:
@@ -232,7 +271,9 @@ class StepHook:
 
 
 class FiniteWatch:
-    """Where sampling stopped being finite, recorded on the latents' device and read once at the end.
+    """Where sampling stopped being finite, recorded on the latents' device and read once at the end (in a
+    replay of a run that ended non-finite, or from the start when the user's noise sampler or callback runs
+    in the loop).
 
     Each value seen (the noise drawn, the denoiser's output, the solver's state after a step) is reduced
     by one ``torch.aminmax``: a single pass, whose minimum and maximum are both finite exactly when every
@@ -359,11 +400,18 @@ def _solver_noise(noise_sampler: Any, latents: torch.Tensor, dtype: torch.dtype,
     return draw
 
 
-def _non_finite(first: tuple[int, str] | None, grid: torch.Tensor, guided: Any, dtype: torch.dtype) -> tuple[str, int | None, str]:
-    """``(message, step, cause)`` for samples that are not finite, from the watch's record."""
+def _non_finite(
+    first: tuple[int, str] | None, grid: torch.Tensor, guided: Any, dtype: torch.dtype, recurred: bool = True,
+) -> tuple[str, int | None, str]:
+    """``(message, step, cause)`` for samples that are not finite, from the watch's record (``recurred``: False
+    when a watched re-run of the same sampling stayed finite)."""
     def level(i: int) -> str:
         return f"step {i} (noise level {float(grid[i]):.4g} -> {float(grid[i + 1]):.4g})"
 
+    if first is None and not recurred:
+        return ("the samples hold NaN or inf, but a watched re-run from the same latents and noise stayed finite, "
+                "so the step cannot be named: the model is not deterministic (dropout or batch statistics left on: "
+                "call model.eval(); or a model that keeps state between calls)", None, "unknown")
     if first is None:
         return ("the samples hold NaN or inf, but no step reported a non-finite value (the solver called no "
                 "callback, or the last values overflowed when cast back)", None, "unknown")
@@ -382,6 +430,71 @@ def _non_finite(first: tuple[int, str] | None, grid: torch.Tensor, guided: Any, 
         text = (f"the solver's state was first NaN or inf at {level(step)} while the model's output and the "
                 "noise were finite: the step overflowed; check the grid and the model's scale")
     return text, step, cause
+
+
+def _finite(samples: torch.Tensor) -> bool:
+    """Whether every element of ``samples`` is finite: one reduction and one host read."""
+    return all(math.isfinite(v) for v in torch.stack(_extremes(samples)).tolist())
+
+
+def _nothing() -> None:
+    """Nothing to put back before a re-run: a deterministic solver draws no noise."""
+
+
+def _rng_snapshot(generator: Any, device: torch.device) -> Any:
+    """A function that puts the random state the noise is drawn from back as it is now, for a re-run that
+    draws the same noise; None where that state cannot be kept (the run is then watched from the start).
+
+    >>> import torch
+    >>> g = torch.Generator().manual_seed(0)
+    >>> restore = _rng_snapshot([g], torch.device("cpu"))
+    >>> first = torch.randn(2, generator=g)
+    >>> restore()
+    >>> bool(torch.equal(torch.randn(2, generator=g), first))
+    True
+    """
+    if generator is None:  # the device's default generator
+        if device.type == "cpu":
+            state = torch.get_rng_state()
+            return lambda: torch.set_rng_state(state)
+        if device.type == "cuda":
+            index = device.index if device.index is not None else torch.cuda.current_device()
+            state = torch.cuda.get_rng_state(index)
+            return lambda: torch.cuda.set_rng_state(state, index)
+        return None
+    generators = [generator] if isinstance(generator, torch.Generator) else generator
+    if not isinstance(generators, Sequence) or not all(isinstance(g, torch.Generator) for g in generators):
+        return None  # refused with its reason when the solver draws from it
+    states = [g.get_state() for g in generators]
+
+    def restore() -> None:
+        for g, state in zip(generators, states):
+            g.set_state(state)
+
+    return restore
+
+
+def _solve(
+    solver: Any, denoiser: Any, latents: torch.Tensor, grid: torch.Tensor, dtype: torch.dtype,
+    model_cast: torch.dtype | None, generator: Any, inpaint: tuple[Any, Any, Any], callback: Any,
+    noise_sampler: Any, watch: FiniteWatch | None,
+) -> tuple[torch.Tensor, int]:
+    """One run of ``solver`` from ``latents`` over the checked ``grid``: ``(samples, nfe)``, the samples in the
+    latents' dtype; ``watch`` (when given) sees every value made."""
+    mask, known, noise = inpaint
+    extra: dict[str, Any] = {}
+    hook = None
+    if mask is not None or callback is not None or watch is not None:
+        hook = extra["callback"] = StepHook(callback, mask, known, noise, watch)
+    if noise_sampler is not None:
+        extra["noise_sampler"] = _solver_noise(noise_sampler, latents, dtype, watch)
+    with torch.no_grad():
+        x = latents.to(dtype)
+        view = _SolverView(denoiser, model_cast, watch, x, getattr(solver, "levels_from_grid", False))
+        samples, nfe = solver.run(view, x, grid, generator=generator, **extra)  # grid checked once, by _grid
+        if mask is not None and hook is not None and hook.last_x is not samples:
+            samples = samples * (1 - mask) + known * mask  # a solver that returned a copy of its last state
+        return samples.to(latents.dtype), nfe
 
 
 def _refuse_non_finite_inputs(latents: torch.Tensor, known: torch.Tensor | None) -> None:
@@ -494,8 +607,12 @@ def sample(
         check_finite: raise :class:`~diffusion_schemes.errors.NonFiniteSamplesError` (a
             :class:`SamplingError`) when the samples hold NaN or inf, naming the first step where the
             noise, the model's output or the solver's state stopped being finite; NaN or inf
-            latents are refused before the first step. The record is kept on the device and
-            read once at the end. ``False`` returns the raw samples unchecked.
+            latents are refused before the first step. A run is checked by one reduction of its
+            samples, read once at the end; only when they are not finite is it run again from the
+            same latents and noise (the generators' states are kept for it) with every value
+            watched on the device, to name the step. With a ``noise_sampler`` or a ``callback`` of
+            yours, which a second run would call again, every value is watched from the start
+            instead. ``False`` returns the raw samples unchecked.
 
     Half precision: the solver's state and all noise-level arithmetic are kept in float32 (or
     wider), as EDM's reference sampler does; the model is called with the state cast to the
@@ -550,30 +667,30 @@ def sample(
         denoiser = guidance.bind(denoiser, latents.shape[0], noise_schedule)
     check_device(denoiser, latents)
     dtype = compute_dtype(latents.dtype)  # the solver's state: float32 or wider
-    mask, known, noise = _inpainting(latents, mask, known, grid[0], dtype)
-    watch = None
+    inpaint = _inpainting(latents, mask, known, grid[0], dtype)
+    replay = None
     if check_finite:
-        _refuse_non_finite_inputs(latents, known)
-        watch = FiniteWatch(latents.device)
-    extra: dict[str, Any] = {}
-    hook = None
-    if mask is not None or callback is not None or watch is not None:
-        hook = extra["callback"] = StepHook(callback, mask, known, noise, watch)
-    if noise_sampler is not None:
-        extra["noise_sampler"] = _solver_noise(noise_sampler, latents, dtype, watch)
-    with torch.no_grad():
-        x = latents.to(dtype)
-        view = _SolverView(denoiser, model_cast, watch, x, getattr(solver, "levels_from_grid", False))
-        samples, nfe = solver.run(view, x, grid, generator=generator, **extra)  # grid checked once, above
-        if mask is not None and hook is not None and hook.last_x is not samples:
-            samples = samples * (1 - mask) + known * mask  # a solver that returned a copy of its last state
-        samples = samples.to(latents.dtype)
+        _refuse_non_finite_inputs(latents, inpaint[1])
+        if noise_sampler is None and callback is None:  # nothing of the user's but the model runs in the loop
+            replay = _rng_snapshot(generator, latents.device) if getattr(solver, "stochastic", True) else _nothing
+    # watched from the start only where a run cannot be replayed: a noise sampler or a callback of the user's
+    watch = FiniteWatch(latents.device) if check_finite and replay is None else None
+    run = (solver, denoiser, latents, grid, dtype, model_cast, generator, inpaint)
+    samples, nfe = _solve(*run, callback, noise_sampler, watch)
     if isinstance(getattr(denoiser, "evaluations", None), int):
         nfe = denoiser.evaluations  # the solver counts calls of D; a guided call may cost two
-    if watch is not None:
-        first, bad = watch.read(samples)
+    if check_finite:
+        recurred = True
+        if watch is not None:
+            first, bad = watch.read(samples)
+        else:
+            first, bad = None, not _finite(samples)
+            if bad and replay is not None:  # the rare failure: the same run again, every value watched
+                replay()
+                watch = FiniteWatch(latents.device)
+                first, recurred = watch.read(_solve(*run, None, None, watch)[0])
         if bad:
-            text, step, cause = _non_finite(first, grid, denoiser, latents.dtype)
+            text, step, cause = _non_finite(first, grid, denoiser, latents.dtype, recurred)
             raise NonFiniteSamplesError(
                 f"sampling produced NaN or inf: {text}. Pass check_finite=False to get the raw samples "
                 "(they are also on this error as .samples).",
