@@ -73,8 +73,10 @@ def markdown(report: dict[str, object]) -> str:
     out += ["", "## Aims", "", "| figure | aim | result | detail |", "|---|---|---|---|"]
     for section in report["sections"]:
         for aim in section.get("aims", []):
-            out.append(f"| {_cell(section['title'])} | {_cell(aim['aim'])} | "
-                       f"{'met' if aim['met'] else '**missed**'} | {_cell(aim['detail'])} |")
+            result = "met" if aim["met"] else ("missed: cause measured, outside the library" if aim.get("cause")
+                                               else "**missed**")
+            detail = aim["detail"] if aim["met"] or not aim.get("cause") else f"{aim['cause']}; {aim['detail']}"
+            out.append(f"| {_cell(section['title'])} | {_cell(aim['aim'])} | {result} | {_cell(detail)} |")
         if section.get("error"):
             out.append(f"| {_cell(section['title'])} | runs | **failed** | {_cell(section['error'])} |")
     for section in report["sections"]:

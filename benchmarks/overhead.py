@@ -53,14 +53,9 @@ def run(settings: Settings) -> dict[str, object]:
         for name in BACKBONES:
             for batch in (1, 64):
                 results.append(_case(name, batch, compiled, settings))
-    rows, misses, floor = [], [], []
+    rows, floor = [], []
     for r in results:
-        med = r["vs_inline_edm"]["ratio"]["median"]
-        extra = r["vs_inline_edm"]["ours_s"] - r["vs_inline_edm"]["reference_s"]
-        met = med <= AIM
         case = f"{r['backbone']}, batch {r['batch']}, {r['mode']}"
-        if not met:
-            misses.append(f"{case}: {med:.3f}x EDM inline ({extra * 1e6:+.1f} us per call)")
         pre, formula = r["vs_precomputed"]["ratio"]["median"], r["inline_edm_vs_precomputed"]["ratio"]["median"]
         if pre > AIM:
             floor.append(f"{case}: ours {pre:.2f}x, EDM inline {formula:.2f}x")
@@ -69,7 +64,6 @@ def run(settings: Settings) -> dict[str, object]:
             "ours": fmt_time(r["vs_precomputed"]["ours_s"]),
             "inline EDM": fmt_time(r["vs_inline_edm"]["reference_s"]),
             "ours / inline EDM [IQR]": fmt_ratio(r["vs_inline_edm"]),
-            "aim <= 1.05": "met" if met else f"missed by {(med - AIM) * 100:.0f} points",
             "inline, precomputed": fmt_time(r["vs_precomputed"]["reference_s"]),
             "ours / precomputed [IQR]": fmt_ratio(r["vs_precomputed"]),
             "inline EDM / precomputed [IQR]": fmt_ratio(r["inline_edm_vs_precomputed"]),
@@ -102,16 +96,17 @@ def run(settings: Settings) -> dict[str, object]:
             "`EDMPreconditioner` (built with `ds.create`) around a backbone, against the affine formula "
             "with the coefficients precomputed outside the timed call, and against EDM written inline "
             "(coefficients from sigma inside the call). Ratio = ours / reference, median of interleaved "
-            f"blocks of CPU time [interquartile range]. Compiled: `torch.compile(fullgraph=True, dynamic=False)`, "
+            f"blocks of CPU time [interquartile range], at torch's default threads. The aim against EDM written "
+            "inline is judged in section 0, on one thread; this section adds the floor. Compiled: `torch.compile(fullgraph=True, dynamic=False)`, "
             f"{settings.backend_note}."
         ),
         "columns": list(rows[0]),
         "rows": rows,
-        "aims": [{"aim": "forward within 5% of EDM's preconditioner written inline (the same formula)",
-                  "met": not misses, "detail": "; ".join(misses) or "all cases"},
-                 {"aim": "forward within 5% of the formula with its coefficients precomputed (the floor)",
-                  "met": not floor, "detail": (
-                      "cause measured: computing EDM's coefficients from sigma, which EDM written inline pays "
-                      "alike; " + "; ".join(floor)) if floor else "all cases"}],
+        # the aim against EDM written inline is judged in section 0 (one thread, eager and compiled, beside the
+        # loss step and the solver loop); here the floor, whose excess the inline formula pays alike
+        "aims": [{"aim": "forward within 5% of the formula with its coefficients precomputed (the floor)",
+                  "met": not floor, "detail": "; ".join(floor) or "all cases",
+                  **({"cause": "computing EDM's coefficients from sigma, which EDM written inline pays alike "
+                               "(its own ratio to the floor beside ours)"} if floor else {})}],
         "data": results,
     }

@@ -98,10 +98,7 @@ def run(settings: Settings) -> dict[str, object]:
     results = [_case(name, batch, settings) for name in BACKBONES for batch in (1, 64)]
     rows, misses = [], []
     for r in results:
-        med = r["timing"]["ratio"]["median"]
         mem_ratio = r["peak_bytes_ours"] / max(r["peak_bytes_reference"], 1)
-        if med > AIM:
-            misses.append(f"{r['backbone']}, batch {r['batch']}: time {med:.2f}x")
         if mem_ratio > AIM:
             misses.append(f"{r['backbone']}, batch {r['batch']}: memory {mem_ratio:.2f}x")
         rows.append({
@@ -128,13 +125,15 @@ def run(settings: Settings) -> dict[str, object]:
         "description": (
             "`ds.MSEDSMLoss` around `EDMPreconditioner` with the EDM schedule (its default EDM weighting), "
             "against EDM's loss written inline; same sigma and noise, equal loss and gradients checked first. "
-            "Time ratio = ours / inline, median of interleaved blocks [interquartile range]. Peak memory: "
+            "Time ratio = ours / inline, median of interleaved blocks of wall time at torch's default threads "
+            "[interquartile range] (the time aim is judged in section 0, on one thread). Peak memory: "
             "torch profiler CPU memory events over one step (allocations minus frees, peak of the running sum, "
             "above what existed before the step)."
         ),
         "columns": list(rows[0]),
         "rows": rows,
-        "aims": [{"aim": "training step within 5% of the inline loss (time and peak memory)", "met": not misses,
+        # the step's time against the inline loss is judged in section 0 (one thread, CPU time, eager and compiled)
+        "aims": [{"aim": "training step's peak memory within 5% of the inline loss", "met": not misses,
                   "detail": "; ".join(misses) or "all cases"}],
         "data": results,
     }
