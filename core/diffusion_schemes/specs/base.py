@@ -74,7 +74,10 @@ class SchemeSpec(BaseModel):
       Instance is frozen ...
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True, allow_inf_nan=False)
+    # defer_build: a spec's validator is built on its first use, not when its class is made, so importing the
+    # library and listing the schemes of every installed plugin builds none of the ~55 (start-up, section 4)
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True, allow_inf_nan=False,
+                              defer_build=True)
 
     kind: ClassVar[str] = ""
     #: Fields that must agree with the other schemes of the same family when they are composed
