@@ -418,7 +418,7 @@ def test_the_checksum_hashes_each_tensors_bytes_as_stored_in_order():
 
 
 def test_saving_refuses_the_first_non_finite_tensor_but_not_finite_ones_whose_sum_overflows(tmp_path):
-    """The save's quick check sums each tensor; a sum that overflows from finite values must not refuse the payload."""
+    """The save's quick check must not refuse finite values whose sum overflows, and must name the first bad one."""
     from diffusion_schemes_trainer.storage.verified import load_verified, save_verified
 
     path = tmp_path / "thing.pt"
@@ -438,3 +438,28 @@ def test_saving_refuses_the_first_non_finite_tensor_but_not_finite_ones_whose_su
         with pytest.raises(ds.DiffusionSchemesError, match=f"^{first} holds NaN or inf; the thing .* was not written"):
             save_verified(tmp_path / "bad.pt", {"format": "t/1", **payload}, what="the thing")
         assert not (tmp_path / "bad.pt").exists()
+
+
+@pytest.mark.parametrize("where", ["small.137", "large", "half.3"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_saving_finds_a_non_finite_value_among_many_small_tensors_or_in_a_large_one(tmp_path, where, bad):
+    """The save's check gathers small tensors into chunks of bytes and reads a large one alone: every element counts."""
+    from diffusion_schemes_trainer.storage.verified import _FINITE_CHUNK, checksum, load_verified, save_verified
+
+    def payload():
+        return {"format": "t/1", "small": {str(i): torch.full((3, 7), float(i)) for i in range(300)},
+                "large": torch.linspace(-1, 1, _FINITE_CHUNK // 4 + 5),  # one float32 tensor past a chunk
+                "half": {str(i): torch.ones(9, dtype=torch.bfloat16) for i in range(5)}}
+
+    fine = payload()
+    save_verified(tmp_path / "fine.pt", fine, what="the thing")
+    assert load_verified(tmp_path / "fine.pt", "t/1", {}, what="thing", finite=True)["checksum"] == checksum(fine)
+    broken = payload()
+    target = broken
+    *parents, leaf = where.split(".")
+    for key in parents:
+        target = target[key]
+    target[leaf].view(-1)[-1] = bad  # the last element: the check reads every byte to the end
+    with pytest.raises(ds.DiffusionSchemesError, match=f"^{where} holds NaN or inf; the thing .* was not written"):
+        save_verified(tmp_path / "bad.pt", broken, what="the thing")
+    assert not (tmp_path / "bad.pt").exists()

@@ -49,13 +49,64 @@ def _walk(value: Any, where: str = "") -> Iterator[tuple[str, Any]]:
         yield where, value
 
 
-def _update(digest: Any, t: torch.Tensor) -> None:
-    """Feed a tensor's element bytes to ``digest`` through a view of its memory (no per-element copy)."""
-    if t.device.type != "cpu" or not t.is_contiguous():  # a state dict's tensors usually are already
+def _cpu_bytes(t: torch.Tensor) -> tuple[torch.Tensor, Any]:
+    """``(tensor, view)``: ``t`` on the CPU and contiguous (a copy only when it is not already), and a byte
+    view of its memory, valid while that tensor lives (no per-element copy)."""
+    if not t.is_cpu or not t.is_contiguous():  # a state dict's tensors usually are already
         t = t.detach().cpu().contiguous()
     size = t.nbytes
-    if size:
-        digest.update((ctypes.c_char * size).from_address(t.data_ptr()))
+    return t, (ctypes.c_char * size).from_address(t.data_ptr()) if size else b""
+
+
+def _all_finite(t: torch.Tensor) -> bool:
+    """Whether every element of a non-empty floating tensor is finite: its minimum and maximum are.
+
+    ``aminmax`` propagates NaN and shows an infinity as the minimum or the maximum, in one pass
+    without temporaries (``isfinite().all()`` builds several and took 20 times as long on the CPU).
+    """
+    low, high = torch.aminmax(t)
+    return math.isfinite(low.item()) and math.isfinite(high.item())
+
+
+#: How many bytes of small floating tensors one finiteness check reads at once (bounds the copy it makes).
+_FINITE_CHUNK = 1 << 20
+
+
+class _FiniteCheck:
+    """Whether every element of the floating tensors fed to it is finite, with a few tensor ops per MiB.
+
+    Small tensors (most entries of a state dict) are gathered per dtype, their bytes joined into
+    chunks of about :data:`_FINITE_CHUNK`, and each chunk checked at once (:func:`_all_finite`); a
+    large tensor is checked on its own. One op per tensor cost more than the checksum itself for a
+    U-Net's 875 tensors. The check is exact: a finite tensor is never refused (a sum could overflow).
+    """
+
+    def __init__(self) -> None:
+        self.finite = True
+        self._pending: dict[torch.dtype, tuple[list[Any], list[int]]] = {}
+
+    def add(self, t: torch.Tensor, view: Any) -> None:
+        """Feed a CPU, contiguous floating tensor and its byte view (from :func:`_cpu_bytes`)."""
+        if not self.finite or not t.nbytes:
+            return
+        if t.nbytes >= _FINITE_CHUNK:
+            self.finite = _all_finite(t)
+            return
+        views, size = self._pending.setdefault(t.dtype, ([], [0]))
+        views.append(view)
+        size[0] += t.nbytes
+        if size[0] >= _FINITE_CHUNK:
+            self._check(t.dtype)
+
+    def _check(self, dtype: torch.dtype) -> None:
+        views, size = self._pending.pop(dtype)
+        if self.finite and views:
+            self.finite = _all_finite(torch.frombuffer(bytearray().join(views), dtype=dtype))
+
+    def done(self) -> bool:
+        for dtype in list(self._pending):
+            self._check(dtype)
+        return self.finite
 
 
 def checksum(payload: Mapping[str, Any]) -> str:
@@ -74,33 +125,33 @@ def checksum(payload: Mapping[str, Any]) -> str:
 
 def _scan(payload: Mapping[str, Any], skip: tuple[str, ...] | None) -> tuple[str, bool]:
     """``(checksum, finite)`` in one walk; ``finite`` (when ``skip`` is given) says every float and floating
-    tensor outside the top-level keys ``skip`` is finite, with one host read per device and dtype.
+    tensor outside the top-level keys ``skip`` is finite.
 
-    A sum is finite only if every term is (NaN and inf propagate through it), so one sum per tensor
-    (float16 and bfloat16 summed in float32), stacked per device and dtype, clears a payload; a
-    non-finite sum (NaN, inf, or finite terms whose sum overflows) is ``finite=False``, and the
-    caller looks tensor by tensor (:func:`first_nonfinite`).
+    The finiteness of the tensors is read from the same CPU bytes the checksum reads, a MiB at a time
+    (:class:`_FiniteCheck`); when it is ``False`` the caller looks tensor by tensor
+    (:func:`first_nonfinite`) to name the first non-finite one.
     """
     digest = hashlib.sha256()
     update = digest.update
-    sums: dict[tuple[torch.device, torch.dtype], list[torch.Tensor]] = {}
+    check = _FiniteCheck()
     finite = True
+    dtype_names: dict[torch.dtype, str] = {}
     for where, leaf in _walk(dict(payload)):  # per leaf: path NUL dtype shape bytes NUL, or path NUL repr NUL
         checked = skip is not None and where.partition(".")[0] not in skip
         if isinstance(leaf, torch.Tensor):
-            update(f"{where}\0{leaf.dtype}{tuple(leaf.shape)}".encode())
-            _update(digest, leaf)
+            dtype = leaf.dtype
+            name = dtype_names.get(dtype) or dtype_names.setdefault(dtype, str(dtype))
+            update(f"{where}\0{name}{tuple(leaf.shape)}".encode())
+            t, view = _cpu_bytes(leaf)
+            update(view)
             update(b"\0")
             if checked and leaf.is_floating_point():
-                total = leaf.detach().sum(dtype=torch.float32 if leaf.element_size() < 4 else None)
-                sums.setdefault((leaf.device, total.dtype), []).append(total)
+                check.add(t, view)
         else:
             update(f"{where}\0{leaf!r}\0".encode())
             if checked and isinstance(leaf, float) and not math.isfinite(leaf):
                 finite = False
-    if finite and sums:
-        finite = bool(torch.stack([torch.stack(s).isfinite().all().cpu() for s in sums.values()]).all())
-    return digest.hexdigest(), finite
+    return digest.hexdigest(), check.done() and finite
 
 
 def first_nonfinite(payload: Mapping[str, Any], skip: tuple[str, ...] = ("history",)) -> str | None:
