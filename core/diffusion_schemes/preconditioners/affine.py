@@ -113,7 +113,7 @@ class BaseAffinePreconditioner(SpecBacked, torch.nn.Module, abc.ABC):
     float32 and float64 latents all work.
 
     Every call checks its noise levels (finite and > 0) and, where a scheme sets
-    :attr:`t_limits`, its times, on the tensors' device with no read on the host
+    :attr:`t_limits` other than ``(0, inf)``, its times, without synchronising an accelerator
     (:func:`~diffusion_schemes.tensors.check_inside`): on the CPU a bad value raises
     :class:`DomainError` naming it; on an accelerator the check is a device-side assertion, so
     the forward never synchronises and can be captured in a CUDA graph. The loss and the
@@ -124,7 +124,8 @@ class BaseAffinePreconditioner(SpecBacked, torch.nn.Module, abc.ABC):
         model: the backbone ``F``.
         meta: optional metadata kept as ``self.meta``.
         validate: ``True`` (default): check every call's noise levels as above. ``False``:
-            skip the check (about four tensor operations on a ``(B,)`` tensor), for a loop
+            skip the check (two tensor operations on a ``(B,)`` tensor on the CPU, four on an
+            accelerator; compiled, a reduction fused into the coefficients' kernel), for a loop
             that validates its noise levels once; a noise level of 0, a negative one or NaN
             then gives NaN or infinite outputs instead of an error. Every way of building one
             takes it: the constructor, ``ds.create("preconditioner", ..., model=m, validate=False)``,
