@@ -79,6 +79,7 @@ def _forward(name: str, batch: int, compiled: bool, settings: Settings) -> dict[
     pre = InlinePrecomputed(backbone)
     # the same preconditioner without its per-call check of the noise levels: what that check costs
     unchecked = ds.create("preconditioner", {"name": "edm", "sigma_data": SIGMA_DATA}, model=backbone, validate=False)
+    modules = ours, inline
     if compiled:
         ours, inline, pre, unchecked = (_compile(m, settings) for m in (ours, inline, pre, unchecked))
     x = torch.randn(batch, *shape)
@@ -90,7 +91,14 @@ def _forward(name: str, batch: int, compiled: bool, settings: Settings) -> dict[
         vs_inline = compare(lambda: ours(x, sigma), lambda: inline(x, sigma), settings.repeats, settings.block_s, CLOCK)
         vs_pre = compare(lambda: ours(x, sigma), lambda: pre(x, *coeffs), settings.repeats, settings.block_s, CLOCK)
         check = compare(lambda: ours(x, sigma), lambda: unchecked(x, sigma), settings.repeats, settings.block_s, CLOCK)
-    return {"aim": vs_inline, "floor": vs_pre, "check": check}
+        result = {"aim": vs_inline, "floor": vs_pre, "check": check}
+        if compiled:  # dynamo's guard evaluation before each call of the compiled graph, ours against inline
+            frames = ({"self": modules[0], "x": x, "t": sigma, "condition": None, "model_kwargs": {}},
+                      {"self": modules[1], "x": x, "sigma": sigma})
+            guards = [_InlineLossModule.guards(type(m).forward.__code__, f) for m, f in zip(modules, frames)]
+            if None not in guards:
+                result["guards"] = compare(*guards, settings.repeats, settings.block_s, CLOCK)
+    return result
 
 
 class _InlineLossModule(torch.nn.Module):
@@ -103,12 +111,26 @@ class _InlineLossModule(torch.nn.Module):
     def forward(self, x0: torch.Tensor, sigma: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         return inline_edm_loss(self.inline, x0, sigma, noise)
 
+    @staticmethod
+    def guards(code, frame: dict[str, object]):
+        """The guard check dynamo runs before each call of the graph it compiled from ``code`` (the cache entry whose
+        guards ``frame``'s values pass), as a callable, for the forward and the loss rows; None where torch does not
+        expose it (a private interface)."""
+        try:
+            from torch._dynamo.eval_frame import _debug_get_cache_entry_list
+
+            passing = [e.guard_manager for e in _debug_get_cache_entry_list(code) if e.guard_manager.check(frame)]
+        except (ImportError, AttributeError, TypeError):
+            return None
+        return (lambda: passing[0].check(frame)) if passing else None
+
 
 def _loss(name: str, batch: int, compiled: bool, settings: Settings) -> dict[str, object]:
     backbone, shape, schedule, precond, inline = _edm(name)
     loss_fn = ds.MSEDSMLoss(precond, schedule)
     reference = lambda x0, sigma, noise: inline_edm_loss(inline, x0, sigma, noise)  # noqa: E731
     as_module = _InlineLossModule(inline)
+    originals = loss_fn, reference
     if compiled:
         loss_fn, reference, as_module = (_compile(loss_fn, settings), _compile(reference, settings),
                                          _compile(as_module, settings))
@@ -131,7 +153,13 @@ def _loss(name: str, batch: int, compiled: bool, settings: Settings) -> dict[str
     # the same inline loss called as a module against called as a function: the module call's own cost
     module = compare(step(lambda: as_module(x0, sigma, noise)), ref, settings.repeats, settings.block_s, CLOCK)
     result = {"aim": compare(ours, ref, settings.repeats, settings.block_s, CLOCK), "module": module}
-    if not compiled:  # the loss's one check of its times a step (four tensor operations), timed on its own
+    if compiled:  # dynamo's guard evaluation before each call of the compiled graph, ours against the inline function
+        frames = ({"self": originals[0], "x0": x0, "t": sigma, "condition": None, "noise": noise, "generator": None,
+                   "model_kwargs": {}}, {"x0": x0, "sigma": sigma, "noise": noise, "inline": inline})
+        guards = [_InlineLossModule.guards(code, f) for code, f in zip((type(originals[0]).forward.__code__, originals[1].__code__), frames)]
+        if None not in guards:
+            result["guards"] = compare(*guards, settings.repeats, settings.block_s, CLOCK)
+    else:  # the loss's one check of its times a step, timed on its own
         lo, hi = schedule.t_limits
         check = lambda: check_inside(sigma, lo, hi, ds.DomainError)  # noqa: E731
         number = calibrate(check, settings.block_s, CLOCK)
@@ -211,37 +239,51 @@ PATHS = {"preconditioner forward": _forward, "loss step (forward + backward)": _
 
 
 def _check_note(results: list[dict[str, object]]) -> str:
-    """What the forward's default check of its noise levels costs per call (ours minus ``validate=False``)."""
+    """What the forward's default check of its noise levels costs per call (ours minus ``validate=False``), and,
+    compiled, dynamo's guard evaluation per call, ours against inline."""
     rows = [r for r in results if "check" in r]
     cost = "; ".join(f"{r['backbone'].split(',')[0]} b{r['batch']} {r['mode']} "
                      f"{(r['check']['ours_s'] - r['check']['reference_s']) * 1e6:+.1f} us "
                      f"({r['check']['ratio']['median']:.3f}x)" for r in rows)
+    guards = "; ".join(f"{r['backbone'].split(',')[0]} b{r['batch']} {r['guards']['ours_s'] * 1e6:.1f} / "
+                       f"{r['guards']['reference_s'] * 1e6:.1f} us" for r in rows if "guards" in r) or "not measured"
     return ("Preconditioner forward, the cost of its default check of the noise levels per call (checked minus the "
-            "same preconditioner built with `validate=False`): " + cost + ". Where the forward misses the aim at "
-            "the tiny size, this check is the difference; a loop that checks its noise levels once can build the "
-            "preconditioner with `validate=False` (`ds.create`, `spec.build`, the class, or the attribute).")
+            "same preconditioner built with `validate=False`): " + cost + ". Eager on the CPU the check is a clamp "
+            "and `torch.equal` (the values are in host memory); compiled, and on an accelerator, a clamp, a "
+            "comparison and a reduction ending in `torch._assert_async`, which inductor fuses into the kernel that "
+            "computes the coefficients (no extra kernel: one more buffer of one element). Compiled, dynamo also "
+            "evaluates its guards before each call of the graph (one test for every attribute, function and global "
+            "the traced Python read; ours / inline, per call: " + guards + "); the library's Python reads more of "
+            "them than the inline formula, and the check adds its own. Where the forward misses the aim at the tiny "
+            "size, these are the difference; a loop that checks its noise levels once can build the preconditioner "
+            "with `validate=False` (`ds.create`, `spec.build`, the class, or the attribute).")
 
 
 def _loss_note(results: list[dict[str, object]]) -> str:
-    """What the loss step adds over the inline loss, and the two costs the inline function does not pay, in us."""
+    """What the loss step adds over the inline loss, and the costs the inline function does not pay, in us."""
     rows = [r for r in results if "module" in r]
     def us(r, key):  # ours (or the inline module) minus the inline function, per step
         return (r[key]["ours_s"] - r[key]["reference_s"]) * 1e6
     extra = "; ".join(f"{r['backbone'].split(',')[0]} b{r['batch']} {r['mode']} {us(r, 'aim'):+.0f}" for r in rows)
     module = "; ".join(f"{r['backbone'].split(',')[0]} b{r['batch']} {r['mode']} {us(r, 'module'):+.0f}" for r in rows)
+    guards = "; ".join(f"{r['backbone'].split(',')[0]} b{r['batch']} {r['guards']['ours_s'] * 1e6:.1f} / "
+                       f"{r['guards']['reference_s'] * 1e6:.1f}" for r in rows if "guards" in r) or "not measured"
     checks = [r["check_s"] * 1e6 for r in rows if "check_s" in r]
     check = f"{min(checks):.1f} to {max(checks):.1f} us" if checks else "not measured"
     return (
-        "Loss step, what the library adds per step (ours minus inline, us): " + extra + ". Two costs the inline "
+        "Loss step, what the library adds per step (ours minus inline, us): " + extra + ". Costs the inline "
         "function does not pay, measured in this run: calling a module rather than a function (the inline loss "
         "itself inside an `nn.Module`, last column; us per step: " + module + "), which under `torch.compile` is "
         "two `Module.__call__` layers and dynamo's wrapper around the compiled graph (`loss_fn.compile()` in "
-        "place saves one layer), and the loss's one check of its times a step (clamp, compare, `all`, "
-        f"`torch._assert_async`: {check} eager, on the device, no host read), which refuses a bad time with its "
-        "value named. The loss runs the same tensor operations as the inline formula otherwise (its autograd "
-        "graph has the same nodes, its backward the same kernels, and compiled, the same fused kernels and saved "
-        "tensors); at the tiny size a step is about 40 small operations, so these fixed microseconds are the "
-        "percent points above 1.0 there, and they vanish at the conv size."
+        "place saves one layer); compiled, dynamo's guard evaluation before each call of the graph (one test for "
+        "every attribute, function and global the traced Python read: the loss reads its schedule, weighting and "
+        "preconditioner; us per step, ours / inline function: " + guards + "); and the loss's one check of its "
+        f"times a step ({check} eager: a clamp and `torch.equal` on the CPU; compiled, fused into the first "
+        "kernel and ending in `torch._assert_async`, no host read), which refuses a bad time with its value named. "
+        "The loss runs the same tensor operations as the inline formula otherwise (its autograd graph has the "
+        "same nodes, its backward the same kernels, and compiled, the same fused kernels and saved tensors); at "
+        "the tiny size a step is about 40 small operations, so these fixed microseconds are the percent points "
+        "above 1.0 there, and they vanish at the conv size."
     )
 
 

@@ -110,17 +110,22 @@ def interval(lo: float, hi: float) -> str:
 
 def check_inside(values: torch.Tensor, lo: float, hi: float, error: Callable[[list[float]], DiffusionSchemesError]) -> None:
     """Raise ``error(bad)`` when a value of ``values`` lies outside the open interval ``(lo, hi)`` (NaN included),
-    reading no value on the host in the common case.
+    without synchronising an accelerator.
 
-    The test is three tensor operations ending in ``torch._assert_async``, which stays on the
-    tensor's device: nothing is copied to the host, so it neither synchronises an accelerator nor
-    keeps a CUDA graph from being captured, and it compiles with ``torch.compile(fullgraph=True)``.
-    On the CPU a failed test raises at once; the offending values are then read (``outside``,
-    compared in float64 against the Python bounds) and ``error`` receives up to four of them. On
-    an accelerator the assertion fails on the device, in stream order, and surfaces as a
-    device-side assertion error at the next synchronisation (the device context is then lost):
-    bad input is never used silently, and the same call on the CPU names the values. Under
-    ``torch.compile`` a failure raises the assertion's ``RuntimeError`` with a generic message.
+    A value is inside exactly when clamping it to the widest closed interval of its dtype within
+    ``(lo, hi)`` leaves it unchanged (NaN never equals itself). On an accelerator, and under
+    ``torch.compile``, the test is three tensor operations (clamp, compare, reduce) ending in
+    ``torch._assert_async``, which stays on the tensor's device: nothing is copied to the host, so
+    it neither synchronises an accelerator nor keeps a CUDA graph from being captured, and it
+    compiles with ``torch.compile(fullgraph=True)`` (inductor fuses it into the kernel that reads
+    ``values``). The assertion fails on the device, in stream order, and surfaces as a device-side
+    assertion error at the next synchronisation (the device context is then lost): bad input is
+    never used silently, and the same call on the CPU names the values. Under ``torch.compile`` a
+    failure raises the assertion's ``RuntimeError`` with a generic message. On the CPU, eager, the
+    values already lie in host memory and an assertion would read them at once anyway: there the
+    test is a clamp and ``torch.equal`` (two operations instead of five), and a failure reads the
+    offending values (``outside``, compared in float64 against the Python bounds) and passes up to
+    four of them to ``error``.
 
     >>> import math, torch
     >>> from diffusion_schemes.errors import DomainError
@@ -132,13 +137,17 @@ def check_inside(values: torch.Tensor, lo: float, hi: float, error: Callable[[li
       ...
     diffusion_schemes.DomainError: noise levels must be positive, got [nan, -1.0]
     """
-    detached = values.detach()
+    detached = values.detach() if values.requires_grad else values  # no autograd record of the clamp
     if detached.dtype != torch.float64 and detached.dtype != torch.float32:
         detached = detached.to(torch.float32)  # half precision and integers: compared in float32
     a, b = _closed_bounds(lo, hi, detached.dtype == torch.float32)
-    # A value is inside exactly when clamping it to the widest closed interval of its dtype within
-    # (lo, hi) leaves it unchanged (NaN never equals itself): a clamp, a comparison, a reduction.
-    _assert((detached.clamp(a, b) == detached).all(), lambda: outside(values, lo, hi), error)
+    clamped = detached.clamp(a, b)
+    if not detached.is_cpu or torch.compiler.is_compiling():
+        torch._assert_async((clamped == detached).all(), _ASSERT_MESSAGE)
+    elif not clamped.equal(detached):  # a CPU tensor: its value is in host memory, reading it syncs nothing
+        bad = outside(values, lo, hi)
+        if bad is not None:  # None: only float rounding at a bound, which ``outside`` compares in float64
+            raise error(bad)
 
 
 def check_not_nan(values: torch.Tensor, error: Callable[[list[float]], DiffusionSchemesError]) -> None:
@@ -157,10 +166,13 @@ def check_not_nan(values: torch.Tensor, error: Callable[[list[float]], Diffusion
     _assert((detached == detached).all(), lambda: values[values != values].flatten()[:4].tolist() or None, error)
 
 
+_ASSERT_MESSAGE = "a value is outside its domain; run the same call on the CPU to see which"
+
+
 def _assert(ok: torch.Tensor, find: Callable[[], Any], error: Callable[[list[float]], Exception]) -> None:
     """``torch._assert_async(ok)``; on the CPU a failure raises ``error(find())`` when ``find`` names a value."""
     if torch.compiler.is_compiling() or ok.device.type != "cpu":
-        torch._assert_async(ok, "a value is outside its domain; run the same call on the CPU to see which")
+        torch._assert_async(ok, _ASSERT_MESSAGE)
         return
     try:
         torch._assert_async(ok)
@@ -182,12 +194,11 @@ def _next_single(x: float, up: bool) -> float:
     return _single(bits + (1 if (x > 0) == up else -1))
 
 
+@torch.compiler.assume_constant_result
 def _closed_bounds(lo: float, hi: float, single: bool) -> tuple[float, float]:
-    """:func:`_bounds_inside`, cached for eager calls. Under ``torch.compile`` it is computed while tracing (the
-    result is a constant of the graph): a cache looked up there would become a guard on the cache's contents,
-    failing, with a recompilation, once an eager call filled it in."""
-    if torch.compiler.is_compiling():
-        return _bounds_inside(lo, hi, single)
+    """:func:`_bounds_inside`, cached. Under ``torch.compile`` dynamo calls it while tracing and takes the result as
+    a constant of the graph without tracing into it: no guard on the cache's contents (which would fail, with a
+    recompilation, once an eager call filled it in) nor on the helpers that compute the bounds."""
     return _cached_bounds(lo, hi, single)
 
 

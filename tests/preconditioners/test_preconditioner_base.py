@@ -171,6 +171,49 @@ def test_a_time_outside_the_schemes_limits_is_named(t):
         vp(torch.randn(2, 3), torch.tensor([0.5, t]))
 
 
+def _asserts_in_compiled_forward(precond, x, t) -> int:
+    """How many device-side assertions dynamo records in the graph of ``precond(x, t)``."""
+    counted = []
+
+    def backend(gm, example_inputs):
+        counted.append(sum(node.target is torch._assert_async for node in gm.graph.nodes))
+        return gm.forward
+
+    torch._dynamo.reset()
+    torch.compile(precond, backend=backend, fullgraph=True, dynamic=False)(x, t)
+    torch._dynamo.reset()
+    return counted[0]
+
+
+@pytest.mark.parametrize(("scheme", "checks"), [("edm", 1), ("vp", 2)])
+def test_a_compiled_forward_checks_its_time_only_where_the_scheme_limits_it(scheme, checks):
+    """The noise level is checked once; the time only where the scheme states limits other than (0, inf) (VP does).
+    Compiled, a check of the time against the default limits would be a second reduction and assertion per call."""
+    precond = ds.create("preconditioner", scheme, model=Probe())
+    assert _asserts_in_compiled_forward(precond, torch.randn(2, 3), torch.tensor([0.5, 0.25])) == checks
+
+
+def test_a_noise_level_that_requires_grad_is_checked_and_named():
+    """The check reads a detached copy: a good value passes and keeps its graph, a bad one is named."""
+    precond = Affine(Probe())
+    sigma = torch.tensor([0.5, 1.0], requires_grad=True)
+    precond(torch.randn(2, 3), sigma).sum().backward()
+    assert sigma.grad is not None
+    with pytest.raises(ds.DomainError, match=r"needs noise levels > 0, got \[-1.0\]"):
+        precond(torch.randn(2, 3), torch.tensor([0.5, -1.0], requires_grad=True))
+
+
+def test_a_compiled_forward_refuses_a_bad_noise_level():
+    """Compiled, the check is the device-side assertion (the generic message: the eager call names the value)."""
+    torch._dynamo.reset()
+    precond = torch.compile(Affine(Probe()), backend="aot_eager", fullgraph=True, dynamic=False)
+    x = torch.randn(2, 3)
+    precond(x, torch.tensor([0.5, 1.0]))
+    with pytest.raises(RuntimeError, match="outside its domain; run the same call on the CPU"):
+        precond(x, torch.tensor([0.5, 0.0]))
+    torch._dynamo.reset()
+
+
 def test_validate_false_and_precondition_skip_the_check():
     """The documented switch: no error, and the formula's own value at sigma = 0 (c_out = 2 sigma = 0, c_skip = 1)."""
     x = torch.randn(2, 3)

@@ -73,7 +73,7 @@ from diffusion_schemes.specs.base import SpecBacked
 __all__ = ["BaseAffinePreconditioner"]
 
 _FINAL = ("forward", "forward_sigma", "precondition")
-_ANY_TIME = (0.0, math.inf)
+_POSITIVE = (0.0, math.inf)  # any noise level's open interval, and by default any time's
 
 
 def _as_batch(value: Any, batch: int, device: torch.device, what: str) -> torch.Tensor:
@@ -113,7 +113,7 @@ class BaseAffinePreconditioner(SpecBacked, torch.nn.Module, abc.ABC):
     float32 and float64 latents all work.
 
     Every call checks its noise levels (finite and > 0) and, where a scheme sets
-    :attr:`t_limits`, its times, on the tensors' device with no read on the host
+    :attr:`t_limits` other than ``(0, inf)``, its times, without synchronising an accelerator
     (:func:`~diffusion_schemes.tensors.check_inside`): on the CPU a bad value raises
     :class:`DomainError` naming it; on an accelerator the check is a device-side assertion, so
     the forward never synchronises and can be captured in a CUDA graph. The loss and the
@@ -124,7 +124,8 @@ class BaseAffinePreconditioner(SpecBacked, torch.nn.Module, abc.ABC):
         model: the backbone ``F``.
         meta: optional metadata kept as ``self.meta``.
         validate: ``True`` (default): check every call's noise levels as above. ``False``:
-            skip the check (about four tensor operations on a ``(B,)`` tensor), for a loop
+            skip the check (two tensor operations on a ``(B,)`` tensor on the CPU, four on an
+            accelerator; compiled, a reduction fused into the coefficients' kernel), for a loop
             that validates its noise levels once; a noise level of 0, a negative one or NaN
             then gives NaN or infinite outputs instead of an error. Every way of building one
             takes it: the constructor, ``ds.create("preconditioner", ..., model=m, validate=False)``,
@@ -159,9 +160,9 @@ class BaseAffinePreconditioner(SpecBacked, torch.nn.Module, abc.ABC):
                     "level) instead, or write a plain torch.nn.Module satisfying DiffusionModel"
                 )
 
-    #: The open interval of diffusion times ``forward`` accepts, checked when a scheme sets it (by
-    #: default only the noise level ``sigma(t)`` is checked: finite and > 0).
-    t_limits: tuple[float, float] = _ANY_TIME
+    #: The open interval of diffusion times ``forward`` accepts, checked when a scheme sets limits other
+    #: than the default ``(0, inf)`` (with the default only the noise level ``sigma(t)`` is checked: finite and > 0).
+    t_limits: tuple[float, float] = _POSITIVE
 
     def __init__(
         self, model: torch.nn.Module, *args: Any, meta: Any = None, validate: bool = True, **kwargs: Any
@@ -206,18 +207,19 @@ class BaseAffinePreconditioner(SpecBacked, torch.nn.Module, abc.ABC):
     def forward(self, x: torch.Tensor, t: Any, condition: Any = None, **model_kwargs: Any) -> torch.Tensor:
         """The preconditioned output at diffusion time ``t``."""
         t = cast(_as_batch(t, x.shape[0], x.device, "t"), compute_dtype(x.dtype))
-        if self.validate and self.t_limits is not _ANY_TIME:
+        # by value, not identity: dynamo does not keep a tuple's identity (`is not` added a second check, compiled)
+        if self.validate and self.t_limits != _POSITIVE:
             check_inside(t, *self.t_limits, self._bad_time)
         sigma = self.sigma(t)
         if self.validate:
-            check_inside(sigma, 0.0, math.inf, _bad_noise_level)
+            check_inside(sigma, *_POSITIVE, _bad_noise_level)
         return self.precondition(x, sigma, condition, **model_kwargs)
 
     def forward_sigma(self, x: torch.Tensor, sigma: Any, condition: Any = None, **model_kwargs: Any) -> torch.Tensor:
         """The preconditioned output at noise level ``sigma`` (skips the time-to-noise map)."""
         if self.validate:
             sigma = cast(_as_batch(sigma, x.shape[0], x.device, "sigma"), compute_dtype(x.dtype))
-            check_inside(sigma, 0.0, math.inf, _bad_noise_level)
+            check_inside(sigma, *_POSITIVE, _bad_noise_level)
         return self.precondition(x, sigma, condition, **model_kwargs)
 
     def precondition(self, x: torch.Tensor, sigma: Any, condition: Any = None, **model_kwargs: Any) -> torch.Tensor:
