@@ -382,6 +382,7 @@ class _SolverView:
                 return out
 
         self.x0_sigma = evaluate
+        self.enter_step = getattr(denoiser, "enter_step", None)  # asked by the loop: found here, not by __getattr__
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.denoiser, name)
@@ -517,7 +518,7 @@ def _refuse_non_finite_inputs(latents: torch.Tensor, known: torch.Tensor | None)
 
 
 def _inpainting(
-    latents: torch.Tensor, mask: Any, known: Any, sigma_0: torch.Tensor, dtype: torch.dtype
+    latents: torch.Tensor, mask: Any, known: Any, grid: torch.Tensor, dtype: torch.dtype
 ) -> tuple[Any, Any, Any]:
     """``(mask, known, noise)`` in ``dtype``, broadcasting to the latents, checked; ``noise`` is what the
     latents carry on ``known``. ``known`` is set to 0 where ``mask`` is 0: its values there are never used,
@@ -544,7 +545,7 @@ def _inpainting(
     if mask.device.type == "cpu" and not bool(((mask >= 0) & (mask <= 1)).all()):
         raise SamplingError("mask must hold values in [0, 1]: 1 where known holds, 0 where the model generates")
     known = torch.where(mask > 0, known, torch.zeros((), dtype=dtype, device=known.device))
-    noise = (latents.to(dtype) - known) / sigma_0.to(device=latents.device, dtype=dtype)
+    noise = (latents.to(dtype) - known) / grid[0].to(device=latents.device, dtype=dtype)
     return mask, known, noise
 
 
@@ -667,7 +668,7 @@ def sample(
         denoiser = guidance.bind(denoiser, latents.shape[0], noise_schedule)
     check_device(denoiser, latents)
     dtype = compute_dtype(latents.dtype)  # the solver's state: float32 or wider
-    inpaint = _inpainting(latents, mask, known, grid[0], dtype)
+    inpaint = _inpainting(latents, mask, known, grid, dtype)
     replay = None
     if check_finite:
         _refuse_non_finite_inputs(latents, inpaint[1])
