@@ -11,7 +11,9 @@ that sampling noise alone reaches.
 
 Speed: ``ds.sample`` with an ``EDMPreconditioner`` around a backbone that returns its input
 (so what is timed is the library: solver loop, denoiser, preconditioner), per network
-evaluation, against one evaluation of the real backbone (interleaved blocks). And the price of
+evaluation, against one evaluation of the real backbone (interleaved blocks), and against
+k-diffusion's implementation of the same solver run on the same grid, latents, preconditioner and
+noise draws (a measured reference for the work the method itself does). And the price of
 one generator per sample (``generator=[g_0, ..., g_63]``, the noise drawn row by row so that a
 sample's value does not depend on its batch) against one generator for the batch, for a
 stochastic solver's whole run with the real backbone.
