@@ -272,13 +272,13 @@ def run(settings: Settings) -> dict[str, object]:
                 verdict = "met"
             elif k and kr["q1"] <= 1.0:  # not slower than k-diffusion beyond the spread of the blocks
                 k_share = k["s"] / k["nfe"] / conv_eval
-                verdict = (f"above; the method's own work ({STEP_WORK[solver]} a eval): k-diffusion's step costs "
+                verdict = (f"above; the method's own work ({STEP_WORK[solver]} per eval): k-diffusion's step costs "
                            f"{k_share:.3f} of a conv eval")
                 explained.append(f"{solver}: {r['median']:.3f} (k-diffusion {k_share:.3f}, ours / k-diffusion "
                                  f"{kr['median']:.2f})")
             else:
                 verdict = ("missed: slower than k-diffusion's" if k else "missed: no k-diffusion twin to compare") + \
-                    f" ({STEP_WORK[solver]} a eval)"
+                    f" ({STEP_WORK[solver]} per eval)"
                 misses.append(f"{solver}: {r['median']:.3f}" + (f" (ours / k-diffusion {kr['median']:.2f})" if k else ""))
             row["conv aim (5%)"] = verdict
         loop_rows.append(row)
