@@ -25,9 +25,10 @@ from __future__ import annotations
 import math
 from typing import Literal
 
+import torch
 from pydantic import Field
 
-from diffusion_schemes.solvers.base import BaseSolver, _euler, ancestral_step, to_d
+from diffusion_schemes.solvers.base import BaseSolver, _euler, ancestral_step
 from diffusion_schemes.tensors import cast
 from diffusion_schemes.specs.base import SolverSpec
 
@@ -40,19 +41,28 @@ class _AncestralSpec(SolverSpec):
 
 
 def _dpm_2(denoiser, x, sigma, sigma_next, denoised):
-    """DPM-Solver-2 in sigma: an Euler half step in ``log sigma``, then the full step with its slope."""
+    """DPM-Solver-2 in sigma: an Euler half step in ``log sigma``, then the full step with its slope.
+
+    ``x_mid = x + (sigma_mid - sigma) (x - D) / sigma = D + (sigma_mid / sigma) (x - D)`` (one ``lerp``), then
+    ``x + (sigma_next - sigma) v / sigma_mid`` with ``v = x_mid - D(x_mid; sigma_mid)``: three operations on the
+    latent. Returns a new tensor (the step's own).
+    """
     sigma_mid = ((sigma.log() + sigma_next.log()) / 2).exp()
-    x_mid = x + cast(sigma_mid - sigma, x.dtype) * to_d(x, sigma, denoised)
-    d_mid = to_d(x_mid, sigma_mid, denoiser.x0_sigma(x_mid, sigma_mid))
-    return x + cast(sigma_next - sigma, x.dtype) * d_mid
+    x_mid = torch.lerp(denoised, x, cast(sigma_mid / sigma, x.dtype))
+    v = x_mid - denoiser.x0_sigma(x_mid, sigma_mid)
+    return torch.addcmul(x, v, cast((sigma_next - sigma) / sigma_mid, x.dtype))
 
 
 def _dpmpp_2s(denoiser, x, sigma, sigma_next, denoised):
-    """DPM-Solver++(2S) with ``r = 1/2`` in ``lambda = -log sigma`` (Lu et al. 2022b, Algorithm 1)."""
+    """DPM-Solver++(2S) with ``r = 1/2`` in ``lambda = -log sigma`` (Lu et al. 2022b, Algorithm 1).
+
+    Each stage ``(s / sigma) x - (s / sigma - 1) D`` is ``D + (s / sigma) (x - D)``: one ``lerp`` on the latent.
+    Returns a new tensor (the step's own).
+    """
     sigma_mid = (sigma * sigma_next).sqrt()
-    x_mid = cast(sigma_mid / sigma, x.dtype) * x - cast(sigma_mid / sigma - 1, x.dtype) * denoised
+    x_mid = torch.lerp(denoised, x, cast(sigma_mid / sigma, x.dtype))
     denoised_mid = denoiser.x0_sigma(x_mid, sigma_mid)
-    return cast(sigma_next / sigma, x.dtype) * x - cast(sigma_next / sigma - 1, x.dtype) * denoised_mid
+    return torch.lerp(denoised_mid, x, cast(sigma_next / sigma, x.dtype))
 
 
 class EulerAncestralSpec(_AncestralSpec):
@@ -77,8 +87,8 @@ class EulerAncestral(BaseSolver):
     def step(self, denoiser, x, sigma, sigma_next, state=None, noise=None, last=False):
         sigma_down, sigma_up = ancestral_step(sigma, sigma_next, self.eta)
         x, denoised = _euler(denoiser, x, sigma, sigma_down)
-        if noise is not None:
-            x = x + noise * cast(self.s_noise * sigma_up, x.dtype)
+        if noise is not None:  # in place on the step's own new tensor
+            x = x.addcmul_(noise, cast(self.s_noise * sigma_up, x.dtype))
         return x, denoised, state
 
 
@@ -152,8 +162,8 @@ class _TwoStageAncestral(BaseSolver):
             return (*_euler(denoiser, x, sigma, sigma_next), state)
         sigma_down, sigma_up = ancestral_step(sigma, sigma_next, self.eta)
         denoised = denoiser.x0_sigma(x, sigma)
-        x = type(self).inner(denoiser, x, sigma, sigma_down, denoised)
-        return x + noise * cast(self.s_noise * sigma_up, x.dtype), denoised, state
+        x = type(self).inner(denoiser, x, sigma, sigma_down, denoised)  # a new tensor: the noise goes in in place
+        return x.addcmul_(noise, cast(self.s_noise * sigma_up, x.dtype)), denoised, state
 
 
 class DPM2Ancestral(_TwoStageAncestral):

@@ -187,19 +187,30 @@ def ancestral_step(sigma: torch.Tensor, sigma_next: torch.Tensor, eta: float) ->
 
 
 def _euler(denoiser: Any, x: torch.Tensor, sigma: torch.Tensor, sigma_next: torch.Tensor):
-    """One Euler step of the ODE; returns ``(x_next, denoised)``."""
+    """One Euler step of the ODE; returns ``(x_next, denoised)``, ``x_next`` a new tensor (the step's own).
+
+    ``x + (sigma_next - sigma) (x - D) / sigma`` is ``D + (sigma_next / sigma) (x - D)``: one ``lerp``
+    on the latent instead of four operations (same formula; the rounding differs at float eps).
+    """
     denoised = denoiser.x0_sigma(x, sigma)
-    return x + cast(sigma_next - sigma, x.dtype) * to_d(x, sigma, denoised), denoised
+    return torch.lerp(denoised, x, cast(sigma_next / sigma, x.dtype)), denoised
 
 
 def _heun(denoiser: Any, x: torch.Tensor, sigma: torch.Tensor, sigma_next: torch.Tensor):
-    """Heun's step (Karras et al. 2022, Algorithm 1, lines 5-8); returns ``(x_next, denoised)``."""
+    """Heun's step (Karras et al. 2022, Algorithm 1, lines 5-8); returns ``(x_next, denoised)``, ``x_next`` new.
+
+    With ``h = sigma_next - sigma``, ``u = x - D(x; sigma)``, the Euler point ``x' = x + (h / sigma) u`` and
+    ``v = x' - D(x'; sigma_next)``: ``x_next = x + h (u / sigma + v / sigma_next) / 2``, the same formula as
+    ``x + h (d + d') / 2`` with the slopes' divisions folded into scalar coefficients (five operations on the
+    latent instead of ten).
+    """
     denoised = denoiser.x0_sigma(x, sigma)
-    d = to_d(x, sigma, denoised)
-    step = cast(sigma_next - sigma, x.dtype)
-    x_euler = x + step * d
-    d_next = to_d(x_euler, sigma_next, denoiser.x0_sigma(x_euler, sigma_next))
-    return x + step * ((d + d_next) / 2), denoised
+    u = x - denoised
+    step = sigma_next - sigma
+    x_euler = torch.addcmul(x, u, cast(step / sigma, x.dtype))
+    v = x_euler - denoiser.x0_sigma(x_euler, sigma_next)
+    x_next = torch.addcmul(x, u, cast(step / (2 * sigma), x.dtype))
+    return x_next.addcmul_(v, cast(step / (2 * sigma_next), x.dtype)), denoised
 
 
 class BaseSolver(SpecBacked):

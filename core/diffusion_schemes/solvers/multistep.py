@@ -129,7 +129,9 @@ class _SDEMultistep(_Multistep):
         return not last and self.eta != 0
 
     def correction(self, denoised, history, h, a):
-        """The higher-order term from the earlier estimates (0: first order)."""
+        """The higher-order term from the earlier estimates, as ``[(c, diff), ...]``: ``sum c diff``, each ``c`` a
+        0-d tensor in ``denoised``'s dtype and each ``diff`` a difference of estimates (the step adds them with
+        ``addcmul``, one operation on the latent per term)."""
         raise NotImplementedError
 
     def step(self, denoiser, x, sigma, sigma_next, state=None, noise=None, last=False):
@@ -140,11 +142,20 @@ class _SDEMultistep(_Multistep):
         history = state["history"]
         h = (sigma / sigma_next).log()
         a = (1 + self.eta) * h
-        x = cast((-a).exp(), x.dtype) * x + cast(-torch.expm1(-a), x.dtype) * denoised
+        # e^{-a} x + (1 - e^{-a}) D = D + e^{-a} (x - D): one lerp, a new tensor that the step then updates in place
+        x = torch.lerp(denoised, x, cast((-a).exp(), x.dtype))
         if history:
-            x = self.select(high, x + self.correction(denoised, history, h, a), x)
+            terms = self.correction(denoised, history, h, a)
+            if high is None:
+                for c, diff in terms:
+                    x.addcmul_(diff, c)
+            else:
+                corrected = torch.addcmul(x, terms[0][1], terms[0][0])
+                for c, diff in terms[1:]:
+                    corrected.addcmul_(diff, c)
+                x = self.select(high, corrected, x)
         if noise is not None:
-            x = x + noise * cast(sigma_next * (-torch.expm1(-2 * self.eta * h)).sqrt() * self.s_noise, x.dtype)
+            x.addcmul_(noise, cast(sigma_next * (-torch.expm1(-2 * self.eta * h)).sqrt() * self.s_noise, x.dtype))
         return x, denoised, {**state, "history": [*history, (denoised, h)][1 - self.order:]}
 
 
@@ -178,7 +189,7 @@ class DPMpp2MSDE(_SDEMultistep):
         prev_denoised, prev_h = history[-1]
         decay = -torch.expm1(-a)  # 1 - e^{-a}
         c = decay / 2 if self.solver_type == "midpoint" else 1 - decay / a
-        return (c * h / prev_h).to(denoised.dtype) * (denoised - prev_denoised)
+        return [((c * h / prev_h).to(denoised.dtype), denoised - prev_denoised)]
 
 
 class DPMpp2MSpec(_MultistepSpec):
@@ -242,7 +253,8 @@ class DPMpp3MSDE(_SDEMultistep):
 
     def correction(self, denoised, history, h, a):
         """``phi_2 D1 - phi_3 D2`` written as ``c_0 (D_i - D_{i-1}) + c_2 (D_{i-2} - D_{i-1})``: the same linear
-        combination with its coefficients computed on the scalars, so the latent sees five operations, not twelve.
+        combination with its coefficients computed on the scalars: two differences, which the step adds with
+        two ``addcmul`` (four operations on the latent, not twelve).
 
         With ``k = (phi_2 r0 - phi_3) / (r0 + r1)``: ``c_0 = (phi_2 + k) / r0`` and ``c_2 = k / r1``; with one
         earlier estimate, ``phi_2 d0 = (phi_2 / r0) (D_i - D_{i-1})``.
@@ -250,13 +262,13 @@ class DPMpp3MSDE(_SDEMultistep):
         phi_2 = torch.expm1(-a) / a + 1
         r0 = history[-1][1] / h
         if len(history) == 1:
-            return cast(phi_2 / r0, denoised.dtype) * (denoised - history[-1][0])
+            return [(cast(phi_2 / r0, denoised.dtype), denoised - history[-1][0])]
         r1 = history[-2][1] / h
         phi_3 = phi_2 / a - 0.5
         k = (phi_2 * r0 - phi_3) / (r0 + r1)
         c0, c2 = cast((phi_2 + k) / r0, denoised.dtype), cast(k / r1, denoised.dtype)
         previous = history[-1][0]
-        return c0 * (denoised - previous) + c2 * (history[-2][0] - previous)
+        return [(c0, denoised - previous), (c2, history[-2][0] - previous)]
 
 
 class LMSSpec(_MultistepSpec):
@@ -295,11 +307,16 @@ def _lagrange_integral(nodes: list[torch.Tensor], j: int, a: torch.Tensor, b: to
 
 
 def _adams_bashforth(x, slopes, sigma, sigma_next):
-    """``x + sum_j c_j d_j`` over ``slopes`` (``(d, sigma)``, oldest first), ``c_j`` the Lagrange integrals."""
+    """``x + sum_j c_j d_j`` over ``slopes`` (``(d, sigma)``, oldest first), ``c_j`` the Lagrange integrals.
+
+    One ``addcmul`` on the latent per slope: the first makes a new tensor, the others add to it in place.
+    """
     nodes = [s for _, s in reversed(slopes)]
+    out = None
     for j, (d, _) in enumerate(reversed(slopes)):
-        x = x + cast(_lagrange_integral(nodes, j, sigma, sigma_next), x.dtype) * d
-    return x
+        c = cast(_lagrange_integral(nodes, j, sigma, sigma_next), x.dtype)
+        out = torch.addcmul(x, d, c) if out is None else out.addcmul_(d, c)
+    return out
 
 
 #: Ralston's Runge-Kutta methods of order 2 and 3 (Ralston 1962; the error-minimising choices of
@@ -430,20 +447,27 @@ class UniPC(_Multistep):
 
     @staticmethod
     def _update(x, sigma, sigma_next, history, new, predictor):
-        """The UniP (``new`` None) or UniC step from ``sigma`` with ``history`` ending at the estimate at ``sigma``."""
+        """The UniP (``new`` None) or UniC step from ``sigma`` with ``history`` ending at the estimate at ``sigma``.
+
+        On the latent: ``(sigma_{i+1} / sigma_i) x + (1 - sigma_{i+1} / sigma_i) D_i`` as one ``lerp``
+        (``e^{-h} = sigma_{i+1} / sigma_i``), then each ``- B(h) rho_k D1_k`` as one ``addcmul`` of the difference
+        ``D_{i-k} - D_i`` with the scalar ``-B(h) rho_k / r_k``: one operation per difference and term.
+        """
         denoised, lam = history[-1]
         lam_next = -sigma_next.log()
         h = lam_next - lam
         hh = -h
-        rks = [(prev_lam - lam) / h for _, prev_lam in reversed(history[:-1])]
-        d1s = [(prev - denoised) / cast(rk, x.dtype) for (prev, _), rk in zip(reversed(history[:-1]), rks)]
+        earlier = list(reversed(history[:-1]))
+        rks = [(prev_lam - lam) / h for _, prev_lam in earlier]
+        diffs = [prev - denoised for prev, _ in earlier]
         if new is not None:
-            rks, d1s = [*rks, torch.ones_like(h)], [*d1s, new - denoised]
-        b_h = torch.expm1(hh)
-        x = cast(sigma_next / sigma, x.dtype) * x - cast(torch.expm1(hh), x.dtype) * denoised
-        if d1s:
+            rks, diffs = [*rks, torch.ones_like(h)], [*diffs, new - denoised]
+        x = torch.lerp(denoised, x, cast(sigma_next / sigma, x.dtype))
+        if diffs:
+            b_h = torch.expm1(hh)
             rhos = _unipc_coefficients(rks if new is not None else [*rks, torch.ones_like(h)], hh, predictor)
-            x = x - cast(b_h, x.dtype) * sum(cast(rho, x.dtype) * d for rho, d in zip(rhos, d1s))
+            for rho, rk, diff in zip(rhos.unbind(0), rks, diffs):
+                x.addcmul_(diff, cast(-b_h * rho / rk, x.dtype))
         return x
 
     def step(self, denoiser, x, sigma, sigma_next, state=None, noise=None, last=False):
