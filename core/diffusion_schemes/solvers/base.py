@@ -490,7 +490,7 @@ class EDMStochastic(BaseSolver):
         if noise is not None:
             inside = (sigma >= self.S_min) & (sigma <= self.S_max)
             sigma_hat = sigma * (1 + state * inside.to(sigma.dtype))
-            x = x + cast((sigma_hat**2 - sigma**2).sqrt(), x.dtype) * (self.S_noise * noise)
+            x = torch.addcmul(x, noise, cast((sigma_hat**2 - sigma**2).sqrt() * self.S_noise, x.dtype))  # one pass
             sigma = sigma_hat
         second_order = self.order == 2 and not last
         return (*(_heun if second_order else _euler)(denoiser, x, sigma, sigma_next), state)
@@ -539,5 +539,6 @@ class EulerMaruyama(BaseSolver):
         denoised = denoiser.x0_sigma(x, sigma)
         if last:
             return denoised, denoised, state
-        drift = 2 * cast(sigma_next - sigma, x.dtype) * to_d(x, sigma, denoised)
-        return x + drift + cast((sigma**2 - sigma_next**2).sqrt(), x.dtype) * noise, denoised, state
+        # x + 2 (s' - s) (x - D) / s = D + (2 s' / s - 1) (x - D): one lerp, then the noise in place (two passes)
+        drifted = torch.lerp(denoised, x, cast(2 * sigma_next / sigma - 1, x.dtype))
+        return drifted.addcmul_(noise, cast((sigma**2 - sigma_next**2).sqrt(), x.dtype)), denoised, state
