@@ -194,11 +194,13 @@ def _next_single(x: float, up: bool) -> float:
     return _single(bits + (1 if (x > 0) == up else -1))
 
 
-@torch.compiler.assume_constant_result
 def _closed_bounds(lo: float, hi: float, single: bool) -> tuple[float, float]:
-    """:func:`_bounds_inside`, cached. Under ``torch.compile`` dynamo calls it while tracing and takes the result as
-    a constant of the graph without tracing into it: no guard on the cache's contents (which would fail, with a
-    recompilation, once an eager call filled it in) nor on the helpers that compute the bounds."""
+    """:func:`_bounds_inside`, cached for eager calls. Under ``torch.compile`` it is computed while tracing (the
+    result is a constant of the graph): a cache looked up there would become a guard on the cache's contents,
+    failing, with a recompilation, once an eager call filled it in. (``torch.compiler.assume_constant_result``
+    would spare the guards on the helpers, but decorating with it imports ``torch._dynamo``, 2.5 s of start-up.)"""
+    if torch.compiler.is_compiling():
+        return _bounds_inside(lo, hi, single)
     return _cached_bounds(lo, hi, single)
 
 
