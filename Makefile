@@ -14,7 +14,7 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
-# Benchmarks: writes docs/performance.md and docs/performance.json (about 16 minutes on 2 CPUs).
+# Benchmarks: writes docs/performance.md and docs/performance.json (16 to 45 minutes on 2 CPUs, by the machine).
 bench: $(STAMP)
 	$(PY) -m benchmarks
 
