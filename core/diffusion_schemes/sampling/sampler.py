@@ -118,15 +118,25 @@ _BUILT: dict[tuple[Any, ...], Any] = {}
 _PLAIN = (str, int, float, bool, type(None))
 
 
+_UNSTATED = object()
+
+
+def _plain_config(value: Any) -> Any:
+    """``value`` (None, a name, a number or a mapping of such) as a hashable key; ``_UNSTATED`` for anything else
+    (an object, a spec, a mapping holding one), which only its own code can describe."""
+    if isinstance(value, _PLAIN):
+        return value
+    if isinstance(value, Mapping) and all(isinstance(v, _PLAIN) for v in value.values()):
+        return tuple(sorted(value.items()))
+    return _UNSTATED
+
+
 def _built(kind: str, resolve: Any, value: Any, options: Mapping[str, Any] | None = None) -> Any:
     """``resolve(value[, options])``, kept for the next call when ``value`` is None, a name or a config of plain
     values (and so are the options)."""
     args = (value,) if options is None else (value, options)
-    if isinstance(value, _PLAIN):
-        config: Any = value
-    elif isinstance(value, Mapping) and all(isinstance(v, _PLAIN) for v in value.values()):
-        config = tuple(sorted(value.items()))
-    else:
+    config = _plain_config(value)
+    if config is _UNSTATED:
         return resolve(*args)
     if not all(isinstance(v, _PLAIN) for v in (options or {}).values()):
         return resolve(*args)
@@ -217,11 +227,8 @@ def _grid_key(noise_schedule: Any, discretization: Any, num_steps: Any) -> tuple
     spec = getattr(noise_schedule, "_spec", None)
     if spec is None or not isinstance(num_steps, int) or isinstance(num_steps, bool):
         return None
-    if isinstance(discretization, _PLAIN):
-        config: Any = discretization
-    elif isinstance(discretization, Mapping) and all(isinstance(v, _PLAIN) for v in discretization.values()):
-        config = tuple(sorted(discretization.items()))
-    else:
+    config = _plain_config(discretization)
+    if config is _UNSTATED:
         return None
     key = (type(noise_schedule), spec, config, num_steps)
     try:
