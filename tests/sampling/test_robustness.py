@@ -200,18 +200,35 @@ def test_a_model_that_is_not_deterministic_is_named_when_the_replay_stays_finite
 @pytest.mark.parametrize("solver", ["heun", "euler_ancestral", "dpmpp_2m_sde"])
 def test_a_finite_run_reduces_its_latents_and_its_samples_once_whatever_the_step_count(edm, monkeypatch, solver):
     """With nothing of the user's in the loop but the model, no value is watched per step: the check costs one
-    reduction of the latents before the first step and one of the samples after the last."""
-    original, count = torch.aminmax, [0]
+    reduction of the latents before the first step and one of the samples after the last (a sum each; the
+    extremes are read only for a sum that is not finite)."""
+    originals, count = (torch.aminmax, torch.Tensor.sum), {"aminmax": 0, "sum": 0}
 
-    def counting(*args, **kwargs):
-        count[0] += 1
-        return original(*args, **kwargs)
+    def counting(name, original):
+        def call(*args, **kwargs):
+            count[name] += 1
+            return original(*args, **kwargs)
+        return call
 
-    monkeypatch.setattr(torch, "aminmax", counting)
+    monkeypatch.setattr(torch, "aminmax", counting("aminmax", originals[0]))
+    monkeypatch.setattr(torch.Tensor, "sum", counting("sum", originals[1]))
     for steps in (5, 40):
-        count[0] = 0
+        count.update(aminmax=0, sum=0)
         ds.sample(zero, latents(edm), edm, steps, solver=solver, generator=torch.Generator().manual_seed(0))
-        assert count[0] == 2, steps
+        assert count == {"aminmax": 0, "sum": 2}, steps
+
+
+def test_finite_values_whose_sum_overflows_are_finite_and_an_infinity_among_them_is_not(edm):
+    """The check sums the values: a sum that overflows to inf from finite values must not be taken for an
+    infinity among them (its extremes decide), in the latents and in the samples."""
+    big = torch.full((2, 2), 3e38)  # finite in float32; any two of them sum to inf
+    assert not torch.isfinite(big.sum())
+    identity = lambda x, t: x  # noqa: E731
+    result = ds.sample(identity, big, edm, 3, solver="euler")
+    assert torch.isfinite(result.samples).all()
+    big[1, 0] = float("inf")
+    with pytest.raises(SamplingError, match="the latents hold NaN or inf"):
+        ds.sample(identity, big, edm, 3, solver="euler")
 
 
 HOST_READS = ("item", "tolist", "__bool__", "__float__", "__int__", "__index__")
