@@ -39,8 +39,6 @@ weighting
   Value error, no weighting named 'snrr' is installed. ...
 """
 
-from __future__ import annotations
-
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Union
 
