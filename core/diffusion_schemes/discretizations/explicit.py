@@ -21,8 +21,6 @@ Traceback (most recent call last):
 diffusion_schemes.errors.InvalidArgumentError: this explicit grid has 4 steps (5 noise levels ending in 0), ...
 """
 
-from __future__ import annotations
-
 import math
 from typing import Any, Literal
 

@@ -21,8 +21,6 @@ tensor([8.0000e+01, 4.0000e-01, 2.0000e-03, 0.0000e+00], dtype=torch.float64)
 True
 """
 
-from __future__ import annotations
-
 import math
 from typing import Any, ClassVar, Literal
 

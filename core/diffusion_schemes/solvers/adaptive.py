@@ -21,8 +21,6 @@ that state, which ``ds.sample`` then reports, instead of shrinking the step fore
 (True, 37)
 """
 
-from __future__ import annotations
-
 import math
 from typing import Literal
 

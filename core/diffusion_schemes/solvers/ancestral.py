@@ -20,8 +20,6 @@ dpm_2_ancestral 9 True
 dpmpp_2s_ancestral 9 True
 """
 
-from __future__ import annotations
-
 import math
 from typing import Literal
 

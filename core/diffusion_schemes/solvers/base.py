@@ -21,8 +21,6 @@ solver adds noise (k-diffusion's convention), outside the step.
 (35, 0.0)
 """
 
-from __future__ import annotations
-
 import math
 import struct
 from collections.abc import Callable

@@ -26,8 +26,6 @@ lms 10 True
 unipc 6 True
 """
 
-from __future__ import annotations
-
 import math
 from collections.abc import Callable
 from typing import ClassVar, Literal

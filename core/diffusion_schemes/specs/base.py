@@ -22,8 +22,6 @@ valu
 ...
 """
 
-from __future__ import annotations
-
 import difflib
 import inspect
 import sys
@@ -107,7 +105,7 @@ class SchemeSpec(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _check_ordered(self) -> SchemeSpec:
+    def _check_ordered(self) -> "SchemeSpec":
         for low, high in self.ordered:
             if getattr(self, low) is None or getattr(self, high) is None:
                 continue

@@ -39,12 +39,9 @@ weighting
   Value error, no weighting named 'snrr' is installed. ...
 """
 
-from __future__ import annotations
-
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Union
 
-from pydantic import TypeAdapter
 from pydantic.fields import FieldInfo
 from pydantic_core import core_schema
 
@@ -205,6 +202,8 @@ def json_schema(kind: str) -> dict[str, Any]:
     >>> "heun" in schema["anyOf"][0]["enum"], schema["anyOf"][1]["required"]
     (True, ['name'])
     """
+    from pydantic import TypeAdapter  # imported here: pydantic.type_adapter is not needed to list or create (start-up)
+
     return TypeAdapter(spec_type(kind)).json_schema()
 
 

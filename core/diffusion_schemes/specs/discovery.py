@@ -27,8 +27,6 @@ Tests register spec classes in-process with :meth:`Registry.registered`:
 False
 """
 
-from __future__ import annotations
-
 import contextlib
 import dataclasses
 import difflib

@@ -18,8 +18,6 @@ type changes.
 tensor([1., 1., 1.])
 """
 
-from __future__ import annotations
-
 import abc
 from typing import Any, ClassVar, Literal
 

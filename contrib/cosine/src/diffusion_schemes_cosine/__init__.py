@@ -13,8 +13,6 @@ CosineNoiseScheduleSpec(name='cosine', shift=1.0, log_snr_min=-15.0, log_snr_max
 This module only declares the spec; building the schedule imports its implementation.
 """
 
-from __future__ import annotations
-
 from typing import Literal
 
 from pydantic import Field

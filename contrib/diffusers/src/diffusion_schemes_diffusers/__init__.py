@@ -21,8 +21,6 @@ This module only declares the specs; building one imports its implementation (an
 only where a diffusers object is made).
 """
 
-from __future__ import annotations
-
 from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
@@ -76,7 +74,7 @@ class _DiscreteTableSpec(ds.SchemeSpec):
     )
 
     @model_validator(mode="after")
-    def _one_table(self) -> _DiscreteTableSpec:
+    def _one_table(self) -> "_DiscreteTableSpec":
         given = [f for f in ("trained_betas", "alphas_cumprod") if getattr(self, f) is not None]
         if len(given) > 1:
             raise ValueError("give trained_betas or alphas_cumprod, not both (each defines the whole table)")

@@ -15,8 +15,6 @@ The network predicts the velocity ``v = dz/dt = eps - x0``.
 This module only declares the specs; building one imports its implementation.
 """
 
-from __future__ import annotations
-
 from typing import Literal
 
 from pydantic import Field

@@ -12,8 +12,6 @@ EDMPreconditionerSpec(name='edm', sigma_data=0.5)
 This module only declares the specs; building one imports its implementation.
 """
 
-from __future__ import annotations
-
 from typing import Literal
 
 from pydantic import Field

@@ -14,8 +14,6 @@ IDDPMNoiseScheduleSpec(name='iddpm', C_1=0.001, C_2=0.008, M=1000, j0=8, weighti
 This module only declares the specs; building one imports its implementation.
 """
 
-from __future__ import annotations
-
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -68,7 +66,7 @@ class IDDPMNoiseScheduleSpec(ds.NoiseScheduleSpec):
     )
 
     @model_validator(mode="after")
-    def _j0_below_m(self) -> IDDPMNoiseScheduleSpec:
+    def _j0_below_m(self) -> "IDDPMNoiseScheduleSpec":
         if not self.j0 < self.M - 1:
             raise ValueError(f"j0 ({self.j0}) must be below M - 1 ({self.M - 1})")
         return self

@@ -13,8 +13,6 @@ SigmoidWeighting(bias=2.0)
 This module only declares the spec; building one imports its implementation.
 """
 
-from __future__ import annotations
-
 from typing import Literal
 
 from pydantic import Field

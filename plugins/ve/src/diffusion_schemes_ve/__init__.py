@@ -13,8 +13,6 @@ VENoiseScheduleSpec(name='ve', sigma_min=0.02, sigma_max=50.0, weighting='defaul
 This module only declares the specs; building one imports its implementation.
 """
 
-from __future__ import annotations
-
 from typing import Literal
 
 from pydantic import Field

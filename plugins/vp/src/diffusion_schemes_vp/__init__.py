@@ -14,8 +14,6 @@ The preconditioner and the noise schedule, by name; both use the time ``t`` in `
 This module only declares the specs; building one imports its implementation.
 """
 
-from __future__ import annotations
-
 from typing import Literal
 
 from pydantic import Field
