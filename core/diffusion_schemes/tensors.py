@@ -140,7 +140,13 @@ def check_inside(values: torch.Tensor, lo: float, hi: float, error: Callable[[li
     detached = values.detach() if values.requires_grad else values  # no autograd record of the clamp
     if detached.dtype != torch.float64 and detached.dtype != torch.float32:
         detached = detached.to(torch.float32)  # half precision and integers: compared in float32
-    a, b = _closed_bounds(lo, hi, detached.dtype == torch.float32)
+    single = detached.dtype == torch.float32
+    # (0, inf), every noise level's interval: the bounds written out (constants of this code, which torch.compile
+    # checks once with the code instead of one guard for each helper and module that computing them reads)
+    if lo == 0.0 and hi > 1.7976931348623157e308:  # only +inf is above the greatest finite float
+        a, b = (2.0**-149, (2.0 - 2.0**-23) * 2.0**127) if single else (2.0**-1074, (2.0 - 2.0**-52) * 2.0**1023)
+    else:
+        a, b = _closed_bounds(lo, hi, single)
     clamped = detached.clamp(a, b)
     if not detached.is_cpu or torch.compiler.is_compiling():
         torch._assert_async((clamped == detached).all(), _ASSERT_MESSAGE)
@@ -210,6 +216,10 @@ def _bounds_inside(lo: float, hi: float, single: bool) -> tuple[float, float]:
     >>> _closed_bounds(0.0, math.inf, False) == (5e-324, 1.7976931348623157e308)
     True
     >>> _closed_bounds(0.0, 1.0, True) == (_single(1), 1.0 - 2.0**-24)
+    True
+    >>> _bounds_inside(0.0, math.inf, True) == (2.0**-149, (2.0 - 2.0**-23) * 2.0**127)   # as check_inside writes them
+    True
+    >>> _bounds_inside(0.0, math.inf, False) == (2.0**-1074, (2.0 - 2.0**-52) * 2.0**1023)
     True
     """
     if single:

@@ -185,6 +185,28 @@ def _asserts_in_compiled_forward(precond, x, t) -> int:
     return counted[0]
 
 
+
+class UnitInterval(Affine):
+    t_limits = (0.0, 1.0)
+
+
+def test_the_limits_of_the_times_are_the_class_s_until_an_instance_sets_its_own():
+    """The forward reads the limits from a plain attribute set when they are: the class's at construction, an
+    instance's own when assigned later (and the default (0, inf) back, where only the noise level is checked)."""
+    x, late = torch.randn(2, 3), torch.tensor([0.5, 1.5])
+    precond = UnitInterval(Probe())
+    with pytest.raises(ds.DomainError, match=r"UnitInterval: diffusion time t=\[1.5\] is outside \(0, 1\)"):
+        precond(x, late)
+    precond.t_limits = (0.0, 2.0)
+    precond(x, late)
+    with pytest.raises(ds.DomainError, match=r"t=\[1.5\] is outside \(0, 1.25\)"):
+        precond.t_limits = (0.0, 1.25)
+        precond(x, late)
+    precond.t_limits = (0.0, float("inf"))
+    precond(x, torch.tensor([0.5, 1e30]))
+    assert _asserts_in_compiled_forward(precond, x, late) == 1  # the noise level's check alone
+    assert _asserts_in_compiled_forward(UnitInterval(Probe()), x, torch.tensor([0.5, 0.25])) == 2
+
 @pytest.mark.parametrize(("scheme", "checks"), [("edm", 1), ("vp", 2)])
 def test_a_compiled_forward_checks_its_time_only_where_the_scheme_limits_it(scheme, checks):
     """The noise level is checked once; the time only where the scheme states limits other than (0, inf) (VP does).

@@ -121,3 +121,89 @@ def test_lower_order_final_step(name):
                 got, _, _ = step(*args)
             x, _, state = solver.step(*args)
             assert torch.allclose(got, x, atol=1e-5)
+
+
+# ---------------------------------------------------------------- guards: what dynamo checks before each call
+# Before each call of a compiled graph dynamo evaluates one guard for every attribute, global, helper function and
+# Python value the traced code read; at a small size those microseconds are the compiled hot paths' overhead over
+# the same formula written inline (docs/performance.md, section 0). The forward and the loss read plain attributes
+# set beforehand and write their constants out, so the guards they add over the inline formula stay few.
+
+
+class InlineEDM(torch.nn.Module):
+    """EDM's preconditioner written inline (Karras et al. 2022, Table 1): the reference for the guards."""
+
+    def __init__(self, model, sigma_data=0.5):
+        super().__init__()
+        self.model, self.sigma_data = model, sigma_data
+
+    def forward(self, x, sigma):
+        sd, s = self.sigma_data, sigma.reshape(-1, *([1] * (x.ndim - 1)))
+        out = self.model(x / (s**2 + sd**2).sqrt(), s.log().flatten() / 4)
+        return sd**2 / (s**2 + sd**2) * x + s * sd / (s**2 + sd**2).sqrt() * out
+
+
+def inline_edm_loss(inline, x0, sigma, noise):
+    """EDM's training loss written inline (Karras et al. 2022, eq. 2 with Table 1's weight)."""
+    s = sigma.reshape(-1, *([1] * (x0.ndim - 1)))
+    weight = (s**2 + inline.sigma_data**2) / (s * inline.sigma_data) ** 2
+    return (weight * (inline(x0 + s * noise, sigma) - x0) ** 2).mean()
+
+
+def _guards(code):
+    """The leaf guards of the one graph compiled from ``code``, as text (one line each: what it tests)."""
+    eval_frame = pytest.importorskip("torch._dynamo.eval_frame")
+    if not hasattr(eval_frame, "_debug_get_cache_entry_list"):
+        pytest.skip("this torch does not expose dynamo's cache entries")
+    entries = eval_frame._debug_get_cache_entry_list(code)
+    assert len(entries) == 1, "one graph, compiled once"
+    lines = []
+
+    def walk(manager):
+        for guard in manager.get_leaf_guards():
+            lines.extend(part.split("  #")[0] for part in guard.verbose_code_parts())  # without the traced line
+        for child in manager.get_child_managers():
+            walk(child)
+
+    walk(entries[0].guard_manager.root)
+    return lines
+
+
+#: Reads that once cost guards on every call: the bounds of the noise-level check computed by helpers (struct,
+#: math and four functions of ``tensors``), ``_POSITIVE`` and the class's ``t_limits`` tuple item by item, the
+#: ``validate`` property, ``LOSS_TYPES`` item by item, ``torch.as_tensor`` on a tensor, ``check_condition`` on None.
+UNGUARDED = ("_closed_bounds", "_bounds_inside", "struct", "_POSITIVE", "t_limits", "fget", "LOSS_TYPES",
+             "as_tensor", "check_condition")
+#: Guards the library's forward and loss step may add to those of the same formula inline, with two to spare (with
+#: torch 2.13: 29 and 66; 47 and 83 when the noise-level check computed its bounds, the forward read the property and
+#: the class's tuple, and the loss read LOSS_TYPES and called torch.as_tensor and check_condition on what needs neither).
+EXTRA_GUARDS = {"forward": 31, "loss": 68}
+
+
+def test_forward_guards():
+    backbone = Backbone()
+    precond = ds.create("preconditioner", "edm", model=backbone)
+    inline = InlineEDM(backbone)
+    x, sigma = torch.randn(2, 3, 4, 4), torch.tensor([0.5, 3.0])
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(precond)(x, sigma), compiled(inline)(x, sigma))
+    ours, reference = _guards(type(precond).forward.__code__), _guards(InlineEDM.forward.__code__)
+    assert [g for g in ours if any(name in g for name in UNGUARDED)] == []
+    assert len(ours) - len(reference) <= EXTRA_GUARDS["forward"]
+
+
+def test_loss_guards():
+    backbone = Backbone()
+    schedule = ds.create("noise_schedule", "edm")
+    loss_fn = ds.MSEDSMLoss(ds.create("preconditioner", "edm", model=backbone), schedule)
+    inline = InlineEDM(backbone)
+    reference = lambda x0, sigma, noise: inline_edm_loss(inline, x0, sigma, noise)  # noqa: E731
+    x0, noise, sigma = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4), torch.tensor([0.5, 3.0])
+    ours = compiled(loss_fn)(x0, t=sigma, noise=noise)
+    torch.testing.assert_close(ours, compiled(reference)(x0, sigma, noise))
+    ours.backward()
+    ours, expected = _guards(type(loss_fn).forward.__code__), _guards(reference.__code__)
+    # the schedule's own class-level t_limits (its check of the training times) is read through the schedule
+    ours_lib = [g for g in ours if "noise_schedule" not in g]
+    assert [g for g in ours_lib if any(name in g for name in UNGUARDED)] == []
+    assert len(ours) - len(expected) <= EXTRA_GUARDS["loss"]

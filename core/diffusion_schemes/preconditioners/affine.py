@@ -89,6 +89,12 @@ def _as_batch(value: Any, batch: int, device: torch.device, what: str) -> torch.
     )
 
 
+def _time_limits(limits: tuple[float, float]) -> tuple[float, float] | None:
+    """The times a forward checks: ``limits`` as floats, None for the default ``(0, inf)`` (only the noise level is checked)."""
+    lo, hi = limits
+    return None if (lo, hi) == _POSITIVE else (float(lo), float(hi))
+
+
 def _bad_noise_level(bad: list[float]) -> DomainError:
     return DomainError(
         f"a preconditioner needs noise levels > 0, got {bad}; they must be finite, and noise level 0 "
@@ -170,6 +176,7 @@ class BaseAffinePreconditioner(SpecBacked, torch.nn.Module, abc.ABC):
         super().__init__()
         self.model = model
         self.validate = validate
+        self._time_limits = _time_limits(self.t_limits)  # the class's, until an instance sets its own t_limits
         if self._built_from_spec(args, kwargs):  # the other arguments are the spec's fields
             self._bind_spec(args, kwargs)
         elif len(args) == 1 and meta is None and not kwargs:
@@ -194,6 +201,11 @@ class BaseAffinePreconditioner(SpecBacked, torch.nn.Module, abc.ABC):
             raise ArgumentTypeError(f"validate must be True or False, got {value!r}")
         self._validate = value
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        super().__setattr__(name, value)
+        if name == "t_limits":  # an instance's own limits: the forward reads them from _time_limits
+            self._time_limits = _time_limits(value)
+
     def sigma(self, t: torch.Tensor) -> torch.Tensor:
         """Map diffusion time to noise level; the identity unless a scheme overrides it."""
         return t
@@ -207,19 +219,22 @@ class BaseAffinePreconditioner(SpecBacked, torch.nn.Module, abc.ABC):
     def forward(self, x: torch.Tensor, t: Any, condition: Any = None, **model_kwargs: Any) -> torch.Tensor:
         """The preconditioned output at diffusion time ``t``."""
         t = cast(_as_batch(t, x.shape[0], x.device, "t"), compute_dtype(x.dtype))
-        # by value, not identity: dynamo does not keep a tuple's identity (`is not` added a second check, compiled)
-        if self.validate and self.t_limits != _POSITIVE:
-            check_inside(t, *self.t_limits, self._bad_time)
+        # plain attributes set beforehand, not the property and the class's tuple: under torch.compile every
+        # attribute, property and global the forward reads is a guard evaluated before each call of the graph
+        if not self._validate:
+            return self.precondition(x, self.sigma(t), condition, **model_kwargs)
+        limits = self._time_limits
+        if limits is not None:
+            check_inside(t, limits[0], limits[1], self._bad_time)
         sigma = self.sigma(t)
-        if self.validate:
-            check_inside(sigma, *_POSITIVE, _bad_noise_level)
+        check_inside(sigma, 0.0, math.inf, _bad_noise_level)
         return self.precondition(x, sigma, condition, **model_kwargs)
 
     def forward_sigma(self, x: torch.Tensor, sigma: Any, condition: Any = None, **model_kwargs: Any) -> torch.Tensor:
         """The preconditioned output at noise level ``sigma`` (skips the time-to-noise map)."""
-        if self.validate:
+        if self._validate:
             sigma = cast(_as_batch(sigma, x.shape[0], x.device, "sigma"), compute_dtype(x.dtype))
-            check_inside(sigma, *_POSITIVE, _bad_noise_level)
+            check_inside(sigma, 0.0, math.inf, _bad_noise_level)
         return self.precondition(x, sigma, condition, **model_kwargs)
 
     def precondition(self, x: torch.Tensor, sigma: Any, condition: Any = None, **model_kwargs: Any) -> torch.Tensor:
@@ -237,7 +252,8 @@ class BaseAffinePreconditioner(SpecBacked, torch.nn.Module, abc.ABC):
         """
         batch, dtype = x.shape[0], x.dtype
         sigma = cast(_as_batch(sigma, batch, x.device, "sigma"), compute_dtype(dtype))
-        check_condition(condition, batch)
+        if condition is not None:  # the common None asks no call (under torch.compile, no guard on the checker)
+            check_condition(condition, batch)
         c_in, c_noise, c_out, c_skip = self.coefficients(sigma, x.ndim)
         out = call_model(self.model, "backbone", cast(c_in, dtype) * x, c_noise, condition, **model_kwargs)
         return cast(c_skip, dtype) * x + cast(c_out, dtype) * cast(out, dtype)

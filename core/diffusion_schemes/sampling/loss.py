@@ -197,10 +197,12 @@ class MSEDSMLoss(torch.nn.Module):
         **model_kwargs: Any,
     ) -> torch.Tensor:
         batch = x0.shape[0]
-        check_condition(condition, batch)
+        if condition is not None:  # the common None asks no call (under torch.compile, no guard on the checker)
+            check_condition(condition, batch)
         if t is None:
             t = self.sample_time(batch, device=x0.device, generator=generator)
-        t = torch.as_tensor(t, device=x0.device)
+        if not (isinstance(t, torch.Tensor) and t.device == x0.device):  # a tensor in place asks no call (nor guard)
+            t = torch.as_tensor(t, device=x0.device)
         t = t.expand(batch) if t.ndim == 0 else t
         if t.shape != (batch,):
             raise InvalidArgumentError(f"t must have shape ({batch},) (one time per sample) or be a scalar, got {tuple(t.shape)}")

@@ -548,7 +548,8 @@ class BaseNoiseSchedule(SpecBacked, abc.ABC):
         The check reads nothing on the host (:func:`~diffusion_schemes.tensors.check_inside`), so
         ``get_log_snr`` and ``noise_level`` stay free of device synchronisation on the training path.
         """
-        t = torch.as_tensor(t)
+        if not isinstance(t, torch.Tensor):  # a tensor is kept as it is: no call (under torch.compile, no guard)
+            t = torch.as_tensor(t)
         if t.dtype != torch.float32 and t.dtype != torch.float64:
             t = t.to(torch.promote_types(t.dtype, torch.float32) if t.is_floating_point() else torch.float32)
         lo, hi = self.t_limits

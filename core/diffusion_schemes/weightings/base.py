@@ -62,7 +62,9 @@ def convert_weight(weight: torch.Tensor, log_snr: torch.Tensor, source: str, tar
     tensor([1., 1.], dtype=torch.float64)
     """
     if source == target:
-        if source not in LOSS_TYPES:
+        # LOSS_TYPES written out: a constant of this code, where reading the module's tuple would add a guard
+        # for each of its items to every call of a loss compiled with torch.compile
+        if source not in ("epsilon", "x0", "v", "score"):
             _log_factor(log_snr, source)  # raises the error that names the loss types
         return weight
     return weight * torch.exp(_log_factor(log_snr, target) - _log_factor(log_snr, source))
@@ -120,7 +122,8 @@ class BaseWeighting(SpecBacked, abc.ABC):
         """
 
     def __call__(self, log_snr: Any, schedule: Any = None) -> torch.Tensor:
-        log_snr = torch.as_tensor(log_snr)
+        if not isinstance(log_snr, torch.Tensor):  # a tensor is kept as it is: no call (under torch.compile, no guard)
+            log_snr = torch.as_tensor(log_snr)
         if not log_snr.is_floating_point():
             log_snr = log_snr.float()
         return self.weight(log_snr, schedule)
