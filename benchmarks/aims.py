@@ -236,10 +236,12 @@ def _loop_notes(results: list[dict[str, object]]) -> list[str]:
         f"it, `schedule.sigmas({STEPS})` and `check_sigmas`, costs {grid_s * 1e6:.0f} us and is done once: later "
         f"calls copy the kept grid, {kept_s * 1e6:.1f} us; the inline loop is handed its grid), binds and checks "
         "the model and the condition, and checks the latents before the first step and the samples after the last "
-        "for NaN and inf (one `aminmax` and one read each; only a run that ends non-finite is run again, watched, to "
+        "for NaN and inf (one sum and one read each; only a run that ends non-finite is run again, watched, to "
         "name the first bad step). " + "; ".join(parts) + ". Per evaluation "
         "the library calls the preconditioner's `precondition` directly (the grid is checked once a call), so "
-        "eager it does fewer operations than the inline EDM formula; compiled, the preconditioner is reached through "
+        "eager it does fewer operations than the inline EDM formula, and Heun's loop takes each step's coefficients "
+        "as numbers from the grid in host memory, where the inline loop computes them with tensor operations on "
+        "single numbers; compiled, the preconditioner is reached through "
         "`torch.compile`'s wrapper, whose graph holds the forward's check of its noise levels, and that check and "
         "the Python of the loop are what remains. At the conv size these costs are below the noise.",
     ]
