@@ -309,3 +309,25 @@ def test_spec_build_passes_meta_and_leaves_the_switches_out_of_a_class_that_has_
         assert isinstance(spec.build(model=Probe()), Plain)
     finally:
         spec_class._implementation = original
+
+
+def test_one_time_for_all_samples_is_checked_as_one_value_compiled_and_named_once_eager():
+    """A scalar time is checked before it is expanded to the batch: compiled, the comparison the assertion reads
+    is of one element (no reduction over the batch, no buffer for it); eager, the error names the value once."""
+    shapes = []
+
+    def backend(gm, example_inputs):
+        for node in gm.graph.nodes:  # what the assertion's reduction (``(clamped == values).all()``) runs over
+            if node.op == "call_method" and node.target == "all":
+                shapes.append(tuple(node.args[0].meta["example_value"].shape))
+        return gm.forward
+
+    precond = ds.create("preconditioner", "edm", model=Probe())
+    x = torch.randn(64, 3)
+    torch._dynamo.reset()
+    compiled = torch.compile(precond, backend=backend, fullgraph=True, dynamic=False)
+    torch.testing.assert_close(compiled(x, torch.tensor(0.7)), precond(x, torch.full((64,), 0.7)))
+    torch._dynamo.reset()
+    assert shapes == [()]
+    with pytest.raises(ds.DomainError, match=r"needs noise levels > 0, got \[0.0\];"):
+        precond(x, torch.tensor(0.0))

@@ -77,11 +77,16 @@ _POSITIVE = (0.0, math.inf)  # any noise level's open interval, and by default a
 
 
 def _as_batch(value: Any, batch: int, device: torch.device, what: str) -> torch.Tensor:
+    value = _as_levels(value, batch, device, what)
+    return value.expand(batch) if value.ndim == 0 else value
+
+
+def _as_levels(value: Any, batch: int, device: torch.device, what: str) -> torch.Tensor:
+    """``value`` as a tensor of one value per sample ``(batch,)`` or one for all ``()``, not expanded: a scalar is
+    checked as one value (compiled, no reduction over the batch and no buffer for its result)."""
     if not isinstance(value, torch.Tensor):
         value = torch.as_tensor(value, device=device)
-    if value.ndim == 0:
-        return value.expand(batch)
-    if value.ndim == 1 and value.shape[0] == batch:
+    if value.ndim == 0 or (value.ndim == 1 and value.shape[0] == batch):
         return value
     raise InvalidArgumentError(
         f"{what} must have shape ({batch},) (one value per sample of the batch) or be a scalar; "
@@ -218,7 +223,8 @@ class BaseAffinePreconditioner(SpecBacked, torch.nn.Module, abc.ABC):
 
     def forward(self, x: torch.Tensor, t: Any, condition: Any = None, **model_kwargs: Any) -> torch.Tensor:
         """The preconditioned output at diffusion time ``t``."""
-        t = cast(_as_batch(t, x.shape[0], x.device, "t"), compute_dtype(x.dtype))
+        # one time for all samples stays one value here (precondition expands it), so its checks test one value
+        t = cast(_as_levels(t, x.shape[0], x.device, "t"), compute_dtype(x.dtype))
         # plain attributes set beforehand, not the property and the class's tuple: under torch.compile every
         # attribute, property and global the forward reads is a guard evaluated before each call of the graph
         if not self._validate:
@@ -233,7 +239,7 @@ class BaseAffinePreconditioner(SpecBacked, torch.nn.Module, abc.ABC):
     def forward_sigma(self, x: torch.Tensor, sigma: Any, condition: Any = None, **model_kwargs: Any) -> torch.Tensor:
         """The preconditioned output at noise level ``sigma`` (skips the time-to-noise map)."""
         if self._validate:
-            sigma = cast(_as_batch(sigma, x.shape[0], x.device, "sigma"), compute_dtype(x.dtype))
+            sigma = cast(_as_levels(sigma, x.shape[0], x.device, "sigma"), compute_dtype(x.dtype))
             check_inside(sigma, 0.0, math.inf, _bad_noise_level)
         return self.precondition(x, sigma, condition, **model_kwargs)
 
