@@ -204,9 +204,10 @@ def _loop(name: str, batch: int, compiled: bool, settings: Settings) -> dict[str
                                        lambda: inline_heun(inline, latents, sigmas), settings.repeats, settings.block_s,
                                        CLOCK)
         if compiled:  # compiled, ds.sample calls the wrapper's forward, whose graph holds the check of the levels
-            out["unvalidated"] = compare(lambda: ds.sample(unvalidated, latents, schedule, STEPS, solver="heun"),
-                                         lambda: inline_heun(inline, latents, sigmas), settings.repeats,
-                                         settings.block_s, CLOCK)
+            with torch.no_grad():  # both sides without autograd, as in the aim (the inline loop would record it)
+                out["unvalidated"] = compare(lambda: ds.sample(unvalidated, latents, schedule, STEPS, solver="heun"),
+                                             lambda: inline_heun(inline, latents, sigmas), settings.repeats,
+                                             settings.block_s, CLOCK)
         grid = lambda: check_sigmas(schedule.sigmas(STEPS))  # noqa: E731
         out["grid_s"] = min(timeit.repeat(grid, number=100, repeat=5, timer=CLOCK)) / 100
         kept = lambda: sampler._grid(schedule, STEPS, None, None)  # noqa: E731  # what ds.sample pays for it
