@@ -35,7 +35,7 @@ from diffusion_schemes.discretizations import check_sigmas
 from diffusion_schemes.sampling import sampler
 from diffusion_schemes.tensors import check_inside
 
-from ._backbones import BACKBONES, InlineEDM, InlinePrecomputed, edm_coefficients
+from ._backbones import BACKBONES, InlineEDM, InlineEDMCalledAsAModel, InlinePrecomputed, edm_coefficients
 from ._settings import Settings
 from ._timing import _block, calibrate, compare, fmt_ratio, fmt_time
 from .training import SIGMA_DATA, inline_edm_loss
@@ -80,8 +80,10 @@ def _forward(name: str, batch: int, compiled: bool, settings: Settings) -> dict[
     # the same preconditioner without its per-call check of the noise levels: what that check costs
     unchecked = ds.create("preconditioner", {"name": "edm", "sigma_data": SIGMA_DATA}, model=backbone, validate=False)
     modules = ours, inline
+    # the inline formula behind the library's model signature (x, t, condition=None, **model_kwargs)
+    as_model = InlineEDMCalledAsAModel(backbone, SIGMA_DATA)
     if compiled:
-        ours, inline, pre, unchecked = (_compile(m, settings) for m in (ours, inline, pre, unchecked))
+        ours, inline, pre, unchecked, as_model = (_compile(m, settings) for m in (ours, inline, pre, unchecked, as_model))
     x = torch.randn(batch, *shape)
     sigma = torch.exp(torch.randn(batch) * 1.2 - 1.2)
     coeffs = edm_coefficients(sigma, x.ndim, SIGMA_DATA)
@@ -92,6 +94,10 @@ def _forward(name: str, batch: int, compiled: bool, settings: Settings) -> dict[
         vs_pre = compare(lambda: ours(x, sigma), lambda: pre(x, *coeffs), settings.repeats, settings.block_s, CLOCK)
         check = compare(lambda: ours(x, sigma), lambda: unchecked(x, sigma), settings.repeats, settings.block_s, CLOCK)
         result = {"aim": vs_inline, "floor": vs_pre, "check": check}
+        if compiled:  # the inline formula behind the library's model signature, against the plain inline module
+            torch.testing.assert_close(as_model(x, sigma), inline(x, sigma), rtol=0, atol=0)
+            result["signature"] = compare(lambda: as_model(x, sigma), lambda: inline(x, sigma), settings.repeats,
+                                          settings.block_s, CLOCK)
         if compiled:  # dynamo's guard evaluation before each call of the compiled graph, ours against inline
             frames = ({"self": modules[0], "x": x, "t": sigma, "condition": None, "model_kwargs": {}},
                       {"self": modules[1], "x": x, "sigma": sigma})
@@ -260,6 +266,9 @@ def _check_note(results: list[dict[str, object]]) -> str:
                      f"({r['check']['ratio']['median']:.3f}x)" for r in rows)
     guards = "; ".join(f"{r['backbone'].split(',')[0]} b{r['batch']} {r['guards']['ours_s'] * 1e6:.1f} / "
                        f"{r['guards']['reference_s'] * 1e6:.1f} us" for r in rows if "guards" in r) or "not measured"
+    signature = "; ".join(f"{r['backbone'].split(',')[0]} b{r['batch']} {fmt_ratio(r['signature'])}, "
+                          f"{(r['signature']['ours_s'] - r['signature']['reference_s']) * 1e6:+.1f} us"
+                          for r in rows if "signature" in r) or "not measured"
     return ("Preconditioner forward, the cost of its default check of the noise levels per call (checked minus the "
             "same preconditioner built with `validate=False`): " + cost + ". Eager on the CPU the check is a clamp "
             "and `torch.equal` (the values are in host memory); compiled, and on an accelerator, a clamp, a "
@@ -267,7 +276,9 @@ def _check_note(results: list[dict[str, object]]) -> str:
             "computes the coefficients (no extra kernel: one more buffer of one element). Compiled, dynamo also "
             "evaluates its guards before each call of the graph (one test for every attribute, function and global "
             "the traced Python read; ours / inline, per call: " + guards + "); the library's Python reads more of "
-            "them than the inline formula, and the check adds its own. Where the forward misses the aim at the tiny "
+            "them than the inline formula, and the check adds its own. The signature every model has in the library, "
+            "`forward(x, t, condition=None, **model_kwargs)`, costs a compiled call on its own: the same inline "
+            "formula behind it, against the plain inline module (" + signature + "). Where the forward misses the aim at the tiny "
             "size, these are the difference; a loop that checks its noise levels once can build the preconditioner "
             "with `validate=False` (`ds.create`, `spec.build`, the class, or the attribute).")
 
