@@ -4,10 +4,12 @@ A read of a tensor's value from Python (``.item()``, ``bool(t)``, ``float(t)``, 
 ``operator.index(t)``, ``.tolist()``, ``.cpu()``) is a device synchronisation on an accelerator:
 it stalls the pipeline and keeps a CUDA graph from being captured. These tests count such reads
 during CPU runs of the preconditioner forward, a loss step with its backward and the sampling
-loop, by wrapping those methods of ``torch.Tensor``. The domain checks of these paths run as
-``torch._assert_async`` on the tensor's device (``diffusion_schemes.tensors.check_inside``),
-which no counter here sees and which does not synchronise an accelerator either. Where a GPU
-is present the same paths run under ``torch.cuda.set_sync_debug_mode("error")``.
+loop, by wrapping those methods of ``torch.Tensor``. The domain checks of these paths
+(``diffusion_schemes.tensors.check_inside``) run as ``torch._assert_async`` on an accelerator and
+under ``torch.compile``, which does not synchronise; on the CPU in eager mode they are a clamp and
+``torch.equal`` on values already in host memory, where there is no device to wait for. No counter
+here sees either. Where a GPU is present the same paths run under
+``torch.cuda.set_sync_debug_mode("error")``.
 """
 
 from __future__ import annotations
