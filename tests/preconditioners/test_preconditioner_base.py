@@ -331,3 +331,22 @@ def test_one_time_for_all_samples_is_checked_as_one_value_compiled_and_named_onc
     assert shapes == [()]
     with pytest.raises(ds.DomainError, match=r"needs noise levels > 0, got \[0.0\];"):
         precond(x, torch.tensor(0.0))
+
+
+def test_limits_a_scheme_derives_from_its_spec_fields_are_read_once_they_are_bound():
+    """``t_limits`` as a property of the spec's fields: read at the end of construction, after the fields are set."""
+    class Bounded(ds.BaseAffinePreconditioner):
+        spec_class = type(ds.create("preconditioner", "edm", model=Probe()).spec)
+
+        @property
+        def t_limits(self):
+            return (0.0, 4 * self.sigma_data)
+
+        def compute_coefficients(self, sigma):
+            one = torch.ones_like(sigma)
+            return one, sigma.log(), one, one * 0
+
+    precond = Bounded(Probe(), sigma_data=0.5)
+    precond(torch.randn(2, 3), torch.tensor([1.0, 1.5]))
+    with pytest.raises(ds.DomainError, match=r"t=\[2.5\] is outside \(0, 2\)"):
+        precond(torch.randn(2, 3), torch.tensor([1.0, 2.5]))

@@ -173,6 +173,7 @@ class BaseAffinePreconditioner(SpecBacked, torch.nn.Module, abc.ABC):
 
     #: The open interval of diffusion times ``forward`` accepts, checked when a scheme sets limits other
     #: than the default ``(0, inf)`` (with the default only the noise level ``sigma(t)`` is checked: finite and > 0).
+    #: Read at the end of construction (a property may use the spec's fields) and whenever an instance assigns it.
     t_limits: tuple[float, float] = _POSITIVE
 
     def __init__(
@@ -181,7 +182,6 @@ class BaseAffinePreconditioner(SpecBacked, torch.nn.Module, abc.ABC):
         super().__init__()
         self.model = model
         self.validate = validate
-        self._time_limits = _time_limits(self.t_limits)  # the class's, until an instance sets its own t_limits
         if self._built_from_spec(args, kwargs):  # the other arguments are the spec's fields
             self._bind_spec(args, kwargs)
         elif len(args) == 1 and meta is None and not kwargs:
@@ -192,6 +192,9 @@ class BaseAffinePreconditioner(SpecBacked, torch.nn.Module, abc.ABC):
                 f"got {len(args)} more positional and {sorted(kwargs)} keyword arguments"
             )
         self.meta = meta
+        # read once the spec's fields are bound (limits a scheme derives from them are then defined); an instance's
+        # own t_limits assigned later is picked up by __setattr__
+        self._time_limits = _time_limits(self.t_limits)
 
     __repr__ = torch.nn.Module.__repr__  # the module tree, not SpecBacked's one-line repr
 
