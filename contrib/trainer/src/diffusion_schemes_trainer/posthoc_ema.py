@@ -86,13 +86,15 @@ class PowerEMA:
     def update(self, step: int) -> None:
         """Fold in the module's state after optimiser step ``step`` (1 for the first)."""
         current = self.module.state_dict()
+        # every profile holds a copy of the same state: its floating-point entries and the weights they follow, once
+        floats = [k for k, v in current.items() if v.is_floating_point()]
+        weights = [current[k].detach() for k in floats]
         with torch.no_grad():
             for gamma, state in zip(self.gammas, self.states):
                 beta = (1 - 1 / step) ** (gamma + 1)
-                floats = [k for k, v in state.items() if v.is_floating_point()]
                 # beta ema + (1 - beta) theta as ema + (1 - beta) (theta - ema): one batched lerp per profile, which
                 # reads each EMA and weight once and writes the EMA once (a multiply then an add: five passes)
-                torch._foreach_lerp_([state[k] for k in floats], [current[k].detach() for k in floats], 1 - beta)
+                torch._foreach_lerp_([state[k] for k in floats], weights, 1 - beta)
                 for k, v in state.items():
                     if not v.is_floating_point():
                         v.copy_(current[k])
