@@ -125,3 +125,12 @@ def test_weighting_object_in_a_schedule_serialises_by_its_spec():
     s = ds.create("noise_schedule", "ve").__class__(weighting=w)
     assert s.get_config()["weighting"] == {"name": "sigmoid", "bias": 3.0}
     assert type(s).from_config(s.get_config()) == s
+
+
+def test_convert_weight_writes_out_the_loss_types_it_knows_as_LOSS_TYPES():
+    """``convert_weight`` names the loss types as a constant of its code (no guard on a module global under
+    torch.compile); that constant must stay the module's ``LOSS_TYPES``."""
+    from diffusion_schemes.weightings.base import LOSS_TYPES, convert_weight
+
+    written = [c for c in convert_weight.__code__.co_consts if isinstance(c, (tuple, frozenset)) and "x0" in c]
+    assert written and all(set(c) == set(LOSS_TYPES) for c in written)
