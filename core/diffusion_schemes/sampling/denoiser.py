@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -47,13 +48,20 @@ DENOISING_TYPES = ("ode", "sde")
 _PREDICTORS = ("x0_predictor", "epsilon_predictor", "v_predictor", "score_predictor")
 
 
-def _preconditioner_of(model: Any) -> tuple[BaseAffinePreconditioner | None, tuple, dict]:
-    """``(preconditioner, args, keywords)`` when ``model`` is one (or a ``partial`` of one)."""
-    if isinstance(model, BaseAffinePreconditioner):
-        return model, (), {}
+def _preconditioner_of(model: Any, direct: bool = True) -> tuple[BaseAffinePreconditioner | None, tuple, dict]:
+    """``(preconditioner, args, keywords)`` when ``model`` is one (or a ``partial`` of one). With ``direct`` (to
+    call its ``precondition`` or ``forward_sigma``), not one compiled in place (``precond.compile()`` compiles
+    only its ``__call__``, so a direct call would run it uncompiled): that one is reached as a compiled model
+    (:func:`_compiled_preconditioner`)."""
     if isinstance(model, functools.partial) and isinstance(model.func, BaseAffinePreconditioner):
-        return model.func, model.args, dict(model.keywords)
-    return None, (), {}
+        precond, args, keywords = model.func, model.args, dict(model.keywords)
+    elif isinstance(model, BaseAffinePreconditioner):
+        precond, args, keywords = model, (), {}
+    else:
+        return None, (), {}
+    if direct and precond._compiled_call_impl is not None:
+        return None, (), {}
+    return precond, args, keywords
 
 
 def _uncompiled(model: Any) -> Any:
@@ -61,14 +69,43 @@ def _uncompiled(model: Any) -> Any:
     return model._modules.get("_orig_mod", model) if isinstance(model, torch.nn.Module) else model
 
 
-def _compiled_at_noise_level(model: Any) -> Any:
-    """``model`` when it is ``torch.compile``'s wrapper of a preconditioner whose time is the noise level
-    (``sigma(t) = t``, such as EDM's): called with the noise level as its time it computes ``forward_sigma``,
-    compiled, whatever the schedule. None otherwise (the wrapper is then called with the schedule's time)."""
+def _compiled_preconditioner(model: Any) -> BaseAffinePreconditioner | None:
+    """The preconditioner when ``model`` is one compiled: ``torch.compile``'s wrapper of it, or the preconditioner
+    itself compiled in place (``precond.compile()``, which compiles its ``__call__``); None otherwise."""
     inner = _uncompiled(model)
-    if inner is not model and isinstance(inner, BaseAffinePreconditioner) and type(inner).sigma is BaseAffinePreconditioner.sigma:
-        return model
+    if isinstance(inner, BaseAffinePreconditioner) and (inner is not model or inner._compiled_call_impl is not None):
+        return inner
     return None
+
+
+def _at_noise_level(precond: BaseAffinePreconditioner) -> bool:
+    """Whether the preconditioner's time is its noise level (``sigma(t) = t``, such as EDM's)."""
+    return type(precond).sigma is BaseAffinePreconditioner.sigma
+
+
+def _compiled_at_noise_level(model: Any) -> Any:
+    """``model`` when it is a compiled preconditioner (:func:`_compiled_preconditioner`) whose time is the noise
+    level: called with the noise level as its time it computes ``forward_sigma``, compiled, whatever the schedule.
+    None otherwise."""
+    inner = _compiled_preconditioner(model)
+    return model if inner is not None and _at_noise_level(inner) else None
+
+
+def _scheme(obj: Any) -> str | None:
+    try:
+        return obj.spec.name
+    except (AttributeError, NotImplementedError):
+        return None
+
+
+def _compiled_at_own_time(model: Any, schedule: Any) -> BaseAffinePreconditioner | None:
+    """The preconditioner inside the compiled ``model`` when its compiled call cannot be given the right time: its
+    time is not the noise level and ``schedule`` is of another scheme (whose time means another noise level; the
+    library cannot invert the preconditioner's ``sigma(t)``). None when the compiled call is right as it is."""
+    inner = _compiled_preconditioner(model)
+    if inner is None or _at_noise_level(inner) or _scheme(inner) == _scheme(schedule):
+        return None
+    return inner
 
 
 def _noise_level_entry(model: Any, condition: Any, checked: bool) -> Callable[..., torch.Tensor] | None:
@@ -111,7 +148,7 @@ def check_pair(model: Any, schedule: Any, num: int = 65) -> None:
     schedule's weighting.
     """
     # a preconditioner inside torch.compile's wrapper is checked as itself
-    precond, _, _ = _preconditioner_of(_uncompiled(model))
+    precond, _, _ = _preconditioner_of(_uncompiled(model), direct=False)
     key = _pair_key(precond, schedule, num)
     if key is not None and key in _PAIRS_AGREEING:
         return
@@ -196,6 +233,15 @@ def _first_in(module: torch.nn.Module, seen: set[int]) -> torch.Tensor | None:
     return None
 
 
+def _uncompiled_call_message(precond: BaseAffinePreconditioner, schedule: Any) -> str:
+    return (
+        f"the compiled {type(precond).__name__} ({_scheme(precond)!r}) runs with a {_scheme(schedule)!r} schedule: its "
+        "compiled call takes its own time, which cannot be computed from the schedule's noise level, so it is called "
+        "uncompiled through forward_sigma (correct, but not compiled); pair it with a schedule of its own scheme, or "
+        "compile the model inside it instead (precond.model.compile())"
+    )
+
+
 def predict(
     model: Any,
     schedule: Any,
@@ -219,6 +265,12 @@ def predict(
     precond, args, keywords = _preconditioner_of(model)
     if precond is not None:
         return check_output(precond.forward_sigma(x, sigma, *args, **{**keywords, **model_kwargs}), x, who)
+    if _compiled_at_noise_level(model) is not None:  # compiled, its time is the noise level
+        return call_model(model, who, x, sigma, **model_kwargs)
+    inner = _compiled_at_own_time(model, schedule)
+    if inner is not None:
+        warnings.warn(_uncompiled_call_message(inner, schedule), stacklevel=2)
+        return check_output(inner.forward_sigma(x, sigma, **model_kwargs), x, who)
     if t is None:
         t = schedule.get_t_from_log_snr(-2 * sigma.log())
     return call_model(model, who, x, t, **model_kwargs)

@@ -237,7 +237,9 @@ class MSEDSMLoss(torch.nn.Module):
         """The model's prediction at noise level ``level``; a preconditioner skips its own domain check,
         since the times were checked once when the schedule turned them into log-SNRs."""
         model = self.model
-        if isinstance(model, BaseAffinePreconditioner):  # the common case, without unpacking a partial
+        # the common case; a preconditioner compiled in place is called through its compiled __call__, except
+        # while this loss is itself being compiled (tracing the call inlines the same computation)
+        if isinstance(model, BaseAffinePreconditioner) and (torch.compiler.is_compiling() or model._compiled_call_impl is None):
             return model.precondition(x_hat, level, condition, **model_kwargs)
         precond, args, keywords = _preconditioner_of(model)
         if precond is None:
