@@ -60,6 +60,8 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     >>> compute_dtype(torch.bfloat16), compute_dtype(torch.float64), compute_dtype(torch.int64)
     (torch.float32, torch.float64, torch.float32)
     """
+    if dtype is torch.float32:  # the usual case without a call into torch (this runs a few times a step)
+        return dtype
     return torch.promote_types(dtype, torch.float32) if dtype.is_floating_point else torch.float32
 
 
