@@ -12,7 +12,7 @@ variance-preserving ``alpha = 1 / sqrt(1 + sigma^2)``, ``sigma_vp = sigma alpha`
 log-SNR and ``z = alpha x``) gives ``D = alpha z - sigma_vp v_hat = x / (1 + sigma^2) - sigma /
 sqrt(1 + sigma^2) v_hat``. A :class:`BaseAffinePreconditioner` (also inside a
 ``functools.partial``) is called through ``forward_sigma`` with the noise level, so any
-preconditioner runs with any schedule; any other callable gets the unscaled latent and the
+preconditioner runs with any schedule (a compiled one through its compiled call, see :func:`predict`); any other callable gets the unscaled latent and the
 schedule's own time ``t = schedule.get_t_from_log_snr(-2 log sigma)``.
 
 >>> import torch
@@ -96,16 +96,6 @@ def _scheme(obj: Any) -> str | None:
         return obj.spec.name
     except (AttributeError, NotImplementedError):
         return None
-
-
-def _compiled_at_own_time(model: Any, schedule: Any) -> BaseAffinePreconditioner | None:
-    """The preconditioner inside the compiled ``model`` when its compiled call cannot be given the right time: its
-    time is not the noise level and ``schedule`` is of another scheme (whose time means another noise level; the
-    library cannot invert the preconditioner's ``sigma(t)``). None when the compiled call is right as it is."""
-    inner = _compiled_preconditioner(model)
-    if inner is None or _at_noise_level(inner) or _scheme(inner) == _scheme(schedule):
-        return None
-    return inner
 
 
 def _noise_level_entry(model: Any, condition: Any, checked: bool) -> Callable[..., torch.Tensor] | None:
@@ -254,7 +244,10 @@ def predict(
 ) -> torch.Tensor:
     """Call ``model`` on the unscaled latent ``x`` at noise level ``sigma`` (shape ``(B,)``).
 
-    A preconditioner (or a partial of one) gets ``forward_sigma(x, sigma, ...)``; any other
+    A preconditioner (or a partial of one) gets ``forward_sigma(x, sigma, ...)``; a compiled one
+    (``torch.compile``'s wrapper, or compiled in place) its compiled call, with ``sigma`` as its time where its
+    time is the noise level, else with the schedule's (a preconditioner of another scheme whose time is not
+    the noise level gets ``forward_sigma``, uncompiled, with a warning); any other
     callable gets ``model(x, t, ...)`` with the schedule's time ``t`` (computed from
     ``sigma`` when not given). ``condition`` is passed only when it is not None, so a
     condition bound in a ``partial`` is kept. The output must be a tensor shaped like ``x``
@@ -265,12 +258,13 @@ def predict(
     precond, args, keywords = _preconditioner_of(model)
     if precond is not None:
         return check_output(precond.forward_sigma(x, sigma, *args, **{**keywords, **model_kwargs}), x, who)
-    if _compiled_at_noise_level(model) is not None:  # compiled, its time is the noise level
-        return call_model(model, who, x, sigma, **model_kwargs)
-    inner = _compiled_at_own_time(model, schedule)
+    inner = _compiled_preconditioner(model)
     if inner is not None:
-        warnings.warn(_uncompiled_call_message(inner, schedule), stacklevel=2)
-        return check_output(inner.forward_sigma(x, sigma, **model_kwargs), x, who)
+        if _at_noise_level(inner):  # its compiled call takes the noise level as its time
+            return call_model(model, who, x, sigma, **model_kwargs)
+        if _scheme(inner) != _scheme(schedule):  # its time means another level than the schedule's
+            warnings.warn(_uncompiled_call_message(inner, schedule), stacklevel=2)
+            return check_output(inner.forward_sigma(x, sigma, **model_kwargs), x, who)
     if t is None:
         t = schedule.get_t_from_log_snr(-2 * sigma.log())
     return call_model(model, who, x, t, **model_kwargs)
@@ -374,9 +368,9 @@ class Denoiser:
         derives from it), which is how ``ds.sample`` calls the model.
 
         What depends only on the latents is settled here, once: the condition's batch, the dtype the model is
-        called in, how the predictor is reached. A preconditioner (or a ``partial`` of one, or
-        ``torch.compile``'s wrapper of one whose time is the noise level) is then called through
-        ``precondition``, without the per-call domain check of ``forward_sigma``. A state of another batch
+        called in, how the predictor is reached. A preconditioner (or a ``partial`` of one) is then called
+        through ``precondition``, without the per-call domain check of ``forward_sigma``; a compiled one whose
+        time is the noise level (``torch.compile``'s wrapper, or compiled in place) through its compiled call. A state of another batch
         size or dtype, and any other predictor, take the checked path of :meth:`x0_given`.
 
         >>> import torch
