@@ -205,33 +205,35 @@ def test_bad_sigmas_are_rejected():
         ds.create("solver", "euler")(denoiser, torch.zeros(2, 1), torch.tensor([0.0]))
 
 
-def test_heun_over_a_cpu_grid_takes_its_coefficients_as_numbers_and_agrees_with_its_step():
-    """On the CPU Heun's loop computes each step's coefficients from the grid in host memory; it must give what its
-    ``step`` (coefficients as tensors, as on any device) gives, step by step, to float32 rounding, and show the
-    callback the same steps."""
+@pytest.mark.parametrize("name, evaluations", [("heun", 19), ("euler", 10)])
+def test_loop_over_a_cpu_grid_takes_its_coefficients_as_numbers_and_agrees_with_its_step(name, evaluations):
+    """On the CPU Heun's and Euler's loops compute each step's coefficients from the grid in host memory; each must
+    give what its ``step`` (coefficients as tensors, as on any device) gives, step by step, to float32 rounding, and
+    show the callback the same steps."""
     schedule = ds.create("noise_schedule", "edm")
     denoiser = schedule.get_denoiser(x0_predictor=lambda x, t: MIX_2D.denoise(x, t))
     latents = schedule.init_latents((64, 2), generator=torch.Generator().manual_seed(3))
     sigmas = schedule.sigmas(10).to(torch.float32)
-    heun = ds.create("solver", "heun")
+    solver = ds.create("solver", name)
     seen = []
-    fast, nfe = heun(denoiser, latents, sigmas, callback=lambda info: seen.append((info["i"], info["x"].clone())))
-    generic, generic_nfe = ds.BaseSolver.solve(heun, denoiser, latents, sigmas, None)
-    assert (nfe, generic_nfe) == (19, 19)
+    fast, nfe = solver(denoiser, latents, sigmas, callback=lambda info: seen.append((info["i"], info["x"].clone())))
+    generic, generic_nfe = ds.BaseSolver.solve(solver, denoiser, latents, sigmas, None)
+    assert (nfe, generic_nfe) == (evaluations, evaluations)
     torch.testing.assert_close(fast, generic, rtol=1e-6, atol=1e-6)
     x = latents
     for i in range(10):  # the callback saw each step's state as the step gives it
-        x, _, _ = heun.step(denoiser, x, sigmas[i], sigmas[i + 1], None, None, i == 9)
+        x, _, _ = solver.step(denoiser, x, sigmas[i], sigmas[i + 1], None, None, i == 9)
         assert seen[i][0] == i
         torch.testing.assert_close(seen[i][1], x, rtol=1e-6, atol=1e-6)
 
 
-def test_heun_subclass_with_its_own_step_and_a_denoiser_told_the_levels_get_the_generic_loop():
+@pytest.mark.parametrize("name", ["heun", "euler"])
+def test_subclass_with_its_own_step_and_a_denoiser_told_the_levels_get_the_generic_loop(name):
     schedule = ds.create("noise_schedule", "edm")
     zero = schedule.get_denoiser(x0_predictor=lambda x, t: torch.zeros_like(x))
     sigmas = schedule.sigmas(4).to(torch.float32)
 
-    class Halfway(type(ds.create("solver", "heun"))):
+    class Halfway(type(ds.create("solver", name))):
         def step(self, denoiser, x, sigma, sigma_next, state=None, noise=None, last=False):
             return x / 2, x, state
 
@@ -249,13 +251,14 @@ def test_heun_subclass_with_its_own_step_and_a_denoiser_told_the_levels_get_the_
             self.levels.append(levels)
 
     told = Told()
-    ds.create("solver", "heun")(told, torch.ones(1, 2), sigmas)
+    ds.create("solver", name)(told, torch.ones(1, 2), sigmas)
     assert [lv.known[0][1] for lv in told.levels[:-1]] == sigmas[:-1].tolist() and told.levels[-1] is None
 
 
-def test_heun_over_a_cpu_grid_makes_no_single_number_tensor_operation_per_step():
+@pytest.mark.parametrize("name, per_step", [("heun", 5), ("euler", 1)])
+def test_loop_over_a_cpu_grid_makes_no_single_number_tensor_operation_per_step(name, per_step):
     """What the loop on the CPU saves: no operation whose tensors are all 0-d (the coefficients' arithmetic), where
-    the generic loop makes several per step."""
+    the generic loop makes some per step."""
     from torch.overrides import TorchFunctionMode
 
     class Scalars(TorchFunctionMode):
@@ -274,10 +277,10 @@ def test_heun_over_a_cpu_grid_makes_no_single_number_tensor_operation_per_step()
             return x / 2
 
     sigmas = ds.create("noise_schedule", "edm").sigmas(6).to(torch.float32)
-    heun = ds.create("solver", "heun")
+    solver = ds.create("solver", name)
     counts = []
-    for solve in (heun.solve, lambda *a: ds.BaseSolver.solve(heun, *a)):
+    for solve in (solver.solve, lambda *a: ds.BaseSolver.solve(solver, *a)):
         with Scalars() as mode:
             solve(Half(), torch.ones(3, 2), sigmas, None)
         counts.append(mode.count)
-    assert counts[0] == 0 and counts[1] >= 5 * 6, counts
+    assert counts[0] == 0 and counts[1] >= per_step * 6, counts

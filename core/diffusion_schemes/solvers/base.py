@@ -392,6 +392,27 @@ class Euler(BaseSolver):
     def step(self, denoiser, x, sigma, sigma_next, state=None, noise=None, last=False):
         return (*_euler(denoiser, x, sigma, sigma_next), state)
 
+    def solve(self, denoiser, x, sigmas, noise_sampler, callback=None):
+        """The steps of :meth:`step`, each step's ratio ``sigma_next / sigma`` a number from a grid in host memory
+        (as :meth:`Heun.solve`; the generic loop where that does not apply)."""
+        if not _host_loop(self, Euler, denoiser, sigmas):
+            return super().solve(denoiser, x, sigmas, noise_sampler, callback)
+        host, levels = sigmas.tolist(), sigmas.unbind(0)
+        for i in range(len(host) - 1):
+            x, denoised = _euler(denoiser, x, levels[i], levels[i + 1], host[i + 1] / host[i])
+            if callback is not None:
+                callback({"i": i, "sigma": levels[i], "sigma_next": levels[i + 1], "x": x, "denoised": denoised})
+        return x, self.nfe(len(host) - 1)
+
+
+def _host_loop(solver: BaseSolver, cls: type, denoiser: Any, sigmas: torch.Tensor) -> bool:
+    """Whether ``solver`` (of ``cls``) can run its own loop with each step's coefficients computed as numbers from
+    the grid: a grid in host memory (on the CPU: reading it is no device synchronisation; elsewhere a CUDA-graph
+    capture must see no host read), ``cls``'s own ``step`` (a subclass's step is its own) and a denoiser not told
+    each step's levels (``enter_step``, which the generic loop calls)."""
+    return (sigmas.device.type == "cpu" and type(solver).step is cls.step
+            and getattr(denoiser, "enter_step", None) is None)
+
 
 class HeunSpec(SolverSpec):
     """Heun's second-order method, Euler on the last step (Karras et al. 2022, Algorithm 1).
@@ -427,8 +448,7 @@ class Heun(BaseSolver):
         six operations on single-number tensors at every step; the latent sees the same operations. On another
         device, for a subclass with its own ``step``, or for a denoiser that is told each step's levels
         (``enter_step``), the loop of :class:`BaseSolver`."""
-        if (sigmas.device.type != "cpu" or type(self).step is not Heun.step
-                or getattr(denoiser, "enter_step", None) is not None):
+        if not _host_loop(self, Heun, denoiser, sigmas):
             return super().solve(denoiser, x, sigmas, noise_sampler, callback)
         host, levels, n = sigmas.tolist(), sigmas.unbind(0), sigmas.shape[0] - 1
         for i in range(n):
