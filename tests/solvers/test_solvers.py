@@ -228,6 +228,24 @@ def test_loop_over_a_cpu_grid_takes_its_coefficients_as_numbers_and_agrees_with_
 
 
 @pytest.mark.parametrize("name", ["heun", "euler"])
+def test_loop_over_a_grid_that_requires_grad_gives_the_gradient_of_its_steps(name):
+    """The samples' gradient with respect to the grid (what ``ds.calibrate_sigmas`` follows) is that of the generic
+    loop of steps, in float64: coefficients taken as numbers would carry none."""
+    schedule = ds.create("noise_schedule", "edm")
+    denoiser = schedule.get_denoiser(x0_predictor=lambda x, t: MIX_2D.denoise(x, t))
+    latents = schedule.init_latents((8, 2), generator=torch.Generator().manual_seed(3)).double()
+    solver = ds.create("solver", name)
+    grads = []
+    for solve in (solver.solve, lambda *a: ds.BaseSolver.solve(solver, *a)):
+        sigmas = schedule.sigmas(5).double().requires_grad_(True)
+        x, _ = solve(denoiser, latents, sigmas, None)
+        (grad,) = torch.autograd.grad(x.square().sum(), [sigmas])
+        grads.append(grad)
+    assert grads[1][:-1].abs().min() > 0  # every positive level moves the samples
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["heun", "euler"])
 def test_subclass_with_its_own_step_and_a_denoiser_told_the_levels_get_the_generic_loop(name):
     schedule = ds.create("noise_schedule", "edm")
     zero = schedule.get_denoiser(x0_predictor=lambda x, t: torch.zeros_like(x))

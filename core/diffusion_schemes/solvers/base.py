@@ -408,10 +408,11 @@ class Euler(BaseSolver):
 def _host_loop(solver: BaseSolver, cls: type, denoiser: Any, sigmas: torch.Tensor) -> bool:
     """Whether ``solver`` (of ``cls``) can run its own loop with each step's coefficients computed as numbers from
     the grid: a grid in host memory (on the CPU: reading it is no device synchronisation; elsewhere a CUDA-graph
-    capture must see no host read), ``cls``'s own ``step`` (a subclass's step is its own) and a denoiser not told
-    each step's levels (``enter_step``, which the generic loop calls)."""
-    return (sigmas.device.type == "cpu" and type(solver).step is cls.step
-            and getattr(denoiser, "enter_step", None) is None)
+    capture must see no host read), not differentiated (numbers carry no gradient, and ``ds.calibrate_sigmas``
+    differentiates the samples with respect to the grid), ``cls``'s own ``step`` (a subclass's step is its own) and
+    a denoiser not told each step's levels (``enter_step``, which the generic loop calls)."""
+    return (sigmas.device.type == "cpu" and not (sigmas.requires_grad and torch.is_grad_enabled())
+            and type(solver).step is cls.step and getattr(denoiser, "enter_step", None) is None)
 
 
 class HeunSpec(SolverSpec):
