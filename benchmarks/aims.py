@@ -319,7 +319,7 @@ def _loss_note(results: list[dict[str, object]]) -> str:
     return (
         "Loss step, what the library adds per step (ours minus inline, us): " + extra + ". Costs the inline "
         "function does not pay, measured in this run: calling a module rather than a function (the inline loss "
-        "itself inside an `nn.Module`, last column; us per step: " + module + "), which compiled is "
+        "itself inside an `nn.Module`, the column `inline loss as a module / as a function`; us per step: " + module + "), which compiled is "
         "`Module.__call__` and dynamo's frame around the compiled graph; compiled, dynamo's guard evaluation before each call of the graph (one test for "
         "every attribute, function and global the traced Python read: the loss reads its schedule, weighting and "
         "preconditioner; us per step, ours / inline function: " + guards + "); and the loss's one check of its "
