@@ -8,6 +8,7 @@ schedule of another scheme whose time is not its noise level it is called uncomp
 
 from __future__ import annotations
 
+import functools
 import warnings
 
 import pytest
@@ -19,7 +20,17 @@ BACKEND = "eager"  # dynamo traces, nothing is generated: the routing, not the k
 
 
 def net(x, c_noise, condition=None):
-    return 0.3 * x + 0.1 * c_noise[:, None]
+    return 0.3 * x + 0.1 * c_noise[:, None] + (0 if condition is None else condition)
+
+
+#: A condition bound in a ``functools.partial`` of the preconditioner: it must reach the network on every path.
+CONDITION = torch.full((4, 2), 0.25)
+HOWS = ["wrapper", "in place", "partial of the wrapper", "partial, in place"]
+
+
+def _bound(model, how: str):
+    """``model``, or a ``partial`` of it binding :data:`CONDITION` for the ``how`` that names one."""
+    return functools.partial(model, condition=CONDITION) if how.startswith("partial") else model
 
 
 @pytest.fixture(autouse=True)
@@ -33,15 +44,15 @@ def _compiled(name: str, how: str):
     """The preconditioner ``name`` compiled ``how``, and a list that counts the calls of its compiled code."""
     precond = ds.create("preconditioner", name, model=net)
     calls = []
-    if how == "wrapper":
+    if "wrapper" in how:
         model = torch.compile(precond, backend=BACKEND, fullgraph=True)
         inner = model.forward
         model.forward = lambda *a, **k: calls.append(1) or inner(*a, **k)
-        return model, calls
+        return _bound(model, how), calls
     precond.compile(backend=BACKEND, fullgraph=True)
     compiled_call = precond._compiled_call_impl
     precond._compiled_call_impl = lambda *a, **k: calls.append(1) or compiled_call(*a, **k)
-    return precond, calls
+    return _bound(precond, how), calls
 
 
 def _inputs(schedule):
@@ -50,12 +61,12 @@ def _inputs(schedule):
     return x0, t, noise
 
 
-@pytest.mark.parametrize("how", ["wrapper", "in place"])
+@pytest.mark.parametrize("how", HOWS)
 @pytest.mark.parametrize("pair", [("edm", "edm"), ("vp", "vp"), ("edm", "vp"), ("ve", "ve")])
 def test_compiled_preconditioner_is_called_compiled_with_the_right_time(pair, how):
     name, scheme = pair
     schedule = ds.create("noise_schedule", scheme)
-    eager = ds.create("preconditioner", name, model=net)
+    eager = _bound(ds.create("preconditioner", name, model=net), how)
     model, calls = _compiled(name, how)
     x0, t, noise = _inputs(schedule)
     with warnings.catch_warnings():
@@ -72,12 +83,12 @@ def test_compiled_preconditioner_is_called_compiled_with_the_right_time(pair, ho
     torch.testing.assert_close(samples, reference, rtol=1e-3, atol=1e-3)
 
 
-@pytest.mark.parametrize("how", ["wrapper", "in place"])
+@pytest.mark.parametrize("how", HOWS)
 def test_compiled_preconditioner_of_another_scheme_runs_uncompiled_with_a_warning(how):
     """A VP preconditioner's compiled call takes VP time; an EDM schedule's time is a noise level it cannot be
     turned into: the loss and the sampler call its ``forward_sigma`` (right, uncompiled) and say so."""
     schedule = ds.create("noise_schedule", "edm")
-    eager = ds.create("preconditioner", "vp", model=net)
+    eager = _bound(ds.create("preconditioner", "vp", model=net), how)
     model, calls = _compiled("vp", how)
     x0, t, noise = _inputs(schedule)
     with pytest.warns(UserWarning, match=r"compiled VPPreconditioner \('vp'\) runs with a 'edm' schedule"):
@@ -90,9 +101,14 @@ def test_compiled_preconditioner_of_another_scheme_runs_uncompiled_with_a_warnin
     assert not calls
 
 
-def test_pairing_is_checked_for_a_preconditioner_compiled_in_place():
-    """Compiled in place, a preconditioner is still checked against a schedule of its scheme built differently."""
+@pytest.mark.parametrize("how", HOWS)
+def test_pairing_is_checked_for_a_compiled_preconditioner(how):
+    """Compiled, wrapped or bound in a partial, a preconditioner is still checked against a schedule of its scheme
+    built differently."""
     precond = ds.create("preconditioner", {"name": "vp", "beta_d": 19.9}, model=net)
-    precond.compile(backend=BACKEND)
+    if "wrapper" in how:
+        precond = torch.compile(precond, backend=BACKEND)
+    else:
+        precond.compile(backend=BACKEND)
     with pytest.raises(ds.PairingError):
-        ds.MSEDSMLoss(precond, ds.create("noise_schedule", {"name": "vp", "beta_d": 10.0}))
+        ds.MSEDSMLoss(_bound(precond, how), ds.create("noise_schedule", {"name": "vp", "beta_d": 10.0}))

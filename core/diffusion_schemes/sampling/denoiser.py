@@ -69,13 +69,16 @@ def _uncompiled(model: Any) -> Any:
     return model._modules.get("_orig_mod", model) if isinstance(model, torch.nn.Module) else model
 
 
-def _compiled_preconditioner(model: Any) -> BaseAffinePreconditioner | None:
-    """The preconditioner when ``model`` is one compiled: ``torch.compile``'s wrapper of it, or the preconditioner
-    itself compiled in place (``precond.compile()``, which compiles its ``__call__``); None otherwise."""
-    inner = _uncompiled(model)
-    if isinstance(inner, BaseAffinePreconditioner) and (inner is not model or inner._compiled_call_impl is not None):
-        return inner
-    return None
+def _compiled_preconditioner(model: Any) -> tuple[BaseAffinePreconditioner | None, tuple, dict]:
+    """``(preconditioner, args, keywords)`` when ``model`` is a compiled one (or a ``partial`` of one):
+    ``torch.compile``'s wrapper of it, or the preconditioner itself compiled in place (``precond.compile()``, which
+    compiles its ``__call__``); ``(None, (), {})`` otherwise."""
+    base, args, keywords = ((model.func, model.args, dict(model.keywords)) if isinstance(model, functools.partial)
+                            else (model, (), {}))
+    inner = _uncompiled(base)
+    if isinstance(inner, BaseAffinePreconditioner) and (inner is not base or inner._compiled_call_impl is not None):
+        return inner, args, keywords
+    return None, (), {}
 
 
 def _at_noise_level(precond: BaseAffinePreconditioner) -> bool:
@@ -87,7 +90,7 @@ def _compiled_at_noise_level(model: Any) -> Any:
     """``model`` when it is a compiled preconditioner (:func:`_compiled_preconditioner`) whose time is the noise
     level: called with the noise level as its time it computes ``forward_sigma``, compiled, whatever the schedule.
     None otherwise."""
-    inner = _compiled_preconditioner(model)
+    inner, _, _ = _compiled_preconditioner(model)
     return model if inner is not None and _at_noise_level(inner) else None
 
 
@@ -137,17 +140,18 @@ def check_pair(model: Any, schedule: Any, num: int = 65) -> None:
     (:attr:`SchemeSpec.shared_parameters`) must agree between the model, the schedule and the
     schedule's weighting.
     """
-    # a preconditioner inside torch.compile's wrapper is checked as itself
-    precond, _, _ = _preconditioner_of(_uncompiled(model), direct=False)
+    # a compiled preconditioner (inside torch.compile's wrapper, or compiled in place) is checked as itself
+    precond = _preconditioner_of(model, direct=False)[0]
+    if precond is None:
+        precond = _compiled_preconditioner(model)[0]
     key = _pair_key(precond, schedule, num)
     if key is not None and key in _PAIRS_AGREEING:
         return
     check_shared_parameters(precond, schedule, getattr(schedule, "weighting", None))
     if precond is None:
         return
-    try:
-        names = precond.spec.name, schedule.spec.name
-    except (AttributeError, NotImplementedError):
+    names = _scheme(precond), _scheme(schedule)
+    if None in names:
         return
     if names[0] != names[1]:
         _remember_pair(key)
@@ -245,9 +249,9 @@ def predict(
     """Call ``model`` on the unscaled latent ``x`` at noise level ``sigma`` (shape ``(B,)``).
 
     A preconditioner (or a partial of one) gets ``forward_sigma(x, sigma, ...)``; a compiled one
-    (``torch.compile``'s wrapper, or compiled in place) its compiled call, with ``sigma`` as its time where its
-    time is the noise level, else with the schedule's (a preconditioner of another scheme whose time is not
-    the noise level gets ``forward_sigma``, uncompiled, with a warning); any other
+    (``torch.compile``'s wrapper, or compiled in place; also in a partial) its compiled call, with ``sigma`` as
+    its time where its time is the noise level, else with the schedule's (a preconditioner of another scheme
+    whose time is not the noise level gets ``forward_sigma``, uncompiled, with a warning); any other
     callable gets ``model(x, t, ...)`` with the schedule's time ``t`` (computed from
     ``sigma`` when not given). ``condition`` is passed only when it is not None, so a
     condition bound in a ``partial`` is kept. The output must be a tensor shaped like ``x``
@@ -258,13 +262,13 @@ def predict(
     precond, args, keywords = _preconditioner_of(model)
     if precond is not None:
         return check_output(precond.forward_sigma(x, sigma, *args, **{**keywords, **model_kwargs}), x, who)
-    inner = _compiled_preconditioner(model)
+    inner, args, keywords = _compiled_preconditioner(model)
     if inner is not None:
         if _at_noise_level(inner):  # its compiled call takes the noise level as its time
             return call_model(model, who, x, sigma, **model_kwargs)
         if _scheme(inner) != _scheme(schedule):  # its time means another level than the schedule's
             warnings.warn(_uncompiled_call_message(inner, schedule), stacklevel=2)
-            return check_output(inner.forward_sigma(x, sigma, **model_kwargs), x, who)
+            return check_output(inner.forward_sigma(x, sigma, *args, **{**keywords, **model_kwargs}), x, who)
     if t is None:
         t = schedule.get_t_from_log_snr(-2 * sigma.log())
     return call_model(model, who, x, t, **model_kwargs)

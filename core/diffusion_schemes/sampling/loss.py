@@ -239,7 +239,9 @@ class MSEDSMLoss(torch.nn.Module):
         model = self.model
         # the common case; a preconditioner compiled in place is called through its compiled __call__, except
         # while this loss is itself being compiled (tracing the call inlines the same computation)
-        if isinstance(model, BaseAffinePreconditioner) and (torch.compiler.is_compiling() or model._compiled_call_impl is None):
+        if isinstance(model, BaseAffinePreconditioner) and (
+            torch.compiler.is_compiling() or model._compiled_call_impl is None
+        ):
             return model.precondition(x_hat, level, condition, **model_kwargs)
         precond, args, keywords = _preconditioner_of(model)
         if precond is None:

@@ -447,8 +447,8 @@ class Heun(BaseSolver):
         """The steps of :meth:`step` over a grid in host memory (on the CPU), with each step's scalar coefficients
         computed as numbers from the grid, read once (a CPU tensor: no device synchronisation), rather than by
         six operations on single-number tensors at every step; the latent sees the same operations. On another
-        device, for a subclass with its own ``step``, or for a denoiser that is told each step's levels
-        (``enter_step``), the loop of :class:`BaseSolver`."""
+        device, on a grid being differentiated, for a subclass with its own ``step``, or for a denoiser that is
+        told each step's levels (``enter_step``), the loop of :class:`BaseSolver` (:func:`_host_loop`)."""
         if not _host_loop(self, Heun, denoiser, sigmas):
             return super().solve(denoiser, x, sigmas, noise_sampler, callback)
         host, levels, n = sigmas.tolist(), sigmas.unbind(0), sigmas.shape[0] - 1
