@@ -82,7 +82,6 @@ def _compile(fn, settings: Settings):
     return torch.compile(fn, **options)
 
 
-
 def _forward(name: str, batch: int, compiled: bool, settings: Settings) -> dict[str, object]:
     backbone, shape, _, ours, inline = _edm(name)
     pre = InlinePrecomputed(backbone)
