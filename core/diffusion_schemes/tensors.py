@@ -22,9 +22,16 @@ import torch
 from diffusion_schemes.errors import ArgumentTypeError, DiffusionSchemesError, InvalidArgumentError
 
 __all__ = [
-    "GeneratorArg", "append_dims", "cast", "check_generator", "check_inside", "check_not_nan", "compute_dtype", "interval",
+    "GeneratorArg", "append_dims", "cast", "check_generator", "check_inside", "check_not_nan", "check_positive", "compute_dtype", "interval",
     "normal_noise", "outside",
 ]
+
+
+# torch's functions the checks call, bound here: under torch.compile each name read from the ``torch`` module is a
+# guard evaluated before every call of the compiled graph, and a module other than the caller's reading ``torch``
+# adds a check (in Python) that both read the same module
+_assert_async = torch._assert_async
+_is_compiling = torch.compiler.is_compiling
 
 
 def append_dims(x: torch.Tensor, target_ndim: int) -> torch.Tensor:
@@ -60,8 +67,8 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     >>> compute_dtype(torch.bfloat16), compute_dtype(torch.float64), compute_dtype(torch.int64)
     (torch.float32, torch.float64, torch.float32)
     """
-    if dtype is torch.float32:  # the usual case without a call into torch (this runs a few times a step)
-        return dtype
+    if dtype.is_floating_point and dtype.itemsize >= 4:  # float32, float64: the usual case, without a call into torch
+        return dtype  # (the dtype's own attributes: under torch.compile constants, where torch.float32 is a guard)
     return torch.promote_types(dtype, torch.float32) if dtype.is_floating_point else torch.float32
 
 
@@ -139,21 +146,49 @@ def check_inside(values: torch.Tensor, lo: float, hi: float, error: Callable[[li
       ...
     diffusion_schemes.DomainError: noise levels must be positive, got [nan, -1.0]
     """
+    if lo == 0.0 and hi > 1.7976931348623157e308:  # only +inf is above the greatest finite float
+        check_positive(values, error)
+        return
     detached = values.detach() if values.requires_grad else values  # no autograd record of the clamp
     if detached.dtype != torch.float64 and detached.dtype != torch.float32:
         detached = detached.to(torch.float32)  # half precision and integers: compared in float32
-    single = detached.dtype == torch.float32
-    # (0, inf), every noise level's interval: the bounds written out (constants of this code, which torch.compile
-    # checks once with the code instead of one guard for each helper and module that computing them reads)
-    if lo == 0.0 and hi > 1.7976931348623157e308:  # only +inf is above the greatest finite float
-        a, b = (2.0**-149, (2.0 - 2.0**-23) * 2.0**127) if single else (2.0**-1074, (2.0 - 2.0**-52) * 2.0**1023)
-    else:
-        a, b = _closed_bounds(lo, hi, single)
+    a, b = _closed_bounds(lo, hi, detached.dtype == torch.float32)
     clamped = detached.clamp(a, b)
-    if not detached.is_cpu or torch.compiler.is_compiling():
-        torch._assert_async((clamped == detached).all(), _ASSERT_MESSAGE)
+    if not detached.is_cpu or _is_compiling():
+        _assert_async((clamped == detached).all(), _ASSERT_MESSAGE)
     elif not clamped.equal(detached):  # a CPU tensor: its value is in host memory, reading it syncs nothing
         bad = outside(values, lo, hi)
+        if bad is not None:  # None: only float rounding at a bound, which ``outside`` compares in float64
+            raise error(bad)
+
+
+def check_positive(values: torch.Tensor, error: Callable[[list[float]], DiffusionSchemesError]) -> None:
+    """:func:`check_inside` for ``(0, inf)``, the interval of every noise level: finite and positive.
+
+    The preconditioners' forward calls it on every call: it reads no global of ``torch`` and calls no other helper,
+    since under ``torch.compile`` each name the traced code reads is a guard evaluated before every call of the graph.
+
+    >>> import torch
+    >>> from diffusion_schemes.errors import DomainError
+    >>> check_positive(torch.tensor([1e-30, 3e38]), DomainError)
+    >>> check_positive(torch.tensor([0.0, float("inf")]), lambda bad: DomainError(f"not positive and finite: {bad}"))
+    Traceback (most recent call last):
+      ...
+    diffusion_schemes.DomainError: not positive and finite: [0.0, inf]
+    """
+    detached = values.detach() if values.requires_grad else values  # no autograd record of the clamp
+    dtype = detached.dtype  # its attributes, not torch.float32: constants under torch.compile, where names are guards
+    if not (dtype.is_floating_point and dtype.itemsize >= 4):
+        detached = detached.float()  # half precision and integers: compared in float32
+    # the least and the greatest finite positive float32 or float64, written out (constants of this code)
+    if detached.dtype.itemsize == 4:
+        clamped = detached.clamp(2.0**-149, (2.0 - 2.0**-23) * 2.0**127)
+    else:
+        clamped = detached.clamp(2.0**-1074, (2.0 - 2.0**-52) * 2.0**1023)
+    if not detached.is_cpu or _is_compiling():
+        _assert_async((clamped == detached).all(), _ASSERT_MESSAGE)
+    elif not clamped.equal(detached):  # a CPU tensor: its value is in host memory, reading it syncs nothing
+        bad = outside(values, 0.0, math.inf)
         if bad is not None:  # None: only float rounding at a bound, which ``outside`` compares in float64
             raise error(bad)
 
@@ -179,11 +214,11 @@ _ASSERT_MESSAGE = "a value is outside its domain; run the same call on the CPU t
 
 def _assert(ok: torch.Tensor, find: Callable[[], Any], error: Callable[[list[float]], Exception]) -> None:
     """``torch._assert_async(ok)``; on the CPU a failure raises ``error(find())`` when ``find`` names a value."""
-    if torch.compiler.is_compiling() or ok.device.type != "cpu":
-        torch._assert_async(ok, _ASSERT_MESSAGE)
+    if _is_compiling() or ok.device.type != "cpu":
+        _assert_async(ok, _ASSERT_MESSAGE)
         return
     try:
-        torch._assert_async(ok)
+        _assert_async(ok)
     except RuntimeError:
         bad = find()
         if bad is not None:  # None: only float rounding at a bound, which ``outside`` compares in float64
@@ -207,7 +242,7 @@ def _closed_bounds(lo: float, hi: float, single: bool) -> tuple[float, float]:
     result is a constant of the graph): a cache looked up there would become a guard on the cache's contents,
     failing, with a recompilation, once an eager call filled it in. (``torch.compiler.assume_constant_result``
     would spare the guards on the helpers, but decorating with it imports ``torch._dynamo``, 2.5 s of start-up.)"""
-    if torch.compiler.is_compiling():
+    if _is_compiling():
         return _bounds_inside(lo, hi, single)
     return _cached_bounds(lo, hi, single)
 

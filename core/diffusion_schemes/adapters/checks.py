@@ -20,10 +20,16 @@ __all__ = ["call_model", "check_output"]
 _ADAPTER = "diffusion_schemes.adapters.BackboneAdapter"
 
 
+# read by check_output instead of ``torch.Tensor``: under torch.compile each global the traced code reads is a guard
+# evaluated before every call of the graph, and ``torch`` read here and in another traced module (the backbone's)
+# adds a check, in Python, that both are the same module
+_TENSOR = torch.Tensor
+
+
 def check_output(out: Any, x: torch.Tensor, who: str) -> torch.Tensor:
     """Return ``out`` when it is a floating-point tensor shaped like ``x`` on its device; raise a clear
     error otherwise. Its floating dtype may differ (a half-precision network, autocast): callers cast."""
-    if not isinstance(out, torch.Tensor):
+    if not isinstance(out, _TENSOR):
         if hasattr(out, "sample") or isinstance(out, (tuple, list)):
             raise ModelSignatureError(
                 f"the {who} returned a {type(out).__name__}, not a tensor; wrap the network in {_ADAPTER}(net) "

@@ -66,7 +66,7 @@ import torch
 
 from diffusion_schemes.adapters import check_condition
 from diffusion_schemes.errors import ArgumentTypeError, DomainError, InvalidArgumentError
-from diffusion_schemes.tensors import append_dims, cast, check_inside, compute_dtype, interval
+from diffusion_schemes.tensors import cast, check_inside, check_positive, compute_dtype, interval
 from diffusion_schemes.adapters import call_model
 from diffusion_schemes.specs.base import SpecBacked
 
@@ -76,22 +76,22 @@ _FINAL = ("forward", "forward_sigma", "precondition")
 _POSITIVE = (0.0, math.inf)  # any noise level's open interval, and by default any time's
 
 
-def _as_batch(value: Any, batch: int, device: torch.device, what: str) -> torch.Tensor:
-    value = _as_levels(value, batch, device, what)
-    return value.expand(batch) if value.ndim == 0 else value
-
-
-def _as_levels(value: Any, batch: int, device: torch.device, what: str) -> torch.Tensor:
-    """``value`` as a tensor of one value per sample ``(batch,)`` or one for all ``()``, not expanded: a scalar is
-    checked as one value (compiled, no reduction over the batch and no buffer for its result)."""
-    if not isinstance(value, torch.Tensor):
-        value = torch.as_tensor(value, device=device)
-    if value.ndim == 0 or (value.ndim == 1 and value.shape[0] == batch):
-        return value
-    raise InvalidArgumentError(
-        f"{what} must have shape ({batch},) (one value per sample of the batch) or be a scalar; "
-        f"got shape {tuple(value.shape)}. Flatten it with .reshape(-1) if it carries singleton dims."
-    )
+def _levels(value: Any, x: torch.Tensor, what: str) -> torch.Tensor:
+    """``value`` as a tensor of one value per sample ``(batch,)`` or one for all ``()``, not expanded (a scalar is
+    checked as one value: compiled, no reduction over the batch and no buffer for its result), in the dtype the
+    coefficients of latents ``x`` are computed in (:func:`~diffusion_schemes.tensors.compute_dtype`, written out
+    for float32 and float64: one helper for the three steps, since compiled each helper is a guard)."""
+    if not hasattr(value, "new_tensor"):  # not a tensor (only tensors have it; compiled, a constant, not a guard)
+        value = torch.as_tensor(value, device=x.device)
+    if not (value.ndim == 0 or (value.ndim == 1 and value.shape[0] == x.shape[0])):
+        raise InvalidArgumentError(
+            f"{what} must have shape ({x.shape[0]},) (one value per sample of the batch) or be a scalar; "
+            f"got shape {tuple(value.shape)}. Flatten it with .reshape(-1) if it carries singleton dims."
+        )
+    dtype = x.dtype  # float32 and float64 as they are; a dtype's attributes are constants when compiled
+    if not (dtype.is_floating_point and dtype.itemsize >= 4):
+        dtype = compute_dtype(dtype)
+    return value if value.dtype == dtype else value.to(dtype)
 
 
 def _time_limits(limits: tuple[float, float]) -> tuple[float, float] | None:
@@ -226,25 +226,28 @@ class BaseAffinePreconditioner(SpecBacked, torch.nn.Module, abc.ABC):
 
     def forward(self, x: torch.Tensor, t: Any, condition: Any = None, **model_kwargs: Any) -> torch.Tensor:
         """The preconditioned output at diffusion time ``t``."""
-        # one time for all samples stays one value here (precondition expands it), so its checks test one value
-        t = cast(_as_levels(t, x.shape[0], x.device, "t"), compute_dtype(x.dtype))
+        # one time for all samples stays one value here (_precondition expands it), so its checks test one value
+        t = _levels(t, x, "t")
         # plain attributes set beforehand, not the property and the class's tuple: under torch.compile every
         # attribute, property and global the forward reads is a guard evaluated before each call of the graph
-        if not self._validate:
-            return self.precondition(x, self.sigma(t), condition, **model_kwargs)
-        limits = self._time_limits
-        if limits is not None:
-            check_inside(t, limits[0], limits[1], self._bad_time)
+        validate = self._validate
+        if validate:
+            limits = self._time_limits
+            if limits is not None:
+                check_inside(t, limits[0], limits[1], self._bad_time)
         sigma = self.sigma(t)
-        check_inside(sigma, 0.0, math.inf, _bad_noise_level)
-        return self.precondition(x, sigma, condition, **model_kwargs)
+        if sigma.dtype != t.dtype:  # the compute dtype, whatever a scheme's map computes in
+            sigma = sigma.to(t.dtype)
+        if validate:
+            check_positive(sigma, _bad_noise_level)
+        return self._precondition(x, sigma, condition, model_kwargs)
 
     def forward_sigma(self, x: torch.Tensor, sigma: Any, condition: Any = None, **model_kwargs: Any) -> torch.Tensor:
         """The preconditioned output at noise level ``sigma`` (skips the time-to-noise map)."""
+        sigma = _levels(sigma, x, "sigma")
         if self._validate:
-            sigma = cast(_as_levels(sigma, x.shape[0], x.device, "sigma"), compute_dtype(x.dtype))
-            check_inside(sigma, 0.0, math.inf, _bad_noise_level)
-        return self.precondition(x, sigma, condition, **model_kwargs)
+            check_positive(sigma, _bad_noise_level)
+        return self._precondition(x, sigma, condition, model_kwargs)
 
     def precondition(self, x: torch.Tensor, sigma: Any, condition: Any = None, **model_kwargs: Any) -> torch.Tensor:
         """:meth:`forward_sigma` without the domain check, for a caller that checked its noise levels once.
@@ -259,8 +262,15 @@ class BaseAffinePreconditioner(SpecBacked, torch.nn.Module, abc.ABC):
         >>> precond.precondition(torch.ones(1, 2), torch.tensor([2.0]))     # c_skip = 1 for VE
         tensor([[1., 1.]])
         """
+        return self._precondition(x, _levels(sigma, x, "sigma"), condition, model_kwargs)
+
+    def _precondition(self, x: torch.Tensor, sigma: torch.Tensor, condition: Any, model_kwargs: dict) -> torch.Tensor:
+        """:meth:`precondition` of noise levels already a tensor shaped ``(B,)`` or ``()`` in the compute dtype
+        (``_levels``); the forward and :meth:`forward_sigma` call it directly, so compiled the three share one set
+        of helpers (each one a guard)."""
         batch, dtype = x.shape[0], x.dtype
-        sigma = cast(_as_batch(sigma, batch, x.device, "sigma"), compute_dtype(dtype))
+        if sigma.ndim == 0:
+            sigma = sigma.expand(batch)
         if condition is not None:  # the common None asks no call (under torch.compile, no guard on the checker)
             check_condition(condition, batch)
         c_in, c_noise, c_out, c_skip = self.coefficients(sigma, x.ndim)
@@ -282,9 +292,9 @@ class BaseAffinePreconditioner(SpecBacked, torch.nn.Module, abc.ABC):
         All stay in the dtype of ``sigma`` (the caller casts).
         """
         batch = sigma.shape[0]
-        sigma_b = append_dims(sigma, ndim)
+        sigma_b = sigma.reshape(batch, *([1] * (ndim - 1)))  # append_dims, written out (compiled, a helper is a guard)
         c_in, c_noise, c_out, c_skip = self.compute_coefficients(sigma_b)
-        if not (isinstance(c_noise, torch.Tensor) and c_noise.shape == sigma_b.shape
+        if not (hasattr(c_noise, "new_tensor") and c_noise.shape == sigma_b.shape
                 and c_noise.dtype == sigma.dtype and c_noise.device == sigma.device):
             c_noise = torch.as_tensor(c_noise, dtype=sigma.dtype, device=sigma.device)
             c_noise = torch.broadcast_to(c_noise, sigma_b.shape)
