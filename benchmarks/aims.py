@@ -106,6 +106,11 @@ def _forward(name: str, batch: int, compiled: bool, settings: Settings) -> dict[
             torch.testing.assert_close(as_model(x, sigma), inline(x, sigma), rtol=0, atol=0)
             result["signature"] = compare(lambda: as_model(x, sigma), lambda: inline(x, sigma), settings.repeats,
                                           settings.block_s, CLOCK)
+        if compiled:  # the same pair with dynamo's guard evaluation skipped (a diagnostic: unsafe for use, since a
+            # changed input or attribute would then run a graph traced for another): what the guards cost ours
+            with torch.compiler.set_stance(skip_guard_eval_unsafe=True):
+                result["unguarded"] = compare(lambda: ours(x, sigma), lambda: inline(x, sigma), settings.repeats,
+                                              settings.block_s, CLOCK)
         if compiled:  # dynamo's guard evaluation before each call of the compiled graph, ours against inline
             frames = ({"self": modules[0], "x": x, "t": sigma, "condition": None, "model_kwargs": {}},
                       {"self": modules[1], "x": x, "sigma": sigma})
@@ -285,6 +290,12 @@ def _check_note(results: list[dict[str, object]]) -> str:
                      f"({r['check']['ratio']['median']:.3f}x)" for r in rows)
     guards = "; ".join(f"{r['backbone'].split(',')[0]} b{r['batch']} {r['guards']['ours_s'] * 1e6:.1f} / "
                        f"{r['guards']['reference_s'] * 1e6:.1f} us" for r in rows if "guards" in r) or "not measured"
+    unguarded = "; ".join(f"{r['backbone'].split(',')[0]} b{r['batch']} {fmt_ratio(r['unguarded'])}"
+                          for r in rows if "unguarded" in r) or "not measured"
+    in_call = "; ".join(  # a call's time with its guards minus without them, ours / inline
+        f"{r['backbone'].split(',')[0]} b{r['batch']} {(r['aim']['ours_s'] - r['unguarded']['ours_s']) * 1e6:.1f} / "
+        f"{(r['aim']['reference_s'] - r['unguarded']['reference_s']) * 1e6:.1f} us"
+        for r in rows if "unguarded" in r) or "not measured"
     signature = "; ".join(f"{r['backbone'].split(',')[0]} b{r['batch']} {fmt_ratio(r['signature'])}, "
                           f"{(r['signature']['ours_s'] - r['signature']['reference_s']) * 1e6:+.1f} us"
                           for r in rows if "signature" in r) or "not measured"
@@ -294,8 +305,16 @@ def _check_note(results: list[dict[str, object]]) -> str:
             "comparison and a reduction ending in `torch._assert_async`, which inductor fuses into the kernel that "
             "computes the coefficients (no extra kernel: one more buffer of one element). Compiled, dynamo also "
             "evaluates its guards before each call of the graph (one test for every attribute, function and global "
-            "the traced Python read; ours / inline, per call: " + guards + "); the library's Python reads more of "
-            "them than the inline formula, and the check adds its own. The signature every model has in the library, "
+            "the traced Python read; ours / inline, timed on their own, per call: " + guards + "). In a call, between "
+            "calls of the network, they cost more than timed on their own (a call with them minus one without, "
+            "ours / inline: " + in_call + "; single medians, so noisier than the ratios): with guard evaluation skipped (`torch.compiler.set_stance(skip_guard_eval_unsafe="
+            "True)`, a diagnostic only, since a changed input would then run a graph traced for another), ours / "
+            "inline is " + unguarded + ". The library's forward reads more than the inline formula: its signature, "
+            "the check of its input (a tensor or a number, one value per sample or one for all, cast to the compute "
+            "dtype), the check of the noise levels, the check of the backbone's output, and the scheme's methods; "
+            "each helper it calls is one more guard, so the traced path calls four, none reading `torch` (another "
+            "module reading `torch` besides the backbone's adds a check, in Python, that both are the same). "
+            "The signature every model has in the library, "
             "`forward(x, t, condition=None, **model_kwargs)`, costs a compiled call on its own: the same inline "
             "formula behind it, against the plain inline module (" + signature + "). Where the forward misses the aim at the tiny "
             "size, these are the difference; a loop that checks its noise levels once can build the preconditioner "
@@ -379,6 +398,8 @@ def run(settings: Settings) -> dict[str, object]:
             detail = f"{r['backbone']}, batch {r['batch']}, {r['mode']}: {med:.3f}x ({per})"
             if "vs_module" in r:
                 detail += f"; against the inline loss as a module {fmt_ratio(r['vs_module'])}"
+            if "unguarded" in r:
+                detail += f"; without dynamo's guard evaluation {fmt_ratio(r['unguarded'])}"
             misses[r["path"]].append((detail, _module_call_explains(r)))
         rows.append({
             "path": r["path"], "backbone": r["backbone"], "batch": str(r["batch"]), "mode": r["mode"],
