@@ -50,7 +50,8 @@ from diffusion_schemes.adapters.conditions import check_condition, expand_null_c
 from diffusion_schemes.sampling.denoiser import _preconditioner_of, check_pair, predict
 from diffusion_schemes.errors import InvalidArgumentError
 from diffusion_schemes.preconditioners.affine import BaseAffinePreconditioner
-from diffusion_schemes.tensors import append_dims, cast, compute_dtype
+# _is_compiling: torch.compiler.is_compiling, read without a guard on the torch module each name read from it costs
+from diffusion_schemes.tensors import _is_compiling, append_dims, cast, compute_dtype
 from diffusion_schemes.specs.config import resolve_weighting
 from diffusion_schemes.weightings.uncertainty import resolve_uncertainty
 from diffusion_schemes.weightings import weight_for
@@ -201,7 +202,7 @@ class MSEDSMLoss(torch.nn.Module):
             check_condition(condition, batch)
         if t is None:
             t = self.sample_time(batch, device=x0.device, generator=generator)
-        if not (isinstance(t, torch.Tensor) and t.device == x0.device):  # a tensor in place asks no call (nor guard)
+        if not (hasattr(t, "new_tensor") and t.device == x0.device):  # a tensor in place asks no call (nor guard)
             t = torch.as_tensor(t, device=x0.device)
         t = t.expand(batch) if t.ndim == 0 else t
         if t.shape != (batch,):
@@ -240,7 +241,7 @@ class MSEDSMLoss(torch.nn.Module):
         # the common case; a preconditioner compiled in place is called through its compiled __call__, except
         # while this loss is itself being compiled (tracing the call inlines the same computation)
         if isinstance(model, BaseAffinePreconditioner) and (
-            torch.compiler.is_compiling() or model._compiled_call_impl is None
+            _is_compiling() or model._compiled_call_impl is None
         ):
             return model.precondition(x_hat, level, condition, **model_kwargs)
         precond, args, keywords = _preconditioner_of(model)

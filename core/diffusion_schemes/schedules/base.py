@@ -54,7 +54,7 @@ import torch
 from diffusion_schemes.schedules.deprecation import LOG_SNR_METHODS, accept_log_snr_t
 from diffusion_schemes.discretizations import check_num_steps
 from diffusion_schemes.errors import ArgumentTypeError, DomainError, InvalidArgumentError
-from diffusion_schemes.tensors import GeneratorArg, append_dims, check_inside, check_not_nan, interval, normal_noise
+from diffusion_schemes.tensors import GeneratorArg, append_dims, check_inside, check_not_nan, compute_dtype, interval, normal_noise
 from diffusion_schemes.specs.base import SpecBacked
 from diffusion_schemes.specs.config import resolve_weighting
 from diffusion_schemes.weightings.base import SNRWeighting, weight_for
@@ -548,10 +548,12 @@ class BaseNoiseSchedule(SpecBacked, abc.ABC):
         The check reads nothing on the host (:func:`~diffusion_schemes.tensors.check_inside`), so
         ``get_log_snr`` and ``noise_level`` stay free of device synchronisation on the training path.
         """
-        if not isinstance(t, torch.Tensor):  # a tensor is kept as it is: no call (under torch.compile, no guard)
+        # a tensor is kept as it is: no call; and no name read from torch (under torch.compile each is a guard): only
+        # tensors have new_tensor, and a dtype's own attributes are constants there
+        if not hasattr(t, "new_tensor"):
             t = torch.as_tensor(t)
-        if t.dtype != torch.float32 and t.dtype != torch.float64:
-            t = t.to(torch.promote_types(t.dtype, torch.float32) if t.is_floating_point() else torch.float32)
+        if not (t.dtype.is_floating_point and t.dtype.itemsize >= 4):  # float32 and float64 as they are
+            t = t.to(compute_dtype(t.dtype))
         lo, hi = self.t_limits
         check_inside(t, lo, hi, lambda bad: self._bad_time(bad, training))
         return t

@@ -122,7 +122,9 @@ class BaseWeighting(SpecBacked, abc.ABC):
         """
 
     def __call__(self, log_snr: Any, schedule: Any = None) -> torch.Tensor:
-        if not isinstance(log_snr, torch.Tensor):  # a tensor is kept as it is: no call (under torch.compile, no guard)
+        # a tensor is kept as it is: no call, and no guard under torch.compile (only tensors have new_tensor; reading
+        # torch.Tensor would be a guard on torch, and a Python check that it is the module the backbone reads)
+        if not hasattr(log_snr, "new_tensor"):
             log_snr = torch.as_tensor(log_snr)
         if not log_snr.is_floating_point():
             log_snr = log_snr.float()
