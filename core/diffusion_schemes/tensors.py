@@ -150,9 +150,10 @@ def check_inside(values: torch.Tensor, lo: float, hi: float, error: Callable[[li
         check_positive(values, error)
         return
     detached = values.detach() if values.requires_grad else values  # no autograd record of the clamp
-    if detached.dtype != torch.float64 and detached.dtype != torch.float32:
-        detached = detached.to(torch.float32)  # half precision and integers: compared in float32
-    a, b = _closed_bounds(lo, hi, detached.dtype == torch.float32)
+    dtype = detached.dtype  # its attributes, not torch.float32: constants under torch.compile, where names are guards
+    if not (dtype.is_floating_point and dtype.itemsize >= 4):
+        detached = detached.float()  # half precision and integers: compared in float32
+    a, b = _closed_bounds(lo, hi, detached.dtype.itemsize == 4)
     clamped = detached.clamp(a, b)
     if not detached.is_cpu or _is_compiling():
         _assert_async((clamped == detached).all(), _ASSERT_MESSAGE)

@@ -64,3 +64,14 @@ def test_compiled_check_fails_on_a_bad_value_in_the_graph():
     torch.testing.assert_close(compiled(torch.tensor([0.5, 2.0])), torch.tensor([0.5, 2.0]).log())
     with pytest.raises(RuntimeError, match="outside its domain"):
         compiled(torch.tensor([0.5, 0.0]))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_a_bounded_interval_is_open_in_every_dtype(dtype):
+    check_inside(torch.tensor([0.25, 0.5], dtype=dtype), 0.0, 1.0, DomainError)
+    for bad in (0.0, 1.0, 2.0):
+        _raises(lambda v, e: check_inside(v, 0.0, 1.0, e), torch.tensor([0.5, bad], dtype=dtype))
+
+
+def test_a_bounded_interval_takes_its_last_inner_float64():
+    check_inside(torch.tensor([math.nextafter(1.0, 0.0)], dtype=torch.float64), 0.0, 1.0, DomainError)

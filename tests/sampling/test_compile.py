@@ -182,8 +182,9 @@ TORCH_READS = ("G['torch']", "diffusion_schemes_dot_tensors'].torch", "_dot_chec
                "_dot_schedules_dot_base'].torch", "_dot_weightings_dot_base'].torch", "_edm_dot__weighting'].torch")
 #: Guards the library's forward and loss step may add to those of the same formula inline, with two to spare (with
 #: torch 2.13: 21 and 60; 29 and 66 when the library's modules on the traced path read ``torch`` and the forward
-#: called six helpers instead of four; 47 and 83 when the noise-level check computed its bounds, the forward read the property and the class's
-#: tuple, and the loss read LOSS_TYPES and called torch.as_tensor and check_condition on what needs neither).
+#: called six helpers instead of four; 47 and 83 when the noise-level check computed its bounds, the forward read
+#: the property and the class's tuple, and the loss read LOSS_TYPES and called torch.as_tensor and check_condition
+#: on what needs neither).
 EXTRA_GUARDS = {"forward": 23, "loss": 62}
 
 
