@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -70,10 +71,30 @@ def compare(
         ratios.append(a / b)
     return {
         "ratio": spread(ratios),
+        "ratios": ratios,  # per repeat, in the order run: results of two runs of the same pair pair up (paired)
         "ours_s": statistics.median(t_ours),
         "reference_s": statistics.median(t_ref),
         "calls_per_block": {"ours": n_ours, "reference": n_ref},
         "repeats": repeats,
+    }
+
+
+def paired(a: dict[str, object], b: dict[str, object]) -> dict[str, object]:
+    """Two :func:`compare` results of the same pair, measured in two set-ups that bias the ratio in opposite
+    directions alike (each side compiled first in one of them), as one: repeat ``i``'s ratio is the geometric
+    mean of both runs' repeat ``i``, so a factor that multiplies one run's ratios and divides the other's cancels;
+    the times are the geometric means of both runs' medians. Each run's own spread is kept under ``"runs"``."""
+    if len(a["ratios"]) != len(b["ratios"]):
+        raise ValueError(f"paired needs runs of as many repeats, got {len(a['ratios'])} and {len(b['ratios'])}")
+    ratios = [math.sqrt(x * y) for x, y in zip(a["ratios"], b["ratios"])]
+    return {
+        "ratio": spread(ratios),
+        "ratios": ratios,
+        "ours_s": math.sqrt(a["ours_s"] * b["ours_s"]),
+        "reference_s": math.sqrt(a["reference_s"] * b["reference_s"]),
+        "calls_per_block": a["calls_per_block"],
+        "repeats": a["repeats"],
+        "runs": [a["ratio"], b["ratio"]],
     }
 
 

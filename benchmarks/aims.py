@@ -14,7 +14,9 @@ and 64), eager and under ``torch.compile``:
   same loop written inline around the inline preconditioner on the same grid, per network
   evaluation.
 
-Compiled: with ``fullgraph=True, dynamic=False``, every module in place (``module.compile()``: its
+Compiled: each case runs twice, from a reset dynamo, the library's modules compiled first and then the inline
+code's first (compile order alone changes a compiled call's time: measured beside the aims), its ratios paired
+repeat by repeat; with ``fullgraph=True, dynamic=False``, every module in place (``module.compile()``: its
 ``__call__`` compiled, no wrapper module in front, as the user guide advises), the inline loss function
 through ``torch.compile``; the loss step is also timed through ``torch.compile``'s wrapper module, to
 show what that way of compiling adds; the solver loops run in Python around the compiled networks. Every ratio is ours /
@@ -28,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import time
 import timeit
+import types
 
 import torch
 
@@ -38,7 +41,7 @@ from diffusion_schemes.tensors import check_inside
 
 from ._backbones import BACKBONES, InlineEDM, InlineEDMCalledAsAModel, InlinePrecomputed, edm_coefficients
 from ._settings import Settings
-from ._timing import _block, calibrate, compare, fmt_ratio, fmt_time
+from ._timing import _block, calibrate, compare, fmt_ratio, fmt_time, paired
 from .training import SIGMA_DATA, inline_edm_loss
 
 AIM = 1.05
@@ -82,7 +85,15 @@ def _compile(fn, settings: Settings):
     return torch.compile(fn, **options)
 
 
-def _forward(name: str, batch: int, compiled: bool, settings: Settings) -> dict[str, object]:
+def _first_calls(calls: list, first: str) -> None:
+    """Call each of ``calls`` once (the library's first, then the inline code's), in that order or, with ``first``
+    "inline", reversed: compiled, the first call compiles, and a module compiled before another in the same process
+    runs its guards slower (measured beside the aims), so each compiled case runs in both orders (:func:`_both_orders`)."""
+    for call in calls if first == "ours" else calls[::-1]:
+        call()
+
+
+def _forward(name: str, batch: int, compiled: bool, settings: Settings, first: str = "ours") -> dict[str, object]:
     backbone, shape, _, ours, inline = _edm(name)
     pre = InlinePrecomputed(backbone)
     # the same preconditioner without its per-call check of the noise levels: what that check costs
@@ -96,6 +107,9 @@ def _forward(name: str, batch: int, compiled: bool, settings: Settings) -> dict[
     sigma = torch.exp(torch.randn(batch) * 1.2 - 1.2)
     coeffs = edm_coefficients(sigma, x.ndim, SIGMA_DATA)
     with torch.no_grad():
+        if compiled:
+            _first_calls([lambda: ours(x, sigma), lambda: unchecked(x, sigma), lambda: inline(x, sigma),
+                          lambda: pre(x, *coeffs), lambda: as_model(x, sigma)], first)
         torch.testing.assert_close(ours(x, sigma), inline(x, sigma), rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(unchecked(x, sigma), inline(x, sigma), rtol=1e-5, atol=1e-5)
         vs_inline = compare(lambda: ours(x, sigma), lambda: inline(x, sigma), settings.repeats, settings.block_s, CLOCK)
@@ -144,7 +158,7 @@ class _InlineLossModule(torch.nn.Module):
         return (lambda: passing[0].check(frame)) if passing else None
 
 
-def _loss(name: str, batch: int, compiled: bool, settings: Settings) -> dict[str, object]:
+def _loss(name: str, batch: int, compiled: bool, settings: Settings, first: str = "ours") -> dict[str, object]:
     backbone, shape, schedule, precond, inline = _edm(name)
     loss_fn = ds.MSEDSMLoss(precond, schedule)
     reference = lambda x0, sigma, noise: inline_edm_loss(inline, x0, sigma, noise)  # noqa: E731
@@ -170,6 +184,9 @@ def _loss(name: str, batch: int, compiled: bool, settings: Settings) -> dict[str
 
     ours = step(lambda: loss_fn(x0, t=sigma, noise=noise))
     ref = step(lambda: reference(x0, sigma, noise))
+    if compiled:  # a whole step each: the backward compiles on its first call
+        _first_calls([ours, step(lambda: wrapped(x0, t=sigma, noise=noise)), ref,
+                      step(lambda: as_module(x0, sigma, noise))], first)
     torch.testing.assert_close(loss_fn(x0, t=sigma, noise=noise), reference(x0, sigma, noise), rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(as_module(x0, sigma, noise), reference(x0, sigma, noise), rtol=1e-4, atol=1e-6)
     # the same inline loss called as a module against called as a function: the module call's own cost
@@ -210,7 +227,7 @@ def _one_thread():
         torch.set_num_threads(threads)
 
 
-def _loop(name: str, batch: int, compiled: bool, settings: Settings) -> dict[str, object]:
+def _loop(name: str, batch: int, compiled: bool, settings: Settings, first: str = "ours") -> dict[str, object]:
     backbone, shape, schedule, ours, inline = _edm(name)
     unvalidated = ds.create("preconditioner", {"name": "edm", "sigma_data": SIGMA_DATA}, model=backbone,
                             validate=False)
@@ -221,6 +238,9 @@ def _loop(name: str, batch: int, compiled: bool, settings: Settings) -> dict[str
     nfe = 2 * STEPS - 1
     run_ours = lambda: ds.sample(ours, latents, schedule, STEPS, solver="heun")  # noqa: E731
     with torch.no_grad():
+        if compiled:
+            _first_calls([run_ours, lambda: ds.sample(unvalidated, latents, schedule, STEPS, solver="heun"),
+                          lambda: inline_heun(inline, latents, sigmas)], first)
         result = run_ours()
         assert result.nfe == nfe
         torch.testing.assert_close(result.samples, inline_heun(inline, latents, sigmas), rtol=1e-4, atol=1e-4)
@@ -278,6 +298,54 @@ def _loop_notes(results: list[dict[str, object]]) -> list[str]:
     ]
 
 
+def _both_orders(fn, name: str, batch: int, settings: Settings) -> dict[str, object]:
+    """A compiled case run twice, the library's modules compiled first and then the inline code's first (each run
+    from a reset dynamo), its comparisons :func:`paired` repeat by repeat: compile order alone changes a compiled
+    call's time at the tiny size (:func:`_order_effect`), and the two orders bias each ratio in opposite directions."""
+    runs = []
+    for first in ("ours", "inline"):
+        torch._dynamo.reset()
+        runs.append(fn(name, batch, True, settings, first=first))
+    out = {}
+    for key, value in runs[0].items():
+        if isinstance(value, dict) and "ratios" in value:
+            out[key] = paired(value, runs[1][key])
+        elif key.endswith("_s"):  # a time measured on its own in each run: the faster
+            out[key] = min(value, runs[1][key])
+        else:
+            out[key] = value
+    if "nfe" in out:
+        out["aim"]["per_eval_extra_s"] = (out["aim"]["ours_s"] - out["aim"]["reference_s"]) / out["nfe"]
+    return out
+
+
+def _copy_of(cls: type, name: str) -> type:
+    """A subclass of ``cls`` whose ``forward`` is the same code as a code object of its own: dynamo keeps its
+    compiled graphs and guards per code object, so two of them compile apart (two instances of one class would
+    share one cache entry)."""
+    f = cls.forward
+    forward = types.FunctionType(f.__code__.replace(co_name=name), f.__globals__, name, f.__defaults__, f.__closure__)
+    return type(name, (cls,), {"forward": forward})
+
+
+def _order_effect(settings: Settings) -> dict[str, object]:
+    """What compile order alone does to a compiled call, run as a process's first compilation: two copies of the
+    inline EDM module (same code, same backbone, tiny MLP, batch 1), the one compiled first against the one compiled
+    second, with dynamo's guard evaluation and without."""
+    torch._dynamo.reset()
+    backbone, shape, *_ = _edm(TINY)
+    first, second = (_compile(_copy_of(InlineEDM, n)(backbone, SIGMA_DATA), settings) for n in ("first", "second"))
+    x = torch.randn(1, *shape)
+    sigma = torch.exp(torch.randn(1) * 1.2 - 1.2)
+    with torch.no_grad():
+        torch.testing.assert_close(first(x, sigma), second(x, sigma), rtol=0, atol=0)  # compiles first, then second
+        guarded = compare(lambda: first(x, sigma), lambda: second(x, sigma), settings.repeats, settings.block_s, CLOCK)
+        with torch.compiler.set_stance(skip_guard_eval_unsafe=True):
+            unguarded = compare(lambda: first(x, sigma), lambda: second(x, sigma), settings.repeats, settings.block_s,
+                                CLOCK)
+    return {"guarded": guarded, "unguarded": unguarded}
+
+
 PATHS = {"preconditioner forward": _forward, "loss step (forward + backward)": _loss, "solver loop (Heun)": _loop}
 
 
@@ -320,6 +388,35 @@ def _check_note(results: list[dict[str, object]]) -> str:
             "formula behind it, against the plain inline module (" + signature + "). Where the forward misses the aim at the tiny "
             "size, these are the difference; a loop that checks its noise levels once can build the preconditioner "
             "with `validate=False` (`ds.create`, `spec.build`, the class, or the attribute).")
+
+
+def _order_note(order: dict[str, object] | None, results: list[dict[str, object]]) -> str:
+    """What compile order alone does to a compiled call, and each compiled aim's figure in either order."""
+    if order is None:
+        return "Compile order: not measured."
+    guarded, unguarded = order["guarded"], order["unguarded"]
+    measured = (f"{fmt_ratio(guarded)} ({(guarded['ours_s'] - guarded['reference_s']) * 1e6:+.1f} us), "
+                f"{fmt_ratio(unguarded)} with guard evaluation skipped")
+    runs = "; ".join(f"{r['path'].split(' (')[0]}, {r['backbone'].split(',')[0]} b{r['batch']}: "
+                     f"{r['aim']['runs'][0]['median']:.3f} and {r['aim']['runs'][1]['median']:.3f}"
+                     for r in results if "runs" in r["aim"])
+    slower = guarded["ratio"]["q1"] > 1.0
+    in_guards = slower and unguarded["ratio"]["median"] < guarded["ratio"]["q1"]
+    finding = ("the module compiled first is called slower than one compiled after it, for no difference of its own"
+               if slower else "whether the module compiled first is called slower than one compiled after it (not "
+               "beyond the noise in this run)")
+    where = (" The difference is in dynamo's guard evaluation before each call (it goes with the guards skipped), so "
+             "it is torch's, and it would count against whichever side of a comparison a process compiles first."
+             if in_guards else "")
+    return ("Compile order: in a process, " + finding + ": two copies of the inline EDM module (the same code, "
+            "backbone and inputs), compiled before anything else is in this run, the one compiled first against the "
+            "one compiled second, tiny MLP, batch 1: " + measured + "." + where + " The cases above are compiled "
+            "after it, and each of them is run twice, each time from a reset dynamo: once with the library's modules "
+            "compiled first, once with the inline code's first (what is left of an order effect after a process's "
+            "first compilation then counts against each side once); each ratio is the geometric mean of the two runs' ratios, repeat "
+            "by repeat (a factor that slows one side in one run and the other side in the other cancels), and each "
+            "time the geometric mean of the two runs' medians. The two runs' own medians of ours / inline, library "
+            "compiled first and inline compiled first: " + runs + ".")
 
 
 def _loss_note(results: list[dict[str, object]]) -> str:
@@ -380,13 +477,15 @@ def run(settings: Settings) -> dict[str, object]:
     sizes = [(name, batch) for name in BACKBONES for batch in (1, 64)]
     if settings.quick:  # a smoke run: the smallest case of each size
         sizes = [(name, 1) for name in BACKBONES]
-    results = []
+    results, order = [], None
     with _one_thread():
         for path, fn in PATHS.items():
             for compiled in (False, True):
                 for name, batch in sizes:
+                    if compiled and order is None:  # this process's first compilation: measured, and no case's
+                        order = _order_effect(settings)
                     torch._dynamo.reset()
-                    r = fn(name, batch, compiled, settings)
+                    r = _both_orders(fn, name, batch, settings) if compiled else fn(name, batch, False, settings)
                     results.append({"path": path, "backbone": name, "batch": batch,
                                     "mode": "compiled" if compiled else "eager", **r})
     rows, misses = [], {path: [] for path in PATHS}
@@ -399,6 +498,9 @@ def run(settings: Settings) -> dict[str, object]:
             detail = f"{r['backbone']}, batch {r['batch']}, {r['mode']}: {med:.3f}x ({per})"
             if "vs_module" in r:
                 detail += f"; against the inline loss as a module {fmt_ratio(r['vs_module'])}"
+            if "runs" in aim:
+                detail += (f"; library compiled first {aim['runs'][0]['median']:.3f}, inline compiled first "
+                           f"{aim['runs'][1]['median']:.3f}")
             if "unguarded" in r:
                 detail += f"; without dynamo's guard evaluation {fmt_ratio(r['unguarded'])}"
             misses[r["path"]].append((detail, _module_call_explains(r)))
@@ -425,6 +527,7 @@ def run(settings: Settings) -> dict[str, object]:
         "a loop that checks its noise levels once. The loss checks its times once a step and calls the "
         "preconditioner without a second check; `ds.sample` checks its grid once a call.",
         f"CUDA-graph capture of a whole sampling grid: {graph}.",
+        _order_note(order, results),
         _loss_note(results),
         _check_note(results),
         *_loop_notes(results),
@@ -438,11 +541,13 @@ def run(settings: Settings) -> dict[str, object]:
             f"{STEPS} steps ({2 * STEPS - 1} evaluations), against the inline Heun loop on the same grid; the "
             "library time is per evaluation. Every path runs on one thread, both sides (idle OpenMP workers "
             "spinning on a shared machine would otherwise decide the CPU time of small kernels). Ratios: median of interleaved blocks of CPU time "
-            "[interquartile range]."
+            "[interquartile range]; compiled, each case is run in both compile orders and the two runs are "
+            "combined repeat by repeat (see the note on compile order)."
         ),
         "columns": list(rows[0]),
         "rows": rows,
         "notes": notes,
         "aims": [_aim(path, found) for path, found in misses.items()],
         "data": results,
+        "order_effect": order,
     }

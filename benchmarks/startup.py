@@ -32,6 +32,17 @@ AIM_RATIO = 1.10
 AIM_PLUGINS_S = 0.050
 N_PLUGINS = 50
 
+ALLOWANCE_POINTS = (AIM_RATIO - 1) * 100  # what the aim allows on top of import torch, in points of it
+
+
+def dependencies_explain(dependencies: dict[str, float], ours_points: dict[str, float]) -> bool:
+    """Whether a start-up miss is caused by the dependencies rather than by diffusion_schemes: imported alone they
+    already take the aim or more (median ratio to ``import torch``), so no library built on them could meet it, and
+    what diffusion_schemes adds to them (median per-round difference, in points of ``import torch``) would be within
+    the aim on its own."""
+    return dependencies["median"] >= AIM_RATIO and ours_points["median"] <= ALLOWANCE_POINTS
+
+
 DEPENDENCIES = "import torch, pydantic, pluggy + one pydantic model (the dependencies alone)"
 SCRIPTS = {
     "import torch": "import torch",
@@ -275,6 +286,9 @@ def run(settings: Settings) -> dict[str, object]:
         r = results[name]["cpu_ratio"]
         return f" [IQR {r['q1']:.3f}, {r['q3']:.3f}]"
 
+    create_points = spread([(a - b) / t * 100 for a, b, t in zip(cpu[create_name], cpu[DEPENDENCIES],
+                                                                   cpu["import torch"])])
+    results[create_name]["over_dependencies_points"] = create_points
     aims = [
         {"aim": f"import + list_schemes() under {AIM_RATIO:.2f}x import torch (CPU time)",
          "met": list_ratio < AIM_RATIO,
@@ -296,6 +310,11 @@ def run(settings: Settings) -> dict[str, object]:
                    + ("" if e["median"] < AIM_PLUGINS_S else
                       f"; missed by {(e['median'] - AIM_PLUGINS_S) * 1e3:.0f} ms")},
     ]
+    for aim, points in zip(aims, (ours_points, create_points)):
+        if not aim["met"] and dependencies_explain(deps, points):
+            aim["cause"] = (f"the dependencies the design fixes: imported alone they take {deps['median']:.3f}x "
+                            f"import torch, at or above the aim, and diffusion_schemes adds "
+                            f"{points['median']:.1f} points to them, within the aim's {ALLOWANCE_POINTS:.0f}")
     after = sum(v for k, v in phases.items() if k != "torch" and not k.startswith("garbage"))
     ours = phases["import diffusion_schemes"] + phases["list_schemes()"]
     notes = [
