@@ -166,8 +166,10 @@ def check_inside(values: torch.Tensor, lo: float, hi: float, error: Callable[[li
 def check_positive(values: torch.Tensor, error: Callable[[list[float]], DiffusionSchemesError]) -> None:
     """:func:`check_inside` for ``(0, inf)``, the interval of every noise level: finite and positive.
 
-    The preconditioners' forward calls it on every call: it reads no global of ``torch`` and calls no other helper,
-    since under ``torch.compile`` each name the traced code reads is a guard evaluated before every call of the graph.
+    It reads no global of ``torch`` and calls no other helper, since under ``torch.compile`` each name the traced code
+    reads is a guard evaluated before every call of the graph. The preconditioners' forward calls it on the CPU when
+    not compiled; its path on an accelerator and under compile is written out there, in the forward's own module
+    (``preconditioners/affine.py``), where it reads no other module's names: keep the two alike.
 
     >>> import torch
     >>> from diffusion_schemes.errors import DomainError

@@ -75,3 +75,21 @@ def test_a_bounded_interval_is_open_in_every_dtype(dtype):
 
 def test_a_bounded_interval_takes_its_last_inner_float64():
     check_inside(torch.tensor([math.nextafter(1.0, 0.0)], dtype=torch.float64), 0.0, 1.0, DomainError)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_a_compiled_forward_passes_every_finite_positive_noise_level_and_refuses_the_rest(dtype):
+    """Compiled (and on an accelerator) the forward checks its noise levels with its own copy of check_positive's
+    device path: the same extremes pass, and each value that is not finite and positive fails in the graph."""
+    import diffusion_schemes as ds
+
+    torch._dynamo.reset()
+    precond = ds.create("preconditioner", "edm", model=lambda x, c_noise, condition=None: torch.zeros_like(x))
+    forward = torch.compile(precond, backend="eager", fullgraph=True, dynamic=False)
+    least, greatest = _extremes(dtype)
+    x = torch.ones(3, 2, dtype=dtype)
+    forward(x, torch.tensor([least, 1.0, greatest], dtype=dtype))
+    for bad in (0.0, -0.0, -(2.0**-126), math.inf, -math.inf, math.nan):
+        with pytest.raises(RuntimeError, match="a noise level is not finite and positive"):
+            forward(x, torch.tensor([1.0, bad, 2.0], dtype=dtype))
+    torch._dynamo.reset()

@@ -116,6 +116,56 @@ def test_forward_is_final():
                 return x
 
 
+def test_the_shared_body_of_the_entry_points_is_final_too():
+    """forward, forward_sigma and precondition share ``_precondition``: a subclass overriding it would change all three
+    behind their final names."""
+    with pytest.raises(TypeError, match="_precondition\\(\\).*is final"):
+        class Broken(Affine):  # noqa: F841
+            def _precondition(self, x, sigma, condition, model_kwargs):
+                return x
+
+
+class Returns(torch.nn.Module):
+    """A backbone returning what it is given to return, whatever it is called with."""
+
+    def __init__(self, make):
+        super().__init__()
+        self.make = make
+
+    def forward(self, x, t, condition=None):
+        return self.make(x)
+
+
+@pytest.mark.parametrize("make, error, message", [
+    (lambda x: (x,), ds.errors.ModelSignatureError, r"returned a tuple, not a tensor; wrap the network in"),
+    (lambda x: [x], ds.errors.ModelSignatureError, r"returned a list, not a tensor"),
+    (lambda x: 3.0, ds.errors.ModelSignatureError, r"must return a tensor shaped like its input, got float"),
+    (lambda x: x.to(torch.int64), ds.errors.ModelOutputError, r"returned a torch.int64 tensor"),
+    (lambda x: x.to("meta"), ds.errors.ModelOutputError, r"returned a torch.float32 tensor on meta"),
+    (lambda x: x[:, :1], ds.errors.ModelOutputError, r"returned shape \(3, 1\) but the latent has shape \(3, 2\)"),
+], ids=["tuple", "list", "number", "integers", "another device", "shape"])
+def test_a_backbone_output_that_does_not_fit_is_named_by_every_entry_point(make, error, message):
+    precond, x, sigma = Affine(Returns(make)), torch.randn(3, 2), torch.tensor([0.5, 1.0, 2.0])
+    for call in (lambda: precond(x, sigma), lambda: precond.forward_sigma(x, sigma),
+                 lambda: precond.precondition(x, sigma)):
+        with pytest.raises(error, match=rf"the backbone {message}"):
+            call()
+
+
+def test_a_backbone_that_cannot_take_the_call_is_told_how_to_adapt_and_its_own_type_error_propagates():
+    def two_arguments(x, t):
+        return x
+
+    def broken(x, t, condition=None):
+        raise TypeError("inside the network")
+
+    x, sigma = torch.randn(3, 2), torch.tensor([0.5, 1.0, 2.0])
+    with pytest.raises(ds.errors.ModelSignatureError, match=r"backbone cannot be called as model\(x, t, condition"):
+        Affine(two_arguments)(x, sigma, condition=torch.zeros(3))
+    with pytest.raises(TypeError, match="^inside the network$"):
+        Affine(broken)(x, sigma)
+
+
 def test_compute_coefficients_is_required():
     class Incomplete(ds.BaseAffinePreconditioner):
         pass
@@ -231,7 +281,7 @@ def test_a_compiled_forward_refuses_a_bad_noise_level():
     precond = torch.compile(Affine(Probe()), backend="aot_eager", fullgraph=True, dynamic=False)
     x = torch.randn(2, 3)
     precond(x, torch.tensor([0.5, 1.0]))
-    with pytest.raises(RuntimeError, match="outside its domain; run the same call on the CPU"):
+    with pytest.raises(RuntimeError, match="a noise level is not finite and positive; run the same call on the CPU"):
         precond(x, torch.tensor([0.5, 0.0]))
     torch._dynamo.reset()
 

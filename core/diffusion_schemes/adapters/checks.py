@@ -15,7 +15,7 @@ import torch
 
 from diffusion_schemes.errors import ModelOutputError, ModelSignatureError
 
-__all__ = ["call_model", "check_output"]
+__all__ = ["call_model", "check_output", "explain_call_error"]
 
 _ADAPTER = "diffusion_schemes.adapters.BackboneAdapter"
 
@@ -69,7 +69,7 @@ def call_model(model: Any, who: str, x: torch.Tensor, t: Any, *args: Any, **kwar
     try:
         out = model(x, t, *args, **kwargs)
     except TypeError as exc:
-        _explain_signature(model, who, exc, (x, t, *args), kwargs)
+        explain_call_error(model, who, exc, (x, t, *args), kwargs)
         raise
     return check_output(out, x, who)
 
@@ -106,8 +106,11 @@ def _failed_in_binding(exc: TypeError) -> bool:
     return all(name in _CALL_MACHINERY for name in frames[1:])
 
 
-def _explain_signature(model: Any, who: str, exc: TypeError, args: tuple, kwargs: dict) -> None:
-    """Raise :class:`ModelSignatureError` when ``model`` cannot take ``args``/``kwargs`` at all."""
+def explain_call_error(model: Any, who: str, exc: TypeError, args: tuple, kwargs: dict) -> None:
+    """Raise :class:`ModelSignatureError` when ``exc``, raised by ``model(*args, **kwargs)`` called directly in
+    the caller's frame, means the model cannot take ``args``/``kwargs`` at all; return when it came from
+    inside the model (the caller then re-raises it unchanged). :func:`call_model` is the call with this
+    check around it."""
     signature = _signature(model)
     if signature is not None and not _forwards_everything(signature):
         try:

@@ -65,15 +65,22 @@ from typing import Any
 import torch
 
 from diffusion_schemes.adapters import check_condition
+from diffusion_schemes.adapters.checks import check_output, explain_call_error
 from diffusion_schemes.errors import ArgumentTypeError, DomainError, InvalidArgumentError
-from diffusion_schemes.tensors import cast, check_inside, check_positive, compute_dtype, interval
-from diffusion_schemes.adapters import call_model
+from diffusion_schemes.tensors import check_inside, check_positive, compute_dtype, interval
 from diffusion_schemes.specs.base import SpecBacked
 
 __all__ = ["BaseAffinePreconditioner"]
 
-_FINAL = ("forward", "forward_sigma", "precondition")
+_FINAL = ("forward", "forward_sigma", "precondition", "_precondition")
 _POSITIVE = (0.0, math.inf)  # any noise level's open interval, and by default any time's
+
+# What the traced path of a forward reads, bound here: under torch.compile each global the traced code reads is a
+# guard evaluated before every call of the graph, and a helper of another module adds a guard on that module and one
+# per name it reads there, so the forward's path calls only helpers of this module.
+_TENSOR = torch.Tensor
+_assert_async = torch._assert_async
+_is_compiling = torch.compiler.is_compiling
 
 
 def _levels(value: Any, x: torch.Tensor, what: str) -> torch.Tensor:
@@ -92,6 +99,26 @@ def _levels(value: Any, x: torch.Tensor, what: str) -> torch.Tensor:
     if not (dtype.is_floating_point and dtype.itemsize >= 4):
         dtype = compute_dtype(dtype)
     return value if value.dtype == dtype else value.to(dtype)
+
+
+def _check_noise_levels(sigma: torch.Tensor) -> None:
+    """Refuse noise levels that are not finite and positive: :func:`~diffusion_schemes.tensors.check_positive`,
+    which this calls on the CPU when not compiled (the values are in host memory: the bad ones are named), with its
+    path on an accelerator and under ``torch.compile`` written out (the same clamp to the least and the greatest
+    finite positive value of the dtype compared in, ending in ``torch._assert_async``: no host read)."""
+    if sigma.is_cpu and not _is_compiling():
+        check_positive(sigma, _bad_noise_level)
+        return
+    detached = sigma.detach() if sigma.requires_grad else sigma  # no autograd record of the clamp
+    dtype = detached.dtype
+    if not (dtype.is_floating_point and dtype.itemsize >= 4):
+        detached = detached.float()  # half precision and integers: compared in float32
+    if detached.dtype.itemsize == 4:
+        clamped = detached.clamp(2.0**-149, (2.0 - 2.0**-23) * 2.0**127)
+    else:
+        clamped = detached.clamp(2.0**-1074, (2.0 - 2.0**-52) * 2.0**1023)
+    _assert_async((clamped == detached).all(),
+                  "a noise level is not finite and positive; run the same call on the CPU to see which")
 
 
 def _time_limits(limits: tuple[float, float]) -> tuple[float, float] | None:
@@ -239,14 +266,14 @@ class BaseAffinePreconditioner(SpecBacked, torch.nn.Module, abc.ABC):
         if sigma.dtype != t.dtype:  # the compute dtype, whatever a scheme's map computes in
             sigma = sigma.to(t.dtype)
         if validate:
-            check_positive(sigma, _bad_noise_level)
+            _check_noise_levels(sigma)
         return self._precondition(x, sigma, condition, model_kwargs)
 
     def forward_sigma(self, x: torch.Tensor, sigma: Any, condition: Any = None, **model_kwargs: Any) -> torch.Tensor:
         """The preconditioned output at noise level ``sigma`` (skips the time-to-noise map)."""
         sigma = _levels(sigma, x, "sigma")
         if self._validate:
-            check_positive(sigma, _bad_noise_level)
+            _check_noise_levels(sigma)
         return self._precondition(x, sigma, condition, model_kwargs)
 
     def precondition(self, x: torch.Tensor, sigma: Any, condition: Any = None, **model_kwargs: Any) -> torch.Tensor:
@@ -274,8 +301,28 @@ class BaseAffinePreconditioner(SpecBacked, torch.nn.Module, abc.ABC):
         if condition is not None:  # the common None asks no call (under torch.compile, no guard on the checker)
             check_condition(condition, batch)
         c_in, c_noise, c_out, c_skip = self.coefficients(sigma, x.ndim)
-        out = call_model(self.model, "backbone", cast(c_in, dtype) * x, c_noise, condition, **model_kwargs)
-        return cast(c_skip, dtype) * x + cast(c_out, dtype) * cast(out, dtype)
+        # adapters.call_model and tensors.cast written out (compiled, a helper of another module costs guards on
+        # every call): a call that does not fit the backbone's signature says how to adapt it, an output that is
+        # not a floating-point tensor shaped like x on its device is named by check_output, and the coefficients
+        # and the output are applied in the latents' dtype without a call where they already are
+        if c_in.dtype != dtype:
+            c_in = c_in.to(dtype)
+        model, x_in = self.model, c_in * x
+        try:
+            out = model(x_in, c_noise, condition, **model_kwargs)
+        except TypeError as exc:
+            explain_call_error(model, "backbone", exc, (x_in, c_noise, condition), model_kwargs)
+            raise
+        if not (isinstance(out, _TENSOR) and out.is_floating_point() and out.device == x.device
+                and out.shape == x.shape):
+            check_output(out, x, "backbone")  # raises, naming what is wrong
+        if out.dtype != dtype:
+            out = out.to(dtype)
+        if c_out.dtype != dtype:
+            c_out = c_out.to(dtype)
+        if c_skip.dtype != dtype:
+            c_skip = c_skip.to(dtype)
+        return c_skip * x + c_out * out
 
     def _bad_time(self, bad: list[float]) -> DomainError:
         return DomainError(
