@@ -14,9 +14,9 @@ and 64), eager and under ``torch.compile``:
   same loop written inline around the inline preconditioner on the same grid, per network
   evaluation.
 
-Compiled: each case runs twice, from a reset dynamo, the library's modules compiled first and then the inline
-code's first (compile order alone changes a compiled call's time: measured beside the aims), its ratios paired
-repeat by repeat; with ``fullgraph=True, dynamic=False``, every module in place (``module.compile()``: its
+Compiled: after a first compilation of their own (the module a process compiles first runs its guards slower:
+measured beside the aims), each case runs twice, from a reset dynamo, the library's modules compiled first and then
+the inline code's first, its ratios paired repeat by repeat; with ``fullgraph=True, dynamic=False``, every module in place (``module.compile()``: its
 ``__call__`` compiled, no wrapper module in front, as the user guide advises), the inline loss function
 through ``torch.compile``; the loss step is also timed through ``torch.compile``'s wrapper module, to
 show what that way of compiling adds; the solver loops run in Python around the compiled networks. Every ratio is ours /
@@ -87,8 +87,9 @@ def _compile(fn, settings: Settings):
 
 def _first_calls(calls: list, first: str) -> None:
     """Call each of ``calls`` once (the library's first, then the inline code's), in that order or, with ``first``
-    "inline", reversed: compiled, the first call compiles, and a module compiled before another in the same process
-    runs its guards slower (measured beside the aims), so each compiled case runs in both orders (:func:`_both_orders`)."""
+    "inline", reversed: compiled, the first call compiles, and compile order changes a compiled call's time (the
+    module a process compiles first runs its guards slower: :func:`_order_effect`), so each compiled case runs in
+    both orders (:func:`_both_orders`)."""
     for call in calls if first == "ours" else calls[::-1]:
         call()
 
@@ -381,8 +382,10 @@ def _check_note(results: list[dict[str, object]]) -> str:
             "inline is " + unguarded + ". The library's forward reads more than the inline formula: its signature, "
             "the check of its input (a tensor or a number, one value per sample or one for all, cast to the compute "
             "dtype), the check of the noise levels, the check of the backbone's output, and the scheme's methods; "
-            "each helper it calls is one more guard, so the traced path calls four, none reading `torch` (another "
-            "module reading `torch` besides the backbone's adds a check, in Python, that both are the same). "
+            "each helper it calls is one more guard, and a helper of another module one more on that module and one per "
+            "name it reads there, so the traced path calls two helpers, both of its own module, and none of them "
+            "reads `torch` (another module reading `torch` besides the backbone's adds a check, in Python, that both "
+            "are the same). "
             "The signature every model has in the library, "
             "`forward(x, t, condition=None, **model_kwargs)`, costs a compiled call on its own: the same inline "
             "formula behind it, against the plain inline module (" + signature + "). Where the forward misses the aim at the tiny "
