@@ -180,15 +180,15 @@ UNGUARDED = ("_closed_bounds", "_bounds_inside", "struct", "_POSITIVE", "t_limit
 #: module. (The frame's own module reads as ``G['torch']``; another module's as ``G['__import_<module>'].torch``.)
 TORCH_READS = ("G['torch']", "diffusion_schemes_dot_tensors'].torch", "_dot_checks'].torch", "_dot_affine'].torch",
                "_dot_schedules_dot_base'].torch", "_dot_weightings_dot_base'].torch", "_edm_dot__weighting'].torch")
-#: Guards the library's forward and loss step may add to those of the same formula inline, with two to spare (with
-#: torch 2.13: 15 and 56; 21 and 60 when the forward called helpers of other modules; 29 and 66 when the library's modules on the traced path read ``torch`` and the forward
-#: called six helpers instead of four; 47 and 83 when the noise-level check computed its bounds, the forward read
-#: the property and the class's tuple, and the loss read LOSS_TYPES and called torch.as_tensor and check_condition
-#: on what needs neither).
+#: Guards the library's forward and loss step may add to those of the same formula inline, with one to spare (with
+#: torch 2.13: 16 and 57; 21 and 60 when the forward called helpers of other modules; 29 and 66 when the library's
+#: modules on the traced path read ``torch`` and the forward called six helpers instead of four; 47 and 83 when the
+#: noise-level check computed its bounds, the forward read the property and the class's tuple, and the loss read
+#: LOSS_TYPES and called torch.as_tensor and check_condition on what needs neither).
 EXTRA_GUARDS = {"forward": 17, "loss": 58}
-#: Helpers of other modules the forward's traced path once called (``tensors.check_positive`` and ``cast``,
-#: ``adapters.call_model`` and its ``check_output``): each one a guard on its module and one per name read there.
-OTHER_MODULES = ("_dot_tensors'", "_dot_checks'", "call_model", "check_positive", "G['cast']")
+#: Helpers of other modules the forward's traced path once called (``tensors.check_positive``, ``adapters.call_model``
+#: and its ``check_output``): each one a guard on its module and one per name read there.
+OTHER_MODULES = ("_dot_tensors'", "_dot_checks'", "call_model", "check_positive")
 
 
 def test_forward_guards():
@@ -216,5 +216,6 @@ def test_loss_guards():
     ours, expected = _guards(type(loss_fn).forward.__code__), _guards(reference.__code__)
     # the schedule's own class-level t_limits (its check of the training times) is read through the schedule
     ours_lib = [g for g in ours if "noise_schedule" not in g]
-    assert [g for g in ours_lib if any(name in g for name in UNGUARDED + TORCH_READS + OTHER_MODULES[1:3])] == []  # the preconditioner's part
+    preconditioner = OTHER_MODULES[1:3]  # the preconditioner's part of the loss's path: no call_model, no checks module
+    assert [g for g in ours_lib if any(name in g for name in UNGUARDED + TORCH_READS + preconditioner)] == []
     assert len(ours) - len(expected) <= EXTRA_GUARDS["loss"]

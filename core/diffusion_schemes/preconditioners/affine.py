@@ -65,9 +65,13 @@ from typing import Any
 import torch
 
 from diffusion_schemes.adapters import check_condition
-from diffusion_schemes.adapters.checks import check_output, explain_call_error
+# _TENSOR, _assert_async, _is_compiling: the bindings of torch.Tensor, torch._assert_async and
+# torch.compiler.is_compiling those modules read instead of torch (see below)
+from diffusion_schemes.adapters.checks import _TENSOR, check_output, explain_call_error
 from diffusion_schemes.errors import ArgumentTypeError, DomainError, InvalidArgumentError
-from diffusion_schemes.tensors import check_inside, check_positive, compute_dtype, interval
+from diffusion_schemes.tensors import (
+    _assert_async, _is_compiling, cast, check_inside, check_positive, compute_dtype, interval,
+)
 from diffusion_schemes.specs.base import SpecBacked
 
 __all__ = ["BaseAffinePreconditioner"]
@@ -75,12 +79,10 @@ __all__ = ["BaseAffinePreconditioner"]
 _FINAL = ("forward", "forward_sigma", "precondition", "_precondition")
 _POSITIVE = (0.0, math.inf)  # any noise level's open interval, and by default any time's
 
-# What the traced path of a forward reads, bound here: under torch.compile each global the traced code reads is a
-# guard evaluated before every call of the graph, and a helper of another module adds a guard on that module and one
-# per name it reads there, so the forward's path calls only helpers of this module.
-_TENSOR = torch.Tensor
-_assert_async = torch._assert_async
-_is_compiling = torch.compiler.is_compiling
+# Under torch.compile each global the traced code reads is a guard evaluated before every call of the graph, and a
+# helper of another module that reads that module's globals adds a guard on the module and one per name it reads
+# there: the forward's path reads the names it needs from this module's globals (imported above) and calls no helper
+# of another module but cast, which reads none.
 
 
 def _levels(value: Any, x: torch.Tensor, what: str) -> torch.Tensor:
@@ -110,10 +112,7 @@ def _check_noise_levels(sigma: torch.Tensor) -> None:
         check_positive(sigma, _bad_noise_level)
         return
     detached = sigma.detach() if sigma.requires_grad else sigma  # no autograd record of the clamp
-    dtype = detached.dtype
-    if not (dtype.is_floating_point and dtype.itemsize >= 4):
-        detached = detached.float()  # half precision and integers: compared in float32
-    if detached.dtype.itemsize == 4:
+    if detached.dtype.itemsize == 4:  # float32 or float64: the callers' _levels gave sigma the compute dtype
         clamped = detached.clamp(2.0**-149, (2.0 - 2.0**-23) * 2.0**127)
     else:
         clamped = detached.clamp(2.0**-1074, (2.0 - 2.0**-52) * 2.0**1023)
@@ -301,13 +300,10 @@ class BaseAffinePreconditioner(SpecBacked, torch.nn.Module, abc.ABC):
         if condition is not None:  # the common None asks no call (under torch.compile, no guard on the checker)
             check_condition(condition, batch)
         c_in, c_noise, c_out, c_skip = self.coefficients(sigma, x.ndim)
-        # adapters.call_model and tensors.cast written out (compiled, a helper of another module costs guards on
-        # every call): a call that does not fit the backbone's signature says how to adapt it, an output that is
-        # not a floating-point tensor shaped like x on its device is named by check_output, and the coefficients
-        # and the output are applied in the latents' dtype without a call where they already are
-        if c_in.dtype != dtype:
-            c_in = c_in.to(dtype)
-        model, x_in = self.model, c_in * x
+        # adapters.call_model written out (compiled, it would add guards on its module on every call): a call that
+        # does not fit the backbone's signature says how to adapt it, and an output that is not a floating-point
+        # tensor shaped like x on its device is named by check_output
+        model, x_in = self.model, cast(c_in, dtype) * x
         try:
             out = model(x_in, c_noise, condition, **model_kwargs)
         except TypeError as exc:
@@ -316,13 +312,7 @@ class BaseAffinePreconditioner(SpecBacked, torch.nn.Module, abc.ABC):
         if not (isinstance(out, _TENSOR) and out.is_floating_point() and out.device == x.device
                 and out.shape == x.shape):
             check_output(out, x, "backbone")  # raises, naming what is wrong
-        if out.dtype != dtype:
-            out = out.to(dtype)
-        if c_out.dtype != dtype:
-            c_out = c_out.to(dtype)
-        if c_skip.dtype != dtype:
-            c_skip = c_skip.to(dtype)
-        return c_skip * x + c_out * out
+        return cast(c_skip, dtype) * x + cast(c_out, dtype) * cast(out, dtype)
 
     def _bad_time(self, bad: list[float]) -> DomainError:
         return DomainError(
