@@ -110,7 +110,20 @@ def explain_call_error(model: Any, who: str, exc: TypeError, args: tuple, kwargs
     """Raise :class:`ModelSignatureError` when ``exc``, raised by ``model(*args, **kwargs)`` called directly in
     the caller's frame, means the model cannot take ``args``/``kwargs`` at all; return when it came from
     inside the model (the caller then re-raises it unchanged). :func:`call_model` is the call with this
-    check around it."""
+    check around it.
+
+    >>> import torch
+    >>> def net(x, t):  # takes no condition
+    ...     return x
+    >>> args = (torch.zeros(1, 2), torch.ones(1), None)
+    >>> try:
+    ...     net(*args)
+    ... except TypeError as exc:
+    ...     explain_call_error(net, "backbone", exc, args, {})
+    Traceback (most recent call last):
+      ...
+    diffusion_schemes.errors.ModelSignatureError: the backbone cannot be called as model(x, t, condition=...): ...
+    """
     signature = _signature(model)
     if signature is not None and not _forwards_everything(signature):
         try:
