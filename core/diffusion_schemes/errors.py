@@ -131,10 +131,12 @@ class SchemeConflictError(DiffusionSchemesError, LookupError):
 
 
 class PluginError(DiffusionSchemesError, RuntimeError):
-    """A plugin failed to load or to register (raised only in strict mode).
+    """A plugin failed to load or to register (raised only in strict mode), or one of its schemes cannot be used.
 
     Strict mode is ``DIFFUSION_SCHEMES_STRICT_PLUGINS=1``; otherwise a :class:`PluginWarning`
-    is issued and the plugin skipped.
+    is issued and the plugin skipped. A scheme whose spec pydantic cannot build a validator for
+    raises it where it is used (``create``, ``parse_spec``, a config field): specs build their
+    validators on first use, and every other scheme keeps working.
 
     >>> import os
     >>> import diffusion_schemes as ds

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Literal
 
 import pydantic
@@ -149,3 +150,93 @@ def test_weighting_reference_is_validated_by_name(fresh_registry):
         ds.parse_spec("noise_schedule", {"name": "edm", "weighting": "likelihod_weighting"})
     cfg = ds.parse_spec("noise_schedule", {"name": "edm", "weighting": {"name": "edm", "sigma_data": 1.0}})
     assert ds.create("noise_schedule", cfg).weighting.sigma_data == 1.0
+
+
+class Opaque:
+    """A type pydantic has no validator for."""
+
+
+class OpaqueWeightingSpec(ds.WeightingSpec):
+    """A weighting whose field pydantic cannot validate: its spec builds no validator."""
+
+    name: Literal["test_opaque"] = "test_opaque"
+    table: Opaque = None
+
+
+def test_a_spec_pydantic_cannot_validate_fails_alone_where_it_is_used(fresh_registry):
+    """Specs build their validators on first use, so discovery lists a broken one; using it raises PluginError
+    naming its distribution, and every other scheme of its kind keeps working, its JSON Schema included."""
+    with ds.registry.registered(OpaqueWeightingSpec, distribution="opaque-plugin"):
+        assert "test_opaque" in [i.name for i in ds.list_schemes("weighting")]
+        for use in (lambda: ds.create("weighting", "test_opaque"), lambda: ds.parse_spec("weighting", "test_opaque")):
+            with pytest.raises(ds.PluginError, match=r"'test_opaque' of distribution 'opaque-plugin' cannot be used"):
+                use()
+        assert ds.create("weighting", "snr") is not None
+        with pytest.warns(ds.PluginWarning, match="opaque-plugin.*left out of the JSON Schema of weighting"):
+            schema = ds.json_schema("weighting")
+        assert "test_opaque" not in schema["anyOf"][0]["enum"] and "snr" in schema["anyOf"][0]["enum"]
+        adapter = pydantic.TypeAdapter(ds.spec_type("weighting"))
+        assert adapter.validate_python("snr") == ds.parse_spec("weighting", "snr")
+        with pytest.raises(ds.PluginError, match="opaque-plugin"):  # the environment's fault: raised as is
+            adapter.validate_python("test_opaque")
+        ((kind, name, dist, problem),) = ds.registry.unusable()
+        assert (kind, name, dist) == ("weighting", "test_opaque", "opaque-plugin")
+        assert problem.startswith("PydanticSchemaGenerationError") and "Opaque" in problem
+    assert ds.registry.unusable() == []
+
+
+def test_doctor_lists_an_unusable_scheme_and_exits_1(fresh_registry, capsys):
+    from diffusion_schemes.cli import commands as cli
+
+    with ds.registry.registered(OpaqueWeightingSpec, distribution="opaque-plugin"):
+        code = cli.main(["doctor"])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "  weighting 'test_opaque' of opaque-plugin: PydanticSchemaGenerationError" in out
+    assert "0 conflict(s), 1 unusable scheme(s)" in out
+
+
+OPAQUE_PLUGIN = '''
+import sys
+from typing import Literal
+import diffusion_schemes as ds
+
+class Opaque:
+    pass
+
+class OpaqueSpec(ds.WeightingSpec):
+    """A weighting whose field pydantic cannot validate."""
+    name: Literal["entry_opaque"] = "entry_opaque"
+    table: Opaque = None
+
+@ds.hookimpl
+def register_schemes():
+    return [OpaqueSpec]
+'''
+
+
+@pytest.fixture
+def opaque_plugin_on_path(tmp_path, monkeypatch):
+    """An installed plugin distribution (module and ``.dist-info``) whose one spec builds no validator."""
+    (tmp_path / "opaque_entry_plugin").mkdir()
+    (tmp_path / "opaque_entry_plugin" / "__init__.py").write_text(OPAQUE_PLUGIN)
+    info = tmp_path / "opaque_entry_plugin-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: opaque-entry-plugin\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[diffusion_schemes]\nopaque = opaque_entry_plugin\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield
+    sys.modules.pop("opaque_entry_plugin", None)
+
+
+def test_an_installed_plugin_with_an_unusable_spec_loads_and_strict_mode_refuses_it(
+        fresh_registry, opaque_plugin_on_path, monkeypatch):
+    ds.registry.reload()
+    status = {p.distribution: p.status for p in ds.registry.plugins()}
+    assert status["opaque-entry-plugin"] == "loaded"  # listing builds no validator
+    with pytest.raises(ds.PluginError, match="'entry_opaque' of distribution 'opaque-entry-plugin'"):
+        ds.create("weighting", "entry_opaque")
+    monkeypatch.setenv("DIFFUSION_SCHEMES_STRICT_PLUGINS", "1")
+    ds.registry.reload()
+    with pytest.raises(ds.PluginError, match="'entry_opaque' of distribution 'opaque-entry-plugin' cannot be used"):
+        ds.registry.plugins()

@@ -1,6 +1,6 @@
 """The ``diffusion-schemes`` command line: ``list``, ``show``, ``schema``, ``doctor``, plus plugin commands.
 
-Exit codes: 0 success; 1 ``doctor`` found a broken plugin or a conflict; 2 bad usage or
+Exit codes: 0 success; 1 ``doctor`` found a broken plugin, a conflict or an unusable scheme; 2 bad usage or
 bad input (unknown kind or name, invalid config, a file that cannot be read or written),
 printed as one ``error: ...`` line; 70 an unexpected failure (a bug), printed as one line
 with the path of a log holding the full traceback; 130 interrupted (Ctrl-C). A closed output
@@ -127,11 +127,16 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         print("\nconflicts (these names raise when looked up):")
         for (kind, name), dists in conflicts.items():
             print(f"  {kind} {name!r}: registered by {', '.join(dists)}")
+    unusable = registry.unusable()  # specs build their validators on first use: doctor builds every one
+    if unusable:
+        print("\nschemes that cannot be used (pydantic cannot build their spec's validator; every other works):")
+        for kind, name, dist, problem in unusable:
+            print(f"  {kind} {name!r} of {dist}: {problem}")
     count = {status: sum(p.status == status for p in plugins) for status in ("loaded", "blocked", "failed")}
     failed = count["failed"]
     print(f"\n{count['loaded']} plugin distribution(s) ok, {count['blocked']} blocked, {failed} failed, "
-          f"{len(conflicts)} conflict(s)")
-    return EXIT_PROBLEMS if failed or conflicts else EXIT_OK
+          f"{len(conflicts)} conflict(s), {len(unusable)} unusable scheme(s)")
+    return EXIT_PROBLEMS if failed or conflicts or unusable else EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:

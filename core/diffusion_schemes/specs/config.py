@@ -39,14 +39,22 @@ weighting
   Value error, no weighting named 'snrr' is installed. ...
 """
 
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Union
 
 from pydantic.fields import FieldInfo
 from pydantic_core import core_schema
 
-from diffusion_schemes.errors import ArgumentTypeError, DiffusionSchemesError, SchemeConflictError, UnknownSchemeError
-from diffusion_schemes.specs.discovery import check_kind, registry
+from diffusion_schemes.errors import (
+    ArgumentTypeError,
+    DiffusionSchemesError,
+    PluginError,
+    PluginWarning,
+    SchemeConflictError,
+    UnknownSchemeError,
+)
+from diffusion_schemes.specs.discovery import check_kind, registry, spec_problem
 from diffusion_schemes.specs.base import SchemeSpec
 
 __all__ = ["WeightingRef", "json_schema", "spec_type"]
@@ -88,8 +96,24 @@ def _bare_names(specs: Mapping[str, type[SchemeSpec]]) -> list[str]:
     return bare
 
 
+def _buildable(kind: str, specs: Mapping[str, type[SchemeSpec]]) -> dict[str, type[SchemeSpec]]:
+    """``specs`` without those whose validator pydantic cannot build, each left out with a :class:`PluginWarning`:
+    one broken plugin spec must not take the schema of every scheme of its kind with it."""
+    kept = {}
+    for name, spec in specs.items():
+        problem = spec_problem(spec)
+        if problem is None:
+            kept[name] = spec
+            continue
+        dist = next((i.distribution for i in registry.infos(kind) if i.name == name and i.spec is spec), "?")
+        error = registry.unusable_error(kind, name, dist, spec, problem)
+        warnings.warn(f"{error} It is left out of the JSON Schema of {kind} configs.", PluginWarning, stacklevel=2)
+    return kept
+
+
 def _kind_json_schema(kind: str, specs: Mapping[str, type[SchemeSpec]], handler: Any) -> dict[str, Any]:
     """A bare name of a scheme without required fields, or an object with ``name`` and that scheme's fields."""
+    specs = _buildable(kind, specs)
     if not specs:
         return {"not": {}, "description": f"No {kind} scheme is installed."}
     definitions, choices = [], {}
@@ -114,7 +138,7 @@ def _parse(kind: str, value: Any, specs: Mapping[str, type[SchemeSpec]] | None =
             registry.lookup(kind, name)  # unknown, or registered twice: says so
             raise registry._unknown(kind, name)  # installed after this type was made: not in its schema
         return registry.parse_spec(kind, value)
-    except SchemeConflictError:  # not the config's fault: the environment's, raised as is
+    except (SchemeConflictError, PluginError):  # not the config's fault: the environment's, raised as is
         raise
     except DiffusionSchemesError as exc:  # pydantic reports ValueErrors under the field's path
         raise ValueError(str(exc)) from None

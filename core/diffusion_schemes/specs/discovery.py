@@ -126,6 +126,37 @@ class PluginStatus:
 NAME_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
 
 
+def spec_problem(spec: type[SchemeSpec]) -> str | None:
+    """Why pydantic cannot build the validator of ``spec`` (the first line of its error), or None when it can.
+
+    Specs build their validators on first use, not when their class is made (``defer_build``: listing builds
+    none), so discovery does not see a field type pydantic cannot validate. Where a spec is used, the registry asks
+    this first: a broken spec then fails alone, with its distribution named, instead of inside a schema that holds
+    every scheme of its kind. A spec that builds is built once; one that does not is tried again on each ask.
+
+    >>> from typing import Literal
+    >>> import diffusion_schemes as ds
+    >>> class Opaque:
+    ...     pass
+    >>> class OpaqueWeightingSpec(ds.WeightingSpec):
+    ...     "A weighting with a field pydantic cannot validate."
+    ...     name: Literal["opaque"] = "opaque"
+    ...     table: Opaque = None
+    >>> spec_problem(OpaqueWeightingSpec)
+    "PydanticSchemaGenerationError: Unable to generate pydantic-core schema for <class '...Opaque'>. ..."
+    >>> spec_problem(type(ds.parse_spec("weighting", "snr"))) is None
+    True
+    """
+    if getattr(spec, "__pydantic_complete__", False):
+        return None
+    try:
+        complete = spec.model_rebuild(raise_errors=True)
+    except Exception as exc:  # noqa: BLE001 - pydantic raises several kinds for a type it cannot validate
+        text = str(exc).strip()
+        return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+    return None if complete is not False or spec.__pydantic_complete__ else "its annotations do not resolve"
+
+
 def _kind_of(spec: Any) -> str:
     if not (isinstance(spec, type) and issubclass(spec, SchemeSpec)):
         raise ArgumentTypeError(f"register_schemes returned {spec!r}, which is not a SchemeSpec subclass")
@@ -263,6 +294,11 @@ class Registry:
         else:
             status = PluginStatus(dist, version, entry, "loaded")
             self._plugins.append(status)
+        if _strict():  # strict mode fails on what would otherwise fail only where the spec is used
+            for kind, name, spec in found:
+                problem = spec_problem(spec)
+                if problem is not None:
+                    raise self.unusable_error(kind, name, dist, spec, problem)
         for kind, name, spec in found:
             self._add(kind, name, dist, version, spec)
             status.schemes.append((kind, name))
@@ -364,6 +400,38 @@ class Registry:
             raise self.conflict_error(kind, name)
         return providers[0][2]
 
+    def unusable(self) -> list[tuple[str, str, str, str]]:
+        """``(kind, name, distribution, problem)`` of every installed spec whose validator pydantic cannot build
+        (:func:`spec_problem`); it builds every spec's validator, which listing leaves to first use (``doctor``)."""
+        self._ensure_loaded()
+        found = []
+        for (kind, name), providers in sorted(self._schemes.items()):
+            for dist, _, spec in providers:
+                problem = spec_problem(spec)
+                if problem is not None:
+                    found.append((kind, name, dist, problem))
+        return found
+
+    def usable_spec(self, kind: str, name: str) -> type[SchemeSpec]:
+        """:meth:`lookup`, and a :class:`PluginError` naming the distribution when pydantic cannot build the spec's
+        validator (:func:`spec_problem`)."""
+        spec = self.lookup(kind, name)
+        problem = spec_problem(spec)
+        if problem is not None:
+            dist = next(p[0] for p in self._schemes[(kind, name)] if p[2] is spec)
+            raise self.unusable_error(kind, name, dist, spec, problem)
+        return spec
+
+    @staticmethod
+    def unusable_error(kind: str, name: str, dist: str, spec: type[SchemeSpec], problem: str) -> PluginError:
+        """The error for a spec whose validator pydantic cannot build."""
+        return PluginError(
+            f"{kind} {name!r} of distribution {dist!r} cannot be used: pydantic cannot build the validator of its "
+            f"spec {spec.__module__}.{spec.__qualname__} ({problem}). Give its fields types pydantic validates, or "
+            f"uninstall the distribution or list it in {ENV_BLOCK}; every other scheme keeps working, and "
+            "`diffusion-schemes doctor` lists every such spec."
+        )
+
     def conflict_error(self, kind: str, name: str) -> SchemeConflictError:
         """The error for a name that several distributions register (see :meth:`conflicts`)."""
         dists = ", ".join(sorted({p[0] for p in self._schemes.get((kind, name), [])}))
@@ -413,7 +481,7 @@ class Registry:
             raise SchemeConfigError(
                 f"the {kind} config {dict(config)!r} is missing 'name'. Add one of: {', '.join(self.names(kind))}"
             )
-        return validate_spec(self.lookup(kind, config["name"]), dict(config))
+        return validate_spec(self.usable_spec(kind, config["name"]), dict(config))
 
     def create(self, kind: str, config: Any, **kwargs: Any) -> Any:
         """Validate ``config`` and build the scheme: ``parse_spec(kind, config).build(**kwargs)``."""
