@@ -3,7 +3,9 @@ run that ends exactly where an uninterrupted one does."""
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import subprocess
 import sys
 import textwrap
@@ -143,3 +145,46 @@ def test_a_process_killed_mid_write_leaves_the_previous_checkpoint(tmp_path):
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert proc.returncode == -9, proc.stderr
     assert load_checkpoint(path)["step"] == 1
+
+
+def test_a_checkpoint_is_flushed_then_renamed_then_its_folder_flushed(tmp_path, monkeypatch):
+    """The rename is an entry of the folder: the folder is flushed after it, so the new checkpoint survives a crash
+    of the machine; the file's own bytes are flushed before it."""
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", "folder" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file"))
+        real_fsync(fd)
+
+    def replace(src, dst):
+        events.append(("replace", os.path.basename(dst)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    save_checkpoint(tmp_path / "checkpoint.pt", {"format": "diffusion-schemes-trainer/1", "step": 1, "config": {},
+                                                 "specs": {}, "model": {}})
+    assert events == [("fsync", "file"), ("replace", "checkpoint.pt"), ("fsync", "folder")]
+
+
+def test_a_folder_that_cannot_be_flushed_is_left_to_the_os_and_an_io_error_is_raised(tmp_path, monkeypatch):
+    from diffusion_schemes_trainer.storage.atomic import sync_folder
+
+    def unsupported(fd):
+        raise OSError(errno.EINVAL, "Invalid argument")
+
+    monkeypatch.setattr(os, "fsync", unsupported)
+    sync_folder(tmp_path)  # a file system that cannot flush a folder: nothing to do
+
+    def failing(fd):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", failing)
+    with pytest.raises(OSError, match="Input/output"):
+        sync_folder(tmp_path)
+    path = tmp_path / "checkpoint.pt"
+    monkeypatch.setattr(os, "fsync", lambda fd: failing(fd) if stat.S_ISDIR(os.fstat(fd).st_mode) else None)
+    with pytest.raises(ds.DiffusionSchemesError, match="Input/output error"):
+        save_checkpoint(path, {"format": "diffusion-schemes-trainer/1", "step": 1, "config": {}, "specs": {},
+                               "model": {}})

@@ -1,8 +1,9 @@
 """Every file the trainer writes goes through :func:`write_atomically`: the old file or the new one, never half.
 
 The content is written to a temporary file in the same folder (``.NAME.tmp-PID``), flushed to
-disk, then ``os.replace``-d over ``NAME``, with SIGINT held back until the replacement is done
-(:func:`deferred_interrupt`). A process killed or interrupted mid-write leaves the previous file
+disk, then ``os.replace``-d over ``NAME``, and the folder is flushed too (the rename is an entry
+of the folder: without it, a crash of the machine soon after could bring back the old file), with
+SIGINT held back until the replacement is done (:func:`deferred_interrupt`). A process killed or interrupted mid-write leaves the previous file
 intact; the run-directory lock removes the temporary files such a process left behind. A failure
 (a full disk, a read-only folder) is a :class:`~diffusion_schemes_trainer.errors.TrainerError`
 naming the file. :func:`save_torch`, :func:`write_text` and :func:`write_json` are the usual
@@ -19,6 +20,7 @@ contents; pictures pass matplotlib's ``savefig`` as the writer.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import signal
@@ -31,8 +33,8 @@ import torch
 
 from ..errors import TrainerError
 
-__all__ = ["TEMPORARY_PATTERNS", "HeldInterrupt", "deferred_interrupt", "save_torch", "write_atomically",
-           "write_json", "write_text"]
+__all__ = ["TEMPORARY_PATTERNS", "HeldInterrupt", "deferred_interrupt", "save_torch", "sync_folder",
+           "write_atomically", "write_json", "write_text"]
 
 #: The names of temporary files of interrupted writes (``.checkpoint.pt.tmp-1234``).
 TEMPORARY_PATTERNS = (".*.tmp-*",)
@@ -96,6 +98,7 @@ def write_atomically(path: str | os.PathLike[str], write: Callable[[IO[bytes]], 
                     fh.flush()
                     os.fsync(fh.fileno())
                 os.replace(tmp, path)
+                sync_folder(path.parent)
             finally:
                 tmp.unlink(missing_ok=True)
     except (OSError, RuntimeError) as exc:  # torch.save reports a full disk as a RuntimeError
@@ -104,6 +107,29 @@ def write_atomically(path: str | os.PathLike[str], write: Callable[[IO[bytes]], 
             "Check that the folder is writable and the disk is not full."
         ) from None
     return path
+
+
+#: What ``fsync`` of a folder answers where the file system or platform cannot do it (then the OS keeps the rename).
+_CANNOT_SYNC_FOLDER = {errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EBADF, errno.EACCES, errno.EPERM}
+
+
+def sync_folder(folder: str | os.PathLike[str]) -> None:
+    """Flush ``folder``'s entries to disk: a file renamed into it is there after a crash of the machine (POSIX).
+
+    Where a folder cannot be opened or flushed (Windows, some network file systems) this does nothing; any other
+    failure (an I/O error) is raised, since the rename may then not be on disk.
+    """
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in _CANNOT_SYNC_FOLDER:
+            raise
+    finally:
+        os.close(fd)
 
 
 def save_torch(path: str | os.PathLike[str], obj: Any, what: str = "") -> Path:
