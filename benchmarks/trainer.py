@@ -6,8 +6,8 @@
   default run (MLP on the 2-D mixture) and the digits run (the U-Net on 8x8 digits).
 - **Post-hoc EMA** (Karras et al. 2024, EDM2): the digits run's step with its two power-function
   EMAs and their snapshots against the same run without them (``ema_profiles = []``).
-- **Checkpoints**: ``save_checkpoint`` / ``load_checkpoint`` against ``torch.save`` made as durable
-  (fsync) / ``torch.load(weights_only=True)`` of the same payload.
+- **Checkpoints**: ``save_checkpoint`` / ``load_checkpoint`` against ``torch.save`` with its bytes made as
+  durable (fsync, in place) / ``torch.load(weights_only=True)`` of the same payload.
 - **Guidance sweep**: ``sample RUN --guidance-scales 0,1,2`` per scale against one ``sample RUN
   --guidance 1``, both as whole commands.
 
@@ -61,7 +61,7 @@ def _checkpoint_rows(settings: Settings) -> tuple[list[dict[str, str]], list[str
     folder = Path(tempfile.mkdtemp())
     ours_path, bare_path = folder / "checkpoint.pt", folder / "bare.pt"
 
-    def bare_save() -> None:  # torch.save made as durable as the checkpoint: the file fsync-ed before it counts
+    def bare_save() -> None:  # torch.save with its bytes as durable as the checkpoint's (fsync-ed), written in place
         with open(bare_path, "wb") as fh:
             torch.save(payload, fh)
             fh.flush()
@@ -234,9 +234,10 @@ def run(settings: Settings) -> dict[str, object]:
             "run and the digits run (the U-Net of `train --data digits --batch-size 64`), in blocks of steps "
             "long enough to hold that periodic work, alternating sides. Post-hoc EMA: the digits run with its two "
             "power-function EMAs (EDM2) against the same run without them. Checkpoints: `save_checkpoint` / "
-            "`load_checkpoint` (checksum over byte views, structure check, atomic write with fsync) of a payload "
-            "the size of the digits run's checkpoint, against `torch.save` into an open file, flushed and fsync-ed "
-            "(the same durability) / `torch.load(weights_only=True)`. The guidance sweep: `sample RUN "
+            "`load_checkpoint` (checksum over byte views, structure check, atomic write: a temporary file "
+            "fsync-ed, renamed over the checkpoint, and its folder fsync-ed) of a payload the size of the digits "
+            "run's checkpoint, against `torch.save` into an open file, flushed and fsync-ed (its bytes as durable, "
+            "written in place) / `torch.load(weights_only=True)`. The guidance sweep: `sample RUN "
             f"--guidance-scales {GUIDANCE_SCALES}` per scale against one `sample RUN --guidance 1` of a small "
             "class-conditional run, both whole commands in fresh processes (each pays the process start and the "
             "run's load once, which the sweep shares between its scales). Ratio: trainer / reference, median "
