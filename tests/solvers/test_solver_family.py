@@ -242,3 +242,29 @@ def test_lms_keeps_order_4_on_fine_grids_where_k_diffusions_start_falls_back():
             assert all(abs(o - 4) < 0.25 for o in orders), errors
         else:
             assert orders[-1] < orders[0] < 3.5, errors
+
+
+@pytest.mark.parametrize("order", [1, 2, 3, 4])
+def test_lms_weights_are_the_integrals_of_the_lagrange_polynomials(order):
+    """Each step's weights against the exact integral of its Lagrange basis polynomials, built independently as
+    power series in float64 (``numpy.polynomial``), on an uneven grid that ends at 0."""
+    from numpy.polynomial import polynomial as P
+
+    from diffusion_schemes.solvers.multistep import lms_weights
+
+    grid = [80.0, 31.0, 9.5, 2.2, 0.61, 0.05, 0.0]
+    weights = lms_weights(torch.tensor(grid, dtype=torch.float64), order)
+    assert weights.shape == (len(grid) - 1, order)
+    for i in range(len(grid) - 1):
+        nodes = [grid[i - k] for k in range(min(order, i + 1))]  # the newest level first
+        for j in range(order):
+            if j >= len(nodes):
+                assert weights[i, j] == 0
+                continue
+            basis = [1.0]
+            for k, node in enumerate(nodes):
+                if k != j:
+                    basis = P.polymul(basis, [-node / (nodes[j] - node), 1 / (nodes[j] - node)])
+            antiderivative = P.polyint(basis)
+            exact = P.polyval(grid[i + 1], antiderivative) - P.polyval(grid[i], antiderivative)
+            assert float(weights[i, j]) == pytest.approx(exact, rel=1e-12, abs=1e-12 * abs(grid[i] - grid[i + 1]))
