@@ -268,3 +268,40 @@ def test_lms_weights_are_the_integrals_of_the_lagrange_polynomials(order):
             antiderivative = P.polyint(basis)
             exact = P.polyval(grid[i + 1], antiderivative) - P.polyval(grid[i], antiderivative)
             assert float(weights[i, j]) == pytest.approx(exact, rel=1e-12, abs=1e-12 * abs(grid[i] - grid[i + 1]))
+
+
+@pytest.mark.parametrize("order", [1, 2, 3])
+def test_unipc_scalars_solve_the_papers_order_conditions(order):
+    """Each step's UniP and UniC scalars against the order conditions of Zhao et al. 2023 (Algorithms 2-3, bh2)
+    solved independently in float64 with numpy: ``sum_m rho_m r_m^(k-1) = k! h phi_{k+1}(h) / (e^h - 1)`` with
+    ``h = -(lambda_{i+1} - lambda_i)``, ``phi_1(h) = (e^h - 1) / h``, ``phi_{j+1} = (phi_j - 1/j!) / h``; each
+    difference is added with ``-(e^h - 1) rho_m / r_m``."""
+    import numpy as np
+
+    from diffusion_schemes.solvers.multistep import unipc_coefficients
+
+    grid = [80.0, 31.0, 9.5, 2.2, 0.61, 0.05, 0.0]
+    table = unipc_coefficients(torch.tensor(grid, dtype=torch.float64), order).numpy()
+    lam = [-math.log(s) for s in grid[:-1]]
+    assert table.shape == (len(grid) - 2, 2 * order)
+
+    def rhos(r, hh, rows):
+        phi = [math.expm1(hh) / hh]
+        for j in range(1, rows + 1):
+            phi.append((phi[-1] - 1 / math.factorial(j)) / hh)
+        matrix = np.array([[rm ** (k - 1) for rm in r[:rows]] for k in range(1, rows + 1)])
+        rhs = np.array([math.factorial(k) * hh * phi[k] / math.expm1(hh) for k in range(1, rows + 1)])
+        return np.linalg.solve(matrix, rhs)
+
+    for i in range(len(grid) - 2):
+        hh = -(lam[i + 1] - lam[i])
+        earlier = [(lam[i - k] - lam[i]) / (lam[i + 1] - lam[i]) for k in range(1, min(order, i + 1))]
+        r = [*earlier, 1.0]
+        predictor = [0.5] if len(r) == 2 else (rhos(r, hh, len(r) - 1) if len(r) > 2 else [])
+        corrector = [0.5] if len(r) == 1 else rhos(r, hh, len(r))
+        want_pred = [-math.expm1(hh) * rho / rm for rho, rm in zip(predictor, earlier)]
+        want_corr = [-math.expm1(hh) * rho / rm for rho, rm in zip(corrector, r)]
+        np.testing.assert_allclose(table[i, :len(want_pred)], want_pred, rtol=1e-10)
+        np.testing.assert_allclose(table[i, order - 1:order - 1 + len(want_corr)], want_corr, rtol=1e-10)
+        assert not table[i, len(want_pred):order - 1].any() and not table[i, order - 1 + len(want_corr):-1].any()
+        assert table[i, -1] == pytest.approx(-math.expm1(hh) * 0.5, rel=1e-12)

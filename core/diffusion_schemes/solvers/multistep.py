@@ -422,32 +422,76 @@ class UniPCSpec(_MultistepSpec):
     builds = "UniPC"
 
 
-def _unipc_coefficients(rks: list[torch.Tensor], hh: torch.Tensor, predictor: bool) -> torch.Tensor:
-    """The ``rho`` of UniP / UniC (Zhao et al. 2023, Algorithms 2-3) with ``B(h) = e^h - 1`` (bh2).
+def _unipc_rhos(rks: torch.Tensor, hh: torch.Tensor, predictor: bool) -> torch.Tensor:
+    """The ``rho`` of UniP / UniC (Zhao et al. 2023, Algorithms 2-3) with ``B(h) = e^h - 1`` (bh2), for a batch of
+    steps: ``rks`` is ``(n, p)``, each row the ratios of the earlier steps (``r_k``) then 1, and ``hh`` is ``(n,)``.
 
-    ``rks`` are the ratios of the earlier steps (``r_k``) then 1; the coefficients solve
-    ``sum_m rho_m r_m^(k-1) = k! phi_{k+1}(h) / B(h)`` for ``k = 1..p``; UniP uses the first
+    The coefficients solve ``sum_m rho_m r_m^(k-1) = k! phi_{k+1}(h) / B(h)`` for ``k = 1..p``; UniP uses the first
     ``p - 1`` rows and columns (with ``rho = 1/2`` for ``p = 2``), UniC all of them (``rho = 1/2`` for ``p = 1``).
     """
-    order = len(rks)
-    if predictor and order == 2:
-        return torch.full((1,), 0.5, dtype=hh.dtype, device=hh.device)
-    if not predictor and order == 1:
-        return torch.full((1,), 0.5, dtype=hh.dtype, device=hh.device)
+    n, order = rks.shape
+    if (predictor and order == 2) or (not predictor and order == 1):
+        return torch.full((n, 1), 0.5, dtype=hh.dtype, device=hh.device)
     b_h = torch.expm1(hh)
     h_phi_k = torch.expm1(hh) / hh - 1
     factorial = 1
     rows, rhs = [], []
-    r = torch.stack(rks)
     for k in range(1, order + 1):
-        rows.append(r ** (k - 1))
+        rows.append(rks ** (k - 1))
         rhs.append(h_phi_k * factorial / b_h)
         factorial *= k + 1
         h_phi_k = h_phi_k / hh - 1 / factorial
-    R, b = torch.stack(rows), torch.stack(rhs)
+    R, b = torch.stack(rows, 1), torch.stack(rhs, 1)
     if predictor:
-        R, b = R[:-1, :-1], b[:-1]
+        R, b = R[:, :-1, :-1], b[:, :-1]
     return torch.linalg.solve(R, b)
+
+
+def unipc_coefficients(sigmas: torch.Tensor, order: int) -> torch.Tensor:
+    """UniPC's scalars for every step of ``sigmas`` but the step to 0 (which returns ``D``), with ``order`` the
+    predictor's order ``p`` (the estimates kept): row ``i`` holds the factors ``-B(h) rho_k / r_k`` that each
+    difference is added with, as ``[UniP's (p - 1 columns), UniC's (p columns), UniC's first order (1 column)]``.
+
+    Step ``i`` has ``min(p, i + 1)`` estimates ``D_i, D_{i-1}, ...``; UniP's differences are ``D_{i-k} - D_i`` for
+    the earlier ones, UniC's the same then ``D_{i+1} - D_i``, its first order (``lower_order_final``) that last one
+    alone; unused columns are 0. Computed once per grid, batched over the steps, on the grid's device and
+    differentiably, instead of a small linear solve and some forty operations on single numbers at every step.
+
+    >>> import torch
+    >>> c = unipc_coefficients(torch.tensor([80.0, 10.0, 1.0, 0.0], dtype=torch.float64), 2)
+    >>> c.shape                                  # two steps update (the third goes to 0): UniP 1, UniC 2, 1
+    torch.Size([2, 4])
+    >>> c[0, 0].item(), c[0, 2].item()          # the first step has one estimate: no difference for UniP
+    (0.0, 0.0)
+    >>> bool(c[0, 1] == c[0, 3])                # nor for UniC but the new one: its first order
+    True
+    """
+    width = 2 * order
+    n = sigmas.shape[0] - 2
+    if n <= 0:
+        return sigmas.new_zeros((0, width))
+    lam = -sigmas[:-1].log()  # the positive levels only: the step to 0 makes no update
+    lam_i, h = lam[:-1], lam[1:] - lam[:-1]
+    hh = -h
+    b_h = torch.expm1(hh)
+    steps = torch.arange(n, device=sigmas.device)
+    ratios = []  # r_k = (lambda_{i-k} - lambda_i) / h, k = 1..p-1; a distinct placeholder where step i has no D_{i-k}
+    for k in range(1, order):
+        r = (lam[(steps - k).clamp(min=0)] - lam_i) / h
+        ratios.append(torch.where(steps >= k, r, torch.full_like(r, k + 1.0)))  # the real ones are negative
+    ones = torch.ones_like(h)
+    have = torch.clamp(steps + 1, max=order)  # estimates each step has
+    pred, corr = sigmas.new_zeros((n, order - 1)), sigmas.new_zeros((n, order))
+    for count in range(1, order + 1):
+        rks = torch.stack([*ratios[:count - 1], ones], 1)
+        these = (have == count)[:, None]
+        if count > 1:
+            factors = -b_h[:, None] * _unipc_rhos(rks, hh, True) / rks[:, :-1]
+            pred = torch.where(these, torch.nn.functional.pad(factors, (0, order - count)), pred)
+        factors = -b_h[:, None] * _unipc_rhos(rks, hh, False) / rks
+        corr = torch.where(these, torch.nn.functional.pad(factors, (0, order - count)), corr)
+    first = -b_h[:, None] * _unipc_rhos(ones[:, None], hh, False) / ones[:, None]
+    return torch.cat([pred, corr, first], 1)
 
 
 class UniPC(_Multistep):
@@ -466,31 +510,25 @@ class UniPC(_Multistep):
         self.order = self.spec.order + 1
 
     def start(self, sigmas):
-        return {**super().start(sigmas), "previous": None}
+        return {**super().start(sigmas), "previous": None, "coefficients": unipc_coefficients(sigmas, self.spec.order),
+                "row": torch.zeros(1, dtype=torch.long, device=sigmas.device)}
 
     @staticmethod
-    def _update(x, sigma, sigma_next, history, new, predictor):
+    def _update(x, sigma, sigma_next, history, new, factors):
         """The UniP (``new`` None) or UniC step from ``sigma`` with ``history`` ending at the estimate at ``sigma``.
 
         On the latent: ``(sigma_{i+1} / sigma_i) x + (1 - sigma_{i+1} / sigma_i) D_i`` as one ``lerp``
         (``e^{-h} = sigma_{i+1} / sigma_i``), then each ``- B(h) rho_k D1_k`` as one ``addcmul`` of the difference
-        ``D_{i-k} - D_i`` with the scalar ``-B(h) rho_k / r_k``: one operation per difference and term.
+        ``D_{i-k} - D_i`` with its scalar from :func:`unipc_coefficients` (``factors``, in the differences' order):
+        one operation per difference and term.
         """
-        denoised, lam = history[-1]
-        lam_next = -sigma_next.log()
-        h = lam_next - lam
-        hh = -h
-        earlier = list(reversed(history[:-1]))
-        rks = [(prev_lam - lam) / h for _, prev_lam in earlier]
-        diffs = [prev - denoised for prev, _ in earlier]
+        denoised = history[-1]
+        diffs = [prev - denoised for prev in reversed(history[:-1])]
         if new is not None:
-            rks, diffs = [*rks, torch.ones_like(h)], [*diffs, new - denoised]
+            diffs.append(new - denoised)
         x = torch.lerp(denoised, x, cast(sigma_next / sigma, x.dtype))
-        if diffs:
-            b_h = torch.expm1(hh)
-            rhos = _unipc_coefficients(rks if new is not None else [*rks, torch.ones_like(h)], hh, predictor)
-            for rho, rk, diff in zip(rhos.unbind(0), rks, diffs):
-                x.addcmul_(diff, cast(-b_h * rho / rk, x.dtype))
+        for factor, diff in zip(cast(factors, x.dtype).unbind(0), diffs):
+            x.addcmul_(diff, factor)
         return x
 
     def step(self, denoiser, x, sigma, sigma_next, state=None, noise=None, last=False):
@@ -498,11 +536,14 @@ class UniPC(_Multistep):
         history, previous = state["history"], state["previous"]
         high, state = self.advance(state)
         if previous is not None and not last:  # UniC: correct x with the evaluation just made (unused on the step to 0)
-            x_prev, sigma_prev, used_high = previous  # the predictor's plan entry: UniC uses the estimates it used
-            x = self.by_plan(used_high, history,
-                             lambda used: self._update(x_prev, sigma_prev, sigma, used, denoised, predictor=False))
-        history = [*history, (denoised, -sigma.log())][-self.spec.order:]
+            x_prev, sigma_prev, used_high, corr, first = previous  # the predictor's plan entry and step's scalars
+            x = self.by_plan(used_high, history, lambda used: self._update(
+                x_prev, sigma_prev, sigma, used, denoised, corr if len(used) > 1 else first))
+        history = [*history, denoised][-self.spec.order:]
         if last:
             return denoised, denoised, {**state, "history": history, "previous": None}
-        x_next = self.by_plan(high, history, lambda used: self._update(x, sigma, sigma_next, used, None, predictor=True))
-        return x_next, denoised, {**state, "history": history, "previous": (x, sigma, high)}
+        p = self.spec.order
+        row = state["coefficients"].index_select(0, state["row"])[0]  # this step's scalars: no host read, no branch
+        x_next = self.by_plan(high, history, lambda used: self._update(x, sigma, sigma_next, used, None, row[:p - 1]))
+        state = {**state, "history": history, "row": state["row"] + 1}
+        return x_next, denoised, {**state, "previous": (x, sigma, high, row[p - 1:2 * p - 1], row[2 * p - 1:])}
