@@ -306,12 +306,13 @@ def run(settings: Settings) -> dict[str, object]:
         "solver is above the aim at the conv size and k-diffusion's step is no cheaper, the time is the method's "
         "own full-size work (the noise draw and the operations the verdict names), which any implementation of "
         "it does.",
-        f"Why `lms` and `unipc` stand out at the tiny size ({us['lms']:.0f} and {us['unipc']:.0f} us per "
-        f"evaluation against {us['euler']:.0f} us for `euler` and {us['heun']:.0f} us for `heun`): each step "
-        "computes its coefficients from the grid, the Lagrange integrals of variable-step Adams-Bashforth "
-        "and UniPC's small linear system, as a few dozen operations on 0-d tensors, kept on the device so "
-        "that a step reads nothing and compiles whole. On a latent of a few numbers those scalar operations "
-        "are most of the step; at the conv size they are a small share of it.",
+        f"Why `lms` and `unipc` cost more than `euler` and `heun` at the tiny size ({us['lms']:.0f} and "
+        f"{us['unipc']:.0f} us per evaluation against {us['euler']:.0f} and {us['heun']:.0f} us): their "
+        "coefficients (the Lagrange integrals of variable-step Adams-Bashforth, UniPC's order conditions) are "
+        "computed once per grid, batched over the steps on the grid's device, and each step takes its row by a "
+        "tensor index, so it reads nothing and compiles whole; what is left per step is that row, one operation "
+        "on the latent per slope or difference they combine (up to four for `lms`, UniC's correction on top of "
+        "UniP for `unipc`), and at a few numbers per latent each operation costs about as much as the network.",
     ]
     return {
         "notes": notes,
