@@ -501,6 +501,11 @@ class UniPC(_Multistep):
     ``x_{i+1} = (sigma_{i+1} / sigma_i) x_i + (1 - e^{-h}) D_i - (e^{-h} - 1) sum_k rho_k D1_k``.
     After the evaluation at ``x_{i+1}``, UniC redoes that step with ``D_{i+1} - D_i`` as one more
     difference (no extra evaluation). The step to 0 returns ``D``. N evaluations.
+
+    The scalars of every step are computed once per grid, in :meth:`start` (:func:`unipc_coefficients`); the
+    state holds the estimates kept (``history``), those scalars (``coefficients``), the index of the next
+    step's row (``row``, a tensor, so one compiled step serves every step) and what UniC needs of the step
+    before (``previous``).
     """
 
     spec_class = UniPCSpec
