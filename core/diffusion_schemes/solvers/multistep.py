@@ -116,9 +116,14 @@ class _Multistep(BaseSolver):
 class _SDEMultistep(_Multistep):
     """Exponential-integrator multistep with noise, in ``lambda = -log sigma``; ``a = (1 + eta) h``.
 
-    A step is ``x <- e^{-a} x + (1 - e^{-a}) D_i + correction(...)`` (``e^{-a} = (sigma_{i+1} / sigma_i)
-    e^{-eta h}``), then ``+ s_noise sigma_{i+1} sqrt(1 - e^{-2 eta h}) eps`` on every step but the last,
-    which returns ``D``. The history keeps the ``order - 1`` last ``(D, h)``.
+    A step is ``x <- e^{-a} x + (1 - e^{-a}) D_i + sum_k c_k diff_k`` (``e^{-a} = (sigma_{i+1} / sigma_i)
+    e^{-eta h}``, the correction's differences of estimates ``diff_k`` from :meth:`differences`), then
+    ``+ s_noise sigma_{i+1} sqrt(1 - e^{-2 eta h}) eps`` on every step but the last, which returns ``D``.
+
+    The scalars of every step (``e^{-a}``, the noise's scale and the correction's ``c_k``) are computed once
+    per grid, in :meth:`start` (:meth:`scalars`), batched over the steps, on the grid's device and
+    differentiably; each step takes its row by a tensor index (``row``), so it reads nothing on the host and
+    one compiled step serves every step. The history keeps the ``order - 1`` last estimates.
     """
 
     stochastic = True
@@ -126,11 +131,29 @@ class _SDEMultistep(_Multistep):
     def adds_noise(self, last):
         return not last and self.eta != 0
 
-    def correction(self, denoised, history, h, a):
-        """The higher-order term from the earlier estimates, as ``[(c, diff), ...]``: ``sum c diff``, each ``c`` a
-        0-d tensor in ``denoised``'s dtype and each ``diff`` a difference of estimates (the step adds them with
-        ``addcmul``, one operation on the latent per term)."""
+    def start(self, sigmas):
+        return {**super().start(sigmas), "scalars": self.scalars(sigmas),
+                "row": torch.zeros(1, dtype=torch.long, device=sigmas.device)}
+
+    def scalars(self, sigmas: torch.Tensor) -> torch.Tensor:
+        """Row ``i`` for every step: ``[e^{-a}, s_noise sigma_{i+1} sqrt(1 - e^{-2 eta h}), c_1, ..., c_{order-1}]``,
+        the ``c_k`` those of the ``min(order - 1, i)`` differences step ``i`` has (0 past them). The step to 0
+        returns ``D`` and uses no row (:func:`_levels_after`)."""
+        h = (sigmas[:-1] / _levels_after(sigmas)).log()
+        a = (1 + self.eta) * h
+        # without noise, no scale: its square root at 0 would give the grid a NaN gradient through the unused column
+        noise = torch.zeros_like(h)
+        if self.eta:
+            noise = sigmas[1:] * (-torch.expm1(-2 * self.eta * h)).sqrt() * self.s_noise
+        return torch.cat([(-a).exp()[:, None], noise[:, None], self.correction_scalars(h, a)], 1)
+
+    def correction_scalars(self, h: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """``(n, order - 1)``: each step's coefficients of :meth:`differences`, from the steps ``h`` and ``a``."""
         raise NotImplementedError
+
+    def differences(self, denoised: torch.Tensor, history: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The differences of estimates the correction combines, with the earlier estimates ``history``."""
+        return [denoised - history[-1]]
 
     def step(self, denoiser, x, sigma, sigma_next, state=None, noise=None, last=False):
         denoised = denoiser.x0_sigma(x, sigma)
@@ -138,12 +161,11 @@ class _SDEMultistep(_Multistep):
         if last:
             return denoised, denoised, state
         history = state["history"]
-        h = (sigma / sigma_next).log()
-        a = (1 + self.eta) * h
+        decay, scale, *coefficients = cast(state["scalars"].index_select(0, state["row"])[0], x.dtype).unbind(0)
         # e^{-a} x + (1 - e^{-a}) D = D + e^{-a} (x - D): one lerp, a new tensor that the step then updates in place
-        x = torch.lerp(denoised, x, cast((-a).exp(), x.dtype))
+        x = torch.lerp(denoised, x, decay)
         if history:
-            terms = self.correction(denoised, history, h, a)
+            terms = list(zip(coefficients, self.differences(denoised, history)))
             if high is None:
                 for c, diff in terms:
                     x.addcmul_(diff, c)
@@ -153,8 +175,21 @@ class _SDEMultistep(_Multistep):
                     corrected.addcmul_(diff, c)
                 x = self.select(high, corrected, x)
         if noise is not None:
-            x.addcmul_(noise, cast(sigma_next * (-torch.expm1(-2 * self.eta * h)).sqrt() * self.s_noise, x.dtype))
-        return x, denoised, {**state, "history": [*history, (denoised, h)][1 - self.order:]}
+            x.addcmul_(noise, scale)
+        return x, denoised, {**state, "history": [*history, denoised][1 - self.order:], "row": state["row"] + 1}
+
+
+def _levels_after(sigmas: torch.Tensor) -> torch.Tensor:
+    """``sigma_{i+1}`` of every step of ``sigmas``, the 0 that ends a grid replaced by half the level before it:
+    the step to 0 returns ``D`` and uses no coefficient, and its row stays finite (a log of 0 would give the grid
+    a NaN gradient through it). A grid may also end above 0 (steps taken one by one)."""
+    return torch.where(sigmas[1:] > 0, sigmas[1:], sigmas[:-1] / 2)
+
+
+def _earlier(values: torch.Tensor, k: int) -> torch.Tensor:
+    """``values`` shifted ``k`` steps back (the first ``k`` entries repeat the first value: rows that have no
+    such earlier step, whose result is not used, stay finite)."""
+    return torch.cat([values[:1].expand(k), values])[:values.shape[0]]
 
 
 class DPMpp2MSDESpec(_SDESpec):
@@ -183,11 +218,10 @@ class DPMpp2MSDE(_SDEMultistep):
     order = 2
     spec_class = DPMpp2MSDESpec
 
-    def correction(self, denoised, history, h, a):
-        prev_denoised, prev_h = history[-1]
+    def correction_scalars(self, h, a):
         decay = -torch.expm1(-a)  # 1 - e^{-a}
         c = decay / 2 if self.solver_type == "midpoint" else 1 - decay / a
-        return [((c * h / prev_h).to(denoised.dtype), denoised - prev_denoised)]
+        return (c * h / _earlier(h, 1))[:, None]  # on (D_i - D_{i-1}): 1 / r = h / h_{i-1}
 
 
 class DPMpp2MSpec(_MultistepSpec):
@@ -249,24 +283,26 @@ class DPMpp3MSDE(_SDEMultistep):
     lookback = 2
     spec_class = DPMpp3MSDESpec
 
-    def correction(self, denoised, history, h, a):
+    def correction_scalars(self, h, a):
         """``phi_2 D1 - phi_3 D2`` written as ``c_0 (D_i - D_{i-1}) + c_2 (D_{i-2} - D_{i-1})``: the same linear
         combination with its coefficients computed on the scalars: two differences, which the step adds with
         two ``addcmul`` (four operations on the latent, not twelve).
 
         With ``k = (phi_2 r0 - phi_3) / (r0 + r1)``: ``c_0 = (phi_2 + k) / r0`` and ``c_2 = k / r1``; with one
-        earlier estimate, ``phi_2 d0 = (phi_2 / r0) (D_i - D_{i-1})``.
+        earlier estimate (step 1), ``phi_2 d0 = (phi_2 / r0) (D_i - D_{i-1})``.
         """
         phi_2 = torch.expm1(-a) / a + 1
-        r0 = history[-1][1] / h
-        if len(history) == 1:
-            return [(cast(phi_2 / r0, denoised.dtype), denoised - history[-1][0])]
-        r1 = history[-2][1] / h
+        r0, r1 = _earlier(h, 1) / h, _earlier(h, 2) / h
         phi_3 = phi_2 / a - 0.5
         k = (phi_2 * r0 - phi_3) / (r0 + r1)
-        c0, c2 = cast((phi_2 + k) / r0, denoised.dtype), cast(k / r1, denoised.dtype)
-        previous = history[-1][0]
-        return [(c0, denoised - previous), (c2, history[-2][0] - previous)]
+        full = torch.stack([(phi_2 + k) / r0, k / r1], 1)
+        one = torch.stack([phi_2 / r0, torch.zeros_like(h)], 1)
+        second = (torch.arange(h.shape[0], device=h.device) == 1)[:, None]  # the step with one earlier estimate
+        return torch.where(second, one, full)
+
+    def differences(self, denoised, history):
+        previous = history[-1]
+        return [denoised - previous] if len(history) == 1 else [denoised - previous, history[-2] - previous]
 
 
 class LMSSpec(_MultistepSpec):
@@ -448,7 +484,7 @@ def _unipc_rhos(rks: torch.Tensor, hh: torch.Tensor, predictor: bool) -> torch.T
 
 
 def unipc_coefficients(sigmas: torch.Tensor, order: int) -> torch.Tensor:
-    """UniPC's scalars for every step of ``sigmas`` but the step to 0 (which returns ``D``), with ``order`` the
+    """UniPC's scalars for every step of ``sigmas`` (the step to 0 returns ``D`` and uses none), with ``order`` the
     predictor's order ``p`` (the estimates kept): row ``i`` holds the factors ``-B(h) rho_k / r_k`` that each
     difference is added with, as ``[UniP's (p - 1 columns), UniC's (p columns), UniC's first order (1 column)]``.
 
@@ -459,18 +495,15 @@ def unipc_coefficients(sigmas: torch.Tensor, order: int) -> torch.Tensor:
 
     >>> import torch
     >>> c = unipc_coefficients(torch.tensor([80.0, 10.0, 1.0, 0.0], dtype=torch.float64), 2)
-    >>> c.shape                                  # two steps update (the third goes to 0): UniP 1, UniC 2, 1
-    torch.Size([2, 4])
+    >>> c.shape                                  # a row a step (the third, to 0, uses none): UniP 1, UniC 2, 1
+    torch.Size([3, 4])
     >>> c[0, 0].item(), c[0, 2].item()          # the first step has one estimate: no difference for UniP
     (0.0, 0.0)
     >>> bool(c[0, 1] == c[0, 3])                # nor for UniC but the new one: its first order
     True
     """
-    width = 2 * order
-    n = sigmas.shape[0] - 2
-    if n <= 0:
-        return sigmas.new_zeros((0, width))
-    lam = -sigmas[:-1].log()  # the positive levels only: the step to 0 makes no update
+    n = sigmas.shape[0] - 1
+    lam = -torch.cat([sigmas[:1], _levels_after(sigmas)]).log()  # the step to 0 makes no update: a finite row
     lam_i, h = lam[:-1], lam[1:] - lam[:-1]
     hh = -h
     b_h = torch.expm1(hh)
